@@ -1,0 +1,161 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str, Ctx};
+
+pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let b = ctx.broker;
+    let node = b.node_id();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+            let mut configs = BTreeMap::new();
+            for c in &t.configs {
+                if let Some(v) = &c.value {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+            }
+            let (mut partitions, mut rf) = (t.num_partitions, t.replication_factor);
+            if !t.assignments.is_empty() {
+                if partitions != -1 || rf != -1 {
+                    return result
+                        .with_error_code(ctx.err(ResponseError::InvalidRequest))
+                        .with_error_message(Some(str("Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.")));
+                }
+                if t.assignments.iter().any(|a| a.broker_ids.iter().any(|id| id.0 != node)) {
+                    return result.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment)).with_error_message(Some(str("Unknown broker in replica assignment")));
+                }
+                partitions = t.assignments.len() as i32;
+                rf = t.assignments[0].broker_ids.len() as i16;
+            }
+            match b.create_topic(t.name.as_str(), partitions, rf, configs, req.validate_only) {
+                Ok(meta) => {
+                    let cfgs = super::configs::topic_entries(b, &meta.configs)
+                        .into_iter()
+                        .map(|e| {
+                            CreatableTopicConfigs::default()
+                                .with_name(str(&e.name))
+                                .with_value(Some(str(&e.value)))
+                                .with_config_source(e.source)
+                        })
+                        .collect();
+                    result
+                        .with_topic_id(meta.id)
+                        .with_num_partitions(meta.partitions)
+                        .with_replication_factor(meta.replication_factor)
+                        .with_configs(Some(cfgs))
+                }
+                Err((e, msg)) => result.with_error_code(ctx.err(e)).with_error_message(msg.map(StrBytes::from_string)),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let b = ctx.broker;
+    let mut wanted: Vec<(Option<TopicName>, uuid::Uuid)> = req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect();
+    wanted.extend(req.topics.into_iter().map(|t| (t.name, t.topic_id)));
+    let responses = wanted
+        .into_iter()
+        .map(|(name, id)| {
+            let meta = match &name {
+                Some(n) => b.metadata.topic(n.as_str()),
+                None => b.metadata.topic_by_id(id),
+            };
+            let r = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+            match meta {
+                None => {
+                    let e = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+                    r.with_error_code(ctx.err(e))
+                }
+                Some(m) => match b.delete_topic(&m.name) {
+                    Ok(m) => r.with_name(Some(TopicName(str(&m.name)))).with_topic_id(m.id),
+                    Err(e) => r.with_error_code(ctx.err(e)),
+                },
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let b = ctx.broker;
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let Some(meta) = b.metadata.topic(t.name.as_str()) else {
+                return r.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+            };
+            if t.count <= meta.partitions {
+                let msg = format!("Topic currently has {} partitions, which is higher than the requested {}.", meta.partitions, t.count);
+                return r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg)));
+            }
+            if t.assignments.as_ref().is_some_and(|a| a.iter().any(|a| a.broker_ids.iter().any(|id| id.0 != b.node_id()))) {
+                return r.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment));
+            }
+            if req.validate_only {
+                return r;
+            }
+            match b.metadata.add_partitions(&meta.name, t.count) {
+                Ok(m) => match b.replicas.ensure_topic(&b.config, &m) {
+                    Ok(()) => r,
+                    Err(e) => r.with_error_code(ctx.err(ResponseError::KafkaStorageError)).with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                },
+                Err(e) => r.with_error_code(ctx.err(e)),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+pub async fn delete_records(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let b = ctx.broker;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|dp| {
+                    let r = DeleteRecordsPartitionResult::default().with_partition_index(dp.partition_index).with_low_watermark(-1);
+                    let Some(part) = b.replicas.get(t.name.as_str(), dp.partition_index) else {
+                        return r.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+                    };
+                    let mut p = part.lock();
+                    let hw = p.high_watermark();
+                    let target = if dp.offset == -1 { hw } else { dp.offset };
+                    if target < 0 || target > hw {
+                        return r.with_error_code(ctx.err(ResponseError::OffsetOutOfRange));
+                    }
+                    if !p.log.config.delete_enabled {
+                        return r.with_error_code(ctx.err(ResponseError::PolicyViolation));
+                    }
+                    match p.log.advance_start(target) {
+                        Ok(()) => r.with_low_watermark(p.log.log_start_offset()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "delete records failed");
+                            r.with_error_code(ctx.err(ResponseError::KafkaStorageError))
+                        }
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(parts)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

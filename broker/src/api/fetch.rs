@@ -1,0 +1,211 @@
+//! Fetch (with long polling), ListOffsets and OffsetForLeaderEpoch: the read side.
+//! Stored batches are served as they are on disk; no record is decoded on this path except
+//! to answer a ListOffsets by timestamp inside a batch.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::*;
+use kafka_protocol::records::RecordBatchDecoder;
+
+use super::Ctx;
+use crate::partition::Partition;
+use crate::storage::log::ReadError;
+
+/// Check a client's view of the leader epoch against ours.
+fn check_epoch(p: &Partition, current_leader_epoch: i32) -> Result<(), ResponseError> {
+    if current_leader_epoch < 0 || current_leader_epoch == p.leader_epoch {
+        Ok(())
+    } else if current_leader_epoch > p.leader_epoch {
+        Err(ResponseError::UnknownLeaderEpoch)
+    } else {
+        Err(ResponseError::FencedLeaderEpoch)
+    }
+}
+
+struct Resolved {
+    name: TopicName,
+    topic_id: uuid::Uuid,
+    topic: Option<String>,
+}
+
+fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_committed: bool) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let b = ctx.broker;
+    let mut remaining = if ctx.version >= 3 { req.max_bytes.max(0) as usize } else { usize::MAX };
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(topics.len());
+    for (ft, r) in req.topics.iter().zip(topics) {
+        let mut parts = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let mut pd = PartitionData::default().with_partition_index(fp.partition).with_high_watermark(-1).with_last_stable_offset(-1).with_log_start_offset(-1);
+            let part = r.topic.as_ref().and_then(|t| b.replicas.get(t, fp.partition));
+            let Some(part) = part else {
+                any_error = true;
+                parts.push(pd.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition)).with_records(Some(Bytes::new())));
+                continue;
+            };
+            let p = part.lock();
+            pd = pd
+                .with_high_watermark(p.high_watermark())
+                .with_last_stable_offset(p.last_stable_offset())
+                .with_log_start_offset(p.log.log_start_offset());
+            if read_committed {
+                pd = pd.with_aborted_transactions(Some(vec![]));
+            }
+            if let Err(e) = check_epoch(&p, fp.current_leader_epoch) {
+                any_error = true;
+                parts.push(pd.with_error_code(ctx.err(e)).with_records(Some(Bytes::new())));
+                continue;
+            }
+            let upper = if read_committed { p.last_stable_offset() } else { p.high_watermark() };
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+            if limit == 0 && total > 0 {
+                parts.push(pd.with_records(Some(Bytes::new())));
+                continue;
+            }
+            match p.log.read(fp.fetch_offset, limit.max(1), upper) {
+                Ok(Ok(r)) => {
+                    total += r.bytes.len();
+                    remaining = remaining.saturating_sub(r.bytes.len());
+                    if !r.bytes.is_empty() {
+                        b.metrics.consumed(&p.topic, &r.bytes);
+                    }
+                    parts.push(pd.with_records(Some(Bytes::from(r.bytes))));
+                }
+                Ok(Err(ReadError::OffsetOutOfRange)) => {
+                    any_error = true;
+                    parts.push(pd.with_error_code(ctx.err(ResponseError::OffsetOutOfRange)).with_records(Some(Bytes::new())));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "read failed");
+                    any_error = true;
+                    parts.push(pd.with_error_code(ctx.err(ResponseError::KafkaStorageError)).with_records(Some(Bytes::new())));
+                }
+            }
+        }
+        out.push(FetchableTopicResponse::default().with_topic(r.name.clone()).with_topic_id(r.topic_id).with_partitions(parts));
+    }
+    (out, total, any_error)
+}
+
+pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
+    let b = ctx.broker;
+    let mut wake = b.replicas.subscribe();
+    wake.borrow_and_update();
+    let topics: Vec<Resolved> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let meta = if ctx.version >= 13 { b.metadata.topic_by_id(t.topic_id) } else { b.metadata.topic(t.topic.as_str()) };
+            Resolved { name: t.topic.clone(), topic_id: t.topic_id, topic: meta.map(|m| m.name) }
+        })
+        .collect();
+    let read_committed = req.isolation_level == 1;
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    loop {
+        let (responses, total, any_error) = read_once(ctx, &req, &topics, read_committed);
+        let now = Instant::now();
+        if total >= req.min_bytes.max(0) as usize || any_error || now >= deadline || total > 0 && req.min_bytes <= 1 {
+            return FetchResponse::default().with_responses(responses);
+        }
+        // Long poll: sleep until something is appended anywhere or the wait runs out.
+        if tokio::time::timeout(deadline - now, wake.changed()).await.is_err() {
+            let (responses, _, _) = read_once(ctx, &req, &topics, read_committed);
+            return FetchResponse::default().with_responses(responses);
+        }
+    }
+}
+
+/// Offset of the first record with timestamp >= `ts`, decoding only the one batch.
+fn offset_for_timestamp(p: &Partition, ts: i64) -> anyhow::Result<Option<(i64, i64)>> {
+    let Some((h, raw)) = p.log.batch_for_timestamp(ts)? else { return Ok(None) };
+    let mut buf = Bytes::from(raw);
+    if let Ok(set) = RecordBatchDecoder::decode(&mut buf) {
+        if let Some(r) = set.records.iter().find(|r| r.timestamp >= ts && r.offset >= p.log.log_start_offset()) {
+            return Ok(Some((r.timestamp, r.offset)));
+        }
+    }
+    Ok(Some((h.max_timestamp, h.base_offset.max(p.log.log_start_offset()))))
+}
+
+pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let b = ctx.broker;
+    let read_committed = req.isolation_level == 1;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|lp| {
+                    let resp = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index).with_timestamp(-1).with_offset(-1);
+                    let Some(part) = b.replicas.get(t.name.as_str(), lp.partition_index) else {
+                        return resp.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+                    };
+                    let p = part.lock();
+                    if let Err(e) = check_epoch(&p, lp.current_leader_epoch) {
+                        return resp.with_error_code(ctx.err(e));
+                    }
+                    let found = match lp.timestamp {
+                        -2 | -4 => Ok(Some((-1, p.log.log_start_offset()))),
+                        -1 => Ok(Some((-1, if read_committed { p.last_stable_offset() } else { p.high_watermark() }))),
+                        -3 => Ok(p.log.max_timestamp()),
+                        ts if ts >= 0 => offset_for_timestamp(&p, ts),
+                        _ => Ok(None),
+                    };
+                    match found {
+                        Ok(Some((ts, off))) => {
+                            let resp = resp.with_timestamp(ts).with_offset(off);
+                            if ctx.version >= 4 { resp.with_leader_epoch(p.leader_epoch) } else { resp }
+                        }
+                        Ok(None) => resp,
+                        Err(e) => {
+                            tracing::error!(error = %e, "list offsets failed");
+                            resp.with_error_code(ctx.err(ResponseError::KafkaStorageError))
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+pub async fn offset_for_leader_epoch(ctx: &Ctx<'_>, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let b = ctx.broker;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|op| {
+                    let resp = EpochEndOffset::default().with_partition(op.partition).with_leader_epoch(-1).with_end_offset(-1);
+                    let Some(part) = b.replicas.get(t.topic.as_str(), op.partition) else {
+                        return resp.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+                    };
+                    let p = part.lock();
+                    if let Err(e) = check_epoch(&p, op.current_leader_epoch) {
+                        return resp.with_error_code(ctx.err(e));
+                    }
+                    let (epoch, end) = if op.leader_epoch >= p.leader_epoch {
+                        (p.leader_epoch, p.log.log_end_offset())
+                    } else {
+                        p.log.end_offset_for_epoch(op.leader_epoch)
+                    };
+                    resp.with_leader_epoch(epoch).with_end_offset(end)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(parts)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

@@ -1,0 +1,192 @@
+//! Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! ListGroups, DescribeGroups, DeleteGroups. Thin adapters over the group coordinator.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str, Ctx};
+use crate::group::coordinator::JoinRequest;
+
+fn opt(s: Option<String>) -> Option<StrBytes> {
+    s.map(StrBytes::from_string)
+}
+
+pub async fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let (host, port) = ctx.broker.advertised();
+    let node = BrokerId(ctx.broker.node_id());
+    // Transactions (key type 1) are not coordinated yet.
+    let error = if req.key_type == 1 { ctx.err(ResponseError::CoordinatorNotAvailable) } else { 0 };
+    if ctx.version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|k| {
+                let c = Coordinator::default().with_key(k).with_error_code(error);
+                if error == 0 {
+                    c.with_node_id(node).with_host(str(&host)).with_port(port)
+                } else {
+                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let resp = FindCoordinatorResponse::default().with_error_code(error);
+    if error == 0 {
+        resp.with_node_id(node).with_host(str(&host)).with_port(port)
+    } else {
+        resp.with_node_id(BrokerId(-1)).with_port(-1)
+    }
+}
+
+pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
+    let r = ctx
+        .broker
+        .groups
+        .join(JoinRequest {
+            group_id: req.group_id.to_string(),
+            member_id: req.member_id.to_string(),
+            group_instance_id: req.group_instance_id.map(|s| s.to_string()),
+            client_id: ctx.client_id.clone(),
+            client_host: ctx.client_host.clone(),
+            session_timeout_ms: req.session_timeout_ms,
+            // v0 had no rebalance timeout: it was the session timeout.
+            rebalance_timeout_ms: if ctx.version == 0 { req.session_timeout_ms } else { req.rebalance_timeout_ms },
+            protocol_type: req.protocol_type.to_string(),
+            protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+            require_known_member_id: ctx.version >= 4,
+        })
+        .await;
+    let members = r
+        .members
+        .into_iter()
+        .map(|(id, inst, meta)| JoinGroupResponseMember::default().with_member_id(StrBytes::from_string(id)).with_group_instance_id(opt(inst)).with_metadata(meta))
+        .collect();
+    let error = r.error.map(|e| ctx.err(e)).unwrap_or(0);
+    JoinGroupResponse::default()
+        .with_error_code(error)
+        .with_generation_id(r.generation)
+        .with_protocol_type(opt(r.protocol_type))
+        // Before v7 the protocol name was not nullable.
+        .with_protocol_name(Some(StrBytes::from_string(r.protocol_name.unwrap_or_default())))
+        .with_leader(StrBytes::from_string(r.leader))
+        .with_skip_assignment(r.skip_assignment)
+        .with_member_id(StrBytes::from_string(r.member_id))
+        .with_members(members)
+}
+
+pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
+    let assignments = req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let r = ctx
+        .broker
+        .groups
+        .sync(req.group_id.as_str(), req.generation_id, req.member_id.as_str(), instance.as_deref(), assignments)
+        .await;
+    let error = r.error.map(|e| ctx.err(e)).unwrap_or(0);
+    SyncGroupResponse::default()
+        .with_error_code(error)
+        .with_protocol_type(opt(r.protocol_type))
+        .with_protocol_name(opt(r.protocol_name))
+        .with_assignment(r.assignment)
+}
+
+pub async fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let r = ctx.broker.groups.heartbeat(req.group_id.as_str(), req.generation_id, req.member_id.as_str(), instance.as_deref());
+    HeartbeatResponse::default().with_error_code(ctx.code(r))
+}
+
+pub async fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
+        req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    match ctx.broker.groups.leave(req.group_id.as_str(), members) {
+        Err(e) => LeaveGroupResponse::default().with_error_code(ctx.err(e)),
+        Ok(results) => {
+            if ctx.version < 3 {
+                let code = results.into_iter().next().map(|r| ctx.code(r.2)).unwrap_or(0);
+                return LeaveGroupResponse::default().with_error_code(code);
+            }
+            let members = results
+                .into_iter()
+                .map(|(id, inst, r)| MemberResponse::default().with_member_id(StrBytes::from_string(id)).with_group_instance_id(opt(inst)).with_error_code(ctx.code(r)))
+                .collect();
+            LeaveGroupResponse::default().with_members(members)
+        }
+    }
+}
+
+pub async fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
+    let groups = ctx
+        .broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(state)))
+        .filter(|_| req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic")))
+        .map(|(id, ptype, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(id)))
+                .with_protocol_type(StrBytes::from_string(ptype))
+                .with_group_state(str(state))
+                .with_group_type(str("classic"))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|gid| {
+            let described = ctx.broker.groups.with_group(gid.as_str(), |g| {
+                let members = g
+                    .members
+                    .values()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(str(&m.id))
+                            .with_group_instance_id(m.instance_id.as_deref().map(str))
+                            .with_client_id(str(&m.client_id))
+                            .with_client_host(str(&m.client_host))
+                            .with_member_metadata(m.metadata_for(g.protocol.as_deref()))
+                            .with_member_assignment(m.assignment.clone())
+                    })
+                    .collect();
+                DescribedGroup::default()
+                    .with_group_state(str(g.state.name()))
+                    .with_protocol_type(str(g.protocol_type.as_deref().unwrap_or("")))
+                    .with_protocol_data(str(g.protocol.as_deref().unwrap_or("")))
+                    .with_members(members)
+            });
+            described
+                .unwrap_or_else(|| DescribedGroup::default().with_group_state(str("Dead")))
+                .with_group_id(gid)
+                .with_authorized_operations(i32::MIN)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let results = req
+        .groups_names
+        .into_iter()
+        .map(|g| {
+            let r = ctx.broker.groups.delete_group(ctx.broker, g.as_str());
+            DeletableGroupResult::default().with_group_id(g).with_error_code(ctx.code(r))
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}

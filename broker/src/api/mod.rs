@@ -1,0 +1,181 @@
+//! Request dispatch: decode the header, check the version against what this broker
+//! implements, decode the body with `kafka-protocol`, call the handler, encode the reply.
+//! One module per API family; each handler is a plain async function of the request.
+
+pub mod admin;
+pub mod configs;
+pub mod fetch;
+pub mod groups;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod producer_id;
+pub mod versions;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::broker::Broker;
+
+/// Why a connection must be closed instead of answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("request too short to hold a header")]
+    Short,
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {1} of {0:?}")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("malformed {0:?} v{1} request: {2}")]
+    Malformed(ApiKey, i16, String),
+    #[error("encoding response: {0}")]
+    Encode(String),
+}
+
+/// What a handler sees about the request beyond its body.
+pub struct Ctx<'a> {
+    pub broker: &'a Arc<Broker>,
+    pub version: i16,
+    pub client_id: String,
+    pub client_host: String,
+    api: &'static str,
+}
+
+impl Ctx<'_> {
+    /// Count an error code for the request metrics and return it for the response.
+    pub fn err(&self, e: ResponseError) -> i16 {
+        self.broker.metrics.request_error(self.api, e.code());
+        e.code()
+    }
+    pub fn code(&self, r: Result<(), ResponseError>) -> i16 {
+        match r {
+            Ok(()) => 0,
+            Err(e) => self.err(e),
+        }
+    }
+}
+
+pub fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn encode_response<R: Encodable + kafka_protocol::protocol::HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    resp: &R,
+) -> Result<Bytes, ProtocolError> {
+    let header_version = R::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| resp.compute_size(version).map(|b| h + b))
+        .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header.encode(&mut buf, header_version).map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    resp.encode(&mut buf, version).map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
+/// KIP-511: an ApiVersions request of a version we do not know is answered with a v0
+/// response carrying UNSUPPORTED_VERSION and our ranges, so the client can pick one.
+fn unsupported_api_versions(correlation_id: i32) -> Result<Bytes, ProtocolError> {
+    let resp = ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(versions::advertised());
+    encode_response(correlation_id, 0, &resp)
+}
+
+macro_rules! dispatch {
+    ($ctx:ident, $buf:ident, $hdr:ident, $api:ident, $version:ident, { $($key:ident => $req:ty => $handler:path),* $(,)? }) => {
+        match $api {
+            $(ApiKey::$key => {
+                let req = <$req>::decode(&mut $buf, $version)
+                    .map_err(|e| ProtocolError::Malformed($api, $version, e.to_string()))?;
+                let resp = $handler(&$ctx, req).await;
+                encode_response($hdr.correlation_id, $version, &resp).map(Some)
+            })*
+            ApiKey::Produce => {
+                let req = ProduceRequest::decode(&mut $buf, $version)
+                    .map_err(|e| ProtocolError::Malformed($api, $version, e.to_string()))?;
+                let acks = req.acks;
+                let resp = produce::handle(&$ctx, req).await;
+                if acks == 0 {
+                    Ok(None)
+                } else {
+                    encode_response($hdr.correlation_id, $version, &resp).map(Some)
+                }
+            }
+            _ => Err(ProtocolError::UnsupportedVersion($api, $version)),
+        }
+    };
+}
+
+/// Handle one request frame (without its size prefix). `Ok(None)` means no response
+/// (acks=0 produce); `Err` means the connection must be closed.
+pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -> Result<Option<Bytes>, ProtocolError> {
+    if frame.len() < 8 {
+        return Err(ProtocolError::Short);
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).map_err(|_| ProtocolError::UnknownApi(key))?;
+    let Some(range) = versions::supported(api) else {
+        return Err(ProtocolError::UnknownApi(key));
+    };
+    if version < range.0 || version > range.1 {
+        if api == ApiKey::ApiVersions {
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            return unsupported_api_versions(correlation_id).map(Some);
+        }
+        return Err(ProtocolError::UnsupportedVersion(api, version));
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| ProtocolError::Malformed(api, version, e.to_string()))?;
+    let api_name = versions::name(api);
+    let started = Instant::now();
+    let ctx = Ctx {
+        broker,
+        version,
+        client_id: header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        client_host: client_host.to_string(),
+        api: api_name,
+    };
+    let mut buf = frame;
+    let out = dispatch!(ctx, buf, header, api, version, {
+        ApiVersions => ApiVersionsRequest => versions::handle,
+        Metadata => MetadataRequest => metadata::handle,
+        Fetch => FetchRequest => fetch::handle,
+        ListOffsets => ListOffsetsRequest => fetch::list_offsets,
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => fetch::offset_for_leader_epoch,
+        CreateTopics => CreateTopicsRequest => admin::create_topics,
+        DeleteTopics => DeleteTopicsRequest => admin::delete_topics,
+        CreatePartitions => CreatePartitionsRequest => admin::create_partitions,
+        DeleteRecords => DeleteRecordsRequest => admin::delete_records,
+        DescribeCluster => DescribeClusterRequest => metadata::describe_cluster,
+        DescribeConfigs => DescribeConfigsRequest => configs::describe,
+        AlterConfigs => AlterConfigsRequest => configs::alter,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest => configs::incremental_alter,
+        FindCoordinator => FindCoordinatorRequest => groups::find_coordinator,
+        JoinGroup => JoinGroupRequest => groups::join,
+        SyncGroup => SyncGroupRequest => groups::sync,
+        Heartbeat => HeartbeatRequest => groups::heartbeat,
+        LeaveGroup => LeaveGroupRequest => groups::leave,
+        ListGroups => ListGroupsRequest => groups::list,
+        DescribeGroups => DescribeGroupsRequest => groups::describe,
+        DeleteGroups => DeleteGroupsRequest => groups::delete,
+        OffsetCommit => OffsetCommitRequest => offsets::commit,
+        OffsetFetch => OffsetFetchRequest => offsets::fetch,
+        InitProducerId => InitProducerIdRequest => producer_id::init,
+    });
+    broker.metrics.request_done(api_name, started.elapsed());
+    if buf.has_remaining() && out.is_ok() {
+        tracing::debug!(api = api_name, version, extra = buf.remaining(), "trailing bytes after request body");
+    }
+    out
+}

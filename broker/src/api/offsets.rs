@@ -1,0 +1,129 @@
+//! OffsetCommit and OffsetFetch, including the batched multi-group OffsetFetch (v8+).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::*;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::Ctx;
+use crate::broker::now_ms;
+use crate::group::offsets::CommittedOffset;
+
+pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let b = ctx.broker;
+    let mut entries = Vec::new();
+    let mut unknown = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            if b.replicas.get(t.name.as_str(), p.partition_index).is_none() {
+                unknown.push((t.name.to_string(), p.partition_index));
+                continue;
+            }
+            entries.push((
+                t.name.to_string(),
+                p.partition_index,
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    commit_timestamp: now_ms(),
+                },
+            ));
+        }
+    }
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let result = b.groups.commit(b, req.group_id.as_str(), req.generation_id_or_member_epoch, req.member_id.as_str(), instance.as_deref(), entries);
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let code = if unknown.contains(&(t.name.to_string(), p.partition_index)) {
+                        ctx.err(ResponseError::UnknownTopicOrPartition)
+                    } else {
+                        ctx.code(result)
+                    };
+                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default().with_name(t.name).with_topic_id(t.topic_id).with_partitions(parts)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The committed offsets of one group for the requested partitions (all when `None`).
+fn lookup(ctx: &Ctx<'_>, group: &str, wanted: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)> {
+    let committed = ctx.broker.groups.fetch_offsets(group);
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(t, parts)| {
+                let ps = parts.into_iter().map(|p| (p, committed.get(&(t.to_string(), p)).cloned())).collect();
+                (t, ps)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+            for ((t, p), c) in committed {
+                by_topic.entry(t).or_default().push((p, Some(c)));
+            }
+            by_topic.into_iter().map(|(t, ps)| (TopicName(StrBytes::from_string(t)), ps)).collect()
+        }
+    }
+}
+
+fn values(c: Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, Some(StrBytes::from_string(c.metadata))),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+pub async fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    if ctx.version >= 8 {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+                let topics = lookup(ctx, g.group_id.as_str(), wanted)
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        let partitions = parts
+                            .into_iter()
+                            .map(|(p, c)| {
+                                let (offset, epoch, meta) = values(c);
+                                OffsetFetchResponsePartitions::default().with_partition_index(p).with_committed_offset(offset).with_committed_leader_epoch(epoch).with_metadata(meta)
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default().with_name(t).with_partitions(partitions)
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    let topics = lookup(ctx, req.group_id.as_str(), wanted)
+        .into_iter()
+        .map(|(t, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, c)| {
+                    let (offset, epoch, meta) = values(c);
+                    OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(offset).with_committed_leader_epoch(epoch).with_metadata(meta)
+                })
+                .collect();
+            OffsetFetchResponseTopic::default().with_name(t).with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}

@@ -1,0 +1,99 @@
+//! Produce: validate each partition's batches and append them as received.
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::Ctx;
+use crate::broker::now_ms;
+
+fn partition_error(ctx: &Ctx<'_>, index: i32, e: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(ctx.err(e))
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(msg.map(StrBytes::from_string))
+}
+
+pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
+    let b = ctx.broker;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut appended = false;
+    for td in req.topic_data {
+        let meta = if td.name.is_empty() && !td.topic_id.is_nil() {
+            b.metadata.topic_by_id(td.topic_id)
+        } else {
+            b.metadata.topic(td.name.as_str())
+        };
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            let Some(topic) = meta.as_ref() else {
+                parts.push(partition_error(ctx, pd.index, ResponseError::UnknownTopicOrPartition, None));
+                continue;
+            };
+            if !matches!(req.acks, -1 | 0 | 1) {
+                parts.push(partition_error(ctx, pd.index, ResponseError::InvalidRequiredAcks, None));
+                continue;
+            }
+            let Some(partition) = b.replicas.get(&topic.name, pd.index) else {
+                parts.push(partition_error(ctx, pd.index, ResponseError::UnknownTopicOrPartition, None));
+                continue;
+            };
+            let Some(records) = pd.records else {
+                parts.push(partition_error(ctx, pd.index, ResponseError::CorruptMessage, Some("no records".into())));
+                continue;
+            };
+            // One copy: offsets and the leader epoch are written into the batch header.
+            let mut data = records.to_vec();
+            let result = {
+                let mut p = partition.lock();
+                let min_isr = crate::topic_config::effective(&b.config, &topic.configs, "min.insync.replicas").parse::<i32>().unwrap_or(1);
+                if req.acks == -1 && min_isr > 1 {
+                    // The in-sync replica set of a single-node partition is one replica.
+                    Err((ResponseError::NotEnoughReplicas, Some(format!("min.insync.replicas={min_isr} but the ISR has 1 replica"))))
+                } else {
+                    let max = p.log.config.max_message_bytes;
+                    p.append(&mut data, max, now_ms())
+                        .map(|info| (info, p.log.log_start_offset()))
+                        .map_err(|e| {
+                            if let crate::partition::AppendError::Storage(err) = &e {
+                                tracing::error!(topic = %topic.name, partition = pd.index, error = %err, "append failed");
+                            }
+                            (e.code(), Some(e.to_string()))
+                        })
+                }
+            };
+            match result {
+                Ok((info, log_start)) => {
+                    if !info.duplicate {
+                        appended = true;
+                        b.metrics.produced(&topic.name, info.records, info.bytes);
+                    }
+                    parts.push(
+                        PartitionProduceResponse::default()
+                            .with_index(pd.index)
+                            .with_base_offset(info.base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(log_start),
+                    );
+                }
+                Err((e, msg)) => {
+                    if e == ResponseError::CorruptMessage {
+                        tracing::warn!(topic = %topic.name, partition = pd.index, client = %ctx.client_id, reason = ?msg, "rejected corrupt batch");
+                    }
+                    parts.push(partition_error(ctx, pd.index, e, msg));
+                }
+            }
+        }
+        responses.push(TopicProduceResponse::default().with_name(td.name).with_topic_id(td.topic_id).with_partition_responses(parts));
+    }
+    if appended {
+        b.replicas.notify_appended();
+    }
+    let _ = Bytes::new();
+    ProduceResponse::default().with_responses(responses)
+}

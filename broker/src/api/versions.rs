@@ -1,0 +1,75 @@
+//! The API versions this broker implements. ApiVersions advertises exactly these ranges
+//! (never the codec crate's whole range): the minimums follow Kafka 4 (KIP-896), the
+//! maximums stop before versions whose semantics Fjord does not implement yet (topic-id
+//! fetches, the KIP-848 consumer protocol, share groups).
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+
+use super::Ctx;
+
+const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
+    (ApiKey::Produce, 3, 11, "produce"),
+    (ApiKey::Fetch, 4, 12, "fetch"),
+    (ApiKey::ListOffsets, 1, 8, "list_offsets"),
+    (ApiKey::Metadata, 0, 12, "metadata"),
+    (ApiKey::OffsetCommit, 2, 8, "offset_commit"),
+    (ApiKey::OffsetFetch, 1, 8, "offset_fetch"),
+    (ApiKey::FindCoordinator, 0, 4, "find_coordinator"),
+    (ApiKey::JoinGroup, 0, 9, "join_group"),
+    (ApiKey::Heartbeat, 0, 4, "heartbeat"),
+    (ApiKey::LeaveGroup, 0, 5, "leave_group"),
+    (ApiKey::SyncGroup, 0, 5, "sync_group"),
+    (ApiKey::DescribeGroups, 0, 5, "describe_groups"),
+    (ApiKey::ListGroups, 0, 5, "list_groups"),
+    (ApiKey::ApiVersions, 0, 4, "api_versions"),
+    (ApiKey::CreateTopics, 2, 7, "create_topics"),
+    (ApiKey::DeleteTopics, 1, 6, "delete_topics"),
+    (ApiKey::DeleteRecords, 0, 2, "delete_records"),
+    (ApiKey::InitProducerId, 0, 4, "init_producer_id"),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4, "offset_for_leader_epoch"),
+    (ApiKey::DescribeConfigs, 1, 4, "describe_configs"),
+    (ApiKey::AlterConfigs, 0, 2, "alter_configs"),
+    (ApiKey::CreatePartitions, 0, 3, "create_partitions"),
+    (ApiKey::DeleteGroups, 0, 2, "delete_groups"),
+    (ApiKey::IncrementalAlterConfigs, 0, 1, "incremental_alter_configs"),
+    (ApiKey::DescribeCluster, 0, 1, "describe_cluster"),
+];
+
+pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|s| s.0 == api).map(|s| (s.1, s.2))
+}
+
+pub fn name(api: ApiKey) -> &'static str {
+    SUPPORTED.iter().find(|s| s.0 == api).map(|s| s.3).unwrap_or("unknown")
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    SUPPORTED.iter().map(|s| s.3)
+}
+
+pub fn advertised() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|(k, min, max, _)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max))
+        .collect()
+}
+
+pub async fn handle(_ctx: &Ctx<'_>, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(advertised())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn ranges_are_within_what_the_codec_supports() {
+        for (k, min, max, _) in SUPPORTED {
+            let r = k.valid_versions();
+            assert!(r.min <= *min && *max <= r.max, "{k:?} {min}..{max} vs {r}");
+        }
+        let _ = ApiVersionsResponse::VERSIONS;
+    }
+}

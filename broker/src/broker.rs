@@ -1,0 +1,167 @@
+//! The broker's shared state: configuration, metadata, hosted partitions, the group
+//! coordinator and metrics. Handlers reach everything through an `Arc<Broker>`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use kafka_protocol::error::ResponseError;
+
+use crate::config::BrokerConfig;
+use crate::group::coordinator::GroupCoordinator;
+use crate::metadata::{MetadataStore, TopicMeta};
+use crate::metrics::Metrics;
+use crate::replica_manager::ReplicaManager;
+use crate::topic_config;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub metadata: MetadataStore,
+    pub replicas: ReplicaManager,
+    pub groups: GroupCoordinator,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+    pub started: Instant,
+}
+
+/// A topic creation failure, with Kafka's error code and a message for the client.
+pub type CreateError = (ResponseError, Option<String>);
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Broker {
+    /// Open the data directory: metadata, every partition (recovering logs), and the
+    /// committed offsets of every group.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        let dir = config.data_dir().clone();
+        std::fs::create_dir_all(&dir)?;
+        let metadata = MetadataStore::open(&dir, config.cluster_id.as_deref())?;
+        let replicas = ReplicaManager::new(&dir);
+        for t in metadata.topics() {
+            replicas.ensure_topic(&config, &t)?;
+        }
+        let groups = GroupCoordinator::new(&config);
+        let broker = Arc::new(Broker {
+            metrics: Metrics::new(),
+            config,
+            metadata,
+            replicas,
+            groups,
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        if broker.metadata.topic(OFFSETS_TOPIC).is_none() {
+            let mut cfg = BTreeMap::new();
+            cfg.insert("cleanup.policy".to_string(), "compact".to_string());
+            cfg.insert("segment.bytes".to_string(), "104857600".to_string());
+            let n = broker.config.offsets_topic_num_partitions;
+            broker.create_topic_inner(OFFSETS_TOPIC, n, 1, cfg, true).map_err(|e| anyhow::anyhow!("creating {OFFSETS_TOPIC}: {:?}", e))?;
+        }
+        broker.groups.load(&broker)?;
+        Ok(broker)
+    }
+
+    /// (host, port) clients should connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        let l = &self.config.advertised_listeners[0];
+        let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" { "localhost".to_string() } else { l.host.clone() };
+        (host, l.port as i32)
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Create a topic as CreateTopics does: -1 means the broker default.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, CreateError> {
+        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        let rf = if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        if partitions < 1 {
+            return Err((ResponseError::InvalidPartitions, Some("Number of partitions must be larger than 0.".into())));
+        }
+        if rf < 1 {
+            return Err((ResponseError::InvalidReplicationFactor, Some("Replication factor must be larger than 0.".into())));
+        }
+        if rf > 1 {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                Some(format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered.")),
+            ));
+        }
+        for (k, v) in &configs {
+            topic_config::validate(k, v).map_err(|(e, m)| (e, Some(m)))?;
+        }
+        if !crate::metadata::valid_topic_name(name) {
+            return Err((ResponseError::InvalidTopicException, Some(format!("Topic name {name:?} is illegal"))));
+        }
+        if validate_only {
+            if self.metadata.topic(name).is_some() {
+                return Err((ResponseError::TopicAlreadyExists, Some(format!("Topic '{name}' already exists."))));
+            }
+            return Ok(TopicMeta {
+                name: name.to_string(),
+                id: uuid::Uuid::nil(),
+                partitions,
+                replication_factor: rf,
+                configs,
+                internal: false,
+                leader_epochs: vec![],
+            });
+        }
+        self.create_topic_inner(name, partitions, rf, configs, false)
+    }
+
+    fn create_topic_inner(&self, name: &str, partitions: i32, rf: i16, configs: BTreeMap<String, String>, internal: bool) -> Result<TopicMeta, CreateError> {
+        let t = self.metadata.create_topic(name, partitions, rf, configs, internal).map_err(|e| {
+            let msg = (e == ResponseError::TopicAlreadyExists).then(|| format!("Topic '{name}' already exists."));
+            (e, msg)
+        })?;
+        self.replicas.ensure_topic(&self.config, &t).map_err(|e| {
+            tracing::error!(topic = name, error = %e, "creating partitions failed");
+            (ResponseError::KafkaStorageError, Some(e.to_string()))
+        })?;
+        tracing::info!(topic = name, partitions, id = %t.id, "created topic");
+        Ok(t)
+    }
+
+    /// Auto-create a topic on first use when `auto.create.topics.enable` allows it.
+    pub fn auto_create(&self, name: &str) -> Option<TopicMeta> {
+        if !self.config.auto_create_topics_enable {
+            return None;
+        }
+        match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
+            Ok(t) => Some(t),
+            Err((ResponseError::TopicAlreadyExists, _)) => self.metadata.topic(name),
+            Err(_) => None,
+        }
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, ResponseError> {
+        if name == OFFSETS_TOPIC {
+            return Err(ResponseError::TopicAuthorizationFailed);
+        }
+        if !self.config.delete_topic_enable {
+            return Err(ResponseError::TopicDeletionDisabled);
+        }
+        let t = self.metadata.delete_topic(name)?;
+        if let Err(e) = self.replicas.remove_topic(name) {
+            tracing::error!(topic = name, error = %e, "removing partition data failed");
+        }
+        self.groups.forget_topic(name);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(t)
+    }
+}

@@ -1,0 +1,384 @@
+//! Broker configuration, read from Kafka's own `server.properties` keys so that a
+//! Kafka operator's knowledge (and files) carry over. Fjord-only keys live under `fjord.`.
+//!
+//! Unknown keys are an error rather than a warning: a typo in a retention setting that is
+//! silently ignored is how data gets deleted (or kept) against the operator's intent.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// One listener from `listeners=NAME://host:port`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn bind_addr(&self) -> String {
+        let host = if self.host.is_empty() { "0.0.0.0" } else { &self.host };
+        format!("{}:{}", host, self.port)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub process_roles: Vec<String>,
+    pub controller_quorum_voters: Option<String>,
+    pub controller_listener_names: Vec<String>,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i32,
+    pub auto_create_topics_enable: bool,
+    pub offsets_topic_replication_factor: i16,
+    pub offsets_topic_num_partitions: i32,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_segment_bytes: i64,
+    pub log_roll_ms: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_flush_interval_messages: i64,
+    pub log_flush_interval_ms: Option<i64>,
+    pub log_index_interval_bytes: u32,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: usize,
+    pub connections_max_idle_ms: u64,
+    pub max_connections: usize,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub delete_topic_enable: bool,
+    pub http_listen: Option<SocketAddr>,
+    pub max_inflight_requests: usize,
+    pub cluster_id: Option<String>,
+    /// Every known key with its effective value, and the keys the operator set.
+    pub props: BTreeMap<String, String>,
+    pub explicit: std::collections::BTreeSet<String>,
+}
+
+/// Every key Fjord understands, with its default. Defaults are Kafka's unless noted.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("node.id", ""),
+    ("broker.id", ""),
+    ("process.roles", "broker,controller"),
+    ("controller.quorum.voters", ""),
+    ("controller.quorum.bootstrap.servers", ""),
+    ("controller.listener.names", "CONTROLLER"),
+    ("listeners", "PLAINTEXT://:9092"),
+    ("advertised.listeners", ""),
+    ("listener.security.protocol.map", ""),
+    ("inter.broker.listener.name", ""),
+    ("log.dirs", ""),
+    ("log.dir", "/tmp/kafka-logs"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("min.insync.replicas", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("offsets.topic.replication.factor", "3"),
+    ("offsets.topic.num.partitions", "50"),
+    ("transaction.state.log.replication.factor", "3"),
+    ("transaction.state.log.min.isr", "2"),
+    ("log.retention.ms", ""),
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.bytes", "-1"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", ""),
+    ("log.roll.hours", "168"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.flush.interval.messages", "9223372036854775807"),
+    ("log.flush.interval.ms", ""),
+    ("log.index.interval.bytes", "4096"),
+    ("message.max.bytes", "1048588"),
+    ("socket.request.max.bytes", "104857600"),
+    ("socket.send.buffer.bytes", "102400"),
+    ("socket.receive.buffer.bytes", "102400"),
+    ("num.network.threads", "3"),
+    ("num.io.threads", "8"),
+    ("num.recovery.threads.per.data.dir", "1"),
+    ("connections.max.idle.ms", "600000"),
+    ("max.connections", "2147483647"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("delete.topic.enable", "true"),
+    ("cluster.id", ""),
+    ("fjord.http.listen", ""),
+    ("fjord.max.inflight.requests", "100"),
+];
+
+/// Parse a Java-style properties text: `key=value` or `key: value`, `#`/`!` comments.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let idx = line
+            .find(['=', ':'])
+            .ok_or_else(|| anyhow!("line {}: expected key=value, got {:?}", n + 1, raw))?;
+        out.push((line[..idx].trim().to_string(), line[idx + 1..].trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn parse_listeners(s: &str) -> Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, rest) = part
+            .split_once("://")
+            .ok_or_else(|| anyhow!("listener {:?} must look like NAME://host:port", part))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("listener {:?} has no port", part))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port: u16 = port.parse().with_context(|| format!("listener {:?}: bad port", part))?;
+        out.push(Listener { name: name.to_string(), host, port });
+    }
+    Ok(out)
+}
+
+fn num<T: std::str::FromStr>(props: &BTreeMap<String, String>, key: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let v = &props[key];
+    v.parse::<T>().map_err(|e| anyhow!("invalid value {:?} for {}: {}", v, key, e))
+}
+
+fn boolean(props: &BTreeMap<String, String>, key: &str) -> Result<bool> {
+    match props[key].to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        v => bail!("invalid value {:?} for {}: expected true or false", v, key),
+    }
+}
+
+fn opt_num(props: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>> {
+    if props[key].is_empty() {
+        Ok(None)
+    } else {
+        num::<i64>(props, key).map(Some)
+    }
+}
+
+impl BrokerConfig {
+    /// Build a config from `key=value` pairs, later pairs overriding earlier ones.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self> {
+        let mut props: BTreeMap<String, String> =
+            DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut unknown = Vec::new();
+        for (k, v) in pairs {
+            if props.contains_key(k.as_str()) {
+                props.insert(k.clone(), v.clone());
+            } else {
+                unknown.push(k.clone());
+            }
+        }
+        if !unknown.is_empty() {
+            bail!("unknown configuration key(s): {}", unknown.join(", "));
+        }
+
+        let node_id = match (props["node.id"].as_str(), props["broker.id"].as_str()) {
+            ("", "") => bail!("node.id is required"),
+            ("", _) => num::<i32>(&props, "broker.id")?,
+            _ => num::<i32>(&props, "node.id")?,
+        };
+        if node_id < 0 {
+            bail!("node.id must be >= 0, got {}", node_id);
+        }
+        let process_roles: Vec<String> = props["process.roles"]
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for r in &process_roles {
+            if r != "broker" && r != "controller" {
+                bail!("invalid value {:?} in process.roles: expected broker and/or controller", r);
+            }
+        }
+        let controller_listener_names: Vec<String> = props["controller.listener.names"]
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let all_listeners = parse_listeners(&props["listeners"])?;
+        // Client-facing listeners: the controller listener is served by the metadata quorum.
+        let listeners: Vec<Listener> = all_listeners
+            .iter()
+            .filter(|l| !controller_listener_names.contains(&l.name))
+            .cloned()
+            .collect();
+        if listeners.is_empty() {
+            bail!("listeners must name at least one client listener");
+        }
+        let advertised_listeners = if props["advertised.listeners"].is_empty() {
+            listeners.clone()
+        } else {
+            parse_listeners(&props["advertised.listeners"])?
+        };
+        let dirs = if props["log.dirs"].is_empty() { &props["log.dir"] } else { &props["log.dirs"] };
+        let log_dirs: Vec<PathBuf> =
+            dirs.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+        if log_dirs.is_empty() {
+            bail!("log.dirs must name a directory");
+        }
+        let log_retention_ms = if let Some(ms) = opt_num(&props, "log.retention.ms")? {
+            ms
+        } else if let Some(m) = opt_num(&props, "log.retention.minutes")? {
+            m * 60_000
+        } else {
+            num::<i64>(&props, "log.retention.hours")? * 3_600_000
+        };
+        let log_roll_ms = match opt_num(&props, "log.roll.ms")? {
+            Some(ms) => ms,
+            None => num::<i64>(&props, "log.roll.hours")? * 3_600_000,
+        };
+        let http_listen = if props["fjord.http.listen"].is_empty() {
+            None
+        } else {
+            Some(
+                props["fjord.http.listen"]
+                    .parse()
+                    .map_err(|e| anyhow!("invalid value for fjord.http.listen: {}", e))?,
+            )
+        };
+        let cfg = BrokerConfig {
+            node_id,
+            process_roles,
+            controller_quorum_voters: Some(props["controller.quorum.voters"].clone())
+                .filter(|s| !s.is_empty()),
+            controller_listener_names,
+            listeners,
+            advertised_listeners,
+            log_dirs,
+            num_partitions: num(&props, "num.partitions")?,
+            default_replication_factor: num(&props, "default.replication.factor")?,
+            min_insync_replicas: num(&props, "min.insync.replicas")?,
+            auto_create_topics_enable: boolean(&props, "auto.create.topics.enable")?,
+            offsets_topic_replication_factor: num(&props, "offsets.topic.replication.factor")?,
+            offsets_topic_num_partitions: num(&props, "offsets.topic.num.partitions")?,
+            log_retention_ms,
+            log_retention_bytes: num(&props, "log.retention.bytes")?,
+            log_segment_bytes: num(&props, "log.segment.bytes")?,
+            log_roll_ms,
+            log_retention_check_interval_ms: num(&props, "log.retention.check.interval.ms")?,
+            log_flush_interval_messages: num(&props, "log.flush.interval.messages")?,
+            log_flush_interval_ms: opt_num(&props, "log.flush.interval.ms")?,
+            log_index_interval_bytes: num(&props, "log.index.interval.bytes")?,
+            message_max_bytes: num(&props, "message.max.bytes")?,
+            socket_request_max_bytes: num(&props, "socket.request.max.bytes")?,
+            connections_max_idle_ms: num(&props, "connections.max.idle.ms")?,
+            max_connections: num(&props, "max.connections")?,
+            group_initial_rebalance_delay_ms: num(&props, "group.initial.rebalance.delay.ms")?,
+            group_min_session_timeout_ms: num(&props, "group.min.session.timeout.ms")?,
+            group_max_session_timeout_ms: num(&props, "group.max.session.timeout.ms")?,
+            delete_topic_enable: boolean(&props, "delete.topic.enable")?,
+            http_listen,
+            max_inflight_requests: num(&props, "fjord.max.inflight.requests")?,
+            cluster_id: Some(props["cluster.id"].clone()).filter(|s| !s.is_empty()),
+            explicit: pairs.iter().map(|(k, _)| k.clone()).collect(),
+            props,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.num_partitions < 1 {
+            bail!("num.partitions must be >= 1");
+        }
+        if self.min_insync_replicas < 1 {
+            bail!("min.insync.replicas must be >= 1");
+        }
+        if self.log_segment_bytes < 14 {
+            bail!("log.segment.bytes must be >= 14");
+        }
+        if self.socket_request_max_bytes < 64 {
+            bail!("socket.request.max.bytes must be >= 64");
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            bail!("offsets.topic.num.partitions must be >= 1");
+        }
+        if self.max_inflight_requests < 1 {
+            bail!("fjord.max.inflight.requests must be >= 1");
+        }
+        if self.log_index_interval_bytes == 0 {
+            bail!("log.index.interval.bytes must be > 0");
+        }
+        Ok(())
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.connections_max_idle_ms)
+    }
+
+    /// The data directory. Fjord stores every partition in the first directory of
+    /// `log.dirs`; spreading across several directories is JBOD work still to come.
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.log_dirs[0]
+    }
+
+    /// Flushing policy: Kafka's default leaves flushing to the OS (durability comes from
+    /// replication). A process crash never loses page-cache data, so acknowledged writes
+    /// survive `kill -9` either way; fsync on every append is opt-in.
+    pub fn flush_every_messages(&self) -> Option<i64> {
+        if self.log_flush_interval_messages == i64::MAX {
+            None
+        } else {
+            Some(self.log_flush_interval_messages.max(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn minimal_config_is_a_single_node_cluster() {
+        let c = BrokerConfig::from_pairs(&pairs(&[
+            ("node.id", "1"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"),
+            ("log.dirs", "/data"),
+        ]))
+        .unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].port, 9092);
+        assert_eq!(c.advertised_listeners, c.listeners);
+        assert_eq!(c.log_retention_ms, 168 * 3_600_000);
+    }
+
+    #[test]
+    fn unknown_and_invalid_keys_are_errors() {
+        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("log.retention.mss", "5")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("log.retention.mss"), "{e}");
+        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "x")])).unwrap_err();
+        assert!(e.to_string().contains("node.id"), "{e}");
+        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("auto.create.topics.enable", "yes")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
+    }
+
+    #[test]
+    fn properties_file_syntax() {
+        let p = parse_properties("# c\n! c\nnode.id=3\nlog.dirs : /x\n\n").unwrap();
+        assert_eq!(p, pairs(&[("node.id", "3"), ("log.dirs", "/x")]));
+    }
+}

@@ -1,0 +1,905 @@
+//! The group coordinator for the classic group protocol (JoinGroup/SyncGroup/Heartbeat/
+//! LeaveGroup), following Kafka's state machine:
+//!
+//! Empty -> PreparingRebalance -> CompletingRebalance -> Stable -> PreparingRebalance ...
+//!
+//! A JoinGroup waits (through a oneshot channel) until every known member has rejoined or
+//! the rebalance timeout passes; the leader then receives every member's metadata and
+//! sends the assignment in its SyncGroup. A ticker expires sessions and rebalance deadlines.
+//! Protocol types other than `consumer` (Kafka Connect's `connect`) are opaque bytes here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use bytes::Bytes;
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::RecordBatchDecoder;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::offsets::{self, CommittedOffset};
+use crate::broker::{now_ms, Broker, OFFSETS_TOPIC};
+use crate::config::BrokerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JoinResult {
+    pub error: Option<ResponseError>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    pub members: Vec<(String, Option<String>, Bytes)>,
+    pub skip_assignment: bool,
+}
+
+impl JoinResult {
+    fn error(e: ResponseError, member_id: &str) -> Self {
+        JoinResult { error: Some(e), generation: -1, member_id: member_id.to_string(), ..Default::default() }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncResult {
+    pub error: Option<ResponseError>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    fn error(e: ResponseError) -> Self {
+        SyncResult { error: Some(e), ..Default::default() }
+    }
+}
+
+/// A JoinGroup as the coordinator sees it.
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED with its id.
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    join_tx: Option<oneshot::Sender<JoinResult>>,
+    sync_tx: Option<oneshot::Sender<SyncResult>>,
+    last_heartbeat: Instant,
+}
+
+impl Member {
+    pub fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
+        protocol
+            .and_then(|p| self.protocols.iter().find(|(n, _)| n == p))
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub id: String,
+    pub state: GroupState,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub generation: i32,
+    pub leader: Option<String>,
+    pub members: IndexMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, with their expiry.
+    pending: HashMap<String, Instant>,
+    static_members: HashMap<String, String>,
+    rebalance_deadline: Option<Instant>,
+    initial_delay_until: Option<Instant>,
+    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+}
+
+impl Group {
+    fn new(id: &str) -> Self {
+        Group {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            protocol_type: None,
+            protocol: None,
+            generation: 0,
+            leader: None,
+            members: IndexMap::new(),
+            pending: HashMap::new(),
+            static_members: HashMap::new(),
+            rebalance_deadline: None,
+            initial_delay_until: None,
+            offsets: BTreeMap::new(),
+        }
+    }
+
+    fn supports_protocols(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if self.members.is_empty() {
+            return !protocol_type.is_empty() && !protocols.is_empty();
+        }
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|(p, _)| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == p)))
+    }
+
+    /// The protocol every member supports that gets the most first-choice votes.
+    fn select_protocol(&self) -> Option<String> {
+        let candidates: Vec<&String> = self
+            .members
+            .values()
+            .next()?
+            .protocols
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == *p)))
+            .collect();
+        let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0, *c)).collect();
+        for m in self.members.values() {
+            if let Some((p, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p)) {
+                if let Some(v) = votes.iter_mut().find(|v| v.1 == p) {
+                    v.0 += 1;
+                }
+            }
+        }
+        // Ties go to the earliest candidate, so reverse before max_by_key keeps the first.
+        votes.iter().rev().max_by_key(|v| v.0).map(|v| v.1.clone())
+    }
+
+    fn prepare_rebalance(&mut self, initial_delay: Duration) {
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.sync_tx.take() {
+                let _ = tx.send(SyncResult::error(ResponseError::RebalanceInProgress));
+            }
+        }
+        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::from_secs(60));
+        let now = Instant::now();
+        if self.state == GroupState::Empty && !initial_delay.is_zero() {
+            self.initial_delay_until = Some(now + initial_delay.min(timeout));
+        }
+        self.rebalance_deadline = Some(now + timeout);
+        self.state = GroupState::PreparingRebalance;
+    }
+
+    fn all_joined(&self) -> bool {
+        self.pending.is_empty() && self.members.values().all(|m| m.join_tx.is_some())
+    }
+
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let delayed = self.initial_delay_until.is_some_and(|t| now < t);
+        let timed_out = self.rebalance_deadline.is_some_and(|t| now >= t);
+        if (self.all_joined() && !delayed) || timed_out {
+            self.complete_join();
+        }
+    }
+
+    fn remove_member(&mut self, id: &str) -> Option<Member> {
+        let m = self.members.shift_remove(id)?;
+        if let Some(inst) = &m.instance_id {
+            if self.static_members.get(inst).is_some_and(|v| v == id) {
+                self.static_members.remove(inst);
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = self.members.keys().next().cloned();
+        }
+        Some(m)
+    }
+
+    fn complete_join(&mut self) {
+        let missing: Vec<String> = self.members.values().filter(|m| m.join_tx.is_none()).map(|m| m.id.clone()).collect();
+        for id in missing {
+            tracing::info!(group = %self.id, member = %id, "member did not rejoin in time; removing");
+            self.remove_member(&id);
+        }
+        self.pending.clear();
+        self.initial_delay_until = None;
+        self.rebalance_deadline = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return;
+        }
+        self.protocol = self.select_protocol();
+        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.state = GroupState::CompletingRebalance;
+        let leader = self.leader.clone().unwrap_or_default();
+        let all: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .values()
+            .map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata_for(self.protocol.as_deref())))
+            .collect();
+        tracing::info!(group = %self.id, generation = self.generation, members = all.len(), protocol = ?self.protocol, "rebalance complete");
+        for m in self.members.values_mut() {
+            m.assignment = Bytes::new();
+            m.last_heartbeat = Instant::now();
+            if let Some(tx) = m.join_tx.take() {
+                let _ = tx.send(JoinResult {
+                    error: None,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: self.protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: m.id.clone(),
+                    members: if m.id == leader { all.clone() } else { vec![] },
+                    skip_assignment: false,
+                });
+            }
+        }
+    }
+
+    /// A member left or expired: rebalance the rest.
+    fn on_member_gone(&mut self, initial_delay: Duration) {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if self.members.is_empty() {
+                    self.state = GroupState::Empty;
+                    self.generation += 1;
+                    self.protocol = None;
+                    self.leader = None;
+                } else {
+                    self.prepare_rebalance(initial_delay);
+                }
+            }
+            GroupState::PreparingRebalance => self.maybe_complete_join(Instant::now()),
+            GroupState::Empty => {}
+        }
+    }
+}
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    initial_delay: Duration,
+    min_session: i32,
+    max_session: i32,
+    offsets_partitions: i32,
+    broker: Mutex<Weak<Broker>>,
+}
+
+fn member_id(client_id: &str) -> String {
+    format!("{}-{}", client_id, uuid::Uuid::new_v4())
+}
+
+impl GroupCoordinator {
+    pub fn new(config: &BrokerConfig) -> Self {
+        GroupCoordinator {
+            groups: Mutex::new(HashMap::new()),
+            initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            min_session: config.group_min_session_timeout_ms,
+            max_session: config.group_max_session_timeout_ms,
+            offsets_partitions: config.offsets_topic_num_partitions,
+            broker: Mutex::new(Weak::new()),
+        }
+    }
+
+    /// Rebuild committed offsets from `__consumer_offsets`, then start the ticker.
+    pub fn load(&self, broker: &Arc<Broker>) -> Result<()> {
+        *self.broker.lock() = Arc::downgrade(broker);
+        let mut groups = self.groups.lock();
+        let mut loaded = 0usize;
+        for p in 0..self.offsets_partitions {
+            let Some(part) = broker.replicas.get(OFFSETS_TOPIC, p) else { continue };
+            let part = part.lock();
+            let mut offset = part.log.log_start_offset();
+            let end = part.high_watermark();
+            while offset < end {
+                let r = match part.log.read(offset, 1 << 20, end)? {
+                    Ok(r) if !r.bytes.is_empty() => r,
+                    _ => break,
+                };
+                let mut buf = Bytes::from(r.bytes);
+                let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| anyhow::anyhow!("decoding {OFFSETS_TOPIC}-{p}: {e}"))?;
+                for set in sets {
+                    for rec in set.records {
+                        offset = offset.max(rec.offset + 1);
+                        let Some((g, t, part_idx)) = rec.key.and_then(offsets::decode_key) else { continue };
+                        let group = groups.entry(g.clone()).or_insert_with(|| Group::new(&g));
+                        match rec.value.and_then(offsets::decode_value) {
+                            Some(v) => {
+                                group.offsets.insert((t, part_idx), v);
+                                loaded += 1;
+                            }
+                            None => {
+                                group.offsets.remove(&(t, part_idx));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        groups.retain(|_, g| !g.offsets.is_empty());
+        tracing::info!(groups = groups.len(), records = loaded, "loaded committed offsets");
+        Ok(())
+    }
+
+    /// Expire sessions and finish rebalances whose time is up. Called every 100 ms.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups.lock();
+        for g in groups.values_mut() {
+            g.pending.retain(|_, deadline| *deadline > now);
+            let expired: Vec<String> = g
+                .members
+                .values()
+                .filter(|m| m.join_tx.is_none() && m.sync_tx.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+                .map(|m| m.id.clone())
+                .collect();
+            for id in &expired {
+                tracing::info!(group = %g.id, member = %id, "session expired");
+                g.remove_member(id);
+            }
+            if !expired.is_empty() {
+                g.on_member_gone(Duration::ZERO);
+            }
+            g.maybe_complete_join(now);
+        }
+    }
+
+    pub async fn join(&self, req: JoinRequest) -> JoinResult {
+        let rx = match self.join_inner(req) {
+            Ok(rx) => rx,
+            Err(r) => return r,
+        };
+        rx.await.unwrap_or_else(|_| JoinResult::error(ResponseError::UnknownMemberId, ""))
+    }
+
+    fn join_inner(&self, req: JoinRequest) -> Result<oneshot::Receiver<JoinResult>, JoinResult> {
+        if req.group_id.is_empty() {
+            return Err(JoinResult::error(ResponseError::InvalidGroupId, &req.member_id));
+        }
+        if req.session_timeout_ms < self.min_session || req.session_timeout_ms > self.max_session {
+            return Err(JoinResult::error(ResponseError::InvalidSessionTimeout, &req.member_id));
+        }
+        let mut groups = self.groups.lock();
+        let g = groups.entry(req.group_id.clone()).or_insert_with(|| Group::new(&req.group_id));
+        if !g.supports_protocols(&req.protocol_type, &req.protocols) {
+            return Err(JoinResult::error(ResponseError::InconsistentGroupProtocol, &req.member_id));
+        }
+        let now = Instant::now();
+        let session = Duration::from_millis(req.session_timeout_ms as u64);
+        let (tx, rx) = oneshot::channel();
+
+        let mut id = req.member_id.clone();
+        if id.is_empty() {
+            id = member_id(&req.client_id);
+            if let Some(inst) = &req.group_instance_id {
+                // A static member coming back takes over its old slot under a new id.
+                if let Some(old_id) = g.static_members.get(inst).cloned() {
+                    if let Some(mut old) = g.members.shift_remove(&old_id) {
+                        if let Some(t) = old.join_tx.take() {
+                            let _ = t.send(JoinResult::error(ResponseError::FencedInstanceId, &old_id));
+                        }
+                        let same_protocols = old.protocols == req.protocols;
+                        old.id = id.clone();
+                        old.protocols = req.protocols.clone();
+                        old.last_heartbeat = now;
+                        old.session_timeout = session;
+                        let was_leader = g.leader.as_deref() == Some(old_id.as_str());
+                        g.members.insert(id.clone(), old);
+                        g.static_members.insert(inst.clone(), id.clone());
+                        if was_leader {
+                            g.leader = Some(id.clone());
+                        }
+                        if g.state == GroupState::Stable && same_protocols && !was_leader {
+                            return Err(JoinResult {
+                                error: None,
+                                generation: g.generation,
+                                protocol_type: g.protocol_type.clone(),
+                                protocol_name: g.protocol.clone(),
+                                leader: g.leader.clone().unwrap_or_default(),
+                                member_id: id,
+                                members: vec![],
+                                skip_assignment: false,
+                            });
+                        }
+                        let m = g.members.get_mut(&id).unwrap();
+                        m.join_tx = Some(tx);
+                        if g.state != GroupState::PreparingRebalance {
+                            g.prepare_rebalance(self.initial_delay);
+                        }
+                        g.maybe_complete_join(now);
+                        return Ok(rx);
+                    }
+                }
+            } else if req.require_known_member_id {
+                g.pending.insert(id.clone(), now + session);
+                return Err(JoinResult::error(ResponseError::MemberIdRequired, &id));
+            }
+        } else if let Some(inst) = &req.group_instance_id {
+            if g.static_members.get(inst).is_some_and(|known| *known != id) {
+                return Err(JoinResult::error(ResponseError::FencedInstanceId, &id));
+            }
+        }
+
+        let known = g.members.contains_key(&id);
+        let was_pending = g.pending.remove(&id).is_some();
+        if !known && !was_pending && !req.member_id.is_empty() {
+            return Err(JoinResult::error(ResponseError::UnknownMemberId, &id));
+        }
+        if known {
+            let m = g.members.get_mut(&id).unwrap();
+            let unchanged = m.protocols == req.protocols;
+            // A follower rejoining a stable group with the same metadata needs no rebalance.
+            if g.state == GroupState::Stable && unchanged && g.leader.as_deref() != Some(id.as_str()) {
+                m.last_heartbeat = now;
+                return Err(JoinResult {
+                    error: None,
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol_name: g.protocol.clone(),
+                    leader: g.leader.clone().unwrap_or_default(),
+                    member_id: id,
+                    members: vec![],
+                    skip_assignment: false,
+                });
+            }
+            m.protocols = req.protocols;
+            m.session_timeout = session;
+            m.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64);
+            m.last_heartbeat = now;
+            if let Some(old) = m.join_tx.replace(tx) {
+                let _ = old.send(JoinResult::error(ResponseError::RebalanceInProgress, &id));
+            }
+        } else {
+            if g.members.is_empty() {
+                g.protocol_type = Some(req.protocol_type.clone());
+            }
+            if let Some(inst) = &req.group_instance_id {
+                g.static_members.insert(inst.clone(), id.clone());
+            }
+            g.members.insert(
+                id.clone(),
+                Member {
+                    id: id.clone(),
+                    instance_id: req.group_instance_id.clone(),
+                    client_id: req.client_id,
+                    client_host: req.client_host,
+                    session_timeout: session,
+                    rebalance_timeout: Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64),
+                    protocols: req.protocols,
+                    assignment: Bytes::new(),
+                    join_tx: Some(tx),
+                    sync_tx: None,
+                    last_heartbeat: now,
+                },
+            );
+            if g.state == GroupState::PreparingRebalance {
+                if let Some(until) = g.initial_delay_until {
+                    // New members during the initial delay extend it, as Kafka's
+                    // InitialDelayedJoin does, bounded by the rebalance deadline.
+                    let extended = (now + self.initial_delay).min(g.rebalance_deadline.unwrap_or(until));
+                    g.initial_delay_until = Some(until.max(extended));
+                }
+            }
+        }
+        if g.state != GroupState::PreparingRebalance {
+            g.prepare_rebalance(self.initial_delay);
+        }
+        g.maybe_complete_join(now);
+        Ok(rx)
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member: &str,
+        instance_id: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let rx = {
+            let mut groups = self.groups.lock();
+            let Some(g) = groups.get_mut(group_id) else {
+                return SyncResult::error(ResponseError::UnknownMemberId);
+            };
+            if let Some(inst) = instance_id {
+                if g.static_members.get(inst).is_some_and(|m| m != member) {
+                    return SyncResult::error(ResponseError::FencedInstanceId);
+                }
+            }
+            if !g.members.contains_key(member) {
+                return SyncResult::error(ResponseError::UnknownMemberId);
+            }
+            if generation != g.generation {
+                return SyncResult::error(ResponseError::IllegalGeneration);
+            }
+            let ok = |g: &Group, a: Bytes| SyncResult { error: None, protocol_type: g.protocol_type.clone(), protocol_name: g.protocol.clone(), assignment: a };
+            match g.state {
+                GroupState::Empty => return SyncResult::error(ResponseError::UnknownMemberId),
+                GroupState::PreparingRebalance => return SyncResult::error(ResponseError::RebalanceInProgress),
+                GroupState::Stable => {
+                    let a = g.members[member].assignment.clone();
+                    g.members.get_mut(member).unwrap().last_heartbeat = Instant::now();
+                    return ok(g, a);
+                }
+                GroupState::CompletingRebalance => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            g.members.get_mut(member).unwrap().sync_tx = Some(tx);
+            if g.leader.as_deref() == Some(member) {
+                let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
+                g.state = GroupState::Stable;
+                let result = |g: &Group, a: Bytes| ok(g, a);
+                let mut sends = Vec::new();
+                for m in g.members.values_mut() {
+                    m.assignment = by_member.remove(&m.id).unwrap_or_default();
+                    m.last_heartbeat = Instant::now();
+                    if let Some(tx) = m.sync_tx.take() {
+                        sends.push((tx, m.assignment.clone()));
+                    }
+                }
+                for (tx, a) in sends {
+                    let _ = tx.send(result(g, a));
+                }
+            }
+            rx
+        };
+        rx.await.unwrap_or_else(|_| SyncResult::error(ResponseError::RebalanceInProgress))
+    }
+
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+        let mut groups = self.groups.lock();
+        let g = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        if let Some(inst) = instance_id {
+            if g.static_members.get(inst).is_some_and(|m| m != member) {
+                return Err(ResponseError::FencedInstanceId);
+            }
+        }
+        let state = g.state;
+        let gen = g.generation;
+        let m = g.members.get_mut(member).ok_or(ResponseError::UnknownMemberId)?;
+        m.last_heartbeat = Instant::now();
+        if state == GroupState::Empty {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != gen {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        match state {
+            GroupState::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remove members (by member id, or by instance id for static members).
+    pub fn leave(&self, group_id: &str, members: Vec<(String, Option<String>)>) -> Result<Vec<(String, Option<String>, Result<(), ResponseError>)>, ResponseError> {
+        let mut groups = self.groups.lock();
+        let g = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        let mut out = Vec::new();
+        let mut removed_any = false;
+        for (mid, inst) in members {
+            let target = match &inst {
+                Some(i) => match g.static_members.get(i) {
+                    Some(known) if mid.is_empty() || *known == mid => Ok(known.clone()),
+                    Some(_) => Err(ResponseError::FencedInstanceId),
+                    None => Err(ResponseError::UnknownMemberId),
+                },
+                None if g.pending.remove(&mid).is_some() => {
+                    out.push((mid, inst, Ok(())));
+                    continue;
+                }
+                None if g.members.contains_key(&mid) => Ok(mid.clone()),
+                None => Err(ResponseError::UnknownMemberId),
+            };
+            match target {
+                Ok(id) => {
+                    if let Some(mut m) = g.remove_member(&id) {
+                        if let Some(tx) = m.join_tx.take() {
+                            let _ = tx.send(JoinResult::error(ResponseError::UnknownMemberId, &id));
+                        }
+                        tracing::info!(group = %g.id, member = %id, "member left");
+                        removed_any = true;
+                    }
+                    out.push((mid, inst, Ok(())));
+                }
+                Err(e) => out.push((mid, inst, Err(e))),
+            }
+        }
+        if removed_any {
+            g.on_member_gone(Duration::ZERO);
+        }
+        Ok(out)
+    }
+
+    /// Check a commit's generation and member against the group, as Kafka does.
+    fn check_commit(&self, group_id: &str, generation: i32, member: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+        let mut groups = self.groups.lock();
+        let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
+        if generation < 0 && member.is_empty() {
+            // A standalone consumer or admin tool: allowed while the group has no members.
+            return if g.members.is_empty() { Ok(()) } else { Err(ResponseError::UnknownMemberId) };
+        }
+        if let Some(inst) = instance_id {
+            if g.static_members.get(inst).is_some_and(|m| m != member) {
+                return Err(ResponseError::FencedInstanceId);
+            }
+        }
+        if g.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        let Some(m) = g.members.get_mut(member) else { return Err(ResponseError::UnknownMemberId) };
+        m.last_heartbeat = Instant::now();
+        if generation != g.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// Durably commit offsets: append them to `__consumer_offsets`, then make them visible.
+    pub fn commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        generation: i32,
+        member: &str,
+        instance_id: Option<&str>,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        self.check_commit(group_id, generation, member, instance_id)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<(Bytes, Option<Bytes>)> = entries
+            .iter()
+            .map(|(t, p, c)| (offsets::encode_key(group_id, t, *p), Some(offsets::encode_value(c))))
+            .collect();
+        self.append_offsets(broker, group_id, &records)?;
+        let mut groups = self.groups.lock();
+        let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
+        for (t, p, c) in entries {
+            g.offsets.insert((t, p), c);
+        }
+        Ok(())
+    }
+
+    fn append_offsets(&self, broker: &Broker, group_id: &str, records: &[(Bytes, Option<Bytes>)]) -> Result<(), ResponseError> {
+        let p = offsets::partition_for(group_id, self.offsets_partitions);
+        let part = broker.replicas.get(OFFSETS_TOPIC, p).ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let mut batch = offsets::encode_batch(records, now_ms());
+        let mut part = part.lock();
+        part.append(&mut batch, usize::MAX, now_ms()).map_err(|e| {
+            tracing::error!(group = group_id, error = %e, "writing offsets failed");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+        Ok(())
+    }
+
+    /// Committed offsets of a group: all of them, or the given partitions.
+    pub fn fetch_offsets(&self, group_id: &str) -> BTreeMap<(String, i32), CommittedOffset> {
+        self.groups.lock().get(group_id).map(|g| g.offsets.clone()).unwrap_or_default()
+    }
+
+    pub fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
+        let keys: Vec<(String, i32)> = {
+            let groups = self.groups.lock();
+            let g = groups.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
+            if !g.members.is_empty() || g.state != GroupState::Empty {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            g.offsets.keys().cloned().collect()
+        };
+        let tombstones: Vec<(Bytes, Option<Bytes>)> = keys.iter().map(|(t, p)| (offsets::encode_key(group_id, t, *p), None)).collect();
+        if !tombstones.is_empty() {
+            self.append_offsets(broker, group_id, &tombstones)?;
+        }
+        self.groups.lock().remove(group_id);
+        Ok(())
+    }
+
+    /// Drop committed offsets of a deleted topic from memory (the log keeps history).
+    pub fn forget_topic(&self, topic: &str) {
+        for g in self.groups.lock().values_mut() {
+            g.offsets.retain(|(t, _), _| t != topic);
+        }
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.groups.lock();
+        let mut v: Vec<_> = groups
+            .values()
+            .map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Run `f` on a group, if it exists.
+    pub fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&Group) -> T) -> Option<T> {
+        self.groups.lock().get(group_id).map(f)
+    }
+
+    /// Every committed offset: (group, topic, partition, offset), for lag metrics.
+    pub fn all_committed(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.groups.lock();
+        let mut out = Vec::new();
+        for g in groups.values() {
+            for ((t, p), c) in &g.offsets {
+                out.push((g.id.clone(), t.clone(), *p, c.offset));
+            }
+        }
+        out
+    }
+
+    pub fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.lock().upgrade()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coordinator(delay_ms: u64) -> GroupCoordinator {
+        let mut cfg = BrokerConfig::from_pairs(&[("node.id".into(), "1".into())]).unwrap();
+        cfg.group_initial_rebalance_delay_ms = delay_ms;
+        GroupCoordinator::new(&cfg)
+    }
+
+    fn join_req(member: &str, instance: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            group_instance_id: instance.map(String::from),
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 1_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_members_join_sync_and_leave() {
+        let c = Arc::new(coordinator(0));
+        let first = c.join(join_req("", None)).await;
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        let a = c.join(join_req(&first.member_id, None)).await;
+        assert_eq!((a.error, a.generation, a.leader == a.member_id, a.members.len()), (None, 1, true, 1));
+        let s = c.sync("g", 1, &a.member_id, None, vec![(a.member_id.clone(), Bytes::from_static(b"A"))]).await;
+        assert_eq!(s.assignment, Bytes::from_static(b"A"));
+        assert!(c.heartbeat("g", 1, &a.member_id, None).is_ok());
+
+        // A second member triggers a rebalance; the first learns it through its heartbeat.
+        let second = c.join(join_req("", None)).await;
+        let c2 = c.clone();
+        let b_id = second.member_id.clone();
+        let jb = tokio::spawn(async move { c2.join(join_req(&b_id, None)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), Err(ResponseError::RebalanceInProgress));
+        let a2 = c.join(join_req(&a.member_id, None)).await;
+        let b2 = jb.await.unwrap();
+        assert_eq!((a2.generation, b2.generation), (2, 2));
+        assert_eq!(a2.members.len(), 2, "the leader sees every member");
+        assert!(b2.members.is_empty());
+        let c3 = c.clone();
+        let (bid, gen) = (b2.member_id.clone(), b2.generation);
+        let sb = tokio::spawn(async move { c3.sync("g", gen, &bid, None, vec![]).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sa = c
+            .sync("g", 2, &a2.member_id, None, vec![(a2.member_id.clone(), Bytes::from_static(b"A")), (b2.member_id.clone(), Bytes::from_static(b"B"))])
+            .await;
+        assert_eq!(sa.assignment, Bytes::from_static(b"A"));
+        assert_eq!(sb.await.unwrap().assignment, Bytes::from_static(b"B"));
+        assert_eq!(c.heartbeat("g", 1, &a.member_id, None), Err(ResponseError::IllegalGeneration));
+
+        c.leave("g", vec![(b2.member_id.clone(), None)]).unwrap();
+        assert_eq!(c.with_group("g", |g| g.state), Some(GroupState::PreparingRebalance));
+        let a3 = c.join(join_req(&a.member_id, None)).await;
+        assert_eq!((a3.generation, a3.members.len()), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn static_member_rejoins_without_rebalance() {
+        let c = Arc::new(coordinator(0));
+        let a = c.join(join_req("", Some("i1"))).await;
+        assert_eq!(a.error, None, "static members get an id directly");
+        c.sync("g", a.generation, &a.member_id, Some("i1"), vec![(a.member_id.clone(), Bytes::from_static(b"A"))]).await;
+        let c1 = c.clone();
+        let jb = tokio::spawn(async move { c1.join(join_req("", Some("i2"))).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // i2's join put the group into a rebalance; i1 rejoins to finish it.
+        let a2 = c.join(join_req(&a.member_id, Some("i1"))).await;
+        let b = jb.await.unwrap();
+        let gen = a2.generation;
+        assert_eq!(b.generation, gen);
+        let (a_id, b_id) = (a2.member_id.clone(), b.member_id.clone());
+        let c2 = c.clone();
+        let bid = b_id.clone();
+        let sb = tokio::spawn(async move { c2.sync("g", gen, &bid, Some("i2"), vec![]).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.sync("g", gen, &a_id, Some("i1"), vec![(b_id.clone(), Bytes::from_static(b"B"))]).await;
+        assert_eq!(sb.await.unwrap().assignment, Bytes::from_static(b"B"));
+        // i2 restarts with a new process: same generation, no rebalance, same assignment.
+        let b3 = c.join(join_req("", Some("i2"))).await;
+        assert_eq!((b3.error, b3.generation), (None, gen));
+        assert_eq!(c.with_group("g", |g| g.state), Some(GroupState::Stable));
+        let s = c.sync("g", gen, &b3.member_id, Some("i2"), vec![]).await;
+        assert_eq!(s.assignment, Bytes::from_static(b"B"));
+        // The old process is fenced.
+        assert_eq!(c.heartbeat("g", gen, &b_id, Some("i2")), Err(ResponseError::FencedInstanceId));
+    }
+
+    #[tokio::test]
+    async fn session_expiry_removes_member() {
+        let c = coordinator(0);
+        let mut r = join_req("", None);
+        r.require_known_member_id = false;
+        r.session_timeout_ms = 6000;
+        let a = c.join(r).await;
+        c.sync("g", a.generation, &a.member_id, None, vec![]).await;
+        c.groups.lock().get_mut("g").unwrap().members.get_mut(&a.member_id).unwrap().last_heartbeat = Instant::now() - Duration::from_secs(7);
+        c.tick();
+        assert_eq!(c.with_group("g", |g| (g.state, g.members.len())), Some((GroupState::Empty, 0)));
+    }
+
+    #[test]
+    fn protocol_selection_prefers_common_first_choice() {
+        let mut g = Group::new("g");
+        for (id, protos) in [("a", vec!["x", "y"]), ("b", vec!["y", "x"]), ("c", vec!["y"])] {
+            g.members.insert(
+                id.into(),
+                Member {
+                    id: id.into(),
+                    instance_id: None,
+                    client_id: String::new(),
+                    client_host: String::new(),
+                    session_timeout: Duration::from_secs(1),
+                    rebalance_timeout: Duration::from_secs(1),
+                    protocols: protos.into_iter().map(|p| (p.to_string(), Bytes::new())).collect(),
+                    assignment: Bytes::new(),
+                    join_tx: None,
+                    sync_tx: None,
+                    last_heartbeat: Instant::now(),
+                },
+            );
+        }
+        assert_eq!(g.select_protocol().as_deref(), Some("y"));
+    }
+}

@@ -1,0 +1,137 @@
+//! Committed offsets as records of the internal `__consumer_offsets` topic, in Kafka's own
+//! key and value schemas so Kafka tooling can read them: key v1 (group, topic, partition),
+//! value v3 (offset, leader epoch, metadata, commit timestamp); a null value deletes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+}
+
+/// Kafka's partition for a group: abs(javaStringHashCode(group)) % partitions.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    (h & 0x7fff_ffff) % partitions
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.put_slice(s.as_bytes());
+}
+
+fn get_str(b: &mut Bytes) -> Option<String> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = b.get_i16();
+    if n < 0 || b.remaining() < n as usize {
+        return None;
+    }
+    String::from_utf8(b.split_to(n as usize).to_vec()).ok()
+}
+
+pub fn encode_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(1);
+    put_str(&mut b, group);
+    put_str(&mut b, topic);
+    b.put_i32(partition);
+    b.freeze()
+}
+
+pub fn encode_value(c: &CommittedOffset) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(3);
+    b.put_i64(c.offset);
+    b.put_i32(c.leader_epoch);
+    put_str(&mut b, &c.metadata);
+    b.put_i64(c.commit_timestamp);
+    b.freeze()
+}
+
+/// An offset-commit key, or `None` for other record kinds (group metadata).
+pub fn decode_key(mut k: Bytes) -> Option<(String, String, i32)> {
+    if k.remaining() < 2 {
+        return None;
+    }
+    match k.get_i16() {
+        0 | 1 => {
+            let g = get_str(&mut k)?;
+            let t = get_str(&mut k)?;
+            (k.remaining() >= 4).then(|| (g, t, k.get_i32()))
+        }
+        _ => None,
+    }
+}
+
+pub fn decode_value(mut v: Bytes) -> Option<CommittedOffset> {
+    if v.remaining() < 2 {
+        return None;
+    }
+    let version = v.get_i16();
+    if v.remaining() < 8 {
+        return None;
+    }
+    let offset = v.get_i64();
+    let leader_epoch = if version >= 3 && v.remaining() >= 4 { v.get_i32() } else { -1 };
+    let metadata = get_str(&mut v)?;
+    let commit_timestamp = if v.remaining() >= 8 { v.get_i64() } else { -1 };
+    Some(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp })
+}
+
+/// One uncompressed batch holding `records` (key, value-or-tombstone).
+pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Vec<u8> {
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: Some(k.clone()),
+            value: v.clone(),
+            headers: IndexMap::new(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encoding an uncompressed batch cannot fail");
+    buf.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_hash_partitioning() {
+        // "test-group".hashCode() == 627841412 in Java.
+        assert_eq!(partition_for("test-group", 50), 12);
+        assert_eq!(partition_for("", 50), 0);
+    }
+
+    #[test]
+    fn key_value_round_trip() {
+        let (g, t, p) = decode_key(encode_key("g", "t", 3)).unwrap();
+        assert_eq!((g.as_str(), t.as_str(), p), ("g", "t", 3));
+        let c = CommittedOffset { offset: 42, leader_epoch: 1, metadata: "m".into(), commit_timestamp: 9 };
+        assert_eq!(decode_value(encode_value(&c)).unwrap(), c);
+        assert!(decode_key(Bytes::from_static(&[0, 2, 0, 1, b'g'])).is_none());
+    }
+}

@@ -1,0 +1,38 @@
+//! The HTTP endpoint (`fjord.http.listen`): `/metrics` for Prometheus, `/health` (the
+//! process is up) and `/ready` (recovery finished and listeners are accepting).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::broker::Broker;
+
+async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    let body = b.metrics.render();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    if b.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(broker)
+}

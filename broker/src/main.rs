@@ -1,0 +1,126 @@
+//! `fjord`: a Kafka-compatible event streaming broker.
+//!
+//! - `fjord broker --config server.properties --override key=value ...`
+//! - `fjord dev`: a ready-to-use local cluster with its data in `./.fjord-dev`.
+
+mod api;
+mod broker;
+mod config;
+mod connection;
+mod group;
+mod http;
+mod metadata;
+mod metrics;
+mod partition;
+mod producer_state;
+mod replica_manager;
+mod server;
+mod storage;
+mod topic_config;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fjord", version, about = "Fjord: a Kafka-compatible event streaming platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one broker from Kafka's server.properties keys.
+    Broker {
+        /// A server.properties file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// key=value, applied after the file; may be repeated.
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Start a local development cluster and print how to reach it.
+    Dev {
+        /// Where the cluster keeps its data.
+        #[arg(long, default_value = ".fjord-dev")]
+        dir: PathBuf,
+        /// Kafka listener port.
+        #[arg(long, default_value_t = 9092)]
+        port: u16,
+        /// HTTP port for /metrics, /health, /ready.
+        #[arg(long, default_value_t = 9644)]
+        http_port: u16,
+        /// Extra key=value broker settings.
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+fn parse_override(s: &str) -> Result<(String, String)> {
+    let (k, v) = s.split_once('=').with_context(|| format!("--override {s:?}: expected key=value"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("fjord: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let (pairs, dev) = match cli.command {
+        Command::Broker { config, overrides } => {
+            let mut pairs = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    config::parse_properties(&text).with_context(|| format!("parsing {}", path.display()))?
+                }
+                None => Vec::new(),
+            };
+            for o in overrides {
+                pairs.push(parse_override(&o)?);
+            }
+            (pairs, false)
+        }
+        Command::Dev { dir, port, http_port, overrides } => {
+            let data = dir.join("node-1");
+            let mut pairs: Vec<(String, String)> = vec![
+                ("node.id".into(), "1".into()),
+                ("listeners".into(), format!("PLAINTEXT://127.0.0.1:{port}")),
+                ("log.dirs".into(), data.display().to_string()),
+                ("fjord.http.listen".into(), format!("127.0.0.1:{http_port}")),
+                ("offsets.topic.replication.factor".into(), "1".into()),
+                ("group.initial.rebalance.delay.ms".into(), "0".into()),
+            ];
+            for o in overrides {
+                pairs.push(parse_override(&o)?);
+            }
+            (pairs, true)
+        }
+    };
+    let cfg = config::BrokerConfig::from_pairs(&pairs)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let running = server::start(cfg).await?;
+        if dev {
+            let addr = running.kafka_addrs[0];
+            println!("Fjord dev cluster is ready (1 node).");
+            println!("  bootstrap servers: {addr}");
+            if let Some(h) = running.http_addr {
+                println!("  metrics:           http://{h}/metrics");
+            }
+            println!("  data:              {}", running.broker.config.data_dir().display());
+            println!("Try: kcat -b {addr} -L     (Ctrl-C stops the cluster)");
+        }
+        server::wait_for_shutdown(&running.broker).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics. Names are an API: every name here is listed in `docs/metrics.md`,
+//! and the dashboards and alert rules may use only those. Per-request counters are updated
+//! inline; partition, log and consumer-lag gauges are computed at scrape time by a
+//! collector, so groups with no running member still report lag.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::broker::{now_ms, Broker};
+use crate::storage::batch::{BatchHeader, HEADER_LEN};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiErrorLabel {
+    pub api: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LagLabel {
+    group: String,
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    topic: String,
+    partition: String,
+}
+
+pub struct Metrics {
+    registry: parking_lot::Mutex<Registry>,
+    bytes_in: Family<TopicLabel, Counter>,
+    bytes_out: Family<TopicLabel, Counter>,
+    records_in: Family<TopicLabel, Counter>,
+    records_out: Family<TopicLabel, Counter>,
+    requests: Family<ApiLabel, Counter>,
+    request_errors: Family<ApiErrorLabel, Counter>,
+    request_duration: Family<ApiLabel, Histogram>,
+    pub connections: Gauge,
+    pub connections_accepted: Counter,
+    pub connections_closed: Family<ReasonLabel, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            registry: parking_lot::Mutex::new(Registry::default()),
+            bytes_in: Family::default(),
+            bytes_out: Family::default(),
+            records_in: Family::default(),
+            records_out: Family::default(),
+            requests: Family::default(),
+            request_errors: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            connections_closed: Family::default(),
+        };
+        r.register("fjord_topic_bytes_in", "Bytes of record batches appended, per topic", m.bytes_in.clone());
+        r.register("fjord_topic_bytes_out", "Bytes of record batches served to consumers, per topic", m.bytes_out.clone());
+        r.register("fjord_topic_records_in", "Records appended, per topic", m.records_in.clone());
+        r.register("fjord_topic_records_out", "Records served to consumers, per topic", m.records_out.clone());
+        r.register("fjord_requests", "Requests handled, per API", m.requests.clone());
+        r.register("fjord_request_errors", "Error codes returned, per API and Kafka error name", m.request_errors.clone());
+        r.register_with_unit("fjord_request_duration", "Time to handle a request, per API", Unit::Seconds, m.request_duration.clone());
+        r.register("fjord_connections_active", "Open client connections", m.connections.clone());
+        r.register("fjord_connections_accepted", "Client connections accepted", m.connections_accepted.clone());
+        r.register("fjord_connections_closed", "Client connections closed, per reason", m.connections_closed.clone());
+        *m.registry.lock() = r;
+        m
+    }
+
+    /// Register the scrape-time collector once the broker exists.
+    pub fn attach(&self, broker: &Arc<Broker>) {
+        self.registry.lock().register_collector(Box::new(BrokerCollector { broker: Arc::downgrade(broker) }));
+    }
+
+    pub fn produced(&self, topic: &str, records: i64, bytes: usize) {
+        let l = TopicLabel { topic: topic.to_string() };
+        self.bytes_in.get_or_create(&l).inc_by(bytes as u64);
+        self.records_in.get_or_create(&l).inc_by(records.max(0) as u64);
+    }
+
+    /// Count served bytes and records (from batch headers; no record is decoded).
+    pub fn consumed(&self, topic: &str, batches: &[u8]) {
+        let l = TopicLabel { topic: topic.to_string() };
+        self.bytes_out.get_or_create(&l).inc_by(batches.len() as u64);
+        let mut pos = 0;
+        let mut records = 0u64;
+        while pos + HEADER_LEN <= batches.len() {
+            let Ok(h) = BatchHeader::parse(&batches[pos..]) else { break };
+            records += h.records_count.max(0) as u64;
+            pos += h.total_len();
+        }
+        self.records_out.get_or_create(&l).inc_by(records);
+    }
+
+    pub fn request_done(&self, api: &str, elapsed: Duration) {
+        let l = ApiLabel { api: api.to_string() };
+        self.requests.get_or_create(&l).inc();
+        self.request_duration.get_or_create(&l).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn request_error(&self, api: &str, code: i16) {
+        let name = kafka_protocol::error::ResponseError::try_from_code(code).map(|e| format!("{e:?}")).unwrap_or_else(|| "None".into());
+        self.request_errors.get_or_create(&ApiErrorLabel { api: api.to_string(), error: name }).inc();
+    }
+
+    pub fn closed(&self, reason: &str) {
+        self.connections_closed.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock()).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug)]
+struct BrokerCollector {
+    broker: Weak<Broker>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("node_id", &self.config.node_id).finish()
+    }
+}
+
+/// Consumer lag of one committed offset: records behind the high watermark, and seconds
+/// since the first unconsumed record was written. Never negative; an offset below the log
+/// start offset counts from the log start (those records are gone, not pending).
+pub fn lag(p: &crate::partition::Partition, committed: i64, now_ms: i64) -> (i64, f64) {
+    let hw = p.high_watermark();
+    let from = committed.max(p.log.log_start_offset());
+    let records = (hw - from).max(0);
+    if records == 0 {
+        return (0, 0.0);
+    }
+    let ts = match p.log.batch_at(from) {
+        Ok(Some((h, _))) if h.base_offset == from => Some(h.base_timestamp),
+        Ok(Some((h, raw))) => {
+            let mut b = bytes::Bytes::from(raw);
+            kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
+                .ok()
+                .and_then(|set| set.records.iter().find(|r| r.offset >= from).map(|r| r.timestamp))
+                .or(Some(h.base_timestamp))
+        }
+        _ => None,
+    };
+    let seconds = ts.map(|t| ((now_ms - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
+    (records, seconds)
+}
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(b) = self.broker.upgrade() else { return Ok(()) };
+        let now = now_ms();
+
+        let partitions = b.replicas.all();
+        let mut by_topic: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
+        let mut hw_series = Vec::new();
+        for p in &partitions {
+            let p = p.lock();
+            let e = by_topic.entry(p.topic.clone()).or_default();
+            e.0 += p.log.size_bytes();
+            e.1 += 1;
+            hw_series.push((p.topic.clone(), p.index, p.high_watermark(), p.log.log_start_offset()));
+        }
+        let g = ConstGauge::new(partitions.len() as i64);
+        g.encode(encoder.encode_descriptor("fjord_partitions", "Partitions hosted by this broker", None, g.metric_type())?)?;
+        let g = ConstGauge::new(0i64);
+        g.encode(encoder.encode_descriptor(
+            "fjord_under_replicated_partitions",
+            "Led partitions whose in-sync replica set is smaller than their replica set",
+            None,
+            g.metric_type(),
+        )?)?;
+        g.encode(encoder.encode_descriptor("fjord_offline_partitions", "Partitions without a live leader", None, g.metric_type())?)?;
+
+        let mut fam = encoder.encode_descriptor("fjord_log_size_bytes", "Bytes on disk of all segments, per topic", None, prometheus_client::metrics::MetricType::Gauge)?;
+        for (topic, (size, _)) in &by_topic {
+            ConstGauge::new(*size as i64).encode(fam.encode_family(&TopicLabel { topic: topic.clone() })?)?;
+        }
+        let mut fam = encoder.encode_descriptor("fjord_partition_high_watermark", "High watermark per partition", None, prometheus_client::metrics::MetricType::Gauge)?;
+        for (topic, index, hw, _) in &hw_series {
+            ConstGauge::new(*hw).encode(fam.encode_family(&PartitionLabel { topic: topic.clone(), partition: index.to_string() })?)?;
+        }
+        let mut fam = encoder.encode_descriptor("fjord_partition_log_start_offset", "Log start offset per partition", None, prometheus_client::metrics::MetricType::Gauge)?;
+        for (topic, index, _, start) in &hw_series {
+            ConstGauge::new(*start).encode(fam.encode_family(&PartitionLabel { topic: topic.clone(), partition: index.to_string() })?)?;
+        }
+
+        let mut lags = Vec::new();
+        for (group, topic, partition, offset) in b.groups.all_committed() {
+            let Some(p) = b.replicas.get(&topic, partition) else { continue };
+            let p = p.lock();
+            let (records, seconds) = lag(&p, offset, now);
+            lags.push((LagLabel { group, topic, partition: partition.to_string() }, records, seconds));
+        }
+        let mut fam = encoder.encode_descriptor(
+            "fjord_consumer_group_lag_records",
+            "Records between a group's committed offset and the high watermark",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (l, records, _) in &lags {
+            ConstGauge::new(*records).encode(fam.encode_family(l)?)?;
+        }
+        let mut fam = encoder.encode_descriptor(
+            "fjord_consumer_group_lag_seconds",
+            "Age of the first record a group has not consumed (0 when caught up)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (l, _, seconds) in &lags {
+            ConstGauge::new(*seconds).encode(fam.encode_family(l)?)?;
+        }
+        let up = ConstGauge::new(b.started.elapsed().as_secs_f64());
+        up.encode(encoder.encode_descriptor("fjord_uptime_seconds", "Seconds since the broker started", None, up.metric_type())?)?;
+        Ok(())
+    }
+}

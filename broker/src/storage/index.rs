@@ -1,0 +1,207 @@
+//! Sparse per-segment indexes, as in Kafka: the offset index maps a relative offset to a
+//! byte position, the time index maps a max timestamp to a relative offset. Both are kept in
+//! memory and appended to a file; a missing or inconsistent file is rebuilt from the log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+/// Fixed-size entries appended to a file and mirrored in memory.
+#[derive(Debug)]
+struct EntryFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl EntryFile {
+    fn open(path: PathBuf) -> Self {
+        EntryFile { path, file: None }
+    }
+
+    fn read_all(&self, entry_len: usize) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        File::open(&self.path).ok()?.read_to_end(&mut buf).ok()?;
+        (buf.len() % entry_len == 0).then_some(buf)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.file.is_none() {
+            self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        }
+        self.file.as_mut().unwrap().write_all(bytes)?;
+        Ok(())
+    }
+
+    fn rewrite(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file = None;
+        std::fs::write(&self.path, bytes)?;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Offset index: (offset relative to the segment base, byte position in the segment).
+#[derive(Debug)]
+pub struct OffsetIndex {
+    entries: Vec<(u32, u32)>,
+    file: EntryFile,
+}
+
+impl OffsetIndex {
+    pub fn new(path: &Path) -> Self {
+        OffsetIndex { entries: Vec::new(), file: EntryFile::open(path.to_path_buf()) }
+    }
+
+    /// Load from disk; `None` when absent or damaged (the caller rebuilds it).
+    pub fn load(path: &Path, segment_len: u64) -> Option<Self> {
+        let raw = EntryFile::open(path.to_path_buf()).read_all(8)?;
+        let entries: Vec<(u32, u32)> = raw
+            .chunks_exact(8)
+            .map(|c| (u32::from_be_bytes(c[0..4].try_into().unwrap()), u32::from_be_bytes(c[4..8].try_into().unwrap())))
+            .collect();
+        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let in_bounds = entries.last().is_none_or(|e| (e.1 as u64) < segment_len);
+        (sorted && in_bounds).then(|| OffsetIndex { entries, file: EntryFile::open(path.to_path_buf()) })
+    }
+
+    pub fn append(&mut self, rel_offset: u32, position: u32) -> Result<()> {
+        if self.entries.last().is_some_and(|e| e.0 >= rel_offset) {
+            return Ok(());
+        }
+        self.entries.push((rel_offset, position));
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&rel_offset.to_be_bytes());
+        b[4..].copy_from_slice(&position.to_be_bytes());
+        self.file.append(&b)
+    }
+
+    /// Position of the last indexed batch starting at or before `rel_offset`.
+    pub fn lookup(&self, rel_offset: u32) -> u32 {
+        match self.entries.partition_point(|e| e.0 <= rel_offset) {
+            0 => 0,
+            i => self.entries[i - 1].1,
+        }
+    }
+
+    /// Drop entries at or past `position` (log truncation).
+    pub fn truncate_to_position(&mut self, position: u32) -> Result<()> {
+        let keep = self.entries.partition_point(|e| e.1 < position);
+        if keep < self.entries.len() {
+            self.entries.truncate(keep);
+            let bytes: Vec<u8> = self
+                .entries
+                .iter()
+                .flat_map(|e| e.0.to_be_bytes().into_iter().chain(e.1.to_be_bytes()))
+                .collect();
+            self.file.rewrite(&bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync()
+    }
+}
+
+/// Time index: (max timestamp seen so far, relative offset of the batch holding it).
+#[derive(Debug)]
+pub struct TimeIndex {
+    entries: Vec<(i64, u32)>,
+    file: EntryFile,
+}
+
+impl TimeIndex {
+    pub fn new(path: &Path) -> Self {
+        TimeIndex { entries: Vec::new(), file: EntryFile::open(path.to_path_buf()) }
+    }
+
+    pub fn load(path: &Path) -> Option<Self> {
+        let raw = EntryFile::open(path.to_path_buf()).read_all(12)?;
+        let entries: Vec<(i64, u32)> = raw
+            .chunks_exact(12)
+            .map(|c| (i64::from_be_bytes(c[0..8].try_into().unwrap()), u32::from_be_bytes(c[8..12].try_into().unwrap())))
+            .collect();
+        entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            .then(|| TimeIndex { entries, file: EntryFile::open(path.to_path_buf()) })
+    }
+
+    pub fn append(&mut self, timestamp: i64, rel_offset: u32) -> Result<()> {
+        if self.entries.last().is_some_and(|e| e.0 >= timestamp || e.1 >= rel_offset) {
+            return Ok(());
+        }
+        self.entries.push((timestamp, rel_offset));
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&timestamp.to_be_bytes());
+        b[8..].copy_from_slice(&rel_offset.to_be_bytes());
+        self.file.append(&b)
+    }
+
+    /// Relative offset from which to scan for the first batch with max timestamp >= `ts`.
+    pub fn lookup(&self, ts: i64) -> u32 {
+        match self.entries.partition_point(|e| e.0 < ts) {
+            0 => 0,
+            i => self.entries[i - 1].1,
+        }
+    }
+
+    pub fn truncate_to_offset(&mut self, rel_offset: u32) -> Result<()> {
+        let keep = self.entries.partition_point(|e| e.1 < rel_offset);
+        if keep < self.entries.len() {
+            self.entries.truncate(keep);
+            let bytes: Vec<u8> = self
+                .entries
+                .iter()
+                .flat_map(|e| e.0.to_be_bytes().into_iter().chain(e.1.to_be_bytes()))
+                .collect();
+            self.file.rewrite(&bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_index_round_trip_and_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.index");
+        let mut idx = OffsetIndex::new(&p);
+        idx.append(0, 0).unwrap();
+        idx.append(10, 4096).unwrap();
+        idx.append(20, 8192).unwrap();
+        assert_eq!(idx.lookup(15), 4096);
+        assert_eq!(idx.lookup(9), 0);
+        let loaded = OffsetIndex::load(&p, 10_000).unwrap();
+        assert_eq!(loaded.lookup(25), 8192);
+        assert!(OffsetIndex::load(&p, 5000).is_none(), "entry past the log end is damage");
+        idx.truncate_to_position(8192).unwrap();
+        assert_eq!(OffsetIndex::load(&p, 10_000).unwrap().lookup(25), 4096);
+    }
+
+    #[test]
+    fn time_index_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = TimeIndex::new(&dir.path().join("0.timeindex"));
+        t.append(100, 0).unwrap();
+        t.append(200, 5).unwrap();
+        assert_eq!(t.lookup(150), 0);
+        assert_eq!(t.lookup(250), 5);
+        assert_eq!(t.lookup(50), 0);
+    }
+}

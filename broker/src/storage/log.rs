@@ -1,0 +1,437 @@
+//! A partition's log: an ordered set of segments with a log start offset and a log end
+//! offset. Appends go to the active (last) segment, which rolls by size and age; retention
+//! removes whole segments from the front.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::batch::{self, BatchHeader};
+use super::segment::{list_segments, Segment};
+
+/// Per-topic log settings (Kafka topic config names in comments).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub segment_bytes: u64,      // segment.bytes
+    pub segment_ms: i64,         // segment.ms
+    pub retention_ms: i64,       // retention.ms, -1 = forever
+    pub retention_bytes: i64,    // retention.bytes, -1 = unlimited
+    pub index_interval: u32,     // index.interval.bytes
+    pub flush_messages: Option<i64>, // flush.messages
+    pub flush_ms: Option<i64>,   // flush.ms
+    pub delete_enabled: bool,    // cleanup.policy contains delete
+    pub max_message_bytes: usize, // max.message.bytes (largest batch accepted)
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            index_interval: 4096,
+            flush_messages: None,
+            flush_ms: None,
+            delete_enabled: true,
+            max_message_bytes: 1048588,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    OffsetOutOfRange,
+}
+
+/// What a read found: whole batches, and where the next read should start.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    pub config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    /// (leader epoch, first offset written in it), ascending.
+    epochs: Vec<(i32, i64)>,
+    unflushed_messages: i64,
+    last_flush: Instant,
+}
+
+const LOG_START_FILE: &str = "log-start-offset";
+
+impl Log {
+    /// Open (or create) the log in `dir`, recovering the active segment, and return the
+    /// header of every batch so callers can rebuild producer state.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Self, Vec<BatchHeader>)> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bases = list_segments(dir)?;
+        let mut segments = BTreeMap::new();
+        let mut headers = Vec::new();
+        for (i, base) in bases.iter().enumerate() {
+            let active = i + 1 == bases.len();
+            let (seg, h) = Segment::open(dir, *base, config.index_interval, active)?;
+            headers.extend(h);
+            segments.insert(*base, seg);
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(dir, 0, config.index_interval)?);
+        }
+        let log_end_offset = segments.values().next_back().unwrap().next_offset;
+        let first_base = *segments.keys().next().unwrap();
+        let stored_start = std::fs::read_to_string(dir.join(LOG_START_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        let mut epochs: Vec<(i32, i64)> = Vec::new();
+        for h in &headers {
+            if epochs.last().is_none_or(|e| h.partition_leader_epoch > e.0) {
+                epochs.push((h.partition_leader_epoch, h.base_offset));
+            }
+        }
+        let log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: stored_start.max(first_base).min(log_end_offset),
+            log_end_offset,
+            epochs,
+            unflushed_messages: 0,
+            last_flush: Instant::now(),
+        };
+        Ok((log, headers))
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size()).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().unwrap()
+    }
+
+    fn maybe_roll(&mut self, incoming: usize, now_ms: i64) -> Result<()> {
+        let (cfg_bytes, cfg_ms, interval) = (self.config.segment_bytes, self.config.segment_ms, self.config.index_interval);
+        let leo = self.log_end_offset;
+        let active = self.active();
+        let full = active.size() + incoming as u64 > cfg_bytes;
+        let old = active.first_append_ms.is_some_and(|t| now_ms - t >= cfg_ms);
+        if !active.is_empty() && (full || old) {
+            active.sync()?;
+            self.segments.insert(leo, Segment::create(&self.dir, leo, interval)?);
+        }
+        Ok(())
+    }
+
+    /// Append validated batches (offsets are assigned here), returning the first and last
+    /// offsets written.
+    pub fn append(&mut self, batches: &mut [u8], ranges: &[(std::ops::Range<usize>, BatchHeader)], leader_epoch: i32, now_ms: i64) -> Result<(i64, i64)> {
+        let first = self.log_end_offset;
+        for (range, h) in ranges {
+            let b = &mut batches[range.clone()];
+            batch::assign(b, self.log_end_offset, leader_epoch);
+            let mut h = *h;
+            h.base_offset = self.log_end_offset;
+            h.partition_leader_epoch = leader_epoch;
+            self.maybe_roll(b.len(), now_ms)?;
+            self.active().append(b, &h, now_ms)?;
+            if self.epochs.last().is_none_or(|e| leader_epoch > e.0) {
+                self.epochs.push((leader_epoch, h.base_offset));
+            }
+            self.log_end_offset = h.next_offset();
+            self.unflushed_messages += h.records_count as i64;
+        }
+        if self.config.flush_messages.is_some_and(|n| self.unflushed_messages >= n) {
+            self.flush()?;
+        }
+        Ok((first, self.log_end_offset - 1))
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.active().sync()?;
+        self.unflushed_messages = 0;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Flush when `flush.ms` has passed since the last flush.
+    pub fn flush_if_due(&mut self) -> Result<()> {
+        if let Some(ms) = self.config.flush_ms {
+            if self.unflushed_messages > 0 && self.last_flush.elapsed().as_millis() as i64 >= ms {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read whole batches starting at the batch holding `offset`, up to `max_bytes` (at
+    /// least one batch, so a batch larger than the limit still makes progress), stopping
+    /// before any batch that reaches `upper` (the high watermark).
+    pub fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<Result<ReadResult, ReadError>> {
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Ok(Err(ReadError::OffsetOutOfRange));
+        }
+        if offset >= upper {
+            return Ok(Ok(ReadResult::default()));
+        }
+        let mut iter = self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..));
+        while let Some((_, seg)) = iter.next() {
+            let Some((pos, first)) = seg.find_batch(offset)? else { continue };
+            if first.base_offset >= upper {
+                break;
+            }
+            let want = max_bytes.max(first.total_len());
+            let raw = seg.read_at(pos, want)?;
+            // Trim to whole batches below the high watermark.
+            let mut end = 0;
+            while end + batch::HEADER_LEN <= raw.len() {
+                let h = BatchHeader::parse(&raw[end..])?;
+                if end + h.total_len() > raw.len() || h.last_offset() >= upper {
+                    break;
+                }
+                end += h.total_len();
+            }
+            let mut bytes = raw;
+            bytes.truncate(end);
+            return Ok(Ok(ReadResult { bytes }));
+        }
+        Ok(Ok(ReadResult::default()))
+    }
+
+    /// The header of the batch holding `offset`, if stored.
+    pub fn batch_at(&self, offset: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
+        if offset < self.log_start_offset || offset >= self.log_end_offset {
+            return Ok(None);
+        }
+        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..)) {
+            if let Some((pos, h)) = seg.find_batch(offset)? {
+                let raw = seg.read_at(pos, h.total_len())?;
+                return Ok(Some((h, raw)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// First batch (header and bytes) whose max timestamp is >= `ts`.
+    pub fn batch_for_timestamp(&self, ts: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp < ts {
+                continue;
+            }
+            if let Some((pos, h)) = seg.find_by_timestamp(ts)? {
+                if h.last_offset() < self.log_start_offset {
+                    continue;
+                }
+                let raw = seg.read_at(pos, h.total_len())?;
+                return Ok(Some((h, raw)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest max timestamp, with the offset of the batch holding it.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let seg = self.segments.values().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp)?;
+        let (_, h) = seg.find_by_timestamp(seg.max_timestamp).ok()??;
+        Some((h.max_timestamp, h.last_offset()))
+    }
+
+    /// Move the log start offset forward (DeleteRecords); whole segments below it go.
+    pub fn advance_start(&mut self, offset: i64) -> Result<()> {
+        let offset = offset.min(self.log_end_offset);
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            let tmp = self.dir.join(format!("{LOG_START_FILE}.tmp"));
+            std::fs::write(&tmp, offset.to_string())?;
+            std::fs::rename(&tmp, self.dir.join(LOG_START_FILE))?;
+            self.delete_below_start()?;
+        }
+        Ok(())
+    }
+
+    fn delete_below_start(&mut self) -> Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let (&base, seg) = self.segments.iter().next().unwrap();
+            if seg.next_offset > self.log_start_offset {
+                break;
+            }
+            self.segments.remove(&base).unwrap().delete()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Apply `retention.ms` and `retention.bytes`: delete whole inactive segments from the
+    /// front. Returns how many segments were removed.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        if !self.config.delete_enabled {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        let mut size = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let seg = self.segments.values().next().unwrap();
+            let expired_time = self.config.retention_ms >= 0 && seg.max_timestamp >= 0 && now_ms - seg.max_timestamp > self.config.retention_ms;
+            let over_size = self.config.retention_bytes >= 0 && size - seg.size() as i64 >= self.config.retention_bytes;
+            if !(expired_time || over_size) {
+                break;
+            }
+            let base = seg.base_offset;
+            let seg = self.segments.remove(&base).unwrap();
+            size -= seg.size() as i64;
+            let next = seg.next_offset;
+            seg.delete()?;
+            deleted += 1;
+            if next > self.log_start_offset {
+                self.log_start_offset = next;
+                std::fs::write(self.dir.join(LOG_START_FILE), next.to_string())?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// End offset of `epoch`: (largest epoch <= requested, first offset of the next epoch
+    /// or the log end offset). Used by OffsetForLeaderEpoch for follower truncation.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        match self.epochs.partition_point(|e| e.0 <= epoch) {
+            0 => (-1, -1),
+            i if i == self.epochs.len() => (self.epochs[i - 1].0, self.log_end_offset),
+            i => (self.epochs[i - 1].0, self.epochs[i].1),
+        }
+    }
+
+    pub fn delete_all(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::{split_batches, tests::encode};
+    use kafka_protocol::records::Compression;
+
+    fn append(log: &mut Log, n: usize, ts: i64) -> (i64, i64) {
+        let mut b = encode(n, Compression::None, ts);
+        let ranges = split_batches(&b, 1 << 20).unwrap();
+        log.append(&mut b, &ranges, 0, ts).unwrap()
+    }
+
+    fn cfg(segment_bytes: u64) -> LogConfig {
+        LogConfig { segment_bytes, index_interval: 100, ..Default::default() }
+    }
+
+    #[test]
+    fn append_read_roll_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(500)).unwrap().0;
+        for i in 0..20 {
+            assert_eq!(append(&mut log, 5, 1000 + i), (i * 5, i * 5 + 4));
+        }
+        assert!(log.segment_count() > 2);
+        let r = log.read(37, 1, 100).unwrap().unwrap();
+        let h = BatchHeader::parse(&r.bytes).unwrap();
+        assert_eq!(h.base_offset, 35);
+        assert_eq!(r.bytes.len(), h.total_len());
+        assert_eq!(log.read(101, 1000, 100).unwrap().unwrap_err(), ReadError::OffsetOutOfRange);
+        assert!(log.read(100, 1000, 100).unwrap().unwrap().bytes.is_empty());
+        // The high watermark bounds reads.
+        let r = log.read(0, 1 << 20, 12).unwrap().unwrap();
+        let last = split_batches(&r.bytes, 1 << 20).unwrap().last().unwrap().1;
+        assert_eq!(last.last_offset(), 9);
+        drop(log);
+        let (log, headers) = Log::open(dir.path(), cfg(500)).unwrap();
+        assert_eq!(headers.len(), 20);
+        assert_eq!(log.log_end_offset(), 100);
+        assert_eq!(log.batch_for_timestamp(1010).unwrap().unwrap().0.base_offset, 50);
+    }
+
+    #[test]
+    fn recovery_truncates_torn_tail_and_rebuilds_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(1 << 20)).unwrap().0;
+        for i in 0..10 {
+            append(&mut log, 3, i);
+        }
+        drop(log);
+        let seg = dir.path().join(crate::storage::segment::file_name(0, "log"));
+        let len = std::fs::metadata(&seg).unwrap().len();
+        // A torn write: half a batch of garbage at the end.
+        let mut data = std::fs::read(&seg).unwrap();
+        let torn: Vec<u8> = data[..40].to_vec();
+        data.extend_from_slice(&torn);
+        std::fs::write(&seg, &data).unwrap();
+        std::fs::remove_file(dir.path().join(crate::storage::segment::file_name(0, "index"))).unwrap();
+        let (mut log, _) = Log::open(dir.path(), cfg(1 << 20)).unwrap();
+        assert_eq!(log.log_end_offset(), 30);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+        assert_eq!(append(&mut log, 1, 99), (30, 30));
+        assert_eq!(BatchHeader::parse(&log.read(16, 10, 31).unwrap().unwrap().bytes).unwrap().base_offset, 15);
+    }
+
+    #[test]
+    fn retention_and_delete_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { retention_ms: 1000, ..cfg(300) }).unwrap().0;
+        for i in 0..10 {
+            append(&mut log, 4, 1000 + i * 1000);
+        }
+        let before = log.segment_count();
+        let removed = log.apply_retention(8000).unwrap();
+        assert!(removed > 0 && log.segment_count() == before - removed);
+        assert!(log.log_start_offset() > 0);
+        assert_eq!(log.read(0, 100, 40).unwrap().unwrap_err(), ReadError::OffsetOutOfRange);
+        log.advance_start(38).unwrap();
+        assert_eq!(log.log_start_offset(), 38);
+        drop(log);
+        let log = Log::open(dir.path(), cfg(300)).unwrap().0;
+        assert_eq!(log.log_start_offset(), 38);
+    }
+
+    #[test]
+    fn retention_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { retention_bytes: 400, retention_ms: -1, ..cfg(200) }).unwrap().0;
+        for i in 0..10 {
+            append(&mut log, 4, i);
+        }
+        log.apply_retention(0).unwrap();
+        assert!(log.size_bytes() <= 400 + 200);
+        assert!(log.log_start_offset() > 0);
+    }
+
+    #[test]
+    fn epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(1 << 20)).unwrap().0;
+        let mut b = encode(2, Compression::None, 1);
+        let r = split_batches(&b, 1 << 20).unwrap();
+        log.append(&mut b, &r, 0, 1).unwrap();
+        let mut b = encode(2, Compression::None, 1);
+        log.append(&mut b, &r, 3, 1).unwrap();
+        assert_eq!(log.end_offset_for_epoch(0), (0, 2));
+        assert_eq!(log.end_offset_for_epoch(2), (0, 2));
+        assert_eq!(log.end_offset_for_epoch(5), (3, 4));
+    }
+}

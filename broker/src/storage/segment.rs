@@ -1,0 +1,265 @@
+//! One log segment: `<base offset>.log` plus its `.index` and `.timeindex`, named with the
+//! 20-digit zero-padded base offset exactly as Kafka names them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use super::index::{OffsetIndex, TimeIndex};
+
+pub fn file_name(base_offset: i64, ext: &str) -> String {
+    format!("{:020}.{}", base_offset, ext)
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: i64,
+    log_path: PathBuf,
+    file: File,
+    size: u64,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    /// Offset after the last batch in this segment (the base offset while empty).
+    pub next_offset: i64,
+    /// Largest batch max timestamp in the segment, -1 while empty.
+    pub max_timestamp: i64,
+    /// Wall-clock ms when the first batch was appended; drives `segment.ms` rolls.
+    pub first_append_ms: Option<i64>,
+    bytes_since_index: u32,
+    index_interval: u32,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64, index_interval: u32) -> Result<Self> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let idx_path = dir.join(file_name(base_offset, "index"));
+        let tidx_path = dir.join(file_name(base_offset, "timeindex"));
+        let _ = std::fs::remove_file(&idx_path);
+        let _ = std::fs::remove_file(&tidx_path);
+        Ok(Segment {
+            base_offset,
+            log_path,
+            file,
+            size: 0,
+            index: OffsetIndex::new(&idx_path),
+            time_index: TimeIndex::new(&tidx_path),
+            next_offset: base_offset,
+            max_timestamp: -1,
+            first_append_ms: None,
+            bytes_since_index: 0,
+            index_interval,
+        })
+    }
+
+    /// Open an existing segment and report the header of every batch in it.
+    ///
+    /// With `recover`, every batch's CRC is checked and the file is truncated at the first
+    /// torn or corrupt batch (a crash mid-append), and the indexes are rebuilt. Without it,
+    /// only headers are read and indexes are rebuilt only when missing or damaged.
+    pub fn open(dir: &Path, base_offset: i64, index_interval: u32, recover: bool) -> Result<(Self, Vec<BatchHeader>)> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let file_len = file.metadata()?.len();
+        let idx_path = dir.join(file_name(base_offset, "index"));
+        let tidx_path = dir.join(file_name(base_offset, "timeindex"));
+
+        let mut headers = Vec::new();
+        let mut reader = BufReader::with_capacity(1 << 16, file.try_clone()?);
+        let mut pos: u64 = 0;
+        let mut hdr = [0u8; HEADER_LEN];
+        let mut body = Vec::new();
+        while pos + HEADER_LEN as u64 <= file_len {
+            reader.read_exact(&mut hdr)?;
+            let h = match BatchHeader::parse(&hdr) {
+                Ok(h) if h.magic == 2 && h.batch_length >= (HEADER_LEN - LOG_OVERHEAD) as i32 => h,
+                _ => break,
+            };
+            let total = h.total_len() as u64;
+            if pos + total > file_len {
+                break;
+            }
+            if recover {
+                body.resize(total as usize, 0);
+                body[..HEADER_LEN].copy_from_slice(&hdr);
+                reader.read_exact(&mut body[HEADER_LEN..])?;
+                if batch::validate(&body).is_err() {
+                    break;
+                }
+            } else {
+                reader.seek_relative(total as i64 - HEADER_LEN as i64)?;
+            }
+            headers.push((pos, h));
+            pos += total;
+        }
+        if pos < file_len {
+            tracing::warn!(segment = %log_path.display(), valid = pos, len = file_len, "truncating torn or corrupt log tail");
+            file.set_len(pos)?;
+            file.sync_all()?;
+        }
+        drop(reader);
+
+        let loaded = if recover {
+            None
+        } else {
+            OffsetIndex::load(&idx_path, pos).zip(TimeIndex::load(&tidx_path))
+        };
+        let rebuild = loaded.is_none();
+        let (index, time_index) = match loaded {
+            Some(v) => v,
+            None => {
+                let _ = std::fs::remove_file(&idx_path);
+                let _ = std::fs::remove_file(&tidx_path);
+                (OffsetIndex::new(&idx_path), TimeIndex::new(&tidx_path))
+            }
+        };
+        let mtime_ms = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64);
+        let mut seg = Segment {
+            base_offset,
+            log_path,
+            file,
+            size: pos,
+            index,
+            time_index,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            first_append_ms: None,
+            bytes_since_index: 0,
+            index_interval,
+        };
+        for (p, h) in &headers {
+            seg.note_batch(*p, h, rebuild)?;
+        }
+        if !headers.is_empty() {
+            seg.first_append_ms = mtime_ms;
+        }
+        Ok((seg, headers.into_iter().map(|(_, h)| h).collect()))
+    }
+
+    /// Index bookkeeping for a batch at `position`.
+    fn note_batch(&mut self, position: u64, h: &BatchHeader, write_index: bool) -> Result<()> {
+        let rel = (h.base_offset - self.base_offset) as u32;
+        if write_index && (position == 0 || self.bytes_since_index >= self.index_interval) {
+            self.index.append(rel, position as u32)?;
+            self.bytes_since_index = 0;
+        }
+        if write_index && h.max_timestamp > self.max_timestamp {
+            self.time_index.append(h.max_timestamp, rel)?;
+        }
+        self.bytes_since_index += h.total_len() as u32;
+        self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        self.next_offset = h.next_offset();
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Append one batch whose offsets are already assigned.
+    pub fn append(&mut self, batch: &[u8], h: &BatchHeader, now_ms: i64) -> Result<()> {
+        self.file.write_all_at(batch, self.size)?;
+        let pos = self.size;
+        self.size += batch.len() as u64;
+        self.first_append_ms.get_or_insert(now_ms);
+        self.note_batch(pos, h, true)
+    }
+
+    /// Read up to `len` bytes from `position`.
+    pub fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>> {
+        let len = len.min(self.size.saturating_sub(position) as usize);
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, position)?;
+        Ok(buf)
+    }
+
+    fn header_at(&self, position: u64) -> Result<BatchHeader> {
+        let mut hdr = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut hdr, position)?;
+        Ok(BatchHeader::parse(&hdr)?)
+    }
+
+    /// Position and header of the first batch whose last offset is >= `offset`.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+        let rel = (offset - self.base_offset).max(0) as u32;
+        let mut pos = self.index.lookup(rel) as u64;
+        while pos + HEADER_LEN as u64 <= self.size {
+            let h = self.header_at(pos)?;
+            if h.last_offset() >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Position and header of the first batch whose max timestamp is >= `ts`.
+    pub fn find_by_timestamp(&self, ts: i64) -> Result<Option<(u64, BatchHeader)>> {
+        let rel = self.time_index.lookup(ts);
+        let Some((mut pos, _)) = self.find_batch(self.base_offset + rel as i64)? else {
+            return Ok(None);
+        };
+        while pos + HEADER_LEN as u64 <= self.size {
+            let h = self.header_at(pos)?;
+            if h.max_timestamp >= ts {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync_data()?;
+        self.index.sync()?;
+        self.time_index.sync()
+    }
+
+    pub fn delete(self) -> Result<()> {
+        let dir = self.log_path.parent().unwrap().to_path_buf();
+        for ext in ["log", "index", "timeindex"] {
+            let p = dir.join(file_name(self.base_offset, ext));
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Base offsets of the segments in a partition directory, ascending.
+pub fn list_segments(dir: &Path) -> Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(o) = stem.parse::<i64>() {
+                out.push(o);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+

@@ -1,0 +1,829 @@
+#!/usr/bin/env python3
+"""Fjord vs Apache Kafka benchmark driver (Fjord issue 3).
+
+Starts each system in turn on the same ports with the same settings, drives the
+same load with the same (Java) tools, measures the broker process, stops it.
+Run it through e2e/bench/run, which provisions the tools first.
+
+Output: a table on stdout, target/bench/results.json, and with --write-docs
+docs/benchmarks.md. Exit status 1 if any scenario row is missing or failed for
+any system (a smoke check: no speed thresholds).
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+KAFKA_SCRIPTS = ROOT / "e2e" / "kafka"
+sys.path.insert(0, str(KAFKA_SCRIPTS))
+import probe  # noqa: E402  (e2e/kafka/probe.py)
+
+FJORD_CACHE = Path(os.environ.get("FJORD_CACHE", Path.home() / ".cache" / "fjord"))
+MIB = 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def versions():
+    out = {}
+    for line in (ROOT / "e2e" / "provision" / "versions").read_text().splitlines():
+        m = re.match(r"^([A-Z_]+)=(\S+)", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+KAFKA_VERSION = versions()["KAFKA_VERSION"]
+KAFKA_HOME = Path(os.environ.get("KAFKA_HOME", FJORD_CACHE / f"kafka-{KAFKA_VERSION}"))
+
+# ---------------------------------------------------------------------------
+# Profiles. Counts are per run; each produce scenario runs once per partition count.
+PROFILES = {
+    # ~10 minutes for kafka+fjord on 2 cores
+    "default": dict(n_100b=2_000_000, n_1k=400_000, idle_s=5, lat_rate=1000, lat_s=20, lat_warmup_s=3,
+                    topics=1000, topic_batch=100, dd_mib=1024, iperf_s=5, tool_timeout=300),
+    # ~2 minutes: smoke check for CI
+    "quick": dict(n_100b=100_000, n_1k=20_000, idle_s=2, lat_rate=500, lat_s=4, lat_warmup_s=1,
+                  topics=1000, topic_batch=100, dd_mib=128, iperf_s=1, tool_timeout=120),
+}
+PARTITIONS = (1, 6)
+PRODUCE = [  # scenario, record size, acks, count key
+    ("produce-100b-acks1", 100, "1", "n_100b"),
+    ("produce-1k-acks1", 1024, "1", "n_1k"),
+    ("produce-1k-acksall", 1024, "all", "n_1k"),
+]
+# (scenario, partitions) rows every system must produce
+EXPECTED = ([("startup-ready", None), ("idle-rss", None)]
+            + [(s, p) for s, *_ in PRODUCE for p in PARTITIONS]
+            + [("loaded-rss", None)]
+            + [("consume-1k", p) for p in PARTITIONS]
+            + [("e2e-latency-1k", 1), ("topics-create-1000", None)])
+
+# Broker settings shared by every system (Kafka's property names; Fjord reads the same).
+# Neither system fsyncs per message: Kafka's log.flush.interval.* stay unset (its
+# default: the OS page cache decides), and so do Fjord's.
+SHARED_SETTINGS = {
+    "num.partitions": "1",
+    "default.replication.factor": "1",
+    "min.insync.replicas": "1",
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "true",
+    "num.network.threads": "3",
+    "num.io.threads": "8",
+}
+FIELDS = ["scenario", "system", "partitions", "records", "record_size", "records_per_sec", "mb_per_sec",
+          "p50_ms", "p99_ms", "p999_ms", "max_ms", "peak_rss_mb", "rss_mb", "cpu_s", "duration_ms",
+          "ops_per_sec", "disk_fraction", "net_fraction", "error"]
+RATIO_FIELDS = ["records_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "p999_ms", "peak_rss_mb", "rss_mb",
+                "cpu_s", "duration_ms", "ops_per_sec"]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def row(scenario, system, partitions=None, **kw):
+    r = dict.fromkeys(FIELDS)
+    r.update(scenario=scenario, system=system, partitions=partitions, **kw)
+    return r
+
+
+# ---------------------------------------------------------------------------
+# Process measurement
+
+def proc_cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK  # utime + stime
+
+
+def proc_status_kb(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+class RssSampler:
+    """Samples VmRSS every 50 ms; window_peak_mb() is the peak since the last reset()."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid, self.interval = pid, interval
+        self._peak = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                kb = proc_status_kb(self.pid, "VmRSS") or 0
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            with self._lock:
+                self._peak = max(self._peak, kb)
+            self._stop.wait(self.interval)
+
+    def rss_mb(self):
+        return (proc_status_kb(self.pid, "VmRSS") or 0) / 1024
+
+    def reset(self):
+        with self._lock:
+            self._peak = proc_status_kb(self.pid, "VmRSS") or 0
+
+    def window_peak_mb(self):
+        with self._lock:
+            return max(self._peak, proc_status_kb(self.pid, "VmRSS") or 0) / 1024
+
+    def close(self):
+        self._stop.set()
+
+
+# ---------------------------------------------------------------------------
+# Systems under test
+
+def port_in_use(port):
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class System:
+    name = "?"
+
+    def __init__(self, data_dir, port, http_port):
+        self.dir = Path(data_dir) / self.name
+        self.port, self.http_port = port, http_port
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.pid = None
+
+    def fresh_dir(self):
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / "logs").mkdir(parents=True)
+
+    def settings(self):
+        """The broker settings this system is started with (for the docs)."""
+        raise NotImplementedError
+
+    def start(self):
+        """Start the broker, wait for ApiVersions; returns ms from process start to ready."""
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+    def version(self):
+        return "?"
+
+
+class KafkaSystem(System):
+    name = "kafka"
+    heap = "-Xmx1G -Xms1G"
+
+    def settings(self):
+        return {"process.roles": "broker,controller (KRaft, single node)",
+                "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
+                "log.dirs": str(self.dir / "data"), **SHARED_SETTINGS, "JVM heap": self.heap}
+
+    def start(self):
+        self.fresh_dir()
+        env = dict(os.environ, KAFKA_HEAP_OPTS=self.heap)
+        kv = [f"{k}={v}" for k, v in SHARED_SETTINGS.items()]
+        p = subprocess.run([str(KAFKA_SCRIPTS / "start"), str(self.dir), str(self.port), str(self.port + 1), *kv],
+                           env=env, capture_output=True, text=True, timeout=180)
+        sys.stderr.write(p.stdout)
+        if p.returncode != 0:
+            raise RuntimeError(f"e2e/kafka/start failed: {p.stderr.strip()[-2000:]}")
+        m = re.search(r"ready on \S+ pid=(\d+) in (\d+) ms", p.stdout)
+        if not m:
+            raise RuntimeError(f"unexpected e2e/kafka/start output: {p.stdout!r}")
+        self.pid = int(m.group(1))
+        return float(m.group(2))
+
+    def stop(self):
+        subprocess.run([str(KAFKA_SCRIPTS / "stop"), str(self.dir)], timeout=120, check=False,
+                       stdout=sys.stderr)
+        self.pid = None
+
+    def version(self):
+        return KAFKA_VERSION
+
+
+class FjordSystem(System):
+    name = "fjord"
+
+    def __init__(self, data_dir, port, http_port, binary):
+        super().__init__(data_dir, port, http_port)
+        self.binary = Path(binary)
+        self.proc = None
+
+    def overrides(self):
+        return {"node.id": "1",
+                "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                "log.dirs": str(self.dir / "data"),
+                "fjord.http.listen": f"127.0.0.1:{self.http_port}",
+                **SHARED_SETTINGS}
+
+    def settings(self):
+        return self.overrides()
+
+    def start(self):
+        self.fresh_dir()
+        if not os.access(self.binary, os.X_OK):
+            raise RuntimeError(f"fjord binary not found: {self.binary} (cargo build --release -p fjord)")
+        cmd = [str(self.binary), "broker"]
+        for k, v in self.overrides().items():
+            cmd += ["--override", f"{k}={v}"]
+        out = open(self.dir / "logs" / "fjord.log", "wb")
+        since = time.time_ns()
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        out.close()
+        self.pid = self.proc.pid
+        try:
+            return probe.wait_ready("127.0.0.1", self.port, timeout=60, pid=self.pid, since_ns=since)
+        except (TimeoutError, ProcessLookupError) as e:
+            tail = (self.dir / "logs" / "fjord.log").read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"fjord did not start: {e}\n{tail}") from None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                log("fjord did not exit 30 s after SIGTERM; SIGKILL")
+                self.proc.kill()
+                self.proc.wait()
+        self.proc, self.pid = None, None
+
+    def version(self):
+        try:
+            out = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, timeout=10)
+            v = out.stdout.strip() or out.stderr.strip()
+        except OSError:
+            v = "?"
+        return f"{v} ({git_rev()})"
+
+
+class TansuSystem(System):
+    # TODO(issue 3): tansu (the Rust Kafka-compatible broker on crates.io) is not
+    # provisioned yet: building it is too heavy while the broker is being compiled
+    # on the same 2 cores. Plan: an e2e/provision/tansu script running
+    #   cargo install tansu --locked --no-default-features --root ~/.cache/fjord/tansu
+    # with the smallest storage feature set, then start it here with its listener
+    # on 127.0.0.1:PORT and its storage in DIR (its CLI: `tansu broker --help`).
+    name = "tansu"
+
+    def settings(self):
+        return {"status": "not provisioned (TODO)"}
+
+    def start(self):
+        raise RuntimeError("tansu is not provisioned yet (TODO in e2e/bench/bench.py: TansuSystem)")
+
+    def stop(self):
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Tools
+
+class Tools:
+    def __init__(self, out_dir):
+        self.classes = out_dir / "classes"
+        self.cp = (KAFKA_HOME / "classpath").read_text().strip()
+
+    def compile(self):
+        src = HERE / "BenchTools.java"
+        cls = self.classes / "BenchTools.class"
+        if cls.exists() and cls.stat().st_mtime >= src.stat().st_mtime:
+            return
+        self.classes.mkdir(parents=True, exist_ok=True)
+        log("compiling e2e/bench/BenchTools.java")
+        subprocess.run(["javac", "-nowarn", "--release", "17", "-d", str(self.classes), "-cp", self.cp, str(src)],
+                       check=True)
+
+    def java(self, cls, args, timeout, heap="-Xmx512M"):
+        env = dict(os.environ, KAFKA_CLASSPATH=f"{self.classes}:{self.cp}", KAFKA_HEAP_OPTS=heap)
+        p = subprocess.run([str(KAFKA_SCRIPTS / "run-class"), cls, *map(str, args)], env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"{cls.rsplit('.', 1)[-1]} exited {p.returncode}: "
+                               f"{(p.stderr.strip() or p.stdout.strip())[-1500:]}")
+        return p.stdout
+
+    def bench_json(self, args, timeout):
+        out = self.java("BenchTools", args, timeout)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+PP_RE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+                   r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
+
+
+def producer_perf(tools, bootstrap, topic, n, size, acks, timeout):
+    out = tools.java("org.apache.kafka.tools.ProducerPerformance",
+                     ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", n,
+                      "--record-size", size, "--throughput", "-1", "--command-property", f"acks={acks}"],
+                     timeout)
+    m = None
+    for m in PP_RE.finditer(out):
+        pass
+    if not m or int(m.group(1)) != n:
+        raise RuntimeError(f"ProducerPerformance: no final summary for {n} records in: {out[-800:]!r}")
+    return dict(records_per_sec=float(m.group(2)), mb_per_sec=float(m.group(3)),
+                max_ms=float(m.group(5)), p50_ms=float(m.group(6)), p99_ms=float(m.group(8)),
+                p999_ms=float(m.group(9)))
+
+
+def consumer_perf(tools, bootstrap, topic, n, group, timeout):
+    out = tools.java("org.apache.kafka.tools.ConsumerPerformance",
+                     ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", n,
+                      "--group", group, "--timeout", 30000], timeout)
+    lines = [ln for ln in out.splitlines() if ln.count(",") >= 9 and not ln.startswith("start.time")]
+    if not lines:
+        raise RuntimeError(f"ConsumerPerformance: no result line in {out[-800:]!r}")
+    f = [x.strip() for x in lines[-1].split(",")]
+    consumed = int(f[4])
+    if consumed < n:
+        raise RuntimeError(f"ConsumerPerformance consumed {consumed} of {n} records")
+    # fetch.* excludes the group join (rebalance.time.ms), reported separately as duration_ms
+    return dict(records=consumed, records_per_sec=float(f[9]), mb_per_sec=float(f[8]),
+                duration_ms=float(f[6]) + float(f[7]), rebalance_ms=float(f[6]))
+
+
+# ---------------------------------------------------------------------------
+# Machine limits
+
+def disk_write_mib_s(data_dir, mib):
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = data_dir / ".dd-bench"
+    t0 = time.monotonic()
+    subprocess.run(["dd", "if=/dev/zero", f"of={f}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"],
+                   check=True)
+    el = time.monotonic() - t0
+    f.unlink()
+    return mib / el
+
+
+def loopback_mib_s(port, seconds):
+    srv = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # wait for the listener without connecting to it
+            if f":{port:04X} " in Path("/proc/net/tcp").read_text():
+                break
+            time.sleep(0.05)
+        p = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+                           capture_output=True, text=True, timeout=seconds + 30, check=True)
+        bps = json.loads(p.stdout)["end"]["sum_received"]["bits_per_second"]
+        return bps / 8 / MIB
+    finally:
+        srv.terminate()
+        try:
+            srv.wait(5)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+
+
+# ---------------------------------------------------------------------------
+# One system, all scenarios
+
+def run_system(sysobj, tools, prof, limits):
+    rows = []
+    name = sysobj.name
+    tmo = prof["tool_timeout"]
+
+    def add(r):
+        mb = r.get("mb_per_sec")
+        if mb is not None and r["scenario"].startswith(("produce", "consume", "e2e")):
+            if limits.get("disk") and r["scenario"].startswith("produce"):
+                r["disk_fraction"] = round(mb / limits["disk"], 4)
+            if limits.get("net"):
+                r["net_fraction"] = round(mb / limits["net"], 4)
+        rows.append(r)
+        log(f"{name}: {fmt_row_short(r)}")
+
+    if port_in_use(sysobj.port):
+        raise RuntimeError(f"port {sysobj.port} is already in use; stop whatever listens there")
+    log(f"{name}: starting")
+    startup_ms = sysobj.start()
+    pid = sysobj.pid
+    sampler = RssSampler(pid)
+    try:
+        add(row("startup-ready", name, duration_ms=round(startup_ms, 1), cpu_s=proc_cpu_s(pid),
+                peak_rss_mb=(proc_status_kb(pid, "VmHWM") or 0) / 1024, rss_mb=sampler.rss_mb()))
+
+        # idle
+        sampler.reset()
+        c0 = proc_cpu_s(pid)
+        time.sleep(prof["idle_s"])
+        add(row("idle-rss", name, rss_mb=sampler.rss_mb(), peak_rss_mb=sampler.window_peak_mb(),
+                cpu_s=proc_cpu_s(pid) - c0, duration_ms=prof["idle_s"] * 1000))
+
+        def scenario(scn, parts, fn, **fixed):
+            sampler.reset()
+            c0 = proc_cpu_s(pid)
+            try:
+                res = fn()
+                add(row(scn, name, parts, **fixed, **{k: v for k, v in res.items() if k in FIELDS},
+                        peak_rss_mb=sampler.window_peak_mb(), cpu_s=proc_cpu_s(pid) - c0))
+            except Exception as e:  # noqa: BLE001 - a failed scenario becomes an error row
+                add(row(scn, name, parts, **fixed, error=f"{type(e).__name__}: {e}"[:2000]))
+                if not probe.alive(pid):
+                    raise RuntimeError(f"{name} died during {scn}") from e
+
+        topics = {f"bench-{scn}-p{p}": p for scn, *_ in PRODUCE for p in PARTITIONS}
+        topics["bench-e2e-latency"] = 1
+        try:
+            tools.bench_json(["ensure-topics", sysobj.bootstrap, *[f"{t}:{p}" for t, p in topics.items()]], tmo)
+        except Exception as e:  # noqa: BLE001 - the producers would auto-create; note and go on
+            log(f"{name}: creating the benchmark topics failed ({e}); relying on auto-create")
+
+        # produce
+        produce_peak, produce_cpu = 0.0, 0.0
+        for scn, size, acks, key in PRODUCE:
+            for p in PARTITIONS:
+                n = prof[key]
+                log(f"{name}: {scn} partitions={p} records={n}")
+                scenario(scn, p, lambda: producer_perf(tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size,
+                                                       acks, tmo),
+                         records=n, record_size=size)
+                r = rows[-1]
+                produce_peak = max(produce_peak, r["peak_rss_mb"] or 0)
+                produce_cpu += r["cpu_s"] or 0
+        add(row("loaded-rss", name, rss_mb=sampler.rss_mb(), peak_rss_mb=produce_peak,
+                cpu_s=round(produce_cpu, 2)))
+
+        # consume what produce-1k-acks1 wrote, from the start
+        for p in PARTITIONS:
+            n = prof["n_1k"]
+            log(f"{name}: consume-1k partitions={p} records={n}")
+            scenario("consume-1k", p, lambda: consumer_perf(tools, sysobj.bootstrap, f"bench-produce-1k-acks1-p{p}",
+                                                            n, f"bench-consume-{p}-{time.time_ns()}", tmo),
+                     record_size=1024)
+
+        # end-to-end latency at a fixed rate
+        log(f"{name}: e2e-latency-1k rate={prof['lat_rate']}/s for {prof['lat_s']}s")
+
+        def latency():
+            r = tools.bench_json(["latency", sysobj.bootstrap, "bench-e2e-latency", prof["lat_rate"], prof["lat_s"],
+                                  1024, "1", prof["lat_warmup_s"]], tmo)
+            r["mb_per_sec"] = r["records_per_sec"] * 1024 / MIB
+            r["records"] = r["received"]
+            return r
+        scenario("e2e-latency-1k", 1, latency, record_size=1024)
+
+        # topic creation through the admin API
+        log(f"{name}: topics-create-1000 ({prof['topics']} topics, {prof['topic_batch']} per request)")
+        scenario("topics-create-1000", None,
+                 lambda: tools.bench_json(["create-topics", sysobj.bootstrap, "bench-many-", prof["topics"],
+                                           prof["topic_batch"]], tmo),
+                 records=prof["topics"])
+    finally:
+        sampler.close()
+        log(f"{name}: stopping")
+        sysobj.stop()
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+
+def fnum(v, digits=1):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def fmt_row_short(r):
+    if r.get("error"):
+        return f"{r['scenario']} p={r['partitions']}: ERROR {r['error'][:300]}"
+    parts = [f"{r['scenario']}" + (f" p={r['partitions']}" if r["partitions"] else "")]
+    for k in ("records_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "p999_ms", "duration_ms", "ops_per_sec",
+              "rss_mb", "peak_rss_mb", "cpu_s"):
+        if r.get(k) is not None:
+            parts.append(f"{k}={fnum(r[k], 2)}")
+    return " ".join(parts)
+
+
+COLS = [("scenario", "scenario", None), ("partitions", "parts", None), ("system", "system", None),
+        ("records_per_sec", "records/s", 0), ("mb_per_sec", "MB/s", 1), ("disk_fraction", "%disk", "pct"),
+        ("net_fraction", "%net", "pct"), ("p50_ms", "p50 ms", 1), ("p99_ms", "p99 ms", 1),
+        ("p999_ms", "p99.9 ms", 1), ("duration_ms", "time ms", 0), ("rss_mb", "RSS MB", 0),
+        ("peak_rss_mb", "peak RSS MB", 0), ("cpu_s", "CPU s", 2)]
+
+
+def cell(r, key, spec):
+    v = r.get(key)
+    if v is None:
+        return "-"
+    if spec == "pct":
+        return f"{100 * v:.1f}%"
+    if spec is None:
+        return str(v)
+    if spec == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{spec}f}"
+
+
+def table_rows(rows):
+    out = []
+    for r in rows:
+        if r.get("error"):
+            out.append([str(r["scenario"]), str(r["partitions"] or "-"), r["system"],
+                        "ERROR: " + r["error"].splitlines()[0][:100]] + [""] * (len(COLS) - 4))
+        else:
+            out.append([cell(r, k, s) if k != "partitions" else str(r["partitions"] or "-") for k, _, s in COLS])
+    return out
+
+
+def ratio_rows(rows):
+    out = []
+    for r in rows:
+        if r.get("vs_kafka"):
+            v = r["vs_kafka"]
+            out.append([r["scenario"], str(r["partitions"] or "-"), f"{r['system']}/kafka"]
+                       + [f"{v[k]:.2f}x" if k in v else "-" for k in RATIO_FIELDS])
+    return out
+
+
+RATIO_HEAD = ["scenario", "parts", "ratio", "records/s", "MB/s", "p50", "p99", "p99.9", "peak RSS", "RSS",
+              "CPU s", "time", "ops/s"]
+
+
+def text_table(head, body):
+    w = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w[i]) for i, h in enumerate(head)), "  ".join("-" * x for x in w)]
+    for b in body:
+        lines.append("  ".join(c.rjust(w[i]) if i >= 3 else c.ljust(w[i]) for i, c in enumerate(b)))
+    return "\n".join(lines)
+
+
+def md_table(head, body):
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
+    for b in body:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in b) + " |")
+    return "\n".join(lines)
+
+
+def add_ratios(rows):
+    kafka = {(r["scenario"], r["partitions"]): r for r in rows if r["system"] == "kafka" and not r.get("error")}
+    for r in rows:
+        if r["system"] in ("kafka", "machine") or r.get("error"):
+            continue
+        k = kafka.get((r["scenario"], r["partitions"]))
+        if not k:
+            continue
+        v = {f: round(r[f] / k[f], 3) for f in RATIO_FIELDS
+             if r.get(f) is not None and k.get(f) not in (None, 0)}
+        r["vs_kafka"] = v
+
+
+def git_rev():
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "broker"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev or "no commit") + ("+dirty" if dirty else "")
+    except OSError:
+        return "?"
+
+
+def machine_info(data_dir):
+    info = {"cores": os.cpu_count(), "cpu": "?", "memory_gib": None, "disk": "?", "kernel": platform.release()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        p = subprocess.run(["df", "-T", "-B1", str(data_dir)], capture_output=True, text=True, timeout=10)
+        dev, fstype, size = p.stdout.splitlines()[1].split()[:3]
+        rot = "?"
+        base = re.sub(r"^/dev/", "", dev)
+        base = re.sub(r"(p?\d+)$", "", base) if not Path(f"/sys/block/{base}").exists() else base
+        try:
+            rot = "rotational" if Path(f"/sys/block/{base}/queue/rotational").read_text().strip() == "1" else "SSD/virtual"
+        except OSError:
+            pass
+        info["disk"] = f"{fstype} on {dev} ({int(size) / 2**30:.0f} GiB, {rot})"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        jv = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=20).stderr.splitlines()[0]
+        info["java"] = jv
+    except (OSError, IndexError):
+        info["java"] = "?"
+    return info
+
+
+def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapsed):
+    now = dt.datetime.now(dt.timezone.utc)
+    sysrows = [r for r in rows if r["system"] != "machine"]
+    lines = [
+        "# Benchmarks: Fjord vs Apache Kafka",
+        "",
+        f"Generated by `e2e/bench/run {' '.join(argv)}` on {now:%Y-%m-%d %H:%M} UTC "
+        f"(profile `{prof_name}`, {elapsed / 60:.1f} minutes). Regenerate with "
+        "`e2e/bench/run --write-docs`; the raw figures are in `target/bench/results.json`.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {minfo['cores']} cores, {minfo['cpu']}",
+        f"- Memory: {minfo['memory_gib']} GiB",
+        f"- Disk (data directories): {minfo['disk']}",
+        f"- Kernel: Linux {minfo['kernel']}; {minfo.get('java', '?')}",
+        f"- Sequential write with fsync at the end (dd, {prof['dd_mib']} MiB): "
+        f"**{fnum(limits.get('disk'))} MB/s**",
+        f"- Loopback TCP (iperf3, one stream, {prof['iperf_s']} s): **{fnum(limits.get('net'))} MB/s**",
+        "",
+        "The load tools run on the same 2 cores as the broker, so every figure is for broker and "
+        "clients together; `%disk` and `%net` give each throughput as a fraction of the two limits above. "
+        "MB = 2^20 bytes, as Kafka's tools print it.",
+        "",
+        "## Systems",
+        "",
+    ]
+    for s in systems:
+        lines.append(f"- **{s.name}** {s.version()}: " + ", ".join(f"`{k}={v}`" for k, v in s.settings().items()))
+    lines += [
+        "",
+        "Both run as a single node on the same port and data disk, with the same partition counts and "
+        "replication factor 1, and neither fsyncs per message (flushing is left to the OS page cache; "
+        "Kafka's default). Kafka gets a 1 GiB heap.",
+        "",
+        "## Scenarios",
+        "",
+        f"- `produce-100b-acks1`, `produce-1k-acks1`, `produce-1k-acksall`: Kafka's ProducerPerformance, "
+        f"{prof['n_100b']:,} records of 100 B or {prof['n_1k']:,} records of 1024 B, unthrottled "
+        "(`--throughput -1`), producer defaults otherwise (acks=all turns idempotence on), "
+        f"into a topic of {' and '.join(map(str, PARTITIONS))} partitions; latency columns are the "
+        "producer's send-to-ack percentiles.",
+        "- `consume-1k`: Kafka's ConsumerPerformance reading the `produce-1k-acks1` topic from the start in a "
+        "new group; records/s and MB/s exclude the group join, `time ms` includes it.",
+        f"- `e2e-latency-1k`: one producer (linger.ms=0, acks=1) sending {prof['lat_rate']} records/s of 1024 B "
+        f"for {prof['lat_s']} s, a consumer in the same JVM; latency = receive time - intended send time "
+        f"(first {prof['lat_warmup_s']} s not counted).",
+        f"- `topics-create-1000`: {prof['topics']} one-partition topics through the Admin API, "
+        f"{prof['topic_batch']} per CreateTopics request; `time ms` is the total.",
+        "- `startup-ready`: process start to the first answered ApiVersions request (Kafka: after its "
+        "storage is formatted).",
+        f"- `idle-rss`: resident memory after {prof['idle_s']} s idle; `loaded-rss`: resident memory at the "
+        "end of the produce runs (peak RSS: the highest during them, CPU s: their total).",
+        "",
+        "Peak RSS is sampled every 50 ms during each scenario; CPU s is the broker process's utime+stime "
+        "during the scenario (from /proc/PID/stat).",
+        "",
+        "## Results",
+        "",
+        md_table([h for _, h, _ in COLS], table_rows(sysrows)),
+        "",
+    ]
+    rr = ratio_rows(sysrows)
+    if rr:
+        lines += ["## Ratios to Kafka", "",
+                  "Above 1 means more: better for records/s, MB/s and ops/s; worse for latency, memory, CPU "
+                  "and time.", "", md_table(RATIO_HEAD, rr), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    log(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+# ---------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description="Fjord vs Apache Kafka benchmark (issue 3)")
+    ap.add_argument("--quick", action="store_true", help="small counts, ~2 minutes: the CI smoke check")
+    ap.add_argument("--systems", default="kafka,fjord", help="comma-separated: kafka, fjord, tansu (TODO)")
+    ap.add_argument("--fjord-bin", default=str(ROOT / "target" / "release" / "fjord"))
+    ap.add_argument("--write-docs", action="store_true", help="regenerate docs/benchmarks.md from this run")
+    ap.add_argument("--port", type=int, default=27092,
+                    help="broker port (Kafka's controller uses PORT+1, Fjord's HTTP PORT+2, iperf3 PORT+3)")
+    ap.add_argument("--data-dir", default=str(ROOT / "target" / "bench" / "data"),
+                    help="where the brokers keep their data (same disk for every system)")
+    ap.add_argument("--out", default=str(ROOT / "target" / "bench" / "results.json"))
+    ap.add_argument("--keep-data", action="store_true", help="keep the brokers' data directories")
+    ap.add_argument("--skip-machine", action="store_true", help="don't measure disk and loopback bandwidth")
+    a = ap.parse_args()
+
+    prof_name = "quick" if a.quick else "default"
+    prof = PROFILES[prof_name]
+    data_dir = Path(a.data_dir).resolve()
+    out = Path(a.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = [s.strip() for s in a.systems.split(",") if s.strip()]
+    systems = []
+    for n in names:
+        if n == "kafka":
+            systems.append(KafkaSystem(data_dir, a.port, a.port + 2))
+        elif n == "fjord":
+            systems.append(FjordSystem(data_dir, a.port, a.port + 2, a.fjord_bin))
+        elif n == "tansu":
+            systems.append(TansuSystem(data_dir, a.port, a.port + 2))
+        else:
+            ap.error(f"unknown system {n!r} (kafka, fjord, tansu)")
+    t_start = time.monotonic()
+
+    tools = Tools(out.parent)
+    tools.compile()
+
+    rows, limits = [], {}
+    if not a.skip_machine:
+        log(f"machine: sequential write of {prof['dd_mib']} MiB with fsync in {data_dir}")
+        limits["disk"] = disk_write_mib_s(data_dir, prof["dd_mib"])
+        rows.append(row("machine-disk-write-fsync", "machine", mb_per_sec=round(limits["disk"], 1),
+                        records=prof["dd_mib"], record_size=MIB))
+        log(f"machine: disk {limits['disk']:.0f} MB/s; loopback TCP with iperf3 for {prof['iperf_s']} s")
+        try:
+            limits["net"] = loopback_mib_s(a.port + 3, prof["iperf_s"])
+            rows.append(row("machine-loopback-tcp", "machine", mb_per_sec=round(limits["net"], 1)))
+            log(f"machine: loopback {limits['net']:.0f} MB/s")
+        except (OSError, subprocess.SubprocessError, KeyError, ValueError) as e:
+            log(f"machine: iperf3 failed: {e}")
+
+    for s in systems:
+        try:
+            rows += run_system(s, tools, prof, limits)
+        except Exception as e:  # noqa: BLE001 - report, fill the missing rows with the error, go on
+            log(f"{s.name}: FAILED: {e}")
+            have = {(r["scenario"], r["partitions"]) for r in rows if r["system"] == s.name}
+            for scn, p in EXPECTED:
+                if (scn, p) not in have:
+                    rows.append(row(scn, s.name, p, error=f"{type(e).__name__}: {e}"[:2000]))
+        finally:
+            if not a.keep_data and s.dir.exists():
+                shutil.rmtree(s.dir, ignore_errors=True)
+
+    for r in rows:  # round for readability
+        for k, v in r.items():
+            if isinstance(v, float):
+                r[k] = round(v, 3)
+    add_ratios(rows)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    elapsed = time.monotonic() - t_start
+
+    print()
+    print(f"Fjord benchmark, profile {prof_name}, {elapsed:.0f} s; machine: disk "
+          f"{fnum(limits.get('disk'))} MB/s (dd fsync), loopback {fnum(limits.get('net'))} MB/s (iperf3)")
+    print(text_table([h for _, h, _ in COLS], table_rows([r for r in rows if r["system"] != "machine"])))
+    rr = ratio_rows(rows)
+    if rr:
+        print()
+        print(text_table(RATIO_HEAD, rr))
+    print(f"\nresults: {out}")
+
+    if a.write_docs:
+        write_docs(ROOT / "docs" / "benchmarks.md", rows, systems, prof_name, prof, limits,
+                   machine_info(data_dir), sys.argv[1:], elapsed)
+
+    bad = []
+    for s in systems:
+        have = {(r["scenario"], r["partitions"]): r for r in rows if r["system"] == s.name}
+        for scn, p in EXPECTED:
+            r = have.get((scn, p))
+            if r is None:
+                bad.append(f"{s.name} {scn} p={p}: missing")
+            elif r.get("error"):
+                bad.append(f"{s.name} {scn} p={p}: {r['error'].splitlines()[0][:200]}")
+    if bad:
+        print(f"\n{len(bad)} scenario row(s) missing or failed:", file=sys.stderr)
+        for b in bad:
+            print("  " + b, file=sys.stderr)
+        return 1
+    print(f"all {len(EXPECTED)} scenario rows present for {', '.join(s.name for s in systems)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

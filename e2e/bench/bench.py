@@ -54,7 +54,7 @@ PROFILES = {
     "default": dict(n_100b=2_000_000, n_1k=400_000, idle_s=5, lat_rate=1000, lat_s=20, lat_warmup_s=3,
                     topics=1000, topic_batch=100, dd_mib=1024, iperf_s=5, tool_timeout=300),
     # ~2 minutes: smoke check for CI
-    "quick": dict(n_100b=100_000, n_1k=20_000, idle_s=2, lat_rate=500, lat_s=4, lat_warmup_s=1,
+    "quick": dict(n_100b=50_000, n_1k=10_000, idle_s=1, lat_rate=500, lat_s=3, lat_warmup_s=1,
                   topics=1000, topic_batch=100, dd_mib=128, iperf_s=1, tool_timeout=120),
 }
 PARTITIONS = (1, 6)
@@ -350,7 +350,8 @@ def producer_perf(tools, bootstrap, topic, n, size, acks, timeout):
         pass
     if not m or int(m.group(1)) != n:
         raise RuntimeError(f"ProducerPerformance: no final summary for {n} records in: {out[-800:]!r}")
-    return dict(records_per_sec=float(m.group(2)), mb_per_sec=float(m.group(3)),
+    rps = float(m.group(2))
+    return dict(records_per_sec=rps, mb_per_sec=float(m.group(3)), duration_ms=n / rps * 1000 if rps else None,
                 max_ms=float(m.group(5)), p50_ms=float(m.group(6)), p99_ms=float(m.group(8)),
                 p999_ms=float(m.group(9)))
 

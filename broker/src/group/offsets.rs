@@ -101,7 +101,9 @@ pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Vec<u8> 
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch unless offset - sequence stays constant; this
+            // yields one batch whose base sequence is -1 (no producer id).
+            sequence: i as i32 - 1,
             timestamp: now_ms,
             key: Some(k.clone()),
             value: v.clone(),

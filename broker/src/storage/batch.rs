@@ -196,7 +196,9 @@ pub(crate) mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // The encoder starts a new batch unless offset - sequence stays constant; this
+                // yields one batch whose base sequence is -1 (no producer id).
+                sequence: i as i32 - 1,
                 timestamp: ts + i as i64,
                 key: None,
                 value: Some(bytes::Bytes::from(format!("value-{i}"))),

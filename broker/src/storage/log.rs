@@ -364,7 +364,8 @@ mod tests {
         let (log, headers) = Log::open(dir.path(), cfg(500)).unwrap();
         assert_eq!(headers.len(), 20);
         assert_eq!(log.log_end_offset(), 100);
-        assert_eq!(log.batch_for_timestamp(1010).unwrap().unwrap().0.base_offset, 50);
+        // Batch i holds timestamps 1000+i ..= 1004+i: the first reaching 1010 is batch 6.
+        assert_eq!(log.batch_for_timestamp(1010).unwrap().unwrap().0.base_offset, 30);
     }
 
     #[test]

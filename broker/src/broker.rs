@@ -18,6 +18,10 @@ use crate::topic_config;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// Each partition is a directory and open files; a request for millions of them is a
+/// mistake or an attack, and is refused before anything is created.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
 pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: MetadataStore,
@@ -91,6 +95,9 @@ impl Broker {
         let rf = if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
         if partitions < 1 {
             return Err((ResponseError::InvalidPartitions, Some("Number of partitions must be larger than 0.".into())));
+        }
+        if partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err((ResponseError::InvalidPartitions, Some(format!("Number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}."))));
         }
         if rf < 1 {
             return Err((ResponseError::InvalidReplicationFactor, Some("Replication factor must be larger than 0.".into())));

@@ -3,6 +3,7 @@
 //! - `fjord broker --config server.properties --override key=value ...`
 //! - `fjord dev`: a ready-to-use local cluster with its data in `./.fjord-dev`.
 
+mod alloc;
 mod api;
 mod broker;
 mod config;
@@ -21,6 +22,9 @@ mod topic_config;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+
+#[global_allocator]
+static GLOBAL: alloc::Allocator = alloc::Allocator;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

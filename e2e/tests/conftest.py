@@ -110,7 +110,7 @@ def _http_status(url, timeout=2.0):
 _LIVE_BROKERS = []
 
 
-class BrokerStartError(Exception):
+class BrokerStartError(AssertionError):
     pass
 
 
@@ -183,7 +183,7 @@ class Broker:
                 raise AssertionError(f"{self.target} pid {pid} still alive {timeout}s after the signal")
             time.sleep(0.05)
 
-    def log_tail(self, lines=60):
+    def log_tail(self, lines=40):
         out = []
         for f in self.log_files():
             try:
@@ -315,6 +315,12 @@ class KafkaBroker(Broker):
             return int((self.root / "pid").read_text().strip())
         except (OSError, ValueError):
             return None
+
+    def kill9(self):
+        super().kill9()
+        # The JVM is dead (maybe a zombie until init reaps it, which `kill -0` in
+        # e2e/kafka/start would take for alive): drop the pid file.
+        (self.root / "pid").unlink(missing_ok=True)
 
     def _start(self, timeout=None):
         cmd = [str(self.start_script), str(self.root), str(self.port), str(self.controller_port)]

@@ -42,8 +42,9 @@ def test_metrics_pass_promtool_after_traffic(broker, tools):
     names = {name for name, _, _ in samples}
     assert any(n.startswith("fjord_") for n in names), f"no fjord_* metrics in /metrics:\n{body[:2000]}"
     p = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, (f"promtool check metrics exit {p.returncode}\nstdout:\n{p.stdout[-4000:]}\n"
-                               f"stderr:\n{p.stderr[-4000:]}\n--- /metrics (first 3000 chars) ---\n{body[:3000]}")
+    rc = p.returncode
+    assert rc == 0, (f"promtool check metrics exit {rc}\n--- promtool output ---\n{p.stdout[-4000:]}"
+                     f"{p.stderr[-4000:]}\n--- /metrics (first 1500 chars) ---\n{body[:1500]}")
     # The traffic is visible: the group's lag series exists for the topic.
     lag = [(lab, v) for n, lab, v in samples if n == "fjord_consumer_group_lag_records"
            and lab.get("group") == group and lab.get("topic") == topic]

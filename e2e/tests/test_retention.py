@@ -55,6 +55,37 @@ def _disk_bytes(data_dir, topic):
     return total_topic if total_topic else total_all
 
 
+def _files(data_dir, topic):
+    """'name:size' of the files whose path names the topic (for failure messages)."""
+    out = []
+    for root, _dirs, files in os.walk(data_dir):
+        for f in sorted(files):
+            p = Path(root) / f
+            rel = str(p.relative_to(data_dir))
+            if topic in rel:
+                try:
+                    out.append(f"{rel}:{p.stat().st_size}")
+                except FileNotFoundError:
+                    pass
+    return out
+
+
+def _wait_log_start(broker, topic, ok, timeout, what):
+    """Poll the watermarks until ok(low, high); on timeout fail with the last watermarks and
+    the partition's files on disk."""
+    last = {}
+
+    def cond():
+        low, high = watermarks(broker.bootstrap, topic, 0)
+        last["wm"] = (low, high)
+        return ok(low, high) and (low, high)
+    try:
+        return wait_for(cond, timeout, interval=0.5, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nlast watermarks (low, high): {last.get('wm')}\n"
+                             f"files: {_files(broker.data_dir, topic)}") from None
+
+
 def _first_offset(bootstrap, topic, partition=0, timeout=30):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("first"),
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -80,9 +111,10 @@ def test_time_retention_removes_old_segments(rbroker):
 
     # Everything is older than retention.ms after 4 s: all closed segments must go (the active
     # segment may stay), so the log start moves to within the last ~2 segments.
-    low = wait_for(lambda: (lambda lo: lo if lo >= n - 2 * PER_SEGMENT else False)(
-        watermarks(rbroker.bootstrap, topic, 0)[0]), 60, interval=0.5,
-        what=f"log start offset to pass {n - 2 * PER_SEGMENT} (watermarks were {(low0, high0)})")
+    _wait_log_start(rbroker, topic, lambda lo, hi: lo >= n - 2 * PER_SEGMENT, 60,
+                    f"retention.ms=4000 to move the log start past {n - 2 * PER_SEGMENT} "
+                    f"(after producing {n} x {VALUE_BYTES} B with segment.bytes={SEGMENT_BYTES}; "
+                    f"watermarks were {(low0, high0)})")
     low, high = watermarks(rbroker.bootstrap, topic, 0)
     assert high == n, f"high watermark moved from {n} to {high}"
     assert 0 < low <= high
@@ -90,8 +122,12 @@ def test_time_retention_removes_old_segments(rbroker):
         assert _first_offset(rbroker.bootstrap, topic) == low, "a consumer from the beginning starts at the log start"
 
     # The bytes went away on disk too.
-    wait_for(lambda: _disk_bytes(rbroker.data_dir, topic) <= disk0 - (n - 2 * PER_SEGMENT) * VALUE_BYTES // 2,
-             30, interval=0.5, what=f"segment files to be deleted from disk (before: {disk0} bytes)")
+    goal = disk0 - (n - 2 * PER_SEGMENT) * VALUE_BYTES // 2
+    try:
+        wait_for(lambda: _disk_bytes(rbroker.data_dir, topic) <= goal, 30, interval=0.5,
+                 what=f"the topic's files on disk to shrink from {disk0} to <= {goal} bytes")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nfiles: {_files(rbroker.data_dir, topic)}") from None
 
     # The partition keeps working after the deletion.
     produce(rbroker.bootstrap, topic, _values(5, "new"), partition=0)
@@ -108,12 +144,10 @@ def test_size_retention_keeps_the_partition_near_retention_bytes(rbroker):
     n = 10 * PER_SEGMENT
     produce(rbroker.bootstrap, topic, _values(n, "b"), partition=0)
 
-    def within_bound():
-        low, high = watermarks(rbroker.bootstrap, topic, 0)
-        kept = (high - low) * VALUE_BYTES
-        return low > 0 and kept <= retention + SEGMENT_BYTES and (low, high)
-    low, high = wait_for(within_bound, 60, interval=0.5,
-                         what=f"retention.bytes={retention} to trim the log")
+    low, high = _wait_log_start(
+        rbroker, topic, lambda lo, hi: lo > 0 and (hi - lo) * VALUE_BYTES <= retention + SEGMENT_BYTES, 60,
+        f"retention.bytes={retention} to trim the log (produced {n} x {VALUE_BYTES} B, "
+        f"segment.bytes={SEGMENT_BYTES})")
     assert high == n
     kept = (high - low) * VALUE_BYTES
     assert kept >= retention - 2 * SEGMENT_BYTES, (

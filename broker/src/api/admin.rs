@@ -100,6 +100,10 @@ pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> C
             let Some(meta) = b.metadata.topic(t.name.as_str()) else {
                 return r.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
             };
+            if t.count > crate::broker::MAX_PARTITIONS_PER_TOPIC {
+                let msg = format!("Number of partitions must be at most {}.", crate::broker::MAX_PARTITIONS_PER_TOPIC);
+                return r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg)));
+            }
             if t.count <= meta.partitions {
                 let msg = format!("Topic currently has {} partitions, which is higher than the requested {}.", meta.partitions, t.count);
                 return r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg)));

@@ -179,3 +179,6 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

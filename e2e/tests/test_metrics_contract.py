@@ -1,0 +1,78 @@
+"""Metric names are an API: docs/metrics.md lists exactly what the broker exports after
+real traffic, and the dashboards and alert rules use only those names."""
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kclients import Consumer, create_topic, http_get, parse_prometheus, produce, unique
+
+pytestmark = pytest.mark.fjord_only
+
+REPO = Path(__file__).resolve().parents[2]
+SUFFIXES = ("_bucket", "_sum", "_count", "_created")
+
+
+def documented():
+    text = (REPO / "docs" / "metrics.md").read_text()
+    block = text.split("<!-- metrics:begin -->")[1].split("<!-- metrics:end -->")[0]
+    names = re.findall(r"^\| `(fjord_[a-z0-9_]+)` \|", block, re.M)
+    assert names, "no metric rows found in docs/metrics.md"
+    return set(names)
+
+
+def family(name, histograms):
+    for s in SUFFIXES:
+        if name.endswith(s) and name[: -len(s)] in histograms:
+            return name[: -len(s)]
+    return name
+
+
+@pytest.fixture(scope="module")
+def exported(broker):
+    """Sample names after traffic that touches every metric: produce, consume, commit."""
+    topic = create_topic(broker.bootstrap, unique("contract"), 2)
+    produce(broker.bootstrap, topic, [f"v{i}" for i in range(200)], keys=[f"k{i}" for i in range(200)])
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("contract-group"),
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    n, deadline = 0, time.monotonic() + 60
+    while n < 100 and time.monotonic() < deadline:
+        n += sum(1 for m in c.consume(100 - n, timeout=0.5) if not m.error())
+    c.commit(asynchronous=False)
+    c.close()
+    status, body = http_get(broker.metrics_url)
+    assert status == 200, body[:500]
+    hist = set(re.findall(r"^# TYPE (fjord_[a-z0-9_]+) histogram", body, re.M))
+    return {family(n, hist) for n, _, _ in parse_prometheus(body) if n.startswith("fjord_")}, body
+
+
+def test_docs_list_exactly_what_is_exported(exported):
+    names, body = exported
+    docs = documented()
+    missing_from_docs = names - docs
+    not_exported = docs - names
+    assert not missing_from_docs, f"exported but not in docs/metrics.md: {sorted(missing_from_docs)}"
+    assert not not_exported, f"in docs/metrics.md but not exported: {sorted(not_exported)}\n{body[:3000]}"
+
+
+def test_dashboards_and_alerts_use_only_documented_names(exported):
+    docs = documented()
+    files = sorted((REPO / "dashboards").glob("*.json")) + sorted((REPO / "dashboards").glob("*.yaml"))
+    files += sorted((REPO / "charts").rglob("*dashboard*.json")) + sorted((REPO / "charts").rglob("*rules*.yaml"))
+    assert files, "no dashboards or alert rules found"
+    used = {}
+    for f in files:
+        for n in re.findall(r"\bfjord_[a-z0-9_]+", f.read_text()):
+            used.setdefault(family(n, {"fjord_request_duration_seconds"}), set()).add(f.name)
+    unknown = {n: sorted(fs) for n, fs in used.items() if n not in docs}
+    assert not unknown, f"dashboards/alerts use names the broker does not export: {unknown}"
+    assert len(used) >= 8, f"dashboards use suspiciously few metrics: {sorted(used)}"
+
+
+def test_alert_rules_pass_promtool(tools):
+    p = subprocess.run([tools.promtool, "check", "rules", str(REPO / "dashboards" / "alerts.yaml")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr

@@ -5,16 +5,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
 use crate::broker::Broker;
 
-async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
-    let body = b.metrics.render();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+/// OpenMetrics when the scraper asks for it (Prometheus does), else Prometheus text 0.0.4.
+async fn metrics(State(b): State<Arc<Broker>>, headers: HeaderMap) -> impl IntoResponse {
+    let wants_om = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if wants_om {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], b.metrics.render_openmetrics())
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], b.metrics.render_prometheus())
+    }
 }
 
 async fn health() -> &'static str {

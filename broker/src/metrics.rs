@@ -140,11 +140,43 @@ impl Metrics {
         self.connections_closed.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
     }
 
-    pub fn render(&self) -> String {
+    /// OpenMetrics text, as the registry encodes it.
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock()).expect("writing to a String cannot fail");
         out
     }
+
+    /// Prometheus text format 0.0.4, for scrapers and tools (promtool) that do not ask for
+    /// OpenMetrics: counter families are named with their `_total` suffix, and the
+    /// OpenMetrics-only `# UNIT` and `# EOF` lines are dropped.
+    pub fn render_prometheus(&self) -> String {
+        to_prometheus_text(&self.render_openmetrics())
+    }
+}
+
+pub fn to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
@@ -256,5 +288,24 @@ impl Collector for BrokerCollector {
         let up = ConstGauge::new(b.started.elapsed().as_secs_f64());
         up.encode(encoder.encode_descriptor("fjord_uptime_seconds", "Seconds since the broker started", None, up.metric_type())?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_with_total() {
+        let m = Metrics::new();
+        m.produced("t", 3, 100);
+        m.request_done("produce", Duration::from_millis(2));
+        let text = m.render_prometheus();
+        assert!(text.contains("# TYPE fjord_topic_records_in_total counter"), "{text}");
+        assert!(text.contains("# HELP fjord_topic_records_in_total "), "{text}");
+        assert!(text.contains("fjord_topic_records_in_total{topic=\"t\"} 3"), "{text}");
+        assert!(text.contains("# TYPE fjord_request_duration_seconds histogram"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+        assert!(m.render_openmetrics().ends_with("# EOF\n"));
     }
 }

@@ -310,6 +310,14 @@ impl BrokerConfig {
         if self.offsets_topic_num_partitions < 1 {
             bail!("offsets.topic.num.partitions must be >= 1");
         }
+        if let Some(voters) = &self.controller_quorum_voters {
+            // id@host:port,...: Fjord runs a single-node quorum until replication lands;
+            // accepting a multi-node voter set and running alone would split the cluster.
+            let ids: Vec<&str> = voters.split(',').map(|v| v.trim().split('@').next().unwrap_or("")).collect();
+            if ids.len() != 1 || ids[0] != self.node_id.to_string() {
+                bail!("controller.quorum.voters={voters}: this Fjord version runs a single-node quorum; the only voter must be node.id {}", self.node_id);
+            }
+        }
         if self.max_inflight_requests < 1 {
             bail!("fjord.max.inflight.requests must be >= 1");
         }
@@ -374,6 +382,14 @@ mod tests {
         let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("auto.create.topics.enable", "yes")]))
             .unwrap_err();
         assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
+    }
+
+    #[test]
+    fn multi_node_quorum_is_refused_for_now() {
+        let ok = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("controller.quorum.voters", "1@localhost:9093")]));
+        assert!(ok.is_ok());
+        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("controller.quorum.voters", "1@a:9093,2@b:9093")])).unwrap_err();
+        assert!(e.to_string().contains("single-node"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::config::BrokerConfig;
 use crate::group::coordinator::GroupCoordinator;
-use crate::metadata::{MetadataStore, TopicMeta};
+use crate::metadata::{MetadataStore, NewTopic, TopicMeta};
 use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config;
@@ -30,6 +30,14 @@ pub struct Broker {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub started: Instant,
+}
+
+/// A topic as CreateTopics asks for it (-1: broker default).
+pub struct TopicRequest {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
 }
 
 /// A topic creation failure, with Kafka's error code and a message for the client.
@@ -65,7 +73,8 @@ impl Broker {
             cfg.insert("cleanup.policy".to_string(), "compact".to_string());
             cfg.insert("segment.bytes".to_string(), "104857600".to_string());
             let n = broker.config.offsets_topic_num_partitions;
-            broker.create_topic_inner(OFFSETS_TOPIC, n, 1, cfg, true).map_err(|e| anyhow::anyhow!("creating {OFFSETS_TOPIC}: {:?}", e))?;
+            let t = NewTopic { name: OFFSETS_TOPIC.into(), partitions: n, replication_factor: 1, configs: cfg, internal: true };
+            broker.create_new(vec![t]).pop().unwrap().map_err(|e| anyhow::anyhow!("creating {OFFSETS_TOPIC}: {:?}", e))?;
         }
         broker.groups.load(&broker)?;
         Ok(broker)
@@ -91,8 +100,14 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMeta, CreateError> {
-        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
-        let rf = if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        let req = TopicRequest { name: name.to_string(), partitions, replication_factor, configs };
+        self.create_topics(vec![req], validate_only).pop().expect("one result per topic")
+    }
+
+    /// Check one requested topic and fill in broker defaults.
+    fn check_topic(&self, t: TopicRequest) -> Result<NewTopic, CreateError> {
+        let partitions = if t.partitions == -1 { self.config.num_partitions } else { t.partitions };
+        let rf = if t.replication_factor == -1 { self.config.default_replication_factor } else { t.replication_factor };
         if partitions < 1 {
             return Err((ResponseError::InvalidPartitions, Some("Number of partitions must be larger than 0.".into())));
         }
@@ -108,40 +123,72 @@ impl Broker {
                 Some(format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered.")),
             ));
         }
-        for (k, v) in &configs {
+        for (k, v) in &t.configs {
             topic_config::validate(k, v).map_err(|(e, m)| (e, Some(m)))?;
         }
-        if !crate::metadata::valid_topic_name(name) {
-            return Err((ResponseError::InvalidTopicException, Some(format!("Topic name {name:?} is illegal"))));
+        if !crate::metadata::valid_topic_name(&t.name) {
+            return Err((ResponseError::InvalidTopicException, Some(format!("Topic name {:?} is illegal", t.name))));
         }
-        if validate_only {
-            if self.metadata.topic(name).is_some() {
-                return Err((ResponseError::TopicAlreadyExists, Some(format!("Topic '{name}' already exists."))));
-            }
-            return Ok(TopicMeta {
-                name: name.to_string(),
-                id: uuid::Uuid::nil(),
-                partitions,
-                replication_factor: rf,
-                configs,
-                internal: false,
-                leader_epochs: vec![],
-            });
-        }
-        self.create_topic_inner(name, partitions, rf, configs, false)
+        Ok(NewTopic { name: t.name, partitions, replication_factor: rf, configs: t.configs, internal: false })
     }
 
-    fn create_topic_inner(&self, name: &str, partitions: i32, rf: i16, configs: BTreeMap<String, String>, internal: bool) -> Result<TopicMeta, CreateError> {
-        let t = self.metadata.create_topic(name, partitions, rf, configs, internal).map_err(|e| {
-            let msg = (e == ResponseError::TopicAlreadyExists).then(|| format!("Topic '{name}' already exists."));
-            (e, msg)
-        })?;
-        self.replicas.ensure_topic(&self.config, &t).map_err(|e| {
-            tracing::error!(topic = name, error = %e, "creating partitions failed");
-            (ResponseError::KafkaStorageError, Some(e.to_string()))
-        })?;
-        tracing::info!(topic = name, partitions, id = %t.id, "created topic");
-        Ok(t)
+    /// Create topics (one metadata write for the batch), then their partitions.
+    pub fn create_topics(&self, topics: Vec<TopicRequest>, validate_only: bool) -> Vec<Result<TopicMeta, CreateError>> {
+        let checked: Vec<Result<NewTopic, CreateError>> = topics.into_iter().map(|t| self.check_topic(t)).collect();
+        if validate_only {
+            return checked
+                .into_iter()
+                .map(|r| {
+                    let t = r?;
+                    if self.metadata.topic(&t.name).is_some() {
+                        return Err((ResponseError::TopicAlreadyExists, Some(format!("Topic '{}' already exists.", t.name))));
+                    }
+                    Ok(TopicMeta {
+                        name: t.name,
+                        id: uuid::Uuid::nil(),
+                        partitions: t.partitions,
+                        replication_factor: t.replication_factor,
+                        configs: t.configs,
+                        internal: false,
+                        leader_epochs: vec![],
+                    })
+                })
+                .collect();
+        }
+        let mut results: Vec<Option<Result<TopicMeta, CreateError>>> = Vec::with_capacity(checked.len());
+        let mut valid = Vec::new();
+        for r in checked {
+            match r {
+                Ok(t) => {
+                    valid.push(t);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut created = self.create_new(valid).into_iter();
+        results.into_iter().map(|r| r.unwrap_or_else(|| created.next().expect("a result per valid topic"))).collect()
+    }
+
+    fn create_new(&self, topics: Vec<NewTopic>) -> Vec<Result<TopicMeta, CreateError>> {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        self.metadata
+            .create_topics(topics)
+            .into_iter()
+            .zip(names)
+            .map(|(r, name)| {
+                let t = r.map_err(|e| {
+                    let msg = (e == ResponseError::TopicAlreadyExists).then(|| format!("Topic '{name}' already exists."));
+                    (e, msg)
+                })?;
+                self.replicas.ensure_topic(&self.config, &t).map_err(|e| {
+                    tracing::error!(topic = %name, error = %e, "creating partitions failed");
+                    (ResponseError::KafkaStorageError, Some(e.to_string()))
+                })?;
+                tracing::info!(topic = %name, partitions = t.partitions, id = %t.id, "created topic");
+                Ok(t)
+            })
+            .collect()
     }
 
     /// Auto-create a topic on first use when `auto.create.topics.enable` allows it.

@@ -8,7 +8,7 @@ import pytest
 
 import kproto
 from kproto import RawConn
-from kclients import Consumer, TopicPartition, create_topic, produce, read_partition, unique, watermarks
+from kclients import Consumer, create_topic, produce, read_partition, unique, watermarks
 
 UNSUPPORTED_VERSION = 35
 CORRUPT_MESSAGE = 2

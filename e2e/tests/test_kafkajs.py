@@ -1,6 +1,5 @@
 """The kafkajs seed program (create topic, produce, consume in a group) against the broker."""
 import json
-import os
 import re
 import shutil
 from pathlib import Path

@@ -15,6 +15,9 @@ from kclients import (AdminClient, Consumer, TopicPartition, create_topic, produ
 SEGMENT_BYTES = 1048576 if TARGET == "kafka" else 100_000
 VALUE_BYTES = 1000
 PER_SEGMENT = SEGMENT_BYTES // VALUE_BYTES  # ~records per segment (values only)
+# Batches much smaller than a segment (librdkafka's default batch.size is 1 MB, which would put
+# a whole test's data in one batch and so in one segment).
+SMALL_BATCHES = {"batch.size": SEGMENT_BYTES // 10, "linger.ms": 1}
 
 OVERRIDES = {
     "log.segment.bytes": str(SEGMENT_BYTES),
@@ -104,7 +107,7 @@ def _first_offset(bootstrap, topic, partition=0, timeout=30):
 def test_time_retention_removes_old_segments(rbroker):
     topic = create_topic(rbroker.bootstrap, unique("ret-ms"), 1, config={"retention.ms": "4000"})
     n = 6 * PER_SEGMENT
-    produce(rbroker.bootstrap, topic, _values(n, "old"), partition=0)
+    produce(rbroker.bootstrap, topic, _values(n, "old"), partition=0, conf=SMALL_BATCHES)
     low0, high0 = watermarks(rbroker.bootstrap, topic, 0)
     assert high0 == n
     disk0 = _disk_bytes(rbroker.data_dir, topic)
@@ -142,7 +145,7 @@ def test_size_retention_keeps_the_partition_near_retention_bytes(rbroker):
     topic = create_topic(rbroker.bootstrap, unique("ret-bytes"), 1,
                          config={"retention.bytes": str(retention)})
     n = 10 * PER_SEGMENT
-    produce(rbroker.bootstrap, topic, _values(n, "b"), partition=0)
+    produce(rbroker.bootstrap, topic, _values(n, "b"), partition=0, conf=SMALL_BATCHES)
 
     low, high = _wait_log_start(
         rbroker, topic, lambda lo, hi: lo > 0 and (hi - lo) * VALUE_BYTES <= retention + SEGMENT_BYTES, 60,

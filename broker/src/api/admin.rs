@@ -11,44 +11,53 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str, Ctx};
+use crate::broker::TopicRequest;
 
 pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let b = ctx.broker;
     let node = b.node_id();
+    // Requests that are malformed on their own are answered without touching metadata.
+    let mut early: Vec<Option<CreatableTopicResult>> = Vec::new();
+    let mut wanted = Vec::new();
+    for t in &req.topics {
+        let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+        let configs: BTreeMap<String, String> =
+            t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+        let (mut partitions, mut rf) = (t.num_partitions, t.replication_factor);
+        if !t.assignments.is_empty() {
+            if partitions != -1 || rf != -1 {
+                early.push(Some(
+                    result
+                        .with_error_code(ctx.err(ResponseError::InvalidRequest))
+                        .with_error_message(Some(str("Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."))),
+                ));
+                continue;
+            }
+            if t.assignments.iter().any(|a| a.broker_ids.iter().any(|id| id.0 != node)) {
+                early.push(Some(result.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment)).with_error_message(Some(str("Unknown broker in replica assignment")))));
+                continue;
+            }
+            partitions = t.assignments.len() as i32;
+            rf = t.assignments[0].broker_ids.len() as i16;
+        }
+        early.push(None);
+        wanted.push(TopicRequest { name: t.name.to_string(), partitions, replication_factor: rf, configs });
+    }
+    let mut created = b.create_topics(wanted, req.validate_only).into_iter();
     let topics = req
         .topics
-        .into_iter()
-        .map(|t| {
+        .iter()
+        .zip(early)
+        .map(|(t, early)| {
+            if let Some(r) = early {
+                return r;
+            }
             let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
-            let mut configs = BTreeMap::new();
-            for c in &t.configs {
-                if let Some(v) = &c.value {
-                    configs.insert(c.name.to_string(), v.to_string());
-                }
-            }
-            let (mut partitions, mut rf) = (t.num_partitions, t.replication_factor);
-            if !t.assignments.is_empty() {
-                if partitions != -1 || rf != -1 {
-                    return result
-                        .with_error_code(ctx.err(ResponseError::InvalidRequest))
-                        .with_error_message(Some(str("Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.")));
-                }
-                if t.assignments.iter().any(|a| a.broker_ids.iter().any(|id| id.0 != node)) {
-                    return result.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment)).with_error_message(Some(str("Unknown broker in replica assignment")));
-                }
-                partitions = t.assignments.len() as i32;
-                rf = t.assignments[0].broker_ids.len() as i16;
-            }
-            match b.create_topic(t.name.as_str(), partitions, rf, configs, req.validate_only) {
+            match created.next().expect("a result per topic") {
                 Ok(meta) => {
                     let cfgs = super::configs::topic_entries(b, &meta.configs)
                         .into_iter()
-                        .map(|e| {
-                            CreatableTopicConfigs::default()
-                                .with_name(str(&e.name))
-                                .with_value(Some(str(&e.value)))
-                                .with_config_source(e.source)
-                        })
+                        .map(|e| CreatableTopicConfigs::default().with_name(str(&e.name)).with_value(Some(str(&e.value))).with_config_source(e.source))
                         .collect();
                     result
                         .with_topic_id(meta.id)

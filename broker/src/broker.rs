@@ -214,7 +214,7 @@ impl Broker {
         if let Err(e) = self.replicas.remove_topic(name) {
             tracing::error!(topic = name, error = %e, "removing partition data failed");
         }
-        self.groups.forget_topic(name);
+        self.groups.forget_topic(self, name);
         tracing::info!(topic = name, "deleted topic");
         Ok(t)
     }

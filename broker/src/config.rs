@@ -50,6 +50,7 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: Option<i64>,
     pub log_index_interval_bytes: u32,
     pub message_max_bytes: i32,
+    pub fetch_max_bytes: i32,
     pub socket_request_max_bytes: usize,
     pub connections_max_idle_ms: u64,
     pub max_connections: usize,
@@ -99,6 +100,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.ms", ""),
     ("log.index.interval.bytes", "4096"),
     ("message.max.bytes", "1048588"),
+    ("fetch.max.bytes", "57671680"),
     ("socket.request.max.bytes", "104857600"),
     ("socket.send.buffer.bytes", "102400"),
     ("socket.receive.buffer.bytes", "102400"),
@@ -277,6 +279,7 @@ impl BrokerConfig {
             log_flush_interval_ms: opt_num(&props, "log.flush.interval.ms")?,
             log_index_interval_bytes: num(&props, "log.index.interval.bytes")?,
             message_max_bytes: num(&props, "message.max.bytes")?,
+            fetch_max_bytes: num(&props, "fetch.max.bytes")?,
             socket_request_max_bytes: num(&props, "socket.request.max.bytes")?,
             connections_max_idle_ms: num(&props, "connections.max.idle.ms")?,
             max_connections: num(&props, "max.connections")?,
@@ -301,8 +304,11 @@ impl BrokerConfig {
         if self.min_insync_replicas < 1 {
             bail!("min.insync.replicas must be >= 1");
         }
-        if self.log_segment_bytes < 14 {
-            bail!("log.segment.bytes must be >= 14");
+        if self.log_segment_bytes < 14 || self.log_segment_bytes > i32::MAX as i64 {
+            bail!("log.segment.bytes must be between 14 and {} (an int, as in Kafka)", i32::MAX);
+        }
+        if self.fetch_max_bytes < 1024 {
+            bail!("fetch.max.bytes must be >= 1024");
         }
         if self.socket_request_max_bytes < 64 {
             bail!("socket.request.max.bytes must be >= 64");

@@ -21,20 +21,22 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(broker.config.max_inflight_requests);
+    let idle = broker.config.idle_timeout();
+    // A client that stops reading must not pin the connection forever: writes time out
+    // like reads do, and the reader then gives up on the full queue.
     let writer = tokio::spawn(async move {
         let mut wr = BufWriter::with_capacity(64 * 1024, wr);
         while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
+            if !matches!(timeout(idle, wr.write_all(&frame)).await, Ok(Ok(()))) {
                 return;
             }
-            if rx.is_empty() && wr.flush().await.is_err() {
+            if rx.is_empty() && !matches!(timeout(idle, wr.flush()).await, Ok(Ok(()))) {
                 return;
             }
         }
-        let _ = wr.shutdown().await;
+        let _ = timeout(idle, wr.shutdown()).await;
     });
 
-    let idle = broker.config.idle_timeout();
     let max = broker.config.socket_request_max_bytes;
     let host = peer.ip().to_string();
     let reason = loop {
@@ -69,11 +71,11 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             Ok(Ok(())) => {}
         }
         match api::handle(&broker, buf.freeze(), &host).await {
-            Ok(Some(resp)) => {
-                if tx.send(resp).await.is_err() {
-                    break "client";
-                }
-            }
+            Ok(Some(resp)) => match timeout(idle, tx.send(resp)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break "client",
+                Err(_) => break "idle",
+            },
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad request");

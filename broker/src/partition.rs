@@ -55,6 +55,7 @@ impl AppendError {
     pub fn code(&self) -> ResponseError {
         match self {
             AppendError::Corrupt(BatchError::TooLarge(..)) => ResponseError::MessageTooLarge,
+            AppendError::Corrupt(BatchError::Control | BatchError::BatchCount(_) | BatchError::Offsets) => ResponseError::InvalidRecord,
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::Protocol(e) => *e,
             AppendError::Storage(_) => ResponseError::KafkaStorageError,
@@ -95,8 +96,10 @@ impl Partition {
     /// is valid, so a corrupt batch never leaves a partial write behind.
     pub fn append(&mut self, records: &mut [u8], max_batch_bytes: usize, now_ms: i64) -> Result<AppendInfo, AppendError> {
         let ranges = split_batches(records, max_batch_bytes).map_err(AppendError::Corrupt)?;
-        if ranges.is_empty() {
-            return Err(AppendError::Corrupt(BatchError::Truncated));
+        // Kafka accepts exactly one v2 batch per partition in a produce request; it also
+        // makes an append all-or-nothing.
+        if ranges.len() != 1 {
+            return Err(AppendError::Corrupt(BatchError::BatchCount(ranges.len())));
         }
         for (_, h) in &ranges {
             match self.producers.check(h).map_err(AppendError::Protocol)? {

@@ -56,12 +56,9 @@ impl ProducerStateManager {
             return Ok(SequenceCheck::Append);
         }
         let Some(entry) = self.producers.get(&h.producer_id) else {
-            // A producer we have never seen must start at sequence 0.
-            return if h.base_sequence == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(ResponseError::OutOfOrderSequenceNumber)
-            };
+            // A producer with no state here may have had all its batches removed by
+            // retention or DeleteRecords; like Kafka, accept its sequence as the new start.
+            return Ok(SequenceCheck::Append);
         };
         if h.producer_epoch < entry.epoch {
             return Err(ResponseError::InvalidProducerEpoch);
@@ -144,7 +141,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(s.check(&hdr(7, 0, 20, 5, 0)), Err(ResponseError::OutOfOrderSequenceNumber));
-        assert_eq!(s.check(&hdr(9, 0, 3, 1, 0)), Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(s.check(&hdr(9, 0, 3, 1, 0)), Ok(SequenceCheck::Append), "unknown producers may start anywhere");
     }
 
     #[test]

@@ -35,7 +35,10 @@ struct Resolved {
 
 fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_committed: bool) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let b = ctx.broker;
-    let mut remaining = if ctx.version >= 3 { req.max_bytes.max(0) as usize } else { usize::MAX };
+    // The broker's fetch.max.bytes bounds what one response may hold (and allocate),
+    // whatever the client asks for.
+    let cap = b.config.fetch_max_bytes as usize;
+    let mut remaining = if ctx.version >= 3 { (req.max_bytes.max(0) as usize).min(cap) } else { cap };
     let mut total = 0usize;
     let mut any_error = false;
     let mut out = Vec::with_capacity(topics.len());

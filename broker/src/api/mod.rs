@@ -35,6 +35,8 @@ pub enum ProtocolError {
     Malformed(ApiKey, i16, String),
     #[error("encoding response: {0}")]
     Encode(String),
+    #[error("acks=0 produce failed with error {0}; closing so the producer refreshes metadata")]
+    AcksZero(i16),
 }
 
 /// What a handler sees about the request beyond its body.
@@ -106,7 +108,12 @@ macro_rules! dispatch {
                 let acks = req.acks;
                 let resp = produce::handle(&$ctx, req).await;
                 if acks == 0 {
-                    Ok(None)
+                    // No response to carry an error: close, as Kafka does.
+                    let err = resp.responses.iter().flat_map(|t| t.partition_responses.iter()).find(|p| p.error_code != 0);
+                    match err {
+                        Some(p) => Err(ProtocolError::AcksZero(p.error_code)),
+                        None => Ok(None),
+                    }
                 } else {
                     encode_response($hdr.correlation_id, $version, &resp).map(Some)
                 }

@@ -35,6 +35,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 parts.push(partition_error(ctx, pd.index, ResponseError::UnknownTopicOrPartition, None));
                 continue;
             };
+            if topic.internal {
+                // Only the broker writes its internal topics (Kafka answers the same way).
+                parts.push(partition_error(ctx, pd.index, ResponseError::InvalidTopicException, Some(format!("Cannot append to internal topic {}", topic.name))));
+                continue;
+            }
             if !matches!(req.acks, -1 | 0 | 1) {
                 parts.push(partition_error(ctx, pd.index, ResponseError::InvalidRequiredAcks, None));
                 continue;

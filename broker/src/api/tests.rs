@@ -293,3 +293,26 @@ async fn mutated_frames_never_panic() {
     assert!(matches!(ok, Some(Ok(Some(_)))));
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_write_internal_topics_or_two_batches() {
+    use kafka_protocol::protocol::Decodable;
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("t", 1, 1, Default::default(), false).unwrap();
+    let one = crate::storage::batch::tests::encode(2, kafka_protocol::records::Compression::None, 1);
+    let mut two = one.clone();
+    two.extend_from_slice(&one);
+    for (topic, records, want) in [("__consumer_offsets", one.clone(), 17i16), ("t", two, 87)] {
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records)))])]);
+        let resp = call(&b, frame(ApiKey::Produce, 9, &req)).await.unwrap().unwrap().unwrap();
+        let mut body = resp.slice(4..);
+        ResponseHeader::decode(&mut body, ProduceResponse::header_version(9)).unwrap();
+        let r = ProduceResponse::decode(&mut body, 9).unwrap();
+        assert_eq!(r.responses[0].partition_responses[0].error_code, want, "{topic}");
+    }
+    let p = b.replicas.get("t", 0).unwrap();
+    assert_eq!(p.lock().log.log_end_offset(), 0, "nothing stored");
+}

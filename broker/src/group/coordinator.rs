@@ -224,7 +224,9 @@ impl Group {
     }
 
     fn complete_join(&mut self) {
-        let missing: Vec<String> = self.members.values().filter(|m| m.join_tx.is_none()).map(|m| m.id.clone()).collect();
+        // Static members keep their slot until their session expires (KIP-345); dynamic
+        // members that did not rejoin in time are dropped.
+        let missing: Vec<String> = self.members.values().filter(|m| m.join_tx.is_none() && m.instance_id.is_none()).map(|m| m.id.clone()).collect();
         for id in missing {
             tracing::info!(group = %self.id, member = %id, "member did not rejoin in time; removing");
             self.remove_member(&id);
@@ -297,6 +299,11 @@ pub struct GroupCoordinator {
     broker: Mutex<Weak<Broker>>,
 }
 
+/// Kafka's `offset.metadata.max.bytes` default.
+const MAX_OFFSET_METADATA: usize = 4096;
+/// Names are written as int16-length strings in `__consumer_offsets`.
+const MAX_NAME_LEN: usize = i16::MAX as usize;
+
 fn member_id(client_id: &str) -> String {
     format!("{}-{}", client_id, uuid::Uuid::new_v4())
 }
@@ -328,21 +335,35 @@ impl GroupCoordinator {
                     Ok(r) if !r.bytes.is_empty() => r,
                     _ => break,
                 };
-                let mut buf = Bytes::from(r.bytes);
-                let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| anyhow::anyhow!("decoding {OFFSETS_TOPIC}-{p}: {e}"))?;
-                for set in sets {
+                // Walk batch by batch on the headers, so progress never depends on what
+                // the records inside claim; a batch that does not decode is skipped.
+                let mut pos = 0;
+                while pos + crate::storage::batch::HEADER_LEN <= r.bytes.len() {
+                    let h = crate::storage::batch::BatchHeader::parse(&r.bytes[pos..])?;
+                    let batch = Bytes::copy_from_slice(&r.bytes[pos..pos + h.total_len()]);
+                    pos += h.total_len();
+                    offset = offset.max(h.next_offset());
+                    let set = match RecordBatchDecoder::decode(&mut batch.clone()) {
+                        Ok(set) => set,
+                        Err(e) => {
+                            tracing::warn!(partition = p, base_offset = h.base_offset, error = %e, "skipping undecodable batch in {}", OFFSETS_TOPIC);
+                            continue;
+                        }
+                    };
                     for rec in set.records {
-                        offset = offset.max(rec.offset + 1);
                         let Some((g, t, part_idx)) = rec.key.and_then(offsets::decode_key) else { continue };
                         let group = groups.entry(g.clone()).or_insert_with(|| Group::new(&g));
-                        match rec.value.and_then(offsets::decode_value) {
-                            Some(v) => {
-                                group.offsets.insert((t, part_idx), v);
-                                loaded += 1;
-                            }
+                        match rec.value {
                             None => {
                                 group.offsets.remove(&(t, part_idx));
                             }
+                            Some(v) => match offsets::decode_value(v) {
+                                Some(v) => {
+                                    group.offsets.insert((t, part_idx), v);
+                                    loaded += 1;
+                                }
+                                None => tracing::warn!(group = %g, "skipping an undecodable committed offset"),
+                            },
                         }
                     }
                 }
@@ -589,13 +610,13 @@ impl GroupCoordinator {
         let state = g.state;
         let gen = g.generation;
         let m = g.members.get_mut(member).ok_or(ResponseError::UnknownMemberId)?;
-        m.last_heartbeat = Instant::now();
         if state == GroupState::Empty {
             return Err(ResponseError::UnknownMemberId);
         }
         if generation != gen {
             return Err(ResponseError::IllegalGeneration);
         }
+        m.last_heartbeat = Instant::now();
         match state {
             GroupState::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
@@ -676,8 +697,11 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<(), ResponseError> {
-        if group_id.is_empty() {
+        if group_id.is_empty() || group_id.len() > MAX_NAME_LEN {
             return Err(ResponseError::InvalidGroupId);
+        }
+        if entries.iter().any(|(_, _, c)| c.metadata.len() > MAX_OFFSET_METADATA) {
+            return Err(ResponseError::OffsetMetadataTooLarge);
         }
         self.check_commit(group_id, generation, member, instance_id)?;
         if entries.is_empty() {
@@ -730,10 +754,25 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Drop committed offsets of a deleted topic from memory (the log keeps history).
-    pub fn forget_topic(&self, topic: &str) {
-        for g in self.groups.lock().values_mut() {
-            g.offsets.retain(|(t, _), _| t != topic);
+    /// Delete every group's committed offsets for a deleted topic, durably (tombstones),
+    /// so a topic re-created under the same name starts with no stale offsets.
+    pub fn forget_topic(&self, broker: &Broker, topic: &str) {
+        let per_group: Vec<(String, Vec<(String, i32)>)> = {
+            let mut groups = self.groups.lock();
+            groups
+                .values_mut()
+                .filter_map(|g| {
+                    let keys: Vec<(String, i32)> = g.offsets.keys().filter(|(t, _)| t == topic).cloned().collect();
+                    g.offsets.retain(|(t, _), _| t != topic);
+                    (!keys.is_empty()).then(|| (g.id.clone(), keys))
+                })
+                .collect()
+        };
+        for (group, keys) in per_group {
+            let tombstones: Vec<(Bytes, Option<Bytes>)> = keys.iter().map(|(t, p)| (offsets::encode_key(&group, t, *p), None)).collect();
+            if let Err(e) = self.append_offsets(broker, &group, &tombstones) {
+                tracing::warn!(group = %group, topic, error = ?e, "could not write offset tombstones");
+            }
         }
     }
 

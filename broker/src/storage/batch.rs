@@ -48,6 +48,10 @@ pub enum BatchError {
     Offsets,
     #[error("record batch of {0} bytes exceeds the maximum of {1}")]
     TooLarge(usize, usize),
+    #[error("clients may not write control batches")]
+    Control,
+    #[error("a produce request must carry exactly one record batch per partition, got {0}")]
+    BatchCount(usize),
 }
 
 fn i64_at(b: &[u8], at: usize) -> i64 {
@@ -163,9 +167,13 @@ pub fn split_batches(records: &[u8], max_batch: usize) -> Result<Vec<(Range<usiz
             return Err(BatchError::TooLarge(end - pos, max_batch));
         }
         let h = validate(&records[pos..end])?;
-        // A produced batch counts its records; a gap here would hand out offsets twice.
-        if !h.is_control() && h.last_offset_delta != h.records_count - 1 && h.records_count > 0 {
+        // A produced batch counts its records; an offset range that disagrees with the
+        // count would hand out offsets twice or leave holes (Kafka's LogValidator too).
+        if h.records_count < 1 || h.last_offset_delta != h.records_count - 1 {
             return Err(BatchError::Offsets);
+        }
+        if h.is_control() {
+            return Err(BatchError::Control);
         }
         out.push((pos..end, h));
         pos = end;
@@ -233,6 +241,28 @@ pub(crate) mod tests {
         b[16] = 1;
         assert_eq!(split_batches(&b, 1 << 20).unwrap_err(), BatchError::Magic(1));
         assert!(matches!(split_batches(&b[..5], 1 << 20), Err(BatchError::Truncated)));
+    }
+
+    /// Re-seal a batch after editing its header (recompute the CRC as a client would).
+    fn reseal(b: &mut [u8]) {
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn rejects_control_batches_and_inconsistent_counts_from_clients() {
+        let mut b = encode(3, Compression::None, 1);
+        b[22] |= 0x20; // attributes low byte: control bit
+        reseal(&mut b);
+        assert_eq!(split_batches(&b, 1 << 20).unwrap_err(), BatchError::Control);
+        let mut b = encode(3, Compression::None, 1);
+        b[57..61].copy_from_slice(&0i32.to_be_bytes()); // records count 0
+        reseal(&mut b);
+        assert_eq!(split_batches(&b, 1 << 20).unwrap_err(), BatchError::Offsets);
+        let mut b = encode(3, Compression::None, 1);
+        b[23..27].copy_from_slice(&1_000_000i32.to_be_bytes()); // lastOffsetDelta
+        reseal(&mut b);
+        assert_eq!(split_batches(&b, 1 << 20).unwrap_err(), BatchError::Offsets);
     }
 
     #[test]

@@ -237,10 +237,7 @@ impl Log {
             if seg.max_timestamp < ts {
                 continue;
             }
-            if let Some((pos, h)) = seg.find_by_timestamp(ts)? {
-                if h.last_offset() < self.log_start_offset {
-                    continue;
-                }
+            if let Some((pos, h)) = seg.find_by_timestamp(ts, self.log_start_offset)? {
                 let raw = seg.read_at(pos, h.total_len())?;
                 return Ok(Some((h, raw)));
             }
@@ -251,7 +248,7 @@ impl Log {
     /// The largest max timestamp, with the offset of the batch holding it.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         let seg = self.segments.values().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp)?;
-        let (_, h) = seg.find_by_timestamp(seg.max_timestamp).ok()??;
+        let (_, h) = seg.find_by_timestamp(seg.max_timestamp, self.log_start_offset).ok()??;
         Some((h.max_timestamp, h.last_offset()))
     }
 
@@ -288,6 +285,14 @@ impl Log {
             return Ok(0);
         }
         let mut deleted = 0;
+        // A quiet topic never rolls by size: once its only live data is past retention,
+        // roll so the expired segment can go (Kafka does the same).
+        let (retention_ms, interval, leo) = (self.config.retention_ms, self.config.index_interval, self.log_end_offset);
+        let active = self.active();
+        if retention_ms >= 0 && !active.is_empty() && active.max_timestamp >= 0 && now_ms - active.max_timestamp > retention_ms {
+            active.sync()?;
+            self.segments.insert(leo, Segment::create(&self.dir, leo, interval)?);
+        }
         let mut size = self.size_bytes() as i64;
         while self.segments.len() > 1 {
             let seg = self.segments.values().next().unwrap();

@@ -177,11 +177,23 @@ impl Segment {
 
     /// Append one batch whose offsets are already assigned.
     pub fn append(&mut self, batch: &[u8], h: &BatchHeader, now_ms: i64) -> Result<()> {
-        self.file.write_all_at(batch, self.size)?;
         let pos = self.size;
+        if let Err(e) = self.file.write_all_at(batch, pos) {
+            // A partial write (ENOSPC) must not leave bytes a later append would shadow.
+            let _ = self.file.set_len(pos);
+            return Err(e.into());
+        }
         self.size += batch.len() as u64;
         self.first_append_ms.get_or_insert(now_ms);
-        self.note_batch(pos, h, true)
+        // The indexes are derived data, rebuilt on recovery: failing to write one must not
+        // fail an append whose bytes are already in the log.
+        if let Err(e) = self.note_batch(pos, h, true) {
+            tracing::warn!(segment = %self.log_path.display(), error = %e, "index write failed; it is rebuilt at the next start");
+            let _ = std::fs::remove_file(self.log_path.with_extension("index"));
+            self.next_offset = h.next_offset();
+            self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        }
+        Ok(())
     }
 
     /// Read up to `len` bytes from `position`.
@@ -212,10 +224,12 @@ impl Segment {
         Ok(None)
     }
 
-    /// Position and header of the first batch whose max timestamp is >= `ts`.
-    pub fn find_by_timestamp(&self, ts: i64) -> Result<Option<(u64, BatchHeader)>> {
+    /// Position and header of the first batch at or after `min_offset` whose max
+    /// timestamp is >= `ts`.
+    pub fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<(u64, BatchHeader)>> {
         let rel = self.time_index.lookup(ts);
-        let Some((mut pos, _)) = self.find_batch(self.base_offset + rel as i64)? else {
+        let from = (self.base_offset + rel as i64).max(min_offset);
+        let Some((mut pos, _)) = self.find_batch(from)? else {
             return Ok(None);
         };
         while pos + HEADER_LEN as u64 <= self.size {

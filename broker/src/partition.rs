@@ -65,11 +65,8 @@ impl AppendError {
 
 impl Partition {
     pub fn open(dir: &Path, topic: &str, index: i32, topic_id: Uuid, config: LogConfig, leader_epoch: i32) -> Result<Self> {
-        let (log, headers) = Log::open(dir, config)?;
         let mut producers = ProducerStateManager::default();
-        for h in headers.iter().filter(|h| h.last_offset() >= log.log_start_offset()) {
-            producers.update(h);
-        }
+        let log = Log::open_with(dir, config, &mut |h| producers.update(h))?;
         let high_watermark = log.log_end_offset();
         Ok(Partition {
             topic: topic.to_string(),

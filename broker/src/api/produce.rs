@@ -1,6 +1,5 @@
 //! Produce: validate each partition's batches and append them as received.
 
-use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
@@ -99,6 +98,5 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     if appended {
         b.replicas.notify_appended();
     }
-    let _ = Bytes::new();
     ProduceResponse::default().with_responses(responses)
 }

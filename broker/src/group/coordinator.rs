@@ -128,6 +128,10 @@ pub struct Group {
     static_members: HashMap<String, String>,
     rebalance_deadline: Option<Instant>,
     initial_delay_until: Option<Instant>,
+    /// After a join completes, members that have not sent SyncGroup by this deadline are
+    /// removed, so followers never wait forever on a leader that went quiet.
+    sync_deadline: Option<Instant>,
+    awaiting_sync: std::collections::HashSet<String>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
 }
 
@@ -145,6 +149,8 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
+            sync_deadline: None,
+            awaiting_sync: Default::default(),
             offsets: BTreeMap::new(),
         }
     }
@@ -246,6 +252,9 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
+        let sync_timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::from_secs(60));
+        self.sync_deadline = Some(Instant::now() + sync_timeout);
+        self.awaiting_sync = self.members.keys().cloned().collect();
         let leader = self.leader.clone().unwrap_or_default();
         let all: Vec<(String, Option<String>, Bytes)> = self
             .members
@@ -391,6 +400,14 @@ impl GroupCoordinator {
                 g.remove_member(id);
             }
             if !expired.is_empty() {
+                g.on_member_gone(Duration::ZERO);
+            }
+            if g.state == GroupState::CompletingRebalance && g.sync_deadline.is_some_and(|d| now >= d) && !g.awaiting_sync.is_empty() {
+                let late: Vec<String> = g.awaiting_sync.drain().collect();
+                for id in &late {
+                    tracing::info!(group = %g.id, member = %id, "no SyncGroup before the rebalance timeout; removing");
+                    g.remove_member(id);
+                }
                 g.on_member_gone(Duration::ZERO);
             }
             g.maybe_complete_join(now);
@@ -576,11 +593,14 @@ impl GroupCoordinator {
                 }
                 GroupState::CompletingRebalance => {}
             }
+            g.awaiting_sync.remove(member);
             let (tx, rx) = oneshot::channel();
             g.members.get_mut(member).unwrap().sync_tx = Some(tx);
             if g.leader.as_deref() == Some(member) {
                 let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
                 g.state = GroupState::Stable;
+                g.sync_deadline = None;
+                g.awaiting_sync.clear();
                 let result = |g: &Group, a: Bytes| ok(g, a);
                 let mut sends = Vec::new();
                 for m in g.members.values_mut() {
@@ -916,6 +936,36 @@ mod tests {
         c.groups.lock().get_mut("g").unwrap().members.get_mut(&a.member_id).unwrap().last_heartbeat = Instant::now() - Duration::from_secs(7);
         c.tick();
         assert_eq!(c.with_group("g", |g| (g.state, g.members.len())), Some((GroupState::Empty, 0)));
+    }
+
+    #[tokio::test]
+    async fn followers_do_not_wait_forever_for_a_silent_leader() {
+        let c = Arc::new(coordinator(0));
+        let mut r = join_req("", None);
+        r.require_known_member_id = false;
+        r.rebalance_timeout_ms = 100;
+        let c1 = c.clone();
+        let a = c.join(r).await;
+        // A second member joins; the leader rejoins; then the leader never syncs.
+        let mut r2 = join_req("", None);
+        r2.require_known_member_id = false;
+        let jb = tokio::spawn(async move { c1.join(r2).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut ra = join_req(&a.member_id, None);
+        ra.rebalance_timeout_ms = 100;
+        let a2 = c.join(ra).await;
+        let b = jb.await.unwrap();
+        assert_eq!(a2.generation, b.generation);
+        let c2 = c.clone();
+        let (bid, gen) = (b.member_id.clone(), b.generation);
+        let sb = tokio::spawn(async move { c2.sync("g", gen, &bid, None, vec![]).await });
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.tick();
+        }
+        let res = tokio::time::timeout(Duration::from_secs(2), sb).await.expect("follower answered").unwrap();
+        assert_eq!(res.error, Some(ResponseError::RebalanceInProgress));
+        assert!(c.with_group("g", |g| !g.members.contains_key(&a.member_id)).unwrap(), "the silent leader was removed");
     }
 
     #[test]

@@ -68,17 +68,21 @@ pub struct Log {
 const LOG_START_FILE: &str = "log-start-offset";
 
 impl Log {
-    /// Open (or create) the log in `dir`, recovering the active segment, and return the
-    /// header of every batch so callers can rebuild producer state.
-    pub fn open(dir: &Path, config: LogConfig) -> Result<(Self, Vec<BatchHeader>)> {
+    /// Open (or create) the log in `dir`, recovering the active segment, and call
+    /// `on_batch` with the header of every batch (to rebuild producer state).
+    pub fn open_with(dir: &Path, config: LogConfig, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let bases = list_segments(dir)?;
         let mut segments = BTreeMap::new();
-        let mut headers = Vec::new();
+        let mut epochs: Vec<(i32, i64)> = Vec::new();
         for (i, base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
-            let (seg, h) = Segment::open(dir, *base, config.index_interval, active)?;
-            headers.extend(h);
+            let seg = Segment::open(dir, *base, config.index_interval, active, &mut |h: &BatchHeader| {
+                if epochs.last().is_none_or(|e| h.partition_leader_epoch > e.0) {
+                    epochs.push((h.partition_leader_epoch, h.base_offset));
+                }
+                on_batch(h);
+            })?;
             segments.insert(*base, seg);
         }
         if segments.is_empty() {
@@ -90,13 +94,7 @@ impl Log {
             .ok()
             .and_then(|s| s.trim().parse::<i64>().ok())
             .unwrap_or(0);
-        let mut epochs: Vec<(i32, i64)> = Vec::new();
-        for h in &headers {
-            if epochs.last().is_none_or(|e| h.partition_leader_epoch > e.0) {
-                epochs.push((h.partition_leader_epoch, h.base_offset));
-            }
-        }
-        let log = Log {
+        Ok(Log {
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -105,7 +103,14 @@ impl Log {
             epochs,
             unflushed_messages: 0,
             last_flush: Instant::now(),
-        };
+        })
+    }
+
+    /// `open_with`, collecting the headers (tests and small logs).
+    #[cfg(test)]
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Self, Vec<BatchHeader>)> {
+        let mut headers = Vec::new();
+        let log = Self::open_with(dir, config, &mut |h| headers.push(*h))?;
         Ok((log, headers))
     }
 

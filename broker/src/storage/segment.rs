@@ -62,20 +62,48 @@ impl Segment {
         })
     }
 
-    /// Open an existing segment and report the header of every batch in it.
+    /// Open an existing segment, calling `on_batch` with the header of every batch in it
+    /// (headers are streamed, never collected: a log may hold millions of batches).
     ///
     /// With `recover`, every batch's CRC is checked and the file is truncated at the first
     /// torn or corrupt batch (a crash mid-append), and the indexes are rebuilt. Without it,
     /// only headers are read and indexes are rebuilt only when missing or damaged.
-    pub fn open(dir: &Path, base_offset: i64, index_interval: u32, recover: bool) -> Result<(Self, Vec<BatchHeader>)> {
+    pub fn open(dir: &Path, base_offset: i64, index_interval: u32, recover: bool, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<Self> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
         let file_len = file.metadata()?.len();
         let idx_path = dir.join(file_name(base_offset, "index"));
         let tidx_path = dir.join(file_name(base_offset, "timeindex"));
-
-        let mut headers = Vec::new();
+        let loaded = if recover { None } else { OffsetIndex::load(&idx_path, file_len).zip(TimeIndex::load(&tidx_path)) };
+        let rebuild = loaded.is_none();
+        let (index, time_index) = match loaded {
+            Some(v) => v,
+            None => {
+                let _ = std::fs::remove_file(&idx_path);
+                let _ = std::fs::remove_file(&tidx_path);
+                (OffsetIndex::new(&idx_path), TimeIndex::new(&tidx_path))
+            }
+        };
+        let mtime_ms = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64);
         let mut reader = BufReader::with_capacity(1 << 16, file.try_clone()?);
+        let mut seg = Segment {
+            base_offset,
+            log_path,
+            file,
+            size: 0,
+            index,
+            time_index,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            first_append_ms: None,
+            bytes_since_index: 0,
+            index_interval,
+        };
         let mut pos: u64 = 0;
         let mut hdr = [0u8; HEADER_LEN];
         let mut body = Vec::new();
@@ -99,56 +127,22 @@ impl Segment {
             } else {
                 reader.seek_relative(total as i64 - HEADER_LEN as i64)?;
             }
-            headers.push((pos, h));
+            seg.note_batch(pos, &h, rebuild)?;
+            on_batch(&h);
             pos += total;
         }
+        seg.size = pos;
         if pos < file_len {
-            tracing::warn!(segment = %log_path.display(), valid = pos, len = file_len, "truncating torn or corrupt log tail");
-            file.set_len(pos)?;
-            file.sync_all()?;
+            tracing::warn!(segment = %seg.log_path.display(), valid = pos, len = file_len, "truncating torn or corrupt log tail");
+            seg.file.set_len(pos)?;
+            seg.file.sync_all()?;
+            seg.index.truncate_to_position(pos as u32)?;
+            seg.time_index.truncate_to_offset((seg.next_offset - base_offset) as u32)?;
         }
-        drop(reader);
-
-        let loaded = if recover {
-            None
-        } else {
-            OffsetIndex::load(&idx_path, pos).zip(TimeIndex::load(&tidx_path))
-        };
-        let rebuild = loaded.is_none();
-        let (index, time_index) = match loaded {
-            Some(v) => v,
-            None => {
-                let _ = std::fs::remove_file(&idx_path);
-                let _ = std::fs::remove_file(&tidx_path);
-                (OffsetIndex::new(&idx_path), TimeIndex::new(&tidx_path))
-            }
-        };
-        let mtime_ms = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64);
-        let mut seg = Segment {
-            base_offset,
-            log_path,
-            file,
-            size: pos,
-            index,
-            time_index,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            first_append_ms: None,
-            bytes_since_index: 0,
-            index_interval,
-        };
-        for (p, h) in &headers {
-            seg.note_batch(*p, h, rebuild)?;
-        }
-        if !headers.is_empty() {
+        if pos > 0 {
             seg.first_append_ms = mtime_ms;
         }
-        Ok((seg, headers.into_iter().map(|(_, h)| h).collect()))
+        Ok(seg)
     }
 
     /// Index bookkeeping for a batch at `position`.

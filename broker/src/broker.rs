@@ -80,9 +80,12 @@ impl Broker {
         Ok(broker)
     }
 
-    /// (host, port) clients should connect to.
-    pub fn advertised(&self) -> (String, i32) {
-        let l = &self.config.advertised_listeners[0];
+    /// (host, port) clients of `listener` should connect to: the advertised listener of
+    /// the same name (so an internal and an external listener each hand out their own
+    /// address), else the first one.
+    pub fn advertised(&self, listener: &str) -> (String, i32) {
+        let ls = &self.config.advertised_listeners;
+        let l = ls.iter().find(|l| l.name == listener).unwrap_or(&ls[0]);
         let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" { "localhost".to_string() } else { l.host.clone() };
         (host, l.port as i32)
     }

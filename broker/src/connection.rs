@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use crate::api;
 use crate::broker::Broker;
 
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, listener: Arc<str>) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(broker.config.max_inflight_requests);
@@ -70,7 +70,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             Ok(Err(_)) => break "client",
             Ok(Ok(())) => {}
         }
-        match api::handle(&broker, buf.freeze(), &host).await {
+        match api::handle(&broker, buf.freeze(), &host, &listener).await {
             Ok(Some(resp)) => match timeout(idle, tx.send(resp)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break "client",

@@ -27,7 +27,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
     for l in &broker.config.listeners {
         let listener = TcpListener::bind(l.bind_addr()).await.with_context(|| format!("binding listener {}", l.bind_addr()))?;
         kafka_addrs.push(listener.local_addr()?);
-        tokio::spawn(accept_loop(broker.clone(), listener));
+        tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str())));
     }
     let http_addr = match broker.config.http_listen {
         Some(addr) => {
@@ -73,7 +73,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
     Ok(Running { broker, kafka_addrs, http_addr })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, name: Arc<str>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -92,8 +92,9 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
         broker.metrics.connections_accepted.inc();
         broker.metrics.connections.inc();
         let b = broker.clone();
+        let name = name.clone();
         tokio::spawn(async move {
-            connection::serve(b.clone(), stream, peer).await;
+            connection::serve(b.clone(), stream, peer, name).await;
             b.metrics.connections.dec();
         });
     }

@@ -19,7 +19,7 @@ fn opt(s: Option<String>) -> Option<StrBytes> {
 }
 
 pub async fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let (host, port) = ctx.broker.advertised();
+    let (host, port) = ctx.broker.advertised(&ctx.listener);
     let node = BrokerId(ctx.broker.node_id());
     // Transactions (key type 1) are not coordinated yet.
     let error = if req.key_type == 1 { ctx.err(ResponseError::CoordinatorNotAvailable) } else { 0 };

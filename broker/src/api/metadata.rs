@@ -61,7 +61,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
             })
             .collect()
     };
-    let (host, port) = b.advertised();
+    let (host, port) = b.advertised(&ctx.listener);
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default().with_node_id(BrokerId(b.node_id())).with_host(str(&host)).with_port(port)])
         .with_cluster_id(Some(str(&b.metadata.cluster_id())))
@@ -72,7 +72,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
 
 pub async fn describe_cluster(ctx: &Ctx<'_>, _req: DescribeClusterRequest) -> DescribeClusterResponse {
     let b = ctx.broker;
-    let (host, port) = b.advertised();
+    let (host, port) = b.advertised(&ctx.listener);
     DescribeClusterResponse::default()
         .with_cluster_id(str(&b.metadata.cluster_id()))
         .with_controller_id(BrokerId(b.node_id()))

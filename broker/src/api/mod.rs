@@ -45,6 +45,8 @@ pub struct Ctx<'a> {
     pub version: i16,
     pub client_id: String,
     pub client_host: String,
+    /// The listener the request arrived on.
+    pub listener: String,
     api: &'static str,
 }
 
@@ -125,7 +127,7 @@ macro_rules! dispatch {
 
 /// Handle one request frame (without its size prefix). `Ok(None)` means no response
 /// (acks=0 produce); `Err` means the connection must be closed.
-pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -> Result<Option<Bytes>, ProtocolError> {
+pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, listener: &str) -> Result<Option<Bytes>, ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Short);
     }
@@ -151,6 +153,7 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -
         version,
         client_id: header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default(),
         client_host: client_host.to_string(),
+        listener: listener.to_string(),
         api: api_name,
     };
     let mut buf = frame;

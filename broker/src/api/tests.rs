@@ -189,7 +189,7 @@ const ALL: &[ApiKey] = &[
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {
-    tokio::time::timeout(Duration::from_millis(200), handle(b, f, "127.0.0.1")).await.ok()
+    tokio::time::timeout(Duration::from_millis(200), handle(b, f, "127.0.0.1", "PLAINTEXT")).await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,6 +129,7 @@ impl Broker {
         for (k, v) in &t.configs {
             topic_config::validate(k, v).map_err(|(e, m)| (e, Some(m)))?;
         }
+        topic_config::warn_unimplemented(&t.name, &t.configs);
         if !crate::metadata::valid_topic_name(&t.name) {
             return Err((ResponseError::InvalidTopicException, Some(format!("Topic name {:?} is illegal", t.name))));
         }

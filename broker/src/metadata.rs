@@ -152,6 +152,7 @@ impl MetadataStore {
         self.image.read().topics.values().find(|t| t.id == id).cloned()
     }
 
+    #[cfg(test)]
     pub fn create_topic(
         &self,
         name: &str,

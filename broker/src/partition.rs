@@ -18,6 +18,8 @@ pub enum Role {
     Leader,
 }
 
+/// `topic_id` and `role` are read once followers exist.
+#[allow(dead_code)]
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
@@ -39,6 +41,8 @@ pub struct AppendInfo {
     pub bytes: usize,
     /// True when the batch was a retry of one already written (nothing was appended).
     pub duplicate: bool,
+    /// The broker time stamped on the batch, or -1 for CreateTime topics.
+    pub log_append_time: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +96,7 @@ impl Partition {
     /// Validate and append a produce payload. Nothing is written unless every batch in it
     /// is valid, so a corrupt batch never leaves a partial write behind.
     pub fn append(&mut self, records: &mut [u8], max_batch_bytes: usize, now_ms: i64) -> Result<AppendInfo, AppendError> {
-        let ranges = split_batches(records, max_batch_bytes).map_err(AppendError::Corrupt)?;
+        let mut ranges = split_batches(records, max_batch_bytes).map_err(AppendError::Corrupt)?;
         // Kafka accepts exactly one v2 batch per partition in a produce request; it also
         // makes an append all-or-nothing.
         if ranges.len() != 1 {
@@ -108,8 +112,14 @@ impl Partition {
                         records: 0,
                         bytes: 0,
                         duplicate: true,
+                        log_append_time: -1,
                     })
                 }
+            }
+        }
+        if self.log.config.log_append_time {
+            for (range, h) in ranges.iter_mut() {
+                *h = crate::storage::batch::set_log_append_time(&mut records[range.clone()], now_ms);
             }
         }
         let (base, last) = self
@@ -127,6 +137,7 @@ impl Partition {
         }
         // ISR = {this replica}: everything appended is replicated to the whole ISR.
         self.high_watermark = self.log.log_end_offset();
-        Ok(AppendInfo { base_offset: base, last_offset: last, records: count, bytes: records.len(), duplicate: false })
+        let log_append_time = if self.log.config.log_append_time { now_ms } else { -1 };
+        Ok(AppendInfo { base_offset: base, last_offset: last, records: count, bytes: records.len(), duplicate: false, log_append_time })
     }
 }

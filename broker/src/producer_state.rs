@@ -101,10 +101,6 @@ impl ProducerStateManager {
             e.batches.pop_front();
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.producers.len()
-    }
 }
 
 #[cfg(test)]

@@ -46,10 +46,6 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    pub fn count(&self) -> usize {
-        self.partitions.read().len()
-    }
-
     /// Open or create the replica of every partition of `topic`.
     pub fn ensure_topic(&self, broker: &BrokerConfig, topic: &TopicMeta) -> Result<()> {
         let cfg = topic_config::log_config(broker, &topic.configs);

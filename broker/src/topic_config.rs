@@ -87,8 +87,14 @@ pub fn broker_key(key: &str) -> Option<&'static str> {
     KEYS.iter().find(|(k, _, _)| *k == key).and_then(|(_, b, _)| *b)
 }
 
-pub fn is_known(key: &str) -> bool {
-    KEYS.iter().any(|(k, _, _)| *k == key)
+/// Say so when a topic asks for something this broker stores but does not act on yet.
+pub fn warn_unimplemented(topic: &str, overrides: &BTreeMap<String, String>) {
+    if overrides.get("cleanup.policy").is_some_and(|p| p.contains("compact")) {
+        tracing::warn!(topic, "cleanup.policy=compact is recorded but compaction is not implemented yet: the log keeps every record");
+    }
+    if overrides.get("compression.type").is_some_and(|c| c != "producer") {
+        tracing::warn!(topic, "compression.type other than 'producer' is recorded but batches are stored as the producer compressed them");
+    }
 }
 
 pub fn all_keys() -> impl Iterator<Item = &'static str> {
@@ -146,6 +152,7 @@ pub fn log_config(b: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Log
         flush_ms: (flush_ms != i64::MAX).then_some(flush_ms),
         delete_enabled: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
         max_message_bytes: long("max.message.bytes", 1048588).max(1) as usize,
+        log_append_time: get("message.timestamp.type") == "LogAppendTime",
     }
 }
 

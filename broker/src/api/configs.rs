@@ -107,6 +107,7 @@ fn apply_topic(b: &Arc<Broker>, name: &str, configs: BTreeMap<String, String>, v
     if validate_only {
         return Ok(());
     }
+    topic_config::warn_unimplemented(name, &configs);
     let t = b.metadata.set_topic_configs(name, configs).map_err(|e| (e, None))?;
     b.replicas.update_config(name, &topic_config::log_config(&b.config, &t.configs));
     Ok(())

@@ -81,7 +81,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                         PartitionProduceResponse::default()
                             .with_index(pd.index)
                             .with_base_offset(info.base_offset)
-                            .with_log_append_time_ms(-1)
+                            .with_log_append_time_ms(info.log_append_time)
                             .with_log_start_offset(log_start),
                     );
                 }

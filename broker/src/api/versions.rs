@@ -44,10 +44,6 @@ pub fn name(api: ApiKey) -> &'static str {
     SUPPORTED.iter().find(|s| s.0 == api).map(|s| s.3).unwrap_or("unknown")
 }
 
-pub fn names() -> impl Iterator<Item = &'static str> {
-    SUPPORTED.iter().map(|s| s.3)
-}
-
 pub fn advertised() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()

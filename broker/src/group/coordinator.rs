@@ -823,10 +823,6 @@ impl GroupCoordinator {
         }
         out
     }
-
-    pub fn broker(&self) -> Option<Arc<Broker>> {
-        self.broker.lock().upgrade()
-    }
 }
 
 #[cfg(test)]

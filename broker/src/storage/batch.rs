@@ -100,9 +100,6 @@ impl BatchHeader {
     pub fn compression(&self) -> i16 {
         self.attributes & 0x07
     }
-    pub fn is_transactional(&self) -> bool {
-        self.attributes & 0x10 != 0
-    }
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
@@ -179,6 +176,18 @@ pub fn split_batches(records: &[u8], max_batch: usize) -> Result<Vec<(Range<usiz
         pos = end;
     }
     Ok(out)
+}
+
+/// Stamp a batch with the broker's clock (`message.timestamp.type=LogAppendTime`): set the
+/// timestamp-type attribute and the max timestamp, which consumers then report for every
+/// record, and re-seal the CRC those fields are under.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) -> BatchHeader {
+    let attributes = i16_at(batch, 21) | 0x08;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    BatchHeader::parse(batch).expect("a validated batch keeps its header")
 }
 
 /// Rewrite the broker-assigned fields (outside the CRC) of a batch in place.
@@ -271,6 +280,14 @@ pub(crate) mod tests {
         assign(&mut b, 42, 7);
         let h = validate(&b).unwrap();
         assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (42, 7, 44));
+    }
+
+    #[test]
+    fn log_append_time_keeps_the_batch_valid() {
+        let mut b = encode(3, Compression::Lz4, 5);
+        let h = set_log_append_time(&mut b, 1234);
+        assert_eq!((h.max_timestamp, h.attributes & 0x08), (1234, 0x08));
+        assert_eq!(validate(&b).unwrap(), h);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct LogConfig {
     pub flush_ms: Option<i64>,   // flush.ms
     pub delete_enabled: bool,    // cleanup.policy contains delete
     pub max_message_bytes: usize, // max.message.bytes (largest batch accepted)
+    pub log_append_time: bool,   // message.timestamp.type=LogAppendTime
 }
 
 impl Default for LogConfig {
@@ -37,6 +38,7 @@ impl Default for LogConfig {
             flush_ms: None,
             delete_enabled: true,
             max_message_bytes: 1048588,
+            log_append_time: false,
         }
     }
 }
@@ -123,6 +125,7 @@ impl Log {
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size()).sum()
     }
+    #[cfg(test)]
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
@@ -328,11 +331,6 @@ impl Log {
             i if i == self.epochs.len() => (self.epochs[i - 1].0, self.log_end_offset),
             i => (self.epochs[i - 1].0, self.epochs[i].1),
         }
-    }
-
-    pub fn delete_all(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir)?;
-        Ok(())
     }
 }
 

@@ -136,7 +136,6 @@ pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> C
 }
 
 pub async fn delete_records(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let b = ctx.broker;
     let topics = req
         .topics
         .into_iter()
@@ -146,8 +145,9 @@ pub async fn delete_records(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteR
                 .iter()
                 .map(|dp| {
                     let r = DeleteRecordsPartitionResult::default().with_partition_index(dp.partition_index).with_low_watermark(-1);
-                    let Some(part) = b.replicas.get(t.name.as_str(), dp.partition_index) else {
-                        return r.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+                    let part = match super::leader_partition(ctx, t.name.as_str(), dp.partition_index, -1) {
+                        Ok(p) => p,
+                        Err(code) => return r.with_error_code(code),
                     };
                     let mut p = part.lock();
                     let hw = p.high_watermark();

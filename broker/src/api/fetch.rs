@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset,
 use kafka_protocol::messages::*;
 use kafka_protocol::records::RecordBatchDecoder;
 
-use super::Ctx;
+use super::{leader_partition, Ctx};
 use crate::partition::Partition;
 use crate::storage::log::ReadError;
 
@@ -137,7 +137,6 @@ fn offset_for_timestamp(p: &Partition, ts: i64) -> anyhow::Result<Option<(i64, i
 }
 
 pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
-    let b = ctx.broker;
     let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
@@ -148,13 +147,11 @@ pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsets
                 .iter()
                 .map(|lp| {
                     let resp = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index).with_timestamp(-1).with_offset(-1);
-                    let Some(part) = b.replicas.get(t.name.as_str(), lp.partition_index) else {
-                        return resp.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+                    let part = match leader_partition(ctx, t.name.as_str(), lp.partition_index, lp.current_leader_epoch) {
+                        Ok(p) => p,
+                        Err(code) => return resp.with_error_code(code),
                     };
                     let p = part.lock();
-                    if let Err(e) = check_epoch(&p, lp.current_leader_epoch) {
-                        return resp.with_error_code(ctx.err(e));
-                    }
                     let found = match lp.timestamp {
                         -2 | -4 => Ok(Some((-1, p.log.log_start_offset()))),
                         -1 => Ok(Some((-1, if read_committed { p.last_stable_offset() } else { p.high_watermark() }))),
@@ -182,7 +179,6 @@ pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsets
 }
 
 pub async fn offset_for_leader_epoch(ctx: &Ctx<'_>, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
-    let b = ctx.broker;
     let topics = req
         .topics
         .into_iter()
@@ -192,13 +188,11 @@ pub async fn offset_for_leader_epoch(ctx: &Ctx<'_>, req: OffsetForLeaderEpochReq
                 .iter()
                 .map(|op| {
                     let resp = EpochEndOffset::default().with_partition(op.partition).with_leader_epoch(-1).with_end_offset(-1);
-                    let Some(part) = b.replicas.get(t.topic.as_str(), op.partition) else {
-                        return resp.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
+                    let part = match leader_partition(ctx, t.topic.as_str(), op.partition, op.current_leader_epoch) {
+                        Ok(p) => p,
+                        Err(code) => return resp.with_error_code(code),
                     };
                     let p = part.lock();
-                    if let Err(e) = check_epoch(&p, op.current_leader_epoch) {
-                        return resp.with_error_code(ctx.err(e));
-                    }
                     let (epoch, end) = if op.leader_epoch >= p.leader_epoch {
                         (p.leader_epoch, p.log.log_end_offset())
                     } else {

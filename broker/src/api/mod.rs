@@ -64,6 +64,18 @@ impl Ctx<'_> {
     }
 }
 
+/// The partition a request names, checked against the client's view of its leader epoch
+/// (-1: no view), or the error code to answer for it.
+pub fn leader_partition(ctx: &Ctx<'_>, topic: &str, index: i32, current_leader_epoch: i32) -> Result<crate::replica_manager::PartitionRef, i16> {
+    let part = ctx.broker.replicas.get(topic, index).ok_or_else(|| ctx.err(ResponseError::UnknownTopicOrPartition))?;
+    let epoch = part.lock().leader_epoch;
+    match current_leader_epoch {
+        e if e < 0 || e == epoch => Ok(part),
+        e if e > epoch => Err(ctx.err(ResponseError::UnknownLeaderEpoch)),
+        _ => Err(ctx.err(ResponseError::FencedLeaderEpoch)),
+    }
+}
+
 pub fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }

@@ -48,128 +48,147 @@ impl EntryFile {
     }
 }
 
-/// Offset index: (offset relative to the segment base, byte position in the segment).
+/// A fixed-size index entry: two big-endian numbers.
+trait Entry: Copy {
+    const LEN: usize;
+    fn encode(&self) -> Vec<u8>;
+    fn decode(b: &[u8]) -> Self;
+}
+
+impl Entry for (u32, u32) {
+    const LEN: usize = 8;
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_be_bytes().into_iter().chain(self.1.to_be_bytes()).collect()
+    }
+    fn decode(b: &[u8]) -> Self {
+        (u32::from_be_bytes(b[0..4].try_into().unwrap()), u32::from_be_bytes(b[4..8].try_into().unwrap()))
+    }
+}
+
+impl Entry for (i64, u32) {
+    const LEN: usize = 12;
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_be_bytes().into_iter().chain(self.1.to_be_bytes()).collect()
+    }
+    fn decode(b: &[u8]) -> Self {
+        (i64::from_be_bytes(b[0..8].try_into().unwrap()), u32::from_be_bytes(b[8..12].try_into().unwrap()))
+    }
+}
+
+/// Entries strictly increasing in both fields, kept in memory and appended to a file.
 #[derive(Debug)]
-pub struct OffsetIndex {
-    entries: Vec<(u32, u32)>,
+struct Sparse<E> {
+    entries: Vec<E>,
     file: EntryFile,
 }
 
+impl<E: Entry + PartialOrd> Sparse<E> {
+    fn new(path: &Path) -> Self {
+        Sparse { entries: Vec::new(), file: EntryFile::open(path.to_path_buf()) }
+    }
+
+    fn load(path: &Path, ordered: impl Fn(&E, &E) -> bool) -> Option<Self> {
+        let raw = EntryFile::open(path.to_path_buf()).read_all(E::LEN)?;
+        let entries: Vec<E> = raw.chunks_exact(E::LEN).map(E::decode).collect();
+        entries.windows(2).all(|w| ordered(&w[0], &w[1])).then(|| Sparse { entries, file: EntryFile::open(path.to_path_buf()) })
+    }
+
+    fn append(&mut self, e: E) -> Result<()> {
+        self.entries.push(e);
+        self.file.append(&e.encode())
+    }
+
+    /// Keep only the first `keep` entries.
+    fn truncate(&mut self, keep: usize) -> Result<()> {
+        if keep < self.entries.len() {
+            self.entries.truncate(keep);
+            let bytes: Vec<u8> = self.entries.iter().flat_map(|e| e.encode()).collect();
+            self.file.rewrite(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn both_increase<A: PartialOrd, B: PartialOrd>(a: &(A, B), b: &(A, B)) -> bool {
+    a.0 < b.0 && a.1 < b.1
+}
+
+/// Offset index: (offset relative to the segment base, byte position in the segment).
+#[derive(Debug)]
+pub struct OffsetIndex(Sparse<(u32, u32)>);
+
 impl OffsetIndex {
     pub fn new(path: &Path) -> Self {
-        OffsetIndex { entries: Vec::new(), file: EntryFile::open(path.to_path_buf()) }
+        OffsetIndex(Sparse::new(path))
     }
 
     /// Load from disk; `None` when absent or damaged (the caller rebuilds it).
     pub fn load(path: &Path, segment_len: u64) -> Option<Self> {
-        let raw = EntryFile::open(path.to_path_buf()).read_all(8)?;
-        let entries: Vec<(u32, u32)> = raw
-            .chunks_exact(8)
-            .map(|c| (u32::from_be_bytes(c[0..4].try_into().unwrap()), u32::from_be_bytes(c[4..8].try_into().unwrap())))
-            .collect();
-        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
-        let in_bounds = entries.last().is_none_or(|e| (e.1 as u64) < segment_len);
-        (sorted && in_bounds).then(|| OffsetIndex { entries, file: EntryFile::open(path.to_path_buf()) })
+        let s = Sparse::load(path, both_increase)?;
+        s.entries.last().is_none_or(|e| (e.1 as u64) < segment_len).then_some(OffsetIndex(s))
     }
 
     pub fn append(&mut self, rel_offset: u32, position: u32) -> Result<()> {
-        if self.entries.last().is_some_and(|e| e.0 >= rel_offset) {
+        if self.0.entries.last().is_some_and(|e| e.0 >= rel_offset) {
             return Ok(());
         }
-        self.entries.push((rel_offset, position));
-        let mut b = [0u8; 8];
-        b[..4].copy_from_slice(&rel_offset.to_be_bytes());
-        b[4..].copy_from_slice(&position.to_be_bytes());
-        self.file.append(&b)
+        self.0.append((rel_offset, position))
     }
 
     /// Position of the last indexed batch starting at or before `rel_offset`.
     pub fn lookup(&self, rel_offset: u32) -> u32 {
-        match self.entries.partition_point(|e| e.0 <= rel_offset) {
+        match self.0.entries.partition_point(|e| e.0 <= rel_offset) {
             0 => 0,
-            i => self.entries[i - 1].1,
+            i => self.0.entries[i - 1].1,
         }
     }
 
     /// Drop entries at or past `position` (log truncation).
     pub fn truncate_to_position(&mut self, position: u32) -> Result<()> {
-        let keep = self.entries.partition_point(|e| e.1 < position);
-        if keep < self.entries.len() {
-            self.entries.truncate(keep);
-            let bytes: Vec<u8> = self
-                .entries
-                .iter()
-                .flat_map(|e| e.0.to_be_bytes().into_iter().chain(e.1.to_be_bytes()))
-                .collect();
-            self.file.rewrite(&bytes)?;
-        }
-        Ok(())
+        let keep = self.0.entries.partition_point(|e| e.1 < position);
+        self.0.truncate(keep)
     }
 
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync()
+        self.0.file.sync()
     }
 }
 
 /// Time index: (max timestamp seen so far, relative offset of the batch holding it).
 #[derive(Debug)]
-pub struct TimeIndex {
-    entries: Vec<(i64, u32)>,
-    file: EntryFile,
-}
+pub struct TimeIndex(Sparse<(i64, u32)>);
 
 impl TimeIndex {
     pub fn new(path: &Path) -> Self {
-        TimeIndex { entries: Vec::new(), file: EntryFile::open(path.to_path_buf()) }
+        TimeIndex(Sparse::new(path))
     }
 
     pub fn load(path: &Path) -> Option<Self> {
-        let raw = EntryFile::open(path.to_path_buf()).read_all(12)?;
-        let entries: Vec<(i64, u32)> = raw
-            .chunks_exact(12)
-            .map(|c| (i64::from_be_bytes(c[0..8].try_into().unwrap()), u32::from_be_bytes(c[8..12].try_into().unwrap())))
-            .collect();
-        entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
-            .then(|| TimeIndex { entries, file: EntryFile::open(path.to_path_buf()) })
+        Sparse::load(path, both_increase).map(TimeIndex)
     }
 
     pub fn append(&mut self, timestamp: i64, rel_offset: u32) -> Result<()> {
-        if self.entries.last().is_some_and(|e| e.0 >= timestamp || e.1 >= rel_offset) {
+        if self.0.entries.last().is_some_and(|e| e.0 >= timestamp || e.1 >= rel_offset) {
             return Ok(());
         }
-        self.entries.push((timestamp, rel_offset));
-        let mut b = [0u8; 12];
-        b[..8].copy_from_slice(&timestamp.to_be_bytes());
-        b[8..].copy_from_slice(&rel_offset.to_be_bytes());
-        self.file.append(&b)
+        self.0.append((timestamp, rel_offset))
     }
 
     /// Relative offset from which to scan for the first batch with max timestamp >= `ts`.
     pub fn lookup(&self, ts: i64) -> u32 {
-        match self.entries.partition_point(|e| e.0 < ts) {
+        match self.0.entries.partition_point(|e| e.0 < ts) {
             0 => 0,
-            i => self.entries[i - 1].1,
+            i => self.0.entries[i - 1].1,
         }
     }
 
     pub fn truncate_to_offset(&mut self, rel_offset: u32) -> Result<()> {
-        let keep = self.entries.partition_point(|e| e.1 < rel_offset);
-        if keep < self.entries.len() {
-            self.entries.truncate(keep);
-            let bytes: Vec<u8> = self
-                .entries
-                .iter()
-                .flat_map(|e| e.0.to_be_bytes().into_iter().chain(e.1.to_be_bytes()))
-                .collect();
-            self.file.rewrite(&bytes)?;
-        }
-        Ok(())
+        let keep = self.0.entries.partition_point(|e| e.1 < rel_offset);
+        self.0.truncate(keep)
     }
 
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync()
+        self.0.file.sync()
     }
 }
 

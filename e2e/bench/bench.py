@@ -567,10 +567,11 @@ def table_rows(rows):
 def ratio_rows(rows):
     out = []
     for r in rows:
-        if r.get("vs_kafka"):
-            v = r["vs_kafka"]
-            out.append([r["scenario"], str(r["partitions"] or "-"), f"{r['system']}/kafka"]
-                       + [f"{v[k]:.2f}x" if k in v else "-" for k in RATIO_FIELDS])
+        for peer in ("kafka", "tansu"):
+            v = r.get(f"vs_{peer}")
+            if v:
+                out.append([r["scenario"], str(r["partitions"] or "-"), f"{r['system']}/{peer}"]
+                           + [f"{v[k]:.2f}x" if k in v else "-" for k in RATIO_FIELDS])
     return out
 
 
@@ -594,16 +595,19 @@ def md_table(head, body):
 
 
 def add_ratios(rows):
-    kafka = {(r["scenario"], r["partitions"]): r for r in rows if r["system"] == "kafka" and not r.get("error")}
-    for r in rows:
-        if r["system"] in ("kafka", "machine") or r.get("error"):
-            continue
-        k = kafka.get((r["scenario"], r["partitions"]))
-        if not k:
-            continue
-        v = {f: round(r[f] / k[f], 3) for f in RATIO_FIELDS
-             if r.get(f) is not None and k.get(f) not in (None, 0)}
-        r["vs_kafka"] = v
+    """Every system against Kafka (vs_kafka), and Fjord against Tansu where Tansu ran (vs_tansu)."""
+    for peer in ("kafka", "tansu"):
+        base = {(r["scenario"], r["partitions"]): r for r in rows if r["system"] == peer and not r.get("error")}
+        for r in rows:
+            if r["system"] in (peer, "machine") or r.get("error"):
+                continue
+            if peer == "tansu" and r["system"] != "fjord":
+                continue
+            k = base.get((r["scenario"], r["partitions"]))
+            if not k:
+                continue
+            r[f"vs_{peer}"] = {f: round(r[f] / k[f], 3) for f in RATIO_FIELDS
+                               if r.get(f) is not None and k.get(f) not in (None, 0)}
 
 
 def loadavg():

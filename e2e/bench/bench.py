@@ -286,23 +286,54 @@ class FjordSystem(System):
         return f"{v} ({git_rev()})"
 
 
+TANSU_VERSION = os.environ.get("TANSU_VERSION", "0.6.0")
+TANSU_BIN = FJORD_CACHE / f"tansu-{TANSU_VERSION}" / "bin" / "tansu"
+
+
 class TansuSystem(System):
-    # TODO(issue 3): tansu (the Rust Kafka-compatible broker on crates.io) is not
-    # provisioned yet: building it is too heavy while the broker is being compiled
-    # on the same 2 cores. Plan: an e2e/provision/tansu script running
-    #   cargo install tansu --locked --no-default-features --root ~/.cache/fjord/tansu
-    # with the smallest storage feature set, then start it here with its listener
-    # on 127.0.0.1:PORT and its storage in DIR (its CLI: `tansu broker --help`).
+    """Tansu (a Kafka-compatible broker in Rust, from crates.io), built by
+    e2e/provision/tansu with its local storage engine (libsql: one SQLite file in the data
+    directory). It has no broker properties: it takes a listener URL and a storage URL."""
     name = "tansu"
 
     def settings(self):
-        return {"status": "not provisioned (TODO)"}
+        return {"listener": f"tcp://127.0.0.1:{self.port}", "storage-engine": "sqlite://tansu.db (in its data dir)",
+                "build": "cargo install tansu --no-default-features --features libsql"}
 
     def start(self):
-        raise RuntimeError("tansu is not provisioned yet (TODO in e2e/bench/bench.py: TansuSystem)")
+        self.fresh_dir()
+        if not os.access(TANSU_BIN, os.X_OK):
+            raise RuntimeError(f"tansu is not built ({TANSU_BIN}); run e2e/provision/tansu")
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [str(TANSU_BIN), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+               "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}", "--storage-engine", "sqlite://tansu.db"]
+        out = open(self.dir / "logs" / "tansu.log", "wb")
+        since = time.time_ns()
+        # the sqlite URL is relative: run in the data directory
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=data)
+        out.close()
+        self.pid = self.proc.pid
+        try:
+            return probe.wait_ready("127.0.0.1", self.port, timeout=60, pid=self.pid, since_ns=since)
+        except (TimeoutError, ProcessLookupError) as e:
+            tail = (self.dir / "logs" / "tansu.log").read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"tansu did not start: {e}\n{tail}") from None
 
     def stop(self):
-        pass
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc, self.pid = None, None
+
+    def version(self):
+        return f"tansu {TANSU_VERSION}"
 
 
 # ---------------------------------------------------------------------------
@@ -770,7 +801,8 @@ def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapse
 def main():
     ap = argparse.ArgumentParser(description="Fjord vs Apache Kafka benchmark (issue 3)")
     ap.add_argument("--quick", action="store_true", help="small counts, ~2 minutes: the CI smoke check")
-    ap.add_argument("--systems", default="kafka,fjord", help="comma-separated: kafka, fjord, tansu (TODO)")
+    ap.add_argument("--systems", default=None,
+                    help="comma-separated: kafka, fjord, tansu (default: kafka,fjord,tansu; --quick: kafka,fjord)")
     ap.add_argument("--fjord-bin", default=str(ROOT / "target" / "release" / "fjord"))
     ap.add_argument("--write-docs", action="store_true", help="regenerate docs/benchmarks.md from this run")
     ap.add_argument("--port", type=int, default=27092,
@@ -788,6 +820,8 @@ def main():
     data_dir = Path(a.data_dir).resolve()
     out = Path(a.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    if a.systems is None:
+        a.systems = "kafka,fjord" if a.quick else "kafka,fjord,tansu"
     names = [s.strip() for s in a.systems.split(",") if s.strip()]
     systems = []
     for n in names:
@@ -857,7 +891,8 @@ def main():
                    machine_info(data_dir), sys.argv[1:], elapsed, a.note)
 
     bad = []
-    for s in systems:
+    # Tansu is a reference point: scenarios it cannot run are reported, not fatal.
+    for s in [s for s in systems if s.name != "tansu"]:
         have = {(r["scenario"], r["partitions"]): r for r in rows if r["system"] == s.name}
         for scn, p in EXPECTED:
             r = have.get((scn, p))

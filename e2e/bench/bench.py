@@ -291,7 +291,7 @@ TANSU_BIN = FJORD_CACHE / f"tansu-{TANSU_VERSION}" / "bin" / "tansu"
 
 
 class TansuSystem(System):
-    """Tansu (a Kafka-compatible broker in Rust, from crates.io), built by
+    """Tansu (a Kafka-compatible broker in Rust, from the Rust package registry), built by
     e2e/provision/tansu with its local storage engine (libsql: one SQLite file in the data
     directory). It has no broker properties: it takes a listener URL and a storage URL."""
     name = "tansu"

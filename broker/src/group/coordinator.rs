@@ -412,6 +412,9 @@ impl GroupCoordinator {
             }
             g.maybe_complete_join(now);
         }
+        // A group with no members, no pending joins and no committed offsets is gone, as in
+        // Kafka (Dead); without this, every group id ever seen would stay in memory.
+        groups.retain(|_, g| !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty()));
     }
 
     pub async fn join(&self, req: JoinRequest) -> JoinResult {
@@ -931,7 +934,7 @@ mod tests {
         c.sync("g", a.generation, &a.member_id, None, vec![]).await;
         c.groups.lock().get_mut("g").unwrap().members.get_mut(&a.member_id).unwrap().last_heartbeat = Instant::now() - Duration::from_secs(7);
         c.tick();
-        assert_eq!(c.with_group("g", |g| (g.state, g.members.len())), Some((GroupState::Empty, 0)));
+        assert_eq!(c.with_group("g", |g| (g.state, g.members.len())), None, "an empty group without offsets is removed");
     }
 
     #[tokio::test]

@@ -124,16 +124,23 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
     }
 }
 
-/// Offset of the first record with timestamp >= `ts`, decoding only the one batch.
+/// Offset of the first record with timestamp >= `ts`. An uncompressed batch is decoded to
+/// find the exact record; a compressed one is answered with its first offset at or after
+/// the log start (a consumer then reads a few records early, never misses one), because
+/// decompressing a client's batch without a bound on its output size would let one crafted
+/// batch exhaust the broker's memory.
 fn offset_for_timestamp(p: &Partition, ts: i64) -> anyhow::Result<Option<(i64, i64)>> {
     let Some((h, raw)) = p.log.batch_for_timestamp(ts)? else { return Ok(None) };
-    let mut buf = Bytes::from(raw);
-    if let Ok(set) = RecordBatchDecoder::decode(&mut buf) {
-        if let Some(r) = set.records.iter().find(|r| r.timestamp >= ts && r.offset >= p.log.log_start_offset()) {
-            return Ok(Some((r.timestamp, r.offset)));
+    let start = p.log.log_start_offset();
+    if h.compression() == 0 {
+        let mut buf = Bytes::from(raw);
+        if let Ok(set) = RecordBatchDecoder::decode(&mut buf) {
+            if let Some(r) = set.records.iter().find(|r| r.timestamp >= ts && r.offset >= start) {
+                return Ok(Some((r.timestamp, r.offset)));
+            }
         }
     }
-    Ok(Some((h.max_timestamp, h.base_offset.max(p.log.log_start_offset()))))
+    Ok(Some((h.max_timestamp, h.base_offset.max(start))))
 }
 
 pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {

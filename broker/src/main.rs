@@ -79,7 +79,22 @@ fn main() {
     }
 }
 
+/// Every partition keeps its segment files open, so a broker with thousands of partitions
+/// needs more descriptors than the usual soft limit of 1024: raise it to the hard limit.
+fn raise_fd_limit() {
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
+    raise_fd_limit();
     let (pairs, dev) = match cli.command {
         Command::Broker { config, overrides } => {
             let mut pairs = match config {

@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::broker::{now_ms, Broker};
-use crate::storage::batch::{BatchHeader, HEADER_LEN};
+use crate::storage::batch::{find_record, BatchHeader, HEADER_LEN};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabel {
@@ -208,16 +208,8 @@ pub fn lag(p: &crate::partition::Partition, committed: i64, now_ms: i64) -> (i64
     }
     let ts = match p.log.batch_at(from) {
         Ok(Some((h, _))) if h.base_offset == from => Some(h.base_timestamp),
-        // Compressed batches are not decompressed at scrape time (no bound on their output
-        // size): the batch's first timestamp stands in, overstating lag by at most one batch.
-        Ok(Some((h, _))) if h.compression() != 0 => Some(h.base_timestamp),
-        Ok(Some((h, raw))) => {
-            let mut b = bytes::Bytes::from(raw);
-            kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
-                .ok()
-                .and_then(|set| set.records.iter().find(|r| r.offset >= from).map(|r| r.timestamp))
-                .or(Some(h.base_timestamp))
-        }
+        // A compressed batch's first timestamp stands in (overstating lag by at most a batch).
+        Ok(Some((h, raw))) => Some(find_record(&h, raw, |_, offset| offset >= from).map_or(h.base_timestamp, |r| r.0)),
         _ => None,
     };
     let seconds = ts.map(|t| ((now_ms - t).max(0) as f64) / 1000.0).unwrap_or(0.0);

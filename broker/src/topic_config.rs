@@ -153,6 +153,7 @@ pub fn log_config(b: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Log
         delete_enabled: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
         max_message_bytes: long("max.message.bytes", 1048588).max(1) as usize,
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
+        min_insync_replicas: long("min.insync.replicas", 1).clamp(1, i32::MAX as i64) as i32,
     }
 }
 

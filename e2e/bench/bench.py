@@ -227,13 +227,44 @@ class KafkaSystem(System):
         return KAFKA_VERSION
 
 
-class FjordSystem(System):
+class ChildSystem(System):
+    """A broker run as a child process of the benchmark (Fjord, Tansu)."""
+    proc = None
+
+    def spawn(self, cmd, cwd=None):
+        """Start `cmd` with its output in logs/NAME.log; returns ms until ApiVersions answers."""
+        log_path = self.dir / "logs" / f"{self.name}.log"
+        out = open(log_path, "wb")
+        since = time.time_ns()
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=cwd)
+        out.close()
+        self.pid = self.proc.pid
+        try:
+            return probe.wait_ready("127.0.0.1", self.port, timeout=60, pid=self.pid, since_ns=since)
+        except (TimeoutError, ProcessLookupError) as e:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {e}\n{tail}") from None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not exit 30 s after SIGTERM; SIGKILL")
+                self.proc.kill()
+                self.proc.wait()
+        self.proc, self.pid = None, None
+
+
+class FjordSystem(ChildSystem):
     name = "fjord"
 
     def __init__(self, data_dir, port, http_port, binary):
         super().__init__(data_dir, port, http_port)
         self.binary = Path(binary)
-        self.proc = None
 
     def overrides(self):
         return {"node.id": "1",
@@ -253,29 +284,7 @@ class FjordSystem(System):
         cmd = [str(self.binary), "broker"]
         for k, v in self.overrides().items():
             cmd += ["--override", f"{k}={v}"]
-        out = open(self.dir / "logs" / "fjord.log", "wb")
-        since = time.time_ns()
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        out.close()
-        self.pid = self.proc.pid
-        try:
-            return probe.wait_ready("127.0.0.1", self.port, timeout=60, pid=self.pid, since_ns=since)
-        except (TimeoutError, ProcessLookupError) as e:
-            tail = (self.dir / "logs" / "fjord.log").read_text(errors="replace")[-2000:]
-            self.stop()
-            raise RuntimeError(f"fjord did not start: {e}\n{tail}") from None
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                log("fjord did not exit 30 s after SIGTERM; SIGKILL")
-                self.proc.kill()
-                self.proc.wait()
-        self.proc, self.pid = None, None
+        return self.spawn(cmd)
 
     def version(self):
         try:
@@ -290,7 +299,7 @@ TANSU_VERSION = os.environ.get("TANSU_VERSION", "0.6.0")
 TANSU_BIN = FJORD_CACHE / f"tansu-{TANSU_VERSION}" / "bin" / "tansu"
 
 
-class TansuSystem(System):
+class TansuSystem(ChildSystem):
     """Tansu (a Kafka-compatible broker in Rust, from the Rust package registry), built by
     e2e/provision/tansu with its local storage engine (libsql: one SQLite file in the data
     directory). It has no broker properties: it takes a listener URL and a storage URL."""
@@ -308,29 +317,8 @@ class TansuSystem(System):
         data.mkdir(parents=True, exist_ok=True)
         cmd = [str(TANSU_BIN), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
                "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}", "--storage-engine", "sqlite://tansu.db"]
-        out = open(self.dir / "logs" / "tansu.log", "wb")
-        since = time.time_ns()
         # the sqlite URL is relative: run in the data directory
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=data)
-        out.close()
-        self.pid = self.proc.pid
-        try:
-            return probe.wait_ready("127.0.0.1", self.port, timeout=60, pid=self.pid, since_ns=since)
-        except (TimeoutError, ProcessLookupError) as e:
-            tail = (self.dir / "logs" / "tansu.log").read_text(errors="replace")[-2000:]
-            self.stop()
-            raise RuntimeError(f"tansu did not start: {e}\n{tail}") from None
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc, self.pid = None, None
+        return self.spawn(cmd, cwd=data)
 
     def version(self):
         return f"tansu {TANSU_VERSION}"

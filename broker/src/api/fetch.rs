@@ -10,22 +10,11 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::*;
-use kafka_protocol::records::RecordBatchDecoder;
 
-use super::{leader_partition, Ctx};
+use super::{check_epoch, leader_partition, Ctx};
 use crate::partition::Partition;
+use crate::storage::batch::find_record;
 use crate::storage::log::ReadError;
-
-/// Check a client's view of the leader epoch against ours.
-fn check_epoch(p: &Partition, current_leader_epoch: i32) -> Result<(), ResponseError> {
-    if current_leader_epoch < 0 || current_leader_epoch == p.leader_epoch {
-        Ok(())
-    } else if current_leader_epoch > p.leader_epoch {
-        Err(ResponseError::UnknownLeaderEpoch)
-    } else {
-        Err(ResponseError::FencedLeaderEpoch)
-    }
-}
 
 struct Resolved {
     name: TopicName,
@@ -60,7 +49,7 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
             if read_committed {
                 pd = pd.with_aborted_transactions(Some(vec![]));
             }
-            if let Err(e) = check_epoch(&p, fp.current_leader_epoch) {
+            if let Err(e) = check_epoch(p.leader_epoch, fp.current_leader_epoch) {
                 any_error = true;
                 parts.push(pd.with_error_code(ctx.err(e)).with_records(Some(Bytes::new())));
                 continue;
@@ -116,31 +105,22 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         if total >= req.min_bytes.max(0) as usize || any_error || now >= deadline || total > 0 && req.min_bytes <= 1 {
             return FetchResponse::default().with_responses(responses);
         }
-        // Long poll: sleep until something is appended anywhere or the wait runs out.
+        // Long poll: sleep until something is appended anywhere or the wait runs out. A
+        // timeout means nothing was appended since this read, so it is the answer.
         if tokio::time::timeout(deadline - now, wake.changed()).await.is_err() {
-            let (responses, _, _) = read_once(ctx, &req, &topics, read_committed);
             return FetchResponse::default().with_responses(responses);
         }
     }
 }
 
-/// Offset of the first record with timestamp >= `ts`. An uncompressed batch is decoded to
-/// find the exact record; a compressed one is answered with its first offset at or after
-/// the log start (a consumer then reads a few records early, never misses one), because
-/// decompressing a client's batch without a bound on its output size would let one crafted
-/// batch exhaust the broker's memory.
+/// Offset of the first record with timestamp >= `ts`: exact for uncompressed batches; for
+/// a compressed one, its first offset at or after the log start (a consumer then reads a
+/// few records early, never misses one). See `batch::find_record`.
 fn offset_for_timestamp(p: &Partition, ts: i64) -> anyhow::Result<Option<(i64, i64)>> {
     let Some((h, raw)) = p.log.batch_for_timestamp(ts)? else { return Ok(None) };
     let start = p.log.log_start_offset();
-    if h.compression() == 0 {
-        let mut buf = Bytes::from(raw);
-        if let Ok(set) = RecordBatchDecoder::decode(&mut buf) {
-            if let Some(r) = set.records.iter().find(|r| r.timestamp >= ts && r.offset >= start) {
-                return Ok(Some((r.timestamp, r.offset)));
-            }
-        }
-    }
-    Ok(Some((h.max_timestamp, h.base_offset.max(start))))
+    let exact = find_record(&h, raw, |t, offset| t >= ts && offset >= start);
+    Ok(Some(exact.unwrap_or((h.max_timestamp, h.base_offset.max(start)))))
 }
 
 pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {

@@ -69,10 +69,16 @@ impl Ctx<'_> {
 pub fn leader_partition(ctx: &Ctx<'_>, topic: &str, index: i32, current_leader_epoch: i32) -> Result<crate::replica_manager::PartitionRef, i16> {
     let part = ctx.broker.replicas.get(topic, index).ok_or_else(|| ctx.err(ResponseError::UnknownTopicOrPartition))?;
     let epoch = part.lock().leader_epoch;
+    check_epoch(epoch, current_leader_epoch).map_err(|e| ctx.err(e))?;
+    Ok(part)
+}
+
+/// Compare a client's view of the leader epoch (-1: none) with the partition's.
+pub fn check_epoch(leader_epoch: i32, current_leader_epoch: i32) -> Result<(), ResponseError> {
     match current_leader_epoch {
-        e if e < 0 || e == epoch => Ok(part),
-        e if e > epoch => Err(ctx.err(ResponseError::UnknownLeaderEpoch)),
-        _ => Err(ctx.err(ResponseError::FencedLeaderEpoch)),
+        e if e < 0 || e == leader_epoch => Ok(()),
+        e if e > leader_epoch => Err(ResponseError::UnknownLeaderEpoch),
+        _ => Err(ResponseError::FencedLeaderEpoch),
     }
 }
 

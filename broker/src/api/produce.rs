@@ -55,7 +55,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             let mut data = records.to_vec();
             let result = {
                 let mut p = partition.lock();
-                let min_isr = crate::topic_config::effective(&b.config, &topic.configs, "min.insync.replicas").parse::<i32>().unwrap_or(1);
+                let min_isr = p.log.config.min_insync_replicas;
                 if req.acks == -1 && min_isr > 1 {
                     // The in-sync replica set of a single-node partition is one replica.
                     Err((ResponseError::NotEnoughReplicas, Some(format!("min.insync.replicas={min_isr} but the ISR has 1 replica"))))

@@ -9,7 +9,7 @@
 //! Protocol types other than `consumer` (Kafka Connect's `connect`) are opaque bytes here.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -152,6 +152,21 @@ impl Group {
             sync_deadline: None,
             awaiting_sync: Default::default(),
             offsets: BTreeMap::new(),
+        }
+    }
+
+    /// The answer to a member that rejoins without causing a rebalance: the current
+    /// generation, no member list.
+    fn current_generation(&self, member_id: String) -> JoinResult {
+        JoinResult {
+            error: None,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id,
+            members: vec![],
+            skip_assignment: false,
         }
     }
 
@@ -305,7 +320,6 @@ pub struct GroupCoordinator {
     min_session: i32,
     max_session: i32,
     offsets_partitions: i32,
-    broker: Mutex<Weak<Broker>>,
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -325,13 +339,11 @@ impl GroupCoordinator {
             min_session: config.group_min_session_timeout_ms,
             max_session: config.group_max_session_timeout_ms,
             offsets_partitions: config.offsets_topic_num_partitions,
-            broker: Mutex::new(Weak::new()),
         }
     }
 
     /// Rebuild committed offsets from `__consumer_offsets`, then start the ticker.
     pub fn load(&self, broker: &Arc<Broker>) -> Result<()> {
-        *self.broker.lock() = Arc::downgrade(broker);
         let mut groups = self.groups.lock();
         let mut loaded = 0usize;
         for p in 0..self.offsets_partitions {
@@ -463,16 +475,7 @@ impl GroupCoordinator {
                             g.leader = Some(id.clone());
                         }
                         if g.state == GroupState::Stable && same_protocols && !was_leader {
-                            return Err(JoinResult {
-                                error: None,
-                                generation: g.generation,
-                                protocol_type: g.protocol_type.clone(),
-                                protocol_name: g.protocol.clone(),
-                                leader: g.leader.clone().unwrap_or_default(),
-                                member_id: id,
-                                members: vec![],
-                                skip_assignment: false,
-                            });
+                            return Err(g.current_generation(id));
                         }
                         let m = g.members.get_mut(&id).unwrap();
                         m.join_tx = Some(tx);
@@ -504,16 +507,7 @@ impl GroupCoordinator {
             // A follower rejoining a stable group with the same metadata needs no rebalance.
             if g.state == GroupState::Stable && unchanged && g.leader.as_deref() != Some(id.as_str()) {
                 m.last_heartbeat = now;
-                return Err(JoinResult {
-                    error: None,
-                    generation: g.generation,
-                    protocol_type: g.protocol_type.clone(),
-                    protocol_name: g.protocol.clone(),
-                    leader: g.leader.clone().unwrap_or_default(),
-                    member_id: id,
-                    members: vec![],
-                    skip_assignment: false,
-                });
+                return Err(g.current_generation(id));
             }
             m.protocols = req.protocols;
             m.session_timeout = session;
@@ -604,7 +598,6 @@ impl GroupCoordinator {
                 g.state = GroupState::Stable;
                 g.sync_deadline = None;
                 g.awaiting_sync.clear();
-                let result = |g: &Group, a: Bytes| ok(g, a);
                 let mut sends = Vec::new();
                 for m in g.members.values_mut() {
                     m.assignment = by_member.remove(&m.id).unwrap_or_default();
@@ -614,7 +607,7 @@ impl GroupCoordinator {
                     }
                 }
                 for (tx, a) in sends {
-                    let _ = tx.send(result(g, a));
+                    let _ = tx.send(ok(g, a));
                 }
             }
             rx

@@ -190,6 +190,19 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) -> BatchHeader {
     BatchHeader::parse(batch).expect("a validated batch keeps its header")
 }
 
+/// (timestamp, offset) of the first record in a stored batch that satisfies `pred`.
+///
+/// Only uncompressed batches are decoded: decompressing a client's batch has no bound on
+/// its output size, so one crafted batch could exhaust memory. Callers fall back to the
+/// header (first offset, first or max timestamp) when this returns `None`.
+pub fn find_record(h: &BatchHeader, raw: Vec<u8>, pred: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
+    if h.compression() != 0 {
+        return None;
+    }
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes::Bytes::from(raw)).ok()?;
+    set.records.iter().find(|r| pred(r.timestamp, r.offset)).map(|r| (r.timestamp, r.offset))
+}
+
 /// Rewrite the broker-assigned fields (outside the CRC) of a batch in place.
 pub fn assign(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());

@@ -24,6 +24,7 @@ pub struct LogConfig {
     pub delete_enabled: bool,    // cleanup.policy contains delete
     pub max_message_bytes: usize, // max.message.bytes (largest batch accepted)
     pub log_append_time: bool,   // message.timestamp.type=LogAppendTime
+    pub min_insync_replicas: i32, // min.insync.replicas (checked by acks=all produces)
 }
 
 impl Default for LogConfig {
@@ -39,6 +40,7 @@ impl Default for LogConfig {
             delete_enabled: true,
             max_message_bytes: 1048588,
             log_append_time: false,
+            min_insync_replicas: 1,
         }
     }
 }

@@ -64,6 +64,22 @@ pub struct BrokerConfig {
     pub http_listen: Option<SocketAddr>,
     pub max_inflight_requests: usize,
     pub cluster_id: Option<String>,
+    /// (id, host:port) of every voter; a single-node quorum of this node when unset.
+    pub voters: Vec<(i32, String)>,
+    /// The listener the quorum binds, if `listeners` has one named in
+    /// `controller.listener.names`.
+    pub controller_listener: Option<Listener>,
+    pub inter_broker_listener: String,
+    pub broker_rack: Option<String>,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
+    pub replica_lag_time_max_ms: i64,
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_response_max_bytes: i32,
+    pub replica_fetch_wait_max_ms: i32,
+    pub election_timeout_ms: u64,
+    pub snapshot_interval_entries: u64,
+    pub controlled_shutdown: bool,
     /// Every known key with its effective value, and the keys the operator set.
     pub props: BTreeMap<String, String>,
     pub explicit: std::collections::BTreeSet<String>,
@@ -117,9 +133,40 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("group.max.session.timeout.ms", "1800000"),
     ("delete.topic.enable", "true"),
     ("cluster.id", ""),
+    ("broker.rack", ""),
+    // Fjord's defaults are lower than Kafka's 2000/9000 so a dead broker is fenced (and
+    // its partitions led elsewhere) in about 2.5 s; Kafka's values work too.
+    ("broker.heartbeat.interval.ms", "500"),
+    ("broker.session.timeout.ms", "2500"),
+    ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("controller.quorum.election.timeout.ms", "1000"),
+    ("controller.quorum.fetch.timeout.ms", "2000"),
+    ("metadata.log.max.snapshot.interval.entries", "10000"),
+    ("controlled.shutdown.enable", "true"),
+    ("unclean.leader.election.enable", "false"),
     ("fjord.http.listen", ""),
     ("fjord.max.inflight.requests", "100"),
 ];
+
+/// `id@host:port,...`
+fn parse_voters(s: &str) -> Result<Vec<(i32, String)>> {
+    let mut out = Vec::new();
+    for v in s.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        let (id, addr) = v.split_once('@').ok_or_else(|| anyhow!("controller.quorum.voters: {v:?} is not id@host:port"))?;
+        let id: i32 = id.parse().map_err(|_| anyhow!("controller.quorum.voters: bad node id in {v:?}"))?;
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            bail!("controller.quorum.voters: {v:?} has no host:port");
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            bail!("controller.quorum.voters: node {id} appears twice");
+        }
+        out.push((id, addr.to_string()));
+    }
+    Ok(out)
+}
 
 /// Parse a Java-style properties text: `key=value` or `key: value`, `#`/`!` comments.
 pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
@@ -258,7 +305,31 @@ impl BrokerConfig {
                     .map_err(|e| anyhow!("invalid value for fjord.http.listen: {}", e))?,
             )
         };
+        let controller_listener = all_listeners.iter().find(|l| controller_listener_names.contains(&l.name)).cloned();
+        let voters = parse_voters(&props["controller.quorum.voters"])?;
+        let inter_broker_listener = match props["inter.broker.listener.name"].as_str() {
+            "" => listeners[0].name.clone(),
+            name => {
+                if !listeners.iter().any(|l| l.name == name) {
+                    bail!("inter.broker.listener.name={name} is not one of the listeners");
+                }
+                name.to_string()
+            }
+        };
         let cfg = BrokerConfig {
+            voters,
+            controller_listener,
+            inter_broker_listener,
+            broker_rack: Some(props["broker.rack"].clone()).filter(|s| !s.is_empty()),
+            heartbeat_interval_ms: num(&props, "broker.heartbeat.interval.ms")?,
+            session_timeout_ms: num(&props, "broker.session.timeout.ms")?,
+            replica_lag_time_max_ms: num(&props, "replica.lag.time.max.ms")?,
+            replica_fetch_max_bytes: num(&props, "replica.fetch.max.bytes")?,
+            replica_fetch_response_max_bytes: num(&props, "replica.fetch.response.max.bytes")?,
+            replica_fetch_wait_max_ms: num(&props, "replica.fetch.wait.max.ms")?,
+            election_timeout_ms: num(&props, "controller.quorum.election.timeout.ms")?,
+            snapshot_interval_entries: num(&props, "metadata.log.max.snapshot.interval.entries")?,
+            controlled_shutdown: boolean(&props, "controlled.shutdown.enable")?,
             node_id,
             process_roles,
             controller_quorum_voters: Some(props["controller.quorum.voters"].clone())
@@ -319,13 +390,17 @@ impl BrokerConfig {
         if self.offsets_topic_num_partitions < 1 {
             bail!("offsets.topic.num.partitions must be >= 1");
         }
-        if let Some(voters) = &self.controller_quorum_voters {
-            // id@host:port,...: Fjord runs a single-node quorum until replication lands;
-            // accepting a multi-node voter set and running alone would split the cluster.
-            let ids: Vec<&str> = voters.split(',').map(|v| v.trim().split('@').next().unwrap_or("")).collect();
-            if ids.len() != 1 || ids[0] != self.node_id.to_string() {
-                bail!("controller.quorum.voters={voters}: this Fjord version runs a single-node quorum; the only voter must be node.id {}", self.node_id);
+        if !self.voters.is_empty() {
+            let voter = self.voters.iter().any(|(id, _)| *id == self.node_id);
+            if voter != self.process_roles.iter().any(|r| r == "controller") {
+                bail!("process.roles must include controller exactly when node.id {} is one of controller.quorum.voters", self.node_id);
             }
+            if self.controller_listener.is_none() {
+                bail!("listeners must include a listener named in controller.listener.names ({}) for the metadata quorum", self.controller_listener_names.join(","));
+            }
+        }
+        if self.heartbeat_interval_ms == 0 || self.session_timeout_ms <= self.heartbeat_interval_ms {
+            bail!("broker.session.timeout.ms must be larger than broker.heartbeat.interval.ms (> 0)");
         }
         if self.max_inflight_requests < 1 {
             bail!("fjord.max.inflight.requests must be >= 1");
@@ -334,6 +409,10 @@ impl BrokerConfig {
             bail!("log.index.interval.bytes must be > 0");
         }
         Ok(())
+    }
+
+    pub fn is_voter(&self) -> bool {
+        self.voters.is_empty() || self.voters.iter().any(|(id, _)| *id == self.node_id)
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -383,11 +462,22 @@ mod tests {
     }
 
     #[test]
-    fn multi_node_quorum_is_refused_for_now() {
-        let ok = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("controller.quorum.voters", "1@localhost:9093")]));
-        assert!(ok.is_ok());
-        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("controller.quorum.voters", "1@a:9093,2@b:9093")])).unwrap_err();
-        assert!(e.to_string().contains("single-node"), "{e}");
+    fn quorum_voters() {
+        let base = [("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"), ("controller.listener.names", "CONTROLLER")];
+        let mk = |extra: &[(&str, &str)]| {
+            let mut v: Vec<(&str, &str)> = base.to_vec();
+            v.extend_from_slice(extra);
+            BrokerConfig::from_pairs(&pairs(&v))
+        };
+        let c = mk(&[("node.id", "2"), ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093")]).unwrap();
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(c.controller_listener.as_ref().unwrap().port, 9093);
+        assert!(c.is_voter());
+        let e = mk(&[("node.id", "4"), ("controller.quorum.voters", "1@a:9093,2@b:9093")]).unwrap_err();
+        assert!(e.to_string().contains("process.roles"), "{e}");
+        let c = mk(&[("node.id", "4"), ("process.roles", "broker"), ("controller.quorum.voters", "1@a:9093")]).unwrap();
+        assert!(!c.is_voter());
+        assert!(mk(&[("node.id", "1"), ("controller.quorum.voters", "1@a")]).is_err());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The HTTP endpoint (`fjord.http.listen`): `/metrics` for Prometheus, `/health` (the
-//! process is up) and `/ready` (recovery finished and listeners are accepting).
+//! process is up), `/ready` (registered, unfenced and caught up with metadata: serving),
+//! `/status` (recovery progress and role, as JSON) and `/restart-safe` (whether stopping
+//! this broker now would take any partition below its min ISR; the operator's rolling
+//! restart asks it before each pod).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,10 +40,80 @@ async fn ready(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     }
 }
 
+async fn status(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    let hosted = b.replicas.all();
+    let leaders = hosted.iter().filter(|p| p.lock().is_leader()).count();
+    let q = b.metadata.quorum().map(|q| q.status());
+    let body = serde_json::json!({
+        "node_id": b.node_id(),
+        "ready": b.ready.load(Ordering::SeqCst),
+        "caught_up": b.caught_up.load(Ordering::SeqCst),
+        "broker_epoch": b.broker_epoch.load(Ordering::SeqCst),
+        "controller_active": b.controller.is_active(&b),
+        "metadata_applied_index": b.metadata.applied_index(),
+        "quorum": q,
+        "partitions_hosted": hosted.len(),
+        "partitions_assigned": assigned(&b).len(),
+        "partitions_led": leaders,
+        "uptime_seconds": b.started.elapsed().as_secs_f64(),
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+/// (topic, partition, ISR, replicas, min ISR) of every partition assigned to this broker.
+fn assigned(b: &Broker) -> Vec<(String, usize, Vec<i32>, Vec<i32>, usize)> {
+    let me = b.node_id();
+    b.metadata.read(|img| {
+        let mut out = Vec::new();
+        for t in img.topics.values() {
+            let min_isr = crate::topic_config::log_config(&b.config, &t.configs).min_insync_replicas.max(1) as usize;
+            for (i, p) in t.assignment.iter().enumerate() {
+                if p.replicas.contains(&me) {
+                    out.push((t.name.clone(), i, p.isr.clone(), p.replicas.clone(), min_isr));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// 200 when stopping this broker now leaves every partition it holds at or above its min
+/// ISR; 503 with the partitions that would fall below. A partition whose replication
+/// factor leaves no room for one replica to be down (RF <= min ISR, RF=1 included) can
+/// never satisfy that: it is reported but does not block, so a rolling restart cannot
+/// wait on it forever.
+async fn restart_safe(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    let me = b.node_id();
+    let mut blocking = Vec::new();
+    let mut unsatisfiable = Vec::new();
+    for (topic, i, isr, replicas, min_isr) in assigned(&b) {
+        let name = format!("{topic}-{i}");
+        if replicas.len() <= min_isr {
+            unsatisfiable.push(name);
+            continue;
+        }
+        let remaining = isr.iter().filter(|r| **r != me).count();
+        if remaining < min_isr {
+            blocking.push(serde_json::json!({"partition": name, "isr": isr, "min_isr": min_isr}));
+        }
+    }
+    let safe = blocking.is_empty() && b.ready.load(Ordering::SeqCst);
+    let body = serde_json::json!({
+        "safe": safe,
+        "ready": b.ready.load(Ordering::SeqCst),
+        "would_fall_below_min_isr": blocking,
+        "replication_factor_allows_no_restart": unsatisfiable,
+    });
+    let code = if safe { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+}
+
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/status", get(status))
+        .route("/restart-safe", get(restart_safe))
         .with_state(broker)
 }

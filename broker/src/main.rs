@@ -8,13 +8,16 @@ mod api;
 mod broker;
 mod config;
 mod connection;
+mod controller;
 mod group;
 mod http;
 mod metadata;
 mod metrics;
 mod partition;
 mod producer_state;
+mod quorum;
 mod replica_manager;
+mod replication;
 mod server;
 mod storage;
 mod topic_config;
@@ -69,7 +72,7 @@ fn parse_override(s: &str) -> Result<(String, String)> {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_accepted: Counter,
     pub connections_closed: Family<ReasonLabel, Counter>,
+    pub isr_shrinks: Counter,
+    pub isr_expands: Counter,
+    pub replication_bytes_in: Counter,
+    pub replication_bytes_out: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -85,6 +89,10 @@ impl Metrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             connections_closed: Family::default(),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
+            replication_bytes_in: Counter::default(),
+            replication_bytes_out: Counter::default(),
         };
         r.register("fjord_topic_bytes_in", "Bytes of record batches appended, per topic", m.bytes_in.clone());
         r.register("fjord_topic_bytes_out", "Bytes of record batches served to consumers, per topic", m.bytes_out.clone());
@@ -96,6 +104,10 @@ impl Metrics {
         r.register("fjord_connections_active", "Open client connections", m.connections.clone());
         r.register("fjord_connections_accepted", "Client connections accepted", m.connections_accepted.clone());
         r.register("fjord_connections_closed", "Client connections closed, per reason", m.connections_closed.clone());
+        r.register("fjord_isr_shrinks", "ISR shrinks this broker made as leader", m.isr_shrinks.clone());
+        r.register("fjord_isr_expands", "ISR expansions this broker made as leader", m.isr_expands.clone());
+        r.register_with_unit("fjord_replication_in", "Bytes of record batches fetched from leaders as a follower", Unit::Bytes, m.replication_bytes_in.clone());
+        r.register_with_unit("fjord_replication_out", "Bytes of record batches served to followers as a leader", Unit::Bytes, m.replication_bytes_out.clone());
         *m.registry.lock() = r;
         m
     }
@@ -216,6 +228,62 @@ pub fn lag(p: &crate::partition::Partition, committed: i64, now_ms: i64) -> (i64
     (records, seconds)
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Default)]
+struct ReplicationHealth {
+    under_replicated: i64,
+    under_min_isr: i64,
+    at_min_isr: i64,
+    offline: i64,
+    leaders: i64,
+    max_lag: i64,
+    controller_active: i64,
+    applied: u64,
+    metadata_lag: i64,
+    elections: crate::metadata::image::Elections,
+}
+
+fn replication_health(b: &Broker) -> ReplicationHealth {
+    let mut h = ReplicationHealth::default();
+    for p in b.replicas.all() {
+        let p = p.lock();
+        if !p.is_leader() {
+            continue;
+        }
+        h.leaders += 1;
+        let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
+        if p.isr.len() < p.replicas.len() {
+            h.under_replicated += 1;
+        }
+        if p.isr.len() < min_isr {
+            h.under_min_isr += 1;
+        } else if p.isr.len() == min_isr && p.replicas.len() > 1 {
+            h.at_min_isr += 1;
+        }
+        let leo = p.log.log_end_offset();
+        for f in p.followers.values() {
+            if f.log_end_offset >= 0 {
+                h.max_lag = h.max_lag.max(leo - f.log_end_offset);
+            }
+        }
+    }
+    let active = b.controller.is_active(b);
+    h.controller_active = active as i64;
+    if active {
+        h.offline = b.metadata.read(|img| img.topics.values().flat_map(|t| t.assignment.iter()).filter(|p| p.leader < 0).count() as i64);
+    }
+    h.elections = b.metadata.read(|img| img.elections);
+    h.applied = b.metadata.applied_index();
+    if let Some(q) = b.metadata.quorum() {
+        h.metadata_lag = q.status().committed.saturating_sub(h.applied) as i64;
+    }
+    h
+}
+
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(b) = self.broker.upgrade() else { return Ok(()) };
@@ -233,14 +301,31 @@ impl Collector for BrokerCollector {
         }
         let g = ConstGauge::new(partitions.len() as i64);
         g.encode(encoder.encode_descriptor("fjord_partitions", "Partitions hosted by this broker", None, g.metric_type())?)?;
-        let g = ConstGauge::new(0i64);
-        g.encode(encoder.encode_descriptor(
-            "fjord_under_replicated_partitions",
-            "Led partitions whose in-sync replica set is smaller than their replica set",
+        let h = replication_health(&b);
+        let gauges: [(&str, &str, i64); 9] = [
+            ("fjord_under_replicated_partitions", "Led partitions whose ISR is smaller than their replica set", h.under_replicated),
+            ("fjord_under_min_isr_partitions", "Led partitions whose ISR is smaller than min.insync.replicas (acks=all fails)", h.under_min_isr),
+            ("fjord_at_min_isr_partitions", "Led partitions whose ISR is exactly min.insync.replicas (one more loss blocks acks=all)", h.at_min_isr),
+            ("fjord_offline_partitions", "Partitions without a live leader (reported by the active controller)", h.offline),
+            ("fjord_leader_partitions", "Partitions this broker leads", h.leaders),
+            ("fjord_replica_max_lag_records", "Largest follower lag behind this leader, in records", h.max_lag),
+            ("fjord_controller_active", "1 on the active controller (the metadata quorum leader)", h.controller_active),
+            ("fjord_metadata_applied_index", "Index of the last metadata log entry applied on this node", h.applied as i64),
+            ("fjord_metadata_lag_entries", "Metadata log entries committed but not applied yet on this node", h.metadata_lag),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let mut fam = encoder.encode_descriptor(
+            "fjord_leader_elections",
+            "Leader elections decided by the metadata this node applied (counts on every node; use the controller's)",
             None,
-            g.metric_type(),
-        )?)?;
-        g.encode(encoder.encode_descriptor("fjord_offline_partitions", "Partitions without a live leader", None, g.metric_type())?)?;
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (kind, n) in [("clean", h.elections.clean), ("unclean", h.elections.unclean)] {
+            prometheus_client::metrics::counter::ConstCounter::new(n).encode(fam.encode_family(&KindLabel { kind: kind.to_string() })?)?;
+        }
 
         let mut fam = encoder.encode_descriptor("fjord_log_size_bytes", "Bytes on disk of all segments, per topic", None, prometheus_client::metrics::MetricType::Gauge)?;
         for (topic, (size, _)) in &by_topic {

@@ -1,14 +1,21 @@
-//! A partition replica on this node: its log, leader epoch, high watermark and idempotent
-//! producer state. Today every partition is a leader whose in-sync replica set is itself,
-//! so the high watermark follows the log end offset; the fields are the ones a follower
-//! and an ISR-driven high watermark will need.
+//! A partition replica on this node: its log, its role (leader or follower of a leader
+//! epoch), the high watermark and the idempotent producer state.
+//!
+//! As leader it tracks how far each follower has fetched: the high watermark is the
+//! smallest log end offset in the ISR, and a follower that has not caught up within
+//! `replica.lag.time.max.ms` is proposed for removal from the ISR (the controller decides).
+//! As follower it appends what the leader sent, byte for byte, and takes the leader's
+//! high watermark.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Result;
 use kafka_protocol::error::ResponseError;
+use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::metadata::PartitionMeta;
 use crate::producer_state::{ProducerStateManager, SequenceCheck};
 use crate::storage::batch::{split_batches, BatchError};
 use crate::storage::log::{Log, LogConfig};
@@ -16,20 +23,48 @@ use crate::storage::log::{Log, LogConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Leader,
+    Follower { leader: i32 },
+    /// Assigned here but nobody leads it (or this node does not know yet).
+    Offline,
 }
 
-/// `topic_id` and `role` are read once followers exist.
-#[allow(dead_code)]
+/// What the leader knows of one follower (Kafka's replica fetch state).
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerState {
+    pub log_end_offset: i64,
+    pub last_caught_up_ms: i64,
+    last_fetch_ms: i64,
+    leader_leo_at_last_fetch: i64,
+}
+
+/// Published to producers waiting for acks=all and to anything else that must notice a
+/// high watermark move or a leadership change without holding the partition lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub high_watermark: i64,
+    pub leader_epoch: i32,
+    pub leader: bool,
+    pub isr_len: usize,
+}
+
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub topic_id: Uuid,
+    pub node_id: i32,
     pub role: Role,
     pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
     pub log: Log,
     high_watermark: i64,
     pub producers: ProducerStateManager,
+    pub followers: HashMap<i32, FollowerState>,
+    /// The ISR change this leader asked the controller for, not yet seen in metadata.
+    pub pending_isr: Option<(Vec<i32>, i64)>,
+    progress: watch::Sender<Progress>,
 }
 
 /// What an append did.
@@ -68,19 +103,26 @@ impl AppendError {
 }
 
 impl Partition {
-    pub fn open(dir: &Path, topic: &str, index: i32, topic_id: Uuid, config: LogConfig, leader_epoch: i32) -> Result<Self> {
+    pub fn open(dir: &Path, topic: &str, index: i32, topic_id: Uuid, config: LogConfig, node_id: i32, checkpoint_hw: Option<i64>) -> Result<Self> {
         let mut producers = ProducerStateManager::default();
         let log = Log::open_with(dir, config, &mut |h| producers.update(h))?;
-        let high_watermark = log.log_end_offset();
+        let high_watermark = checkpoint_hw.unwrap_or(0).clamp(log.log_start_offset(), log.log_end_offset());
         Ok(Partition {
             topic: topic.to_string(),
             index,
             topic_id,
-            role: Role::Leader,
-            leader_epoch,
+            node_id,
+            role: Role::Offline,
+            leader_epoch: -1,
+            partition_epoch: -1,
+            replicas: vec![],
+            isr: vec![],
             log,
             high_watermark,
             producers,
+            followers: HashMap::new(),
+            pending_isr: None,
+            progress: watch::channel(Progress { high_watermark, leader_epoch: -1, leader: false, isr_len: 0 }).0,
         })
     }
 
@@ -93,9 +135,180 @@ impl Partition {
         self.high_watermark
     }
 
-    /// Validate and append a produce payload. Nothing is written unless every batch in it
-    /// is valid, so a corrupt batch never leaves a partial write behind.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    fn publish(&self) {
+        let p = Progress { high_watermark: self.high_watermark, leader_epoch: self.leader_epoch, leader: self.is_leader(), isr_len: self.isr.len() };
+        self.progress.send_if_modified(|old| {
+            let changed = *old != p;
+            *old = p;
+            changed
+        });
+    }
+
+    /// Take the partition's state from metadata. Returns what this replica must do.
+    pub fn apply_metadata(&mut self, meta: &PartitionMeta, now_ms: i64) -> Transition {
+        let role = if meta.leader == self.node_id {
+            Role::Leader
+        } else if meta.leader >= 0 {
+            Role::Follower { leader: meta.leader }
+        } else {
+            Role::Offline
+        };
+        let new_epoch = meta.leader_epoch != self.leader_epoch || role != self.role;
+        self.replicas = meta.replicas.clone();
+        self.isr = meta.isr.clone();
+        self.partition_epoch = meta.partition_epoch;
+        if self.pending_isr.as_ref().is_some_and(|(isr, _)| *isr == meta.isr) || new_epoch {
+            self.pending_isr = None;
+        }
+        let out = if !new_epoch {
+            Transition::None
+        } else {
+            self.leader_epoch = meta.leader_epoch;
+            self.role = role;
+            self.followers.clear();
+            match role {
+                Role::Leader => {
+                    // Followers in the ISR get the benefit of the doubt for one lag period.
+                    for r in meta.replicas.iter().filter(|r| **r != self.node_id) {
+                        let caught_up = if meta.isr.contains(r) { now_ms } else { 0 };
+                        self.followers.insert(*r, FollowerState { log_end_offset: -1, last_caught_up_ms: caught_up, last_fetch_ms: 0, leader_leo_at_last_fetch: -1 });
+                    }
+                    Transition::Leader
+                }
+                Role::Follower { leader } => Transition::Follower { leader },
+                Role::Offline => Transition::None,
+            }
+        };
+        for r in meta.replicas.iter().filter(|r| **r != self.node_id && self.role == Role::Leader) {
+            self.followers.entry(*r).or_insert(FollowerState { log_end_offset: -1, last_caught_up_ms: 0, last_fetch_ms: 0, leader_leo_at_last_fetch: -1 });
+        }
+        self.followers.retain(|r, _| meta.replicas.contains(r));
+        self.maybe_advance_high_watermark();
+        self.publish();
+        out
+    }
+
+    /// Leader: the smallest log end offset in the ISR. Returns true when it moved.
+    pub fn maybe_advance_high_watermark(&mut self) -> bool {
+        if self.role != Role::Leader {
+            return false;
+        }
+        let mut hw = self.log.log_end_offset();
+        for r in &self.isr {
+            if *r == self.node_id {
+                continue;
+            }
+            match self.followers.get(r) {
+                Some(f) if f.log_end_offset >= 0 => hw = hw.min(f.log_end_offset),
+                _ => return false,
+            }
+        }
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            self.publish();
+            return true;
+        }
+        false
+    }
+
+    /// Leader: a follower fetched from `fetch_offset`. Returns the ISR to propose when the
+    /// follower has caught up and is not in it yet.
+    pub fn record_follower_fetch(&mut self, replica: i32, fetch_offset: i64, now_ms: i64) -> Option<Vec<i32>> {
+        let leo = self.log.log_end_offset();
+        let f = self.followers.get_mut(&replica)?;
+        if fetch_offset >= leo {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+        } else if fetch_offset >= f.leader_leo_at_last_fetch && f.leader_leo_at_last_fetch >= 0 {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.leader_leo_at_last_fetch = leo;
+        f.last_fetch_ms = now_ms;
+        f.log_end_offset = fetch_offset;
+        self.maybe_advance_high_watermark();
+        // Kafka's rule: a follower rejoins once it has everything up to the high watermark
+        // and something of the current leader epoch.
+        let epoch_start = self.log.latest_epoch().filter(|e| e.0 == self.leader_epoch).map(|e| e.1).unwrap_or(0);
+        let joins = !self.isr.contains(&replica) && fetch_offset >= self.high_watermark && fetch_offset >= epoch_start;
+        if joins && self.pending_isr.is_none() {
+            let mut isr = self.isr.clone();
+            isr.push(replica);
+            return Some(isr);
+        }
+        None
+    }
+
+    /// Leader: the ISR without followers that have not caught up for `lag_ms`.
+    pub fn isr_to_shrink(&self, now_ms: i64, lag_ms: i64) -> Option<Vec<i32>> {
+        if self.role != Role::Leader || self.pending_isr.is_some() {
+            return None;
+        }
+        let leo = self.log.log_end_offset();
+        let lagging: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| *r != self.node_id)
+            .filter(|r| self.followers.get(r).is_some_and(|f| f.log_end_offset != leo && now_ms - f.last_caught_up_ms > lag_ms))
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        Some(self.isr.iter().copied().filter(|r| !lagging.contains(r)).collect())
+    }
+
+    /// Follower: append batches fetched from the leader and take its high watermark.
+    pub fn append_replica(&mut self, records: &[u8], leader_hw: i64, now_ms: i64) -> Result<usize> {
+        let ranges = split_batches(records, usize::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !ranges.is_empty() {
+            self.log.append_replica(records, &ranges, now_ms)?;
+            for (_, h) in &ranges {
+                self.producers.update(h);
+            }
+        }
+        self.high_watermark = leader_hw.min(self.log.log_end_offset()).max(self.high_watermark.min(self.log.log_end_offset()));
+        self.publish();
+        Ok(ranges.len())
+    }
+
+    /// Follower: drop a divergent tail; producer state is rebuilt from what remains.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        if offset >= self.log.log_end_offset() {
+            return Ok(());
+        }
+        tracing::info!(topic = %self.topic, partition = self.index, from = self.log.log_end_offset(), to = offset, "truncating divergent log tail");
+        self.log.truncate_to(offset)?;
+        let mut producers = ProducerStateManager::default();
+        self.log.for_each_header(&mut |h| producers.update(h))?;
+        self.producers = producers;
+        self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
+        self.publish();
+        Ok(())
+    }
+
+    /// Follower behind the leader's log start: start over there.
+    pub fn restart_at(&mut self, offset: i64) -> Result<()> {
+        tracing::info!(topic = %self.topic, partition = self.index, offset, "replica restarts at the leader's log start offset");
+        self.log.restart_at(offset)?;
+        self.producers = ProducerStateManager::default();
+        self.high_watermark = offset;
+        self.publish();
+        Ok(())
+    }
+
+    /// Validate and append a produce payload as leader. Nothing is written unless every
+    /// batch in it is valid, so a corrupt batch never leaves a partial write behind.
     pub fn append(&mut self, records: &mut [u8], max_batch_bytes: usize, now_ms: i64) -> Result<AppendInfo, AppendError> {
+        if self.role != Role::Leader {
+            return Err(AppendError::Protocol(ResponseError::NotLeaderOrFollower));
+        }
         let mut ranges = split_batches(records, max_batch_bytes).map_err(AppendError::Corrupt)?;
         // Kafka accepts exactly one v2 batch per partition in a produce request; it also
         // makes an append all-or-nothing.
@@ -131,13 +344,35 @@ impl Partition {
         for (_, h) in &ranges {
             let mut h = *h;
             h.base_offset = offset;
+            h.partition_leader_epoch = self.leader_epoch;
             offset = h.next_offset();
             count += h.records_count as i64;
             self.producers.update(&h);
         }
-        // ISR = {this replica}: everything appended is replicated to the whole ISR.
-        self.high_watermark = self.log.log_end_offset();
+        self.maybe_advance_high_watermark();
         let log_append_time = if self.log.config.log_append_time { now_ms } else { -1 };
         Ok(AppendInfo { base_offset: base, last_offset: last, records: count, bytes: records.len(), duplicate: false, log_append_time })
+    }
+}
+
+/// What a metadata change asks of this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    None,
+    Leader,
+    Follower { leader: i32 },
+}
+
+/// Wait until `offset` is below the high watermark (replicated to the whole ISR), the
+/// acks=all rule. Fails when leadership moves or the ISR falls below `min_isr` meanwhile.
+pub async fn wait_replicated(mut rx: watch::Receiver<Progress>, offset: i64, min_isr: usize, timeout: std::time::Duration) -> Result<(), ResponseError> {
+    let epoch = rx.borrow().leader_epoch;
+    let wait = rx.wait_for(|p| p.high_watermark > offset || !p.leader || p.leader_epoch != epoch);
+    match tokio::time::timeout(timeout, wait).await {
+        Err(_) => Err(ResponseError::RequestTimedOut),
+        Ok(Err(_)) => Err(ResponseError::NotLeaderOrFollower),
+        Ok(Ok(p)) if !p.leader || p.leader_epoch != epoch => Err(ResponseError::NotLeaderOrFollower),
+        Ok(Ok(p)) if p.isr_len < min_isr => Err(ResponseError::NotEnoughReplicasAfterAppend),
+        Ok(Ok(_)) => Ok(()),
     }
 }

@@ -1,7 +1,7 @@
 //! The partitions this node hosts, keyed by topic and index, with the wake-up signal that
 //! long-polling fetches wait on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,17 +10,23 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
-use crate::metadata::TopicMeta;
-use crate::partition::Partition;
+use crate::metadata::{ClusterImage, TopicMeta};
+use crate::partition::{Partition, Transition};
 use crate::storage::log::LogConfig;
 use crate::topic_config;
 
 pub type PartitionRef = Arc<Mutex<Partition>>;
+pub type PartitionKey = (String, i32);
 
 pub struct ReplicaManager {
     data_dir: PathBuf,
-    partitions: RwLock<HashMap<(String, i32), PartitionRef>>,
+    node_id: i32,
+    partitions: RwLock<HashMap<PartitionKey, PartitionRef>>,
     appended: watch::Sender<u64>,
+    /// High watermarks from the last checkpoint, used when a partition is opened.
+    checkpoint: Mutex<HashMap<PartitionKey, i64>>,
+    /// One reconcile at a time: two would open the same partition twice.
+    pub reconcile_lock: tokio::sync::Mutex<()>,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
@@ -28,13 +34,37 @@ fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
 }
 
 const PARTITION_METADATA: &str = "partition.metadata";
+const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
+
+/// What one reconcile pass changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Partitions whose role changed, with the new role.
+    pub transitions: Vec<(PartitionKey, Transition)>,
+    /// Partitions no longer hosted here.
+    pub removed: Vec<PartitionKey>,
+}
 
 impl ReplicaManager {
-    pub fn new(data_dir: &Path) -> Self {
+    pub fn new(data_dir: &Path, node_id: i32) -> Self {
+        let mut checkpoint = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(data_dir.join(HW_CHECKPOINT)) {
+            for line in text.lines() {
+                let mut it = line.rsplitn(3, ' ');
+                if let (Some(hw), Some(p), Some(t)) = (it.next(), it.next(), it.next()) {
+                    if let (Ok(hw), Ok(p)) = (hw.parse::<i64>(), p.parse::<i32>()) {
+                        checkpoint.insert((t.to_string(), p), hw);
+                    }
+                }
+            }
+        }
         ReplicaManager {
             data_dir: data_dir.to_path_buf(),
+            node_id,
             partitions: RwLock::new(HashMap::new()),
             appended: watch::channel(0).0,
+            checkpoint: Mutex::new(checkpoint),
+            reconcile_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -46,51 +76,122 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    /// Open or create the replica of every partition of `topic`.
-    pub fn ensure_topic(&self, broker: &BrokerConfig, topic: &TopicMeta) -> Result<()> {
-        let cfg = topic_config::log_config(broker, &topic.configs);
-        for index in 0..topic.partitions {
-            if self.get(&topic.name, index).is_some() {
-                continue;
+    fn open_partition(&self, broker: &BrokerConfig, topic: &TopicMeta, index: i32, cfg: &LogConfig) -> Result<PartitionRef> {
+        let dir = partition_dir(&self.data_dir, &topic.name, index);
+        // A directory left by a deleted topic of the same name is not this topic's data.
+        let marker = dir.join(PARTITION_METADATA);
+        if let Ok(text) = std::fs::read_to_string(&marker) {
+            if !text.contains(&topic.id.to_string()) {
+                tracing::warn!(dir = %dir.display(), "removing data of a previous topic with the same name");
+                std::fs::remove_dir_all(&dir)?;
             }
-            let dir = partition_dir(&self.data_dir, &topic.name, index);
-            // A directory left by a deleted topic of the same name is not this topic's data.
-            let marker = dir.join(PARTITION_METADATA);
-            if let Ok(text) = std::fs::read_to_string(&marker) {
-                if !text.contains(&topic.id.to_string()) {
-                    tracing::warn!(dir = %dir.display(), "removing data of a previous topic with the same name");
-                    std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if !marker.exists() {
+            std::fs::write(&marker, format!("version: 0\ntopic_id: {}\n", topic.id))?;
+        }
+        let hw = self.checkpoint.lock().get(&(topic.name.clone(), index)).copied();
+        let p = Partition::open(&dir, &topic.name, index, topic.id, cfg.clone(), broker.node_id, hw)
+            .with_context(|| format!("opening partition {}-{}", topic.name, index))?;
+        Ok(Arc::new(Mutex::new(p)))
+    }
+
+    /// Make the hosted replicas match the image: open the ones assigned here, take each
+    /// one's leader, epoch and ISR, and remove the ones no longer assigned (with
+    /// `remove_strays`, also directories of topics the image does not know).
+    pub fn reconcile(&self, broker: &BrokerConfig, image: &ClusterImage, now_ms: i64, remove_strays: bool) -> Changes {
+        let mut changes = Changes::default();
+        let mut wanted: HashSet<PartitionKey> = HashSet::new();
+        for t in image.topics.values() {
+            let mut cfg: Option<LogConfig> = None;
+            for (i, meta) in t.assignment.iter().enumerate() {
+                if !meta.replicas.contains(&self.node_id) {
+                    continue;
+                }
+                let key = (t.name.clone(), i as i32);
+                wanted.insert(key.clone());
+                let existing = self.partitions.read().get(&key).cloned();
+                let part = match existing {
+                    Some(p) if p.lock().topic_id == t.id => {
+                        // Topic configs may have changed (AlterConfigs on any node).
+                        p.lock().log.config = cfg.get_or_insert_with(|| topic_config::log_config(broker, &t.configs)).clone();
+                        p
+                    }
+                    _ => {
+                        let cfg = cfg.get_or_insert_with(|| topic_config::log_config(broker, &t.configs));
+                        match self.open_partition(broker, t, i as i32, cfg) {
+                            Ok(p) => {
+                                self.partitions.write().insert(key.clone(), p.clone());
+                                p
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %t.name, partition = i, error = %e, "opening partition failed");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let tr = part.lock().apply_metadata(meta, now_ms);
+                if tr != Transition::None {
+                    changes.transitions.push((key, tr));
                 }
             }
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            if !marker.exists() {
-                std::fs::write(&marker, format!("version: 0\ntopic_id: {}\n", topic.id))?;
+        }
+        let gone: Vec<PartitionKey> = self.partitions.read().keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        for key in gone {
+            if let Some(p) = self.partitions.write().remove(&key) {
+                let dir = p.lock().log.dir().to_path_buf();
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::error!(dir = %dir.display(), error = %e, "removing partition data failed");
+                }
+                changes.removed.push(key);
             }
-            let epoch = topic.leader_epochs.get(index as usize).copied().unwrap_or(0);
-            let p = Partition::open(&dir, &topic.name, index, topic.id, cfg.clone(), epoch)
-                .with_context(|| format!("opening partition {}-{}", topic.name, index))?;
-            self.partitions.write().insert((topic.name.clone(), index), Arc::new(Mutex::new(p)));
         }
-        Ok(())
+        if remove_strays {
+            self.remove_strays(image);
+        }
+        if !changes.transitions.is_empty() || !changes.removed.is_empty() {
+            self.notify_appended();
+        }
+        changes
     }
 
-    pub fn remove_topic(&self, topic: &str) -> Result<()> {
-        let removed: Vec<PartitionRef> = {
-            let mut map = self.partitions.write();
-            let keys: Vec<_> = map.keys().filter(|k| k.0 == topic).cloned().collect();
-            keys.iter().filter_map(|k| map.remove(k)).collect()
-        };
-        for p in removed {
-            let dir = p.lock().log.dir().to_path_buf();
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    /// Directories of partitions this node does not host (topics deleted while it was
+    /// down): Kafka deletes them once it has caught up with metadata, and so do we.
+    fn remove_strays(&self, image: &ClusterImage) {
+        let hosted: HashSet<PathBuf> = self.all().iter().map(|p| p.lock().log.dir().to_path_buf()).collect();
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            if !path.join(PARTITION_METADATA).exists() || hosted.contains(&path) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some((topic, _)) = name.rsplit_once('-') else { continue };
+            let _ = image;
+            tracing::info!(dir = %path.display(), topic, "removing data of a partition not assigned to this broker");
+            let _ = std::fs::remove_dir_all(&path);
         }
-        Ok(())
     }
 
-    pub fn update_config(&self, topic: &str, cfg: &LogConfig) {
-        for p in self.partitions.read().iter().filter(|(k, _)| k.0 == topic).map(|(_, p)| p) {
-            p.lock().log.config = cfg.clone();
+    /// Write every hosted partition's high watermark (one file, atomically): a restarted
+    /// leader must not expose records its followers never had.
+    pub fn checkpoint_high_watermarks(&self) -> Result<()> {
+        let mut entries: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+        for p in self.all() {
+            let p = p.lock();
+            entries.insert((p.topic.clone(), p.index), p.high_watermark());
         }
+        let mut text = String::new();
+        for ((t, i), hw) in &entries {
+            text.push_str(&format!("{t} {i} {hw}\n"));
+        }
+        let path = self.data_dir.join(HW_CHECKPOINT);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        *self.checkpoint.lock() = entries.into_iter().collect();
+        Ok(())
     }
 
     /// Wake fetches waiting for data.

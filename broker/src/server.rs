@@ -1,6 +1,7 @@
-//! Start a broker: open storage, bind the listeners and the HTTP endpoint, run the
-//! background tasks, and shut down cleanly on SIGINT/SIGTERM.
+//! Start a node: join the metadata quorum, catch up, register with the active controller,
+//! then serve; run the background tasks; on SIGTERM hand leadership over and stop.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use tokio::net::TcpListener;
 use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
 use crate::connection;
+use crate::metadata::MetadataStore;
+use crate::quorum::{Handler, Quorum, QuorumConfig};
 
 pub struct Running {
     pub broker: Arc<Broker>,
@@ -18,21 +21,72 @@ pub struct Running {
     pub http_addr: Option<std::net::SocketAddr>,
 }
 
+/// Controller RPCs arriving over the quorum transport.
+struct ControllerRpc(std::sync::Weak<Broker>);
+
+impl Handler for ControllerRpc {
+    fn handle(&self, _from: u64, request: Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> {
+        let b = self.0.upgrade();
+        Box::pin(async move {
+            let reply = match (b, serde_json::from_slice::<crate::controller::Request>(&request)) {
+                (Some(b), Ok(req)) => b.controller.handle(&b, req).await,
+                (None, _) => crate::controller::Reply::NotController,
+                (_, Err(e)) => crate::controller::Reply::Error(format!("undecodable request: {e}")),
+            };
+            serde_json::to_vec(&reply).expect("replies serialize")
+        })
+    }
+}
+
+/// The quorum settings from Kafka's keys. Without `controller.quorum.voters` the node is
+/// a one-voter quorum on a loopback port of its own.
+fn quorum_config(cfg: &BrokerConfig) -> Result<QuorumConfig> {
+    let dir = cfg.data_dir().join("__cluster_metadata-0");
+    let (voters, listen, advertised) = if cfg.voters.is_empty() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = probe.local_addr()?;
+        drop(probe);
+        let mut v = BTreeMap::new();
+        v.insert(cfg.node_id as u64, addr.to_string());
+        (v, addr, addr.to_string())
+    } else {
+        let l = cfg.controller_listener.as_ref().context("no controller listener")?;
+        let listen: std::net::SocketAddr = l.bind_addr().parse().with_context(|| format!("controller listener {}", l.bind_addr()))?;
+        let advertised = cfg
+            .voters
+            .iter()
+            .find(|(id, _)| *id == cfg.node_id)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| format!("{}:{}", if l.host.is_empty() { "127.0.0.1" } else { &l.host }, l.port));
+        (cfg.voters.iter().map(|(id, a)| (*id as u64, a.clone())).collect(), listen, advertised)
+    };
+    let election = cfg.election_timeout_ms.max(100);
+    Ok(QuorumConfig {
+        node_id: cfg.node_id as u64,
+        voters,
+        listen,
+        advertised,
+        dir,
+        election_timeout_min_ms: election / 2,
+        election_timeout_max_ms: election,
+        heartbeat_interval_ms: (election / 10).max(20),
+        snapshot_every: cfg.snapshot_interval_entries.max(100),
+    })
+}
+
 /// Bind everything and start serving; returns once the broker is ready.
 pub async fn start(config: BrokerConfig) -> Result<Running> {
-    let broker = tokio::task::block_in_place(|| Broker::open(config))?;
+    let metadata = Arc::new(MetadataStore::default());
+    let qcfg = quorum_config(&config)?;
+    let broker = Broker::new(config, metadata.clone())?;
     broker.metrics.attach(&broker);
+    broker.fetchers.attach(&broker);
 
-    let mut kafka_addrs = Vec::new();
-    for l in &broker.config.listeners {
-        let listener = TcpListener::bind(l.bind_addr()).await.with_context(|| format!("binding listener {}", l.bind_addr()))?;
-        kafka_addrs.push(listener.local_addr()?);
-        tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str())));
-    }
     let http_addr = match broker.config.http_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("binding fjord.http.listen {addr}"))?;
             let local = listener.local_addr()?;
+            let _ = broker.http_addr.set(local);
             let app = crate::http::router(broker.clone());
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
@@ -44,18 +98,26 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
         None => None,
     };
 
+    let quorum = Quorum::start(qcfg, metadata.clone(), Arc::new(ControllerRpc(Arc::downgrade(&broker)))).await.context("starting the metadata quorum")?;
+    metadata.set_quorum(quorum);
+
+    tokio::spawn(crate::replication::lifecycle::run(broker.clone()));
+    tokio::spawn(crate::replication::run_reconciler(broker.clone()));
+    tokio::spawn(crate::replication::run_isr_maintenance(broker.clone()));
     let b = broker.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
             b.groups.tick();
+            b.controller.check_sessions(&b).await;
         }
     });
     let b = broker.clone();
     tokio::spawn(async move {
         let retention_every = Duration::from_millis(b.config.log_retention_check_interval_ms.max(100));
         let mut last_retention = tokio::time::Instant::now();
+        let mut last_checkpoint = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tick.tick().await;
@@ -63,12 +125,40 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
             if due {
                 last_retention = tokio::time::Instant::now();
             }
+            let checkpoint = last_checkpoint.elapsed() >= Duration::from_secs(1);
+            if checkpoint {
+                last_checkpoint = tokio::time::Instant::now();
+            }
             let b = b.clone();
-            let _ = tokio::task::spawn_blocking(move || b.replicas.housekeeping(now_ms(), due)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                b.replicas.housekeeping(now_ms(), due);
+                if checkpoint {
+                    if let Err(e) = b.replicas.checkpoint_high_watermarks() {
+                        tracing::warn!(error = %e, "writing the high watermark checkpoint failed");
+                    }
+                }
+            })
+            .await;
         }
     });
 
-    broker.ready.store(true, Ordering::SeqCst);
+    // Serve only once this node knows the cluster as it is now: answering Metadata from
+    // an old image would send clients to leaders that are no more.
+    let mut waited = 0u64;
+    while !broker.ready.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 20;
+        if waited % 10_000 == 0 {
+            tracing::info!(waited_ms = waited, caught_up = broker.caught_up.load(Ordering::SeqCst), "waiting to join the cluster");
+        }
+    }
+
+    let mut kafka_addrs = Vec::new();
+    for l in &broker.config.listeners {
+        let listener = TcpListener::bind(l.bind_addr()).await.with_context(|| format!("binding listener {}", l.bind_addr()))?;
+        kafka_addrs.push(listener.local_addr()?);
+        tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str())));
+    }
     tracing::info!(node_id = broker.node_id(), listeners = ?kafka_addrs, http = ?http_addr, startup_ms = broker.started.elapsed().as_millis() as u64, "broker ready");
     Ok(Running { broker, kafka_addrs, http_addr })
 }
@@ -100,7 +190,8 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, name: Arc<str>)
     }
 }
 
-/// Wait for SIGINT or SIGTERM, then flush every log.
+/// Wait for SIGINT or SIGTERM, hand leadership over (controlled shutdown), then flush
+/// every log.
 pub async fn wait_for_shutdown(broker: &Arc<Broker>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
     tokio::select! {
@@ -108,7 +199,16 @@ pub async fn wait_for_shutdown(broker: &Arc<Broker>) {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+    broker.shutting_down.store(true, Ordering::SeqCst);
+    crate::replication::lifecycle::controlled_shutdown(broker).await;
     broker.ready.store(false, Ordering::SeqCst);
     let b = broker.clone();
-    let _ = tokio::task::spawn_blocking(move || b.replicas.flush_all()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        b.replicas.flush_all();
+        let _ = b.replicas.checkpoint_high_watermarks();
+    })
+    .await;
+    if let Some(q) = broker.metadata.quorum() {
+        q.shutdown().await;
+    }
 }

@@ -15,7 +15,6 @@ use crate::broker::TopicRequest;
 
 pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let b = ctx.broker;
-    let node = b.node_id();
     // Requests that are malformed on their own are answered without touching metadata.
     let mut early: Vec<Option<CreatableTopicResult>> = Vec::new();
     let mut wanted = Vec::new();
@@ -33,17 +32,16 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
                 ));
                 continue;
             }
-            if t.assignments.iter().any(|a| a.broker_ids.iter().any(|id| id.0 != node)) {
-                early.push(Some(result.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment)).with_error_message(Some(str("Unknown broker in replica assignment")))));
-                continue;
-            }
             partitions = t.assignments.len() as i32;
             rf = t.assignments[0].broker_ids.len() as i16;
         }
+        let mut assignment: Vec<(i32, Vec<i32>)> = t.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
+        assignment.sort_by_key(|a| a.0);
+        let assignment = (!assignment.is_empty()).then(|| assignment.into_iter().map(|a| a.1).collect());
         early.push(None);
-        wanted.push(TopicRequest { name: t.name.to_string(), partitions, replication_factor: rf, configs });
+        wanted.push(TopicRequest { name: t.name.to_string(), partitions, replication_factor: rf, configs, assignment });
     }
-    let mut created = b.create_topics(wanted, req.validate_only).into_iter();
+    let mut created = b.create_topics(wanted, req.validate_only).await.into_iter();
     let topics = req
         .topics
         .iter()
@@ -76,9 +74,9 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
     let b = ctx.broker;
     let mut wanted: Vec<(Option<TopicName>, uuid::Uuid)> = req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect();
     wanted.extend(req.topics.into_iter().map(|t| (t.name, t.topic_id)));
-    let responses = wanted
-        .into_iter()
-        .map(|(name, id)| {
+    let mut responses = Vec::new();
+    for (name, id) in wanted {
+        responses.push({
             let meta = match &name {
                 Some(n) => b.metadata.topic(n.as_str()),
                 None => b.metadata.topic_by_id(id),
@@ -89,49 +87,45 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
                     let e = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
                     r.with_error_code(ctx.err(e))
                 }
-                Some(m) => match b.delete_topic(&m.name) {
+                Some(m) => match b.delete_topic(&m.name).await {
                     Ok(m) => r.with_name(Some(TopicName(str(&m.name)))).with_topic_id(m.id),
                     Err(e) => r.with_error_code(ctx.err(e)),
                 },
             }
-        })
-        .collect();
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
 pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let b = ctx.broker;
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            let Some(meta) = b.metadata.topic(t.name.as_str()) else {
-                return r.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition));
-            };
-            if t.count > crate::broker::MAX_PARTITIONS_PER_TOPIC {
-                let msg = format!("Number of partitions must be at most {}.", crate::broker::MAX_PARTITIONS_PER_TOPIC);
-                return r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg)));
-            }
-            if t.count <= meta.partitions {
-                let msg = format!("Topic currently has {} partitions, which is higher than the requested {}.", meta.partitions, t.count);
-                return r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg)));
-            }
-            if t.assignments.as_ref().is_some_and(|a| a.iter().any(|a| a.broker_ids.iter().any(|id| id.0 != b.node_id()))) {
-                return r.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment));
-            }
-            if req.validate_only {
-                return r;
-            }
-            match b.metadata.add_partitions(&meta.name, t.count) {
-                Ok(m) => match b.replicas.ensure_topic(&b.config, &m) {
-                    Ok(()) => r,
-                    Err(e) => r.with_error_code(ctx.err(ResponseError::KafkaStorageError)).with_error_message(Some(StrBytes::from_string(e.to_string()))),
-                },
-                Err(e) => r.with_error_code(ctx.err(e)),
-            }
-        })
-        .collect();
+    let mut results = Vec::new();
+    for t in req.topics {
+        let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let Some(meta) = b.metadata.topic(t.name.as_str()) else {
+            results.push(r.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition)));
+            continue;
+        };
+        if t.count > crate::broker::MAX_PARTITIONS_PER_TOPIC {
+            let msg = format!("Number of partitions must be at most {}.", crate::broker::MAX_PARTITIONS_PER_TOPIC);
+            results.push(r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg))));
+            continue;
+        }
+        if t.count <= meta.partitions {
+            let msg = format!("Topic currently has {} partitions, which is higher than the requested {}.", meta.partitions, t.count);
+            results.push(r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg))));
+            continue;
+        }
+        if req.validate_only {
+            results.push(r);
+            continue;
+        }
+        let assignment = t.assignments.map(|a| a.into_iter().map(|a| a.broker_ids.into_iter().map(|b| b.0).collect()).collect());
+        results.push(match b.add_partitions(&meta, t.count, assignment).await {
+            Ok(_) => r,
+            Err((e, msg)) => r.with_error_code(ctx.err(e)).with_error_message(msg.map(StrBytes::from_string)),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 

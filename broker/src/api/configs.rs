@@ -97,7 +97,7 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeCon
 }
 
 /// Validate and store a topic's new override set.
-fn apply_topic(b: &Arc<Broker>, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), (ResponseError, Option<String>)> {
+async fn apply_topic(b: &Arc<Broker>, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), (ResponseError, Option<String>)> {
     if b.metadata.topic(name).is_none() {
         return Err((ResponseError::UnknownTopicOrPartition, None));
     }
@@ -108,8 +108,8 @@ fn apply_topic(b: &Arc<Broker>, name: &str, configs: BTreeMap<String, String>, v
         return Ok(());
     }
     topic_config::warn_unimplemented(name, &configs);
-    let t = b.metadata.set_topic_configs(name, configs).map_err(|e| (e, None))?;
-    b.replicas.update_config(name, &topic_config::log_config(&b.config, &t.configs));
+    b.metadata.set_topic_configs(name, configs).await.map_err(|e| (e, None))?;
+    b.sync_replicas().await;
     Ok(())
 }
 
@@ -126,28 +126,24 @@ fn not_topic() -> Result<(), (ResponseError, Option<String>)> {
 }
 
 pub async fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r| {
-            let result = if r.resource_type == TOPIC {
-                let configs = r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
-                apply_topic(ctx.broker, r.resource_name.as_str(), configs, req.validate_only)
-            } else {
-                not_topic()
-            };
-            respond(ctx, r.resource_type, r.resource_name, result)
-        })
-        .collect();
+    let mut responses = Vec::new();
+    for r in req.resources {
+        let result = if r.resource_type == TOPIC {
+            let configs = r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+            apply_topic(ctx.broker, r.resource_name.as_str(), configs, req.validate_only).await
+        } else {
+            not_topic()
+        };
+        responses.push(respond(ctx, r.resource_type, r.resource_name, result));
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
 pub async fn incremental_alter(ctx: &Ctx<'_>, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
     let b = ctx.broker;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r| {
+    let mut responses = Vec::new();
+    for r in req.resources {
+        {
             let result = if r.resource_type != TOPIC {
                 not_topic()
             } else if let Some(t) = b.metadata.topic(r.resource_name.as_str()) {
@@ -180,18 +176,20 @@ pub async fn incremental_alter(ctx: &Ctx<'_>, req: IncrementalAlterConfigsReques
                 }
                 match bad {
                     Some(e) => Err(e),
-                    None => apply_topic(b, r.resource_name.as_str(), configs, req.validate_only),
+                    None => apply_topic(b, r.resource_name.as_str(), configs, req.validate_only).await,
                 }
             } else {
                 Err((ResponseError::UnknownTopicOrPartition, None))
             };
             let plain = respond(ctx, r.resource_type, r.resource_name, result);
-            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(plain.error_code)
-                .with_error_message(plain.error_message)
-                .with_resource_type(plain.resource_type)
-                .with_resource_name(plain.resource_name)
-        })
-        .collect();
+            responses.push(
+                kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_error_code(plain.error_code)
+                    .with_error_message(plain.error_message)
+                    .with_resource_type(plain.resource_type)
+                    .with_resource_name(plain.resource_name),
+            );
+        }
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

@@ -22,8 +22,9 @@ struct Resolved {
     topic: Option<String>,
 }
 
-fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_committed: bool) -> (Vec<FetchableTopicResponse>, usize, bool) {
+fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_committed: bool, first: bool) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let b = ctx.broker;
+    let replica = req.replica_id.0;
     // The broker's fetch.max.bytes bounds what one response may hold (and allocate),
     // whatever the client asks for.
     let cap = b.config.fetch_max_bytes as usize;
@@ -41,7 +42,21 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                 parts.push(pd.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition)).with_records(Some(Bytes::new())));
                 continue;
             };
-            let p = part.lock();
+            let mut p = part.lock();
+            if !p.is_leader() {
+                any_error = true;
+                parts.push(pd.with_error_code(ctx.err(ResponseError::NotLeaderOrFollower)).with_records(Some(Bytes::new())));
+                continue;
+            }
+            if replica >= 0 && first {
+                // A follower's fetch offset is its log end offset: it moves the high
+                // watermark and may bring it back into the ISR.
+                if let Some(isr) = p.record_follower_fetch(replica, fp.fetch_offset, crate::broker::now_ms()) {
+                    drop(p);
+                    crate::replication::propose_isr(b, &part, isr);
+                    p = part.lock();
+                }
+            }
             pd = pd
                 .with_high_watermark(p.high_watermark())
                 .with_last_stable_offset(p.last_stable_offset())
@@ -54,7 +69,23 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                 parts.push(pd.with_error_code(ctx.err(e)).with_records(Some(Bytes::new())));
                 continue;
             }
-            let upper = if read_committed { p.last_stable_offset() } else { p.high_watermark() };
+            if replica >= 0 && fp.last_fetched_epoch >= 0 {
+                let (epoch, end) = p.log.end_offset_for_epoch(fp.last_fetched_epoch);
+                if epoch != fp.last_fetched_epoch || end < fp.fetch_offset {
+                    // The follower's log diverged from ours: tell it where to truncate.
+                    let div = kafka_protocol::messages::fetch_response::EpochEndOffset::default().with_epoch(epoch).with_end_offset(end);
+                    parts.push(pd.with_diverging_epoch(div).with_records(Some(Bytes::new())));
+                    any_error = true;
+                    continue;
+                }
+            }
+            let upper = if replica >= 0 {
+                p.log.log_end_offset()
+            } else if read_committed {
+                p.last_stable_offset()
+            } else {
+                p.high_watermark()
+            };
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
             if limit == 0 && total > 0 {
                 parts.push(pd.with_records(Some(Bytes::new())));
@@ -65,7 +96,11 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                     total += r.bytes.len();
                     remaining = remaining.saturating_sub(r.bytes.len());
                     if !r.bytes.is_empty() {
-                        b.metrics.consumed(&p.topic, &r.bytes);
+                        if replica >= 0 {
+                            b.metrics.replication_bytes_out.inc_by(r.bytes.len() as u64);
+                        } else {
+                            b.metrics.consumed(&p.topic, &r.bytes);
+                        }
                     }
                     parts.push(pd.with_records(Some(Bytes::from(r.bytes))));
                 }
@@ -99,8 +134,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         .collect();
     let read_committed = req.isolation_level == 1;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let mut first = true;
     loop {
-        let (responses, total, any_error) = read_once(ctx, &req, &topics, read_committed);
+        let (responses, total, any_error) = read_once(ctx, &req, &topics, read_committed, first);
+        first = false;
         let now = Instant::now();
         if total >= req.min_bytes.max(0) as usize || any_error || now >= deadline || total > 0 && req.min_bytes <= 1 {
             return FetchResponse::default().with_responses(responses);

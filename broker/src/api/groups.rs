@@ -18,35 +18,49 @@ fn opt(s: Option<String>) -> Option<StrBytes> {
     s.map(StrBytes::from_string)
 }
 
+/// The broker leading the `__consumer_offsets` partition of `key`, as (id, host, port).
+async fn coordinator_of(ctx: &Ctx<'_>, key: &str) -> Result<(i32, String, i32), ResponseError> {
+    let b = ctx.broker;
+    let t = b.ensure_offsets_topic().await?;
+    let p = b.groups.partition_of(key);
+    let leader = t.partition(p).map(|p| p.leader).unwrap_or(-1);
+    let broker = b.metadata.broker(leader).filter(|m| !m.fenced).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let e = broker.endpoint(&ctx.listener).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((leader, e.host.clone(), e.port))
+}
+
 pub async fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let (host, port) = ctx.broker.advertised(&ctx.listener);
-    let node = BrokerId(ctx.broker.node_id());
     // Transactions (key type 1) are not coordinated yet.
-    let error = if req.key_type == 1 { ctx.err(ResponseError::CoordinatorNotAvailable) } else { 0 };
+    let keys: Vec<StrBytes> = if ctx.version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
+    let mut found = Vec::with_capacity(keys.len());
+    for k in &keys {
+        let r = if req.key_type == 1 { Err(ResponseError::CoordinatorNotAvailable) } else { coordinator_of(ctx, k.as_str()).await };
+        found.push(r);
+    }
     if ctx.version >= 4 {
-        let coordinators = req
-            .coordinator_keys
+        let coordinators = keys
             .into_iter()
-            .map(|k| {
-                let c = Coordinator::default().with_key(k).with_error_code(error);
-                if error == 0 {
-                    c.with_node_id(node).with_host(str(&host)).with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
+            .zip(found)
+            .map(|(k, r)| {
+                let c = Coordinator::default().with_key(k);
+                match r {
+                    Ok((id, host, port)) => c.with_node_id(BrokerId(id)).with_host(str(&host)).with_port(port),
+                    Err(e) => c.with_error_code(ctx.err(e)).with_node_id(BrokerId(-1)).with_port(-1),
                 }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let resp = FindCoordinatorResponse::default().with_error_code(error);
-    if error == 0 {
-        resp.with_node_id(node).with_host(str(&host)).with_port(port)
-    } else {
-        resp.with_node_id(BrokerId(-1)).with_port(-1)
+    match found.pop().expect("one key") {
+        Ok((id, host, port)) => FindCoordinatorResponse::default().with_node_id(BrokerId(id)).with_host(str(&host)).with_port(port),
+        Err(e) => FindCoordinatorResponse::default().with_error_code(ctx.err(e)).with_node_id(BrokerId(-1)).with_port(-1),
     }
 }
 
 pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
+    if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
+        return JoinGroupResponse::default().with_error_code(ctx.err(e)).with_generation_id(-1).with_protocol_name(Some(StrBytes::default()));
+    }
     let r = ctx
         .broker
         .groups
@@ -83,6 +97,9 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
 }
 
 pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
+    if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
+        return SyncGroupResponse::default().with_error_code(ctx.err(e));
+    }
     let assignments = req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let r = ctx
@@ -99,6 +116,9 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
 }
 
 pub async fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
+        return HeartbeatResponse::default().with_error_code(ctx.err(e));
+    }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let r = ctx.broker.groups.heartbeat(req.group_id.as_str(), req.generation_id, req.member_id.as_str(), instance.as_deref());
     HeartbeatResponse::default().with_error_code(ctx.code(r))
@@ -110,6 +130,9 @@ pub async fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse 
     } else {
         vec![(req.member_id.to_string(), None)]
     };
+    if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
+        return LeaveGroupResponse::default().with_error_code(ctx.err(e));
+    }
     match ctx.broker.groups.leave(req.group_id.as_str(), members) {
         Err(e) => LeaveGroupResponse::default().with_error_code(ctx.err(e)),
         Ok(results) => {
@@ -150,6 +173,9 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGrou
         .groups
         .into_iter()
         .map(|gid| {
+            if let Err(e) = ctx.broker.groups.check(gid.as_str()) {
+                return DescribedGroup::default().with_group_id(gid).with_error_code(ctx.err(e)).with_authorized_operations(i32::MIN);
+            }
             let described = ctx.broker.groups.with_group(gid.as_str(), |g| {
                 let members = g
                     .members

@@ -8,16 +8,26 @@ use kafka_protocol::messages::*;
 use super::{str, Ctx};
 use crate::metadata::TopicMeta;
 
-fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.broker.node_id());
-    let partitions = (0..t.partitions)
-        .map(|i| {
-            MetadataResponsePartition::default()
-                .with_partition_index(i)
-                .with_leader_id(node)
-                .with_leader_epoch(t.leader_epochs.get(i as usize).copied().unwrap_or(0))
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta, fenced: &[i32]) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|i| BrokerId(*i)).collect::<Vec<_>>();
+    let partitions = t
+        .assignment
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| fenced.contains(r)).collect();
+            let r = MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline));
+            if p.leader < 0 {
+                r.with_error_code(ctx.err(ResponseError::LeaderNotAvailable))
+            } else {
+                r
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -28,27 +38,50 @@ fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta) -> MetadataResponseTopic {
         .with_topic_authorized_operations(i32::MIN)
 }
 
+/// Live brokers as this listener's clients reach them, and the fenced ones' ids.
+fn brokers(ctx: &Ctx<'_>) -> (Vec<(i32, String, i32, Option<String>)>, Vec<i32>) {
+    ctx.broker.metadata.read(|img| {
+        let mut live = Vec::new();
+        let mut fenced = Vec::new();
+        for b in img.brokers.values() {
+            if b.fenced {
+                fenced.push(b.id);
+            } else if let Some(e) = b.endpoint(&ctx.listener) {
+                live.push((b.id, e.host.clone(), e.port, b.rack.clone()));
+            }
+        }
+        (live, fenced)
+    })
+}
+
+/// The active controller's id, or -1 while there is none.
+pub fn controller_id(ctx: &Ctx<'_>) -> i32 {
+    ctx.broker.metadata.quorum().and_then(|q| q.leader()).map(|l| l as i32).unwrap_or(-1)
+}
+
 pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     let b = ctx.broker;
     // v0 used an empty list for "all topics"; v1+ uses null.
     let all = req.topics.is_none() || (ctx.version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
     let allow_auto = ctx.version < 4 || req.allow_auto_topic_creation;
+    let (live, fenced) = brokers(ctx);
     let topics = if all {
-        b.metadata.topics().iter().map(|t| topic_response(ctx, t)).collect()
+        b.metadata.topics().iter().map(|t| topic_response(ctx, t, &fenced)).collect()
     } else {
-        req.topics
-            .unwrap_or_default()
-            .into_iter()
-            .map(|rt| {
-                let found = match (&rt.name, rt.topic_id.is_nil()) {
-                    (Some(n), _) => b.metadata.topic(n.as_str()).or_else(|| {
-                        if allow_auto && crate::metadata::valid_topic_name(n.as_str()) { b.auto_create(n.as_str()) } else { None }
-                    }),
-                    (None, false) => b.metadata.topic_by_id(rt.topic_id),
-                    (None, true) => None,
-                };
+        let mut out = Vec::new();
+        for rt in req.topics.unwrap_or_default() {
+            let found = match (&rt.name, rt.topic_id.is_nil()) {
+                (Some(n), _) => match b.metadata.topic(n.as_str()) {
+                    Some(t) => Some(t),
+                    None if allow_auto && crate::metadata::valid_topic_name(n.as_str()) => b.auto_create(n.as_str()).await,
+                    None => None,
+                },
+                (None, false) => b.metadata.topic_by_id(rt.topic_id),
+                (None, true) => None,
+            };
+            out.push(
                 match found {
-                    Some(t) => topic_response(ctx, &t),
+                    Some(t) => topic_response(ctx, &t, &fenced),
                     None => {
                         let invalid = rt.name.as_ref().is_some_and(|n| !crate::metadata::valid_topic_name(n.as_str()));
                         let e = if invalid { ResponseError::InvalidTopicException } else { ResponseError::UnknownTopicOrPartition };
@@ -57,25 +90,33 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                             .with_topic_id(rt.topic_id)
                             .with_error_code(ctx.err(e))
                     }
-                }
-            })
-            .collect()
+                },
+            );
+        }
+        out
     };
-    let (host, port) = b.advertised(&ctx.listener);
+    let brokers = live
+        .into_iter()
+        .map(|(id, host, port, rack)| MetadataResponseBroker::default().with_node_id(BrokerId(id)).with_host(str(&host)).with_port(port).with_rack(rack.as_deref().map(str)))
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default().with_node_id(BrokerId(b.node_id())).with_host(str(&host)).with_port(port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str(&b.metadata.cluster_id())))
-        .with_controller_id(BrokerId(b.node_id()))
+        .with_controller_id(BrokerId(controller_id(ctx)))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
 }
 
 pub async fn describe_cluster(ctx: &Ctx<'_>, _req: DescribeClusterRequest) -> DescribeClusterResponse {
     let b = ctx.broker;
-    let (host, port) = b.advertised(&ctx.listener);
+    let (live, _) = brokers(ctx);
+    let brokers = live
+        .into_iter()
+        .map(|(id, host, port, rack)| DescribeClusterBroker::default().with_broker_id(BrokerId(id)).with_host(str(&host)).with_port(port).with_rack(rack.as_deref().map(str)))
+        .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(str(&b.metadata.cluster_id()))
-        .with_controller_id(BrokerId(b.node_id()))
-        .with_brokers(vec![DescribeClusterBroker::default().with_broker_id(BrokerId(b.node_id())).with_host(str(&host)).with_port(port)])
+        .with_controller_id(BrokerId(controller_id(ctx)))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

@@ -68,7 +68,13 @@ impl Ctx<'_> {
 /// (-1: no view), or the error code to answer for it.
 pub fn leader_partition(ctx: &Ctx<'_>, topic: &str, index: i32, current_leader_epoch: i32) -> Result<crate::replica_manager::PartitionRef, i16> {
     let part = ctx.broker.replicas.get(topic, index).ok_or_else(|| ctx.err(ResponseError::UnknownTopicOrPartition))?;
-    let epoch = part.lock().leader_epoch;
+    let (epoch, leader) = {
+        let p = part.lock();
+        (p.leader_epoch, p.is_leader())
+    };
+    if !leader {
+        return Err(ctx.err(ResponseError::NotLeaderOrFollower));
+    }
     check_epoch(epoch, current_leader_epoch).map_err(|e| ctx.err(e))?;
     Ok(part)
 }

@@ -18,7 +18,7 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     let mut unknown = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            if b.replicas.get(t.name.as_str(), p.partition_index).is_none() {
+            if b.metadata.topic(t.name.as_str()).and_then(|m| m.partition(p.partition_index).cloned()).is_none() {
                 unknown.push((t.name.to_string(), p.partition_index));
                 continue;
             }
@@ -35,7 +35,15 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
         }
     }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-    let result = b.groups.commit(b, req.group_id.as_str(), req.generation_id_or_member_epoch, req.member_id.as_str(), instance.as_deref(), entries);
+    // Answer once the ISR has the commit: a coordinator failover must not lose it.
+    let result = match b.groups.commit(b, req.group_id.as_str(), req.generation_id_or_member_epoch, req.member_id.as_str(), instance.as_deref(), entries) {
+        Ok(Some((rx, last))) => crate::partition::wait_replicated(rx, last, 1, std::time::Duration::from_secs(5)).await.map_err(|e| match e {
+            ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
+            e => e,
+        }),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
     let topics = req
         .topics
         .into_iter()
@@ -92,6 +100,9 @@ pub async fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespons
             .groups
             .into_iter()
             .map(|g| {
+                if let Err(e) = ctx.broker.groups.check(g.group_id.as_str()) {
+                    return OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(ctx.err(e));
+                }
                 let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
                 let topics = lookup(ctx, g.group_id.as_str(), wanted)
                     .into_iter()
@@ -110,6 +121,9 @@ pub async fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespons
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
+        return OffsetFetchResponse::default().with_error_code(ctx.err(e));
     }
     let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
     let topics = lookup(ctx, req.group_id.as_str(), wanted)

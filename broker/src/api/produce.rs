@@ -1,4 +1,7 @@
-//! Produce: validate each partition's batches and append them as received.
+//! Produce: validate each partition's batches and append them as received. With acks=all
+//! the answer waits until the ISR has the batch (the high watermark passed it).
+
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -7,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Ctx;
 use crate::broker::now_ms;
+use crate::partition::{wait_replicated, Progress};
 
 fn partition_error(ctx: &Ctx<'_>, index: i32, e: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -18,9 +22,14 @@ fn partition_error(ctx: &Ctx<'_>, index: i32, e: ResponseError, msg: Option<Stri
         .with_error_message(msg.map(StrBytes::from_string))
 }
 
+/// An acks=all answer waiting for replication: (topic index, partition index, progress,
+/// last offset, min ISR).
+type Waiting = (usize, usize, tokio::sync::watch::Receiver<Progress>, i64, usize);
+
 pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     let b = ctx.broker;
     let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut waiting: Vec<Waiting> = Vec::new();
     let mut appended = false;
     for td in req.topic_data {
         let meta = if td.name.is_empty() && !td.topic_id.is_nil() {
@@ -44,7 +53,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 continue;
             }
             let Some(partition) = b.replicas.get(&topic.name, pd.index) else {
-                parts.push(partition_error(ctx, pd.index, ResponseError::UnknownTopicOrPartition, None));
+                let e = if topic.partition(pd.index).is_some() { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
+                parts.push(partition_error(ctx, pd.index, e, None));
                 continue;
             };
             let Some(records) = pd.records else {
@@ -55,14 +65,15 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             let mut data = records.to_vec();
             let result = {
                 let mut p = partition.lock();
-                let min_isr = p.log.config.min_insync_replicas;
-                if req.acks == -1 && min_isr > 1 {
-                    // The in-sync replica set of a single-node partition is one replica.
-                    Err((ResponseError::NotEnoughReplicas, Some(format!("min.insync.replicas={min_isr} but the ISR has 1 replica"))))
+                let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
+                if !p.is_leader() {
+                    Err((ResponseError::NotLeaderOrFollower, None))
+                } else if req.acks == -1 && p.isr.len() < min_isr {
+                    Err((ResponseError::NotEnoughReplicas, Some(format!("min.insync.replicas={min_isr} but the ISR has {} replica(s)", p.isr.len()))))
                 } else {
                     let max = p.log.config.max_message_bytes;
                     p.append(&mut data, max, now_ms())
-                        .map(|info| (info, p.log.log_start_offset()))
+                        .map(|info| (info, p.log.log_start_offset(), p.progress(), min_isr))
                         .map_err(|e| {
                             if let crate::partition::AppendError::Storage(err) = &e {
                                 tracing::error!(topic = %topic.name, partition = pd.index, error = %err, "append failed");
@@ -72,10 +83,13 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 }
             };
             match result {
-                Ok((info, log_start)) => {
+                Ok((info, log_start, progress, min_isr)) => {
                     if !info.duplicate {
                         appended = true;
                         b.metrics.produced(&topic.name, info.records, info.bytes);
+                    }
+                    if req.acks == -1 {
+                        waiting.push((responses.len(), parts.len(), progress, info.last_offset, min_isr));
                     }
                     parts.push(
                         PartitionProduceResponse::default()
@@ -97,6 +111,14 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     }
     if appended {
         b.replicas.notify_appended();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
+    for (t, p, rx, last, min_isr) in waiting {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Err(e) = wait_replicated(rx, last, min_isr, left).await {
+            let index = responses[t].partition_responses[p].index;
+            responses[t].partition_responses[p] = partition_error(ctx, index, e, None);
+        }
     }
     ProduceResponse::default().with_responses(responses)
 }

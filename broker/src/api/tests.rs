@@ -15,18 +15,19 @@ use super::{handle, versions, ProtocolError};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
+async fn broker(dir: &std::path::Path) -> Arc<Broker> {
     let pairs: Vec<(String, String)> = [
         ("node.id", "1"),
         ("listeners", "PLAINTEXT://127.0.0.1:0"),
         ("log.dirs", dir.to_str().unwrap()),
         ("offsets.topic.num.partitions", "3"),
         ("group.initial.rebalance.delay.ms", "0"),
+        ("offsets.topic.replication.factor", "1"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    Broker::open(BrokerConfig::from_pairs(&pairs).unwrap()).unwrap()
+    crate::server::start(BrokerConfig::from_pairs(&pairs).unwrap()).await.unwrap().broker
 }
 
 fn s(v: &str) -> StrBytes {
@@ -195,8 +196,8 @@ async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, Protoco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_answers_every_advertised_version() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
-    b.create_topic("t", 1, 1, Default::default(), false).unwrap();
+    let b = broker(dir.path()).await;
+    b.create_topic("t", 1, 1, Default::default()).await.unwrap();
     let mut covered = 0;
     for key in ALL {
         let (min, max) = versions::supported(*key).unwrap();
@@ -219,7 +220,7 @@ async fn every_api_answers_every_advertised_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_api_versions_version_gets_kip_511_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = broker(dir.path()).await;
     let mut f = BytesMut::new();
     f.put_i16(18);
     f.put_i16(99);
@@ -247,8 +248,8 @@ async fn unknown_api_versions_version_gets_kip_511_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_frames_never_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
-    b.create_topic("t", 1, 1, Default::default(), false).unwrap();
+    let b = broker(dir.path()).await;
+    b.create_topic("t", 1, 1, Default::default()).await.unwrap();
     let iterations: usize = std::env::var("FJORD_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let seeds: Vec<Bytes> = ALL
@@ -298,8 +299,8 @@ async fn mutated_frames_never_panic() {
 async fn clients_cannot_write_internal_topics_or_two_batches() {
     use kafka_protocol::protocol::Decodable;
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
-    b.create_topic("t", 1, 1, Default::default(), false).unwrap();
+    let b = broker(dir.path()).await;
+    b.create_topic("t", 1, 1, Default::default()).await.unwrap();
     let one = crate::storage::batch::tests::encode(2, kafka_protocol::records::Compression::None, 1);
     let mut two = one.clone();
     two.extend_from_slice(&one);

@@ -9,7 +9,6 @@
 //! Protocol types other than `consumer` (Kafka Connect's `connect`) are opaque bytes here.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -314,12 +313,19 @@ impl Group {
     }
 }
 
+/// Where a commit waits for replication: the offsets partition's progress and the last
+/// offset written.
+pub type Replication = (tokio::sync::watch::Receiver<crate::partition::Progress>, i64);
+
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     initial_delay: Duration,
     min_session: i32,
     max_session: i32,
     offsets_partitions: i32,
+    /// `__consumer_offsets` partitions this node leads and has loaded: it coordinates
+    /// exactly the groups that hash to them.
+    owned: Mutex<std::collections::HashSet<i32>>,
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -339,18 +345,57 @@ impl GroupCoordinator {
             min_session: config.group_min_session_timeout_ms,
             max_session: config.group_max_session_timeout_ms,
             offsets_partitions: config.offsets_topic_num_partitions,
+            owned: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
-    /// Rebuild committed offsets from `__consumer_offsets`, then start the ticker.
-    pub fn load(&self, broker: &Arc<Broker>) -> Result<()> {
-        let mut groups = self.groups.lock();
+    /// The offsets partition a group's state lives in.
+    pub fn partition_of(&self, group_id: &str) -> i32 {
+        offsets::partition_for(group_id, self.offsets_partitions)
+    }
+
+    /// Whether this node coordinates `group_id` now.
+    pub fn check(&self, group_id: &str) -> Result<(), ResponseError> {
+        if self.owned.lock().contains(&self.partition_of(group_id)) {
+            Ok(())
+        } else {
+            Err(ResponseError::NotCoordinator)
+        }
+    }
+
+    /// This node became leader of offsets partition `p`: rebuild the committed offsets of
+    /// its groups from the log (up to its end: as leader, its log is the truth).
+    pub fn load_partition(&self, broker: &Broker, p: i32) {
+        match self.read_partition(broker, p) {
+            Ok(loaded) => {
+                let mut groups = self.groups.lock();
+                groups.retain(|id, _| self.partition_of(id) != p);
+                let n = loaded.len();
+                groups.extend(loaded);
+                self.owned.lock().insert(p);
+                tracing::info!(partition = p, groups = n, "loaded consumer groups");
+            }
+            Err(e) => tracing::error!(partition = p, error = %e, "loading consumer groups failed"),
+        }
+    }
+
+    /// Leadership of offsets partition `p` moved away: forget its groups (members rejoin
+    /// at the new coordinator).
+    pub fn unload_partition(&self, p: i32) {
+        if self.owned.lock().remove(&p) {
+            self.groups.lock().retain(|id, _| self.partition_of(id) != p);
+            tracing::info!(partition = p, "unloaded consumer groups");
+        }
+    }
+
+    fn read_partition(&self, broker: &Broker, p: i32) -> Result<HashMap<String, Group>> {
+        let mut groups: HashMap<String, Group> = HashMap::new();
         let mut loaded = 0usize;
-        for p in 0..self.offsets_partitions {
-            let Some(part) = broker.replicas.get(OFFSETS_TOPIC, p) else { continue };
+        {
+            let Some(part) = broker.replicas.get(OFFSETS_TOPIC, p) else { return Ok(groups) };
             let part = part.lock();
             let mut offset = part.log.log_start_offset();
-            let end = part.high_watermark();
+            let end = part.log.log_end_offset();
             while offset < end {
                 let r = match part.log.read(offset, 1 << 20, end)? {
                     Ok(r) if !r.bytes.is_empty() => r,
@@ -391,8 +436,8 @@ impl GroupCoordinator {
             }
         }
         groups.retain(|_, g| !g.offsets.is_empty());
-        tracing::info!(groups = groups.len(), records = loaded, "loaded committed offsets");
-        Ok(())
+        tracing::debug!(partition = p, records = loaded, "read committed offsets");
+        Ok(groups)
     }
 
     /// Expire sessions and finish rebalances whose time is up. Called every 100 ms.
@@ -712,40 +757,42 @@ impl GroupCoordinator {
         member: &str,
         instance_id: Option<&str>,
         entries: Vec<(String, i32, CommittedOffset)>,
-    ) -> Result<(), ResponseError> {
+    ) -> Result<Option<Replication>, ResponseError> {
         if group_id.is_empty() || group_id.len() > MAX_NAME_LEN {
             return Err(ResponseError::InvalidGroupId);
         }
         if entries.iter().any(|(_, _, c)| c.metadata.len() > MAX_OFFSET_METADATA) {
             return Err(ResponseError::OffsetMetadataTooLarge);
         }
+        self.check(group_id)?;
         self.check_commit(group_id, generation, member, instance_id)?;
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let records: Vec<(Bytes, Option<Bytes>)> = entries
             .iter()
             .map(|(t, p, c)| (offsets::encode_key(group_id, t, *p), Some(offsets::encode_value(c))))
             .collect();
-        self.append_offsets(broker, group_id, &records)?;
+        let wait = self.append_offsets(broker, group_id, &records)?;
         let mut groups = self.groups.lock();
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
         for (t, p, c) in entries {
             g.offsets.insert((t, p), c);
         }
-        Ok(())
+        Ok(Some(wait))
     }
 
-    fn append_offsets(&self, broker: &Broker, group_id: &str, records: &[(Bytes, Option<Bytes>)]) -> Result<(), ResponseError> {
+    fn append_offsets(&self, broker: &Broker, group_id: &str, records: &[(Bytes, Option<Bytes>)]) -> Result<Replication, ResponseError> {
         let p = offsets::partition_for(group_id, self.offsets_partitions);
-        let part = broker.replicas.get(OFFSETS_TOPIC, p).ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let part = broker.replicas.get(OFFSETS_TOPIC, p).ok_or(ResponseError::NotCoordinator)?;
         let mut batch = offsets::encode_batch(records, now_ms());
         let mut part = part.lock();
-        part.append(&mut batch, usize::MAX, now_ms()).map_err(|e| {
+        let info = part.append(&mut batch, usize::MAX, now_ms()).map_err(|e| {
             tracing::error!(group = group_id, error = %e, "writing offsets failed");
-            ResponseError::CoordinatorNotAvailable
+            ResponseError::NotCoordinator
         })?;
-        Ok(())
+        broker.replicas.notify_appended();
+        Ok((part.progress(), info.last_offset))
     }
 
     /// Committed offsets of a group: all of them, or the given partitions.
@@ -754,6 +801,7 @@ impl GroupCoordinator {
     }
 
     pub fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
+        self.check(group_id)?;
         let keys: Vec<(String, i32)> = {
             let groups = self.groups.lock();
             let g = groups.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
@@ -824,6 +872,7 @@ impl GroupCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn coordinator(delay_ms: u64) -> GroupCoordinator {
         let mut cfg = BrokerConfig::from_pairs(&[("node.id".into(), "1".into())]).unwrap();

@@ -176,6 +176,83 @@ impl Log {
         Ok((first, self.log_end_offset - 1))
     }
 
+    /// Append batches copied from the leader as they are: offsets and leader epochs were
+    /// assigned there, and must continue this log exactly.
+    pub fn append_replica(&mut self, batches: &[u8], ranges: &[(std::ops::Range<usize>, BatchHeader)], now_ms: i64) -> Result<()> {
+        for (range, h) in ranges {
+            anyhow::ensure!(
+                h.base_offset == self.log_end_offset,
+                "replicated batch at offset {} does not continue the log end offset {}",
+                h.base_offset,
+                self.log_end_offset
+            );
+            let b = &batches[range.clone()];
+            self.maybe_roll(b.len(), now_ms)?;
+            self.active().append(b, h, now_ms)?;
+            if self.epochs.last().is_none_or(|e| h.partition_leader_epoch > e.0) {
+                self.epochs.push((h.partition_leader_epoch, h.base_offset));
+            }
+            self.log_end_offset = h.next_offset();
+            self.unflushed_messages += h.records_count as i64;
+        }
+        Ok(())
+    }
+
+    /// Drop every batch at or after `offset` (a divergent tail after a leader change).
+    /// Below the log start offset the log is emptied and restarts at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        if offset >= self.log_end_offset {
+            return Ok(());
+        }
+        let interval = self.config.index_interval;
+        let doomed: Vec<i64> = self.segments.range(offset.max(0) + 1..).map(|(b, _)| *b).collect();
+        for base in doomed {
+            self.segments.remove(&base).unwrap().delete()?;
+        }
+        if offset < self.log_start_offset || self.segments.is_empty() {
+            for (_, seg) in std::mem::take(&mut self.segments) {
+                seg.delete()?;
+            }
+            self.segments.insert(offset, Segment::create(&self.dir, offset, interval)?);
+            self.log_start_offset = offset;
+            std::fs::write(self.dir.join(LOG_START_FILE), offset.to_string())?;
+        } else {
+            let (&base, _) = self.segments.iter().next_back().unwrap();
+            let seg = self.segments.remove(&base).unwrap();
+            self.segments.insert(base, seg.truncate_to(&self.dir, offset)?);
+        }
+        self.log_end_offset = self.segments.values().next_back().unwrap().next_offset;
+        let leo = self.log_end_offset;
+        self.epochs.retain(|e| e.1 < leo);
+        Ok(())
+    }
+
+    /// Empty the log and start it at `offset` (a follower behind its leader's log start).
+    pub fn restart_at(&mut self, offset: i64) -> Result<()> {
+        for (_, seg) in std::mem::take(&mut self.segments) {
+            seg.delete()?;
+        }
+        self.segments.insert(offset, Segment::create(&self.dir, offset, self.config.index_interval)?);
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        self.epochs.clear();
+        std::fs::write(self.dir.join(LOG_START_FILE), offset.to_string())?;
+        Ok(())
+    }
+
+    /// Every batch header from the log start, in order (rebuilding producer state).
+    pub fn for_each_header(&self, f: &mut dyn FnMut(&BatchHeader)) -> Result<()> {
+        for seg in self.segments.values() {
+            seg.for_each_header(f)?;
+        }
+        Ok(())
+    }
+
+    /// The latest leader epoch written, and the offset it started at.
+    pub fn latest_epoch(&self) -> Option<(i32, i64)> {
+        self.epochs.last().copied()
+    }
+
     pub fn flush(&mut self) -> Result<()> {
         self.active().sync()?;
         self.unflushed_messages = 0;
@@ -430,6 +507,33 @@ mod tests {
         log.apply_retention(0).unwrap();
         assert!(log.size_bytes() <= 400 + 200);
         assert!(log.log_start_offset() > 0);
+    }
+
+    #[test]
+    fn replica_append_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = Log::open(&dir.path().join("l"), cfg(300)).unwrap().0;
+        let mut follower = Log::open(&dir.path().join("f"), cfg(300)).unwrap().0;
+        for i in 0..10 {
+            let mut b = encode(3, Compression::None, i);
+            let r = split_batches(&b, 1 << 20).unwrap();
+            leader.append(&mut b, &r, (i / 5) as i32, i).unwrap();
+        }
+        let data = leader.read(0, 1 << 20, 30).unwrap().unwrap().bytes;
+        let ranges = split_batches(&data, 1 << 20).unwrap();
+        follower.append_replica(&data, &ranges, 0).unwrap();
+        assert_eq!(follower.log_end_offset(), 30);
+        assert_eq!(follower.end_offset_for_epoch(0), (0, 15));
+        assert!(follower.append_replica(&data, &ranges, 0).is_err(), "a gap or overlap is refused");
+        follower.truncate_to(15).unwrap();
+        assert_eq!(follower.log_end_offset(), 15);
+        assert_eq!(follower.latest_epoch(), Some((0, 0)));
+        let mut n = 0;
+        follower.for_each_header(&mut |_| n += 1).unwrap();
+        assert_eq!(n, 5);
+        drop(follower);
+        let follower = Log::open(&dir.path().join("f"), cfg(300)).unwrap().0;
+        assert_eq!(follower.log_end_offset(), 15);
     }
 
     #[test]

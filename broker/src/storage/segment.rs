@@ -236,6 +236,28 @@ impl Segment {
         Ok(None)
     }
 
+    /// Cut the segment before the batch holding `offset` (a follower dropping a divergent
+    /// tail); the indexes are rebuilt from what remains.
+    pub fn truncate_to(self, dir: &Path, offset: i64) -> Result<Segment> {
+        let Some((pos, _)) = self.find_batch(offset)? else { return Ok(self) };
+        self.file.set_len(pos)?;
+        self.file.sync_all()?;
+        let (base, interval) = (self.base_offset, self.index_interval);
+        drop(self);
+        Segment::open(dir, base, interval, true, &mut |_| {})
+    }
+
+    /// Every batch header, in order.
+    pub fn for_each_header(&self, f: &mut dyn FnMut(&BatchHeader)) -> Result<()> {
+        let mut pos = 0;
+        while pos + HEADER_LEN as u64 <= self.size {
+            let h = self.header_at(pos)?;
+            f(&h);
+            pos += h.total_len() as u64;
+        }
+        Ok(())
+    }
+
     pub fn sync(&mut self) -> Result<()> {
         self.file.sync_data()?;
         self.index.sync()?;

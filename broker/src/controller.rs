@@ -1,0 +1,164 @@
+//! The active controller: the node that leads the metadata quorum also decides what only
+//! a live view can decide. Brokers heartbeat to it; it registers them, unfences them once
+//! they have caught up with the metadata log, and fences the ones that stop heartbeating
+//! (the image then elects new leaders from the ISR, see `metadata::image`). On a
+//! controlled shutdown it moves leadership away before the broker exits.
+//!
+//! Every decision is a command in the Raft log, so a new controller carries on from the
+//! image; only the heartbeat clocks are in memory, and a new controller restarts them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::metadata::{BrokerMeta, Command};
+
+/// Messages brokers send the active controller over the quorum transport.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Heartbeat(Heartbeat),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub broker: BrokerMeta,
+    /// The registration epoch this process got (0 before its first registration).
+    pub epoch: u64,
+    /// The metadata log index this broker has applied.
+    pub applied: u64,
+    pub want_shutdown: bool,
+    /// Brokers whose replica fetch connection was refused recently (process gone).
+    pub unreachable: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Heartbeat { epoch: u64, fenced: bool, shutdown_ready: bool, controller_applied: u64 },
+    NotController,
+    Error(String),
+}
+
+pub struct Controller {
+    session_timeout: Duration,
+    heartbeat_interval: Duration,
+    last_heartbeat: Mutex<HashMap<i32, Instant>>,
+    unreachable_reports: Mutex<HashMap<i32, Instant>>,
+    /// When this node last became the active controller.
+    active_since: Mutex<Option<Instant>>,
+}
+
+impl Controller {
+    pub fn new(config: &BrokerConfig) -> Self {
+        Controller {
+            session_timeout: Duration::from_millis(config.session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+            last_heartbeat: Mutex::new(HashMap::new()),
+            unreachable_reports: Mutex::new(HashMap::new()),
+            active_since: Mutex::new(None),
+        }
+    }
+
+    pub fn is_active(&self, broker: &Broker) -> bool {
+        broker.metadata.quorum().is_some_and(|q| q.is_leader())
+    }
+
+    pub async fn handle(&self, broker: &Arc<Broker>, req: Request) -> Reply {
+        if !self.is_active(broker) {
+            return Reply::NotController;
+        }
+        match req {
+            Request::Heartbeat(hb) => match self.heartbeat(broker, hb).await {
+                Ok(r) => r,
+                Err(e) => Reply::Error(format!("{e:?}")),
+            },
+        }
+    }
+
+    async fn heartbeat(&self, broker: &Arc<Broker>, hb: Heartbeat) -> Result<Reply, kafka_protocol::error::ResponseError> {
+        let id = hb.broker.id;
+        self.last_heartbeat.lock().insert(id, Instant::now());
+        {
+            let mut reports = self.unreachable_reports.lock();
+            for r in &hb.unreachable {
+                reports.insert(*r, Instant::now());
+            }
+        }
+        let md = &broker.metadata;
+        let same = |b: &BrokerMeta| b.endpoints == hb.broker.endpoints && b.rack == hb.broker.rack && b.http == hb.broker.http;
+        let registered = md.broker(id).filter(|b| b.epoch == hb.epoch && hb.epoch != 0 && same(b));
+        let reg = match registered {
+            Some(b) => b,
+            None => {
+                md.write(&Command::RegisterBroker { broker: hb.broker.clone() }).await?;
+                let b = md.broker(id).expect("just registered");
+                tracing::info!(broker = id, epoch = b.epoch, "registered broker");
+                return Ok(self.reply(broker, &b, false));
+            }
+        };
+        if hb.want_shutdown {
+            if !reg.fenced {
+                md.write(&Command::ControlledShutdown { id }).await?;
+                tracing::info!(broker = id, "controlled shutdown: leadership moved away");
+            }
+            let b = md.broker(id).expect("registered");
+            return Ok(self.reply(broker, &b, true));
+        }
+        // Unfence once it has applied its own registration: it then knows every
+        // partition's state as of then, and fetches the rest like any follower.
+        if reg.fenced && hb.applied >= reg.epoch {
+            md.write(&Command::Unfence { id }).await?;
+            tracing::info!(broker = id, "unfenced broker");
+        }
+        let b = md.broker(id).expect("registered");
+        Ok(self.reply(broker, &b, false))
+    }
+
+    fn reply(&self, broker: &Broker, b: &BrokerMeta, shutdown: bool) -> Reply {
+        let led = shutdown
+            && broker.metadata.read(|img| img.topics.values().any(|t| t.assignment.iter().any(|p| p.leader == b.id)));
+        Reply::Heartbeat { epoch: b.epoch, fenced: b.fenced, shutdown_ready: shutdown && b.fenced && !led, controller_applied: broker.metadata.applied_index() }
+    }
+
+    /// Fence brokers whose session expired. Runs every few hundred ms on every node;
+    /// does something only on the active controller.
+    pub async fn check_sessions(&self, broker: &Arc<Broker>) {
+        if !self.is_active(broker) {
+            *self.active_since.lock() = None;
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.active_since.lock().get_or_insert(now);
+        let live: Vec<i32> = broker.metadata.read(|img| img.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect());
+        let mut doomed = Vec::new();
+        {
+            let mut last = self.last_heartbeat.lock();
+            let reports = self.unreachable_reports.lock();
+            for id in live {
+                // A new controller gives every broker a full session from its start.
+                let seen = (*last.entry(id).or_insert(since)).max(since);
+                let silent = now.duration_since(seen);
+                let refused = reports.get(&id).is_some_and(|t| now.duration_since(*t) < self.session_timeout);
+                // A refused connection means the process is gone: two missed heartbeats
+                // then suffice, instead of the whole session.
+                if silent > self.session_timeout || (refused && silent > self.heartbeat_interval * 2) {
+                    doomed.push((id, silent, refused));
+                }
+            }
+        }
+        for (id, silent, refused) in doomed {
+            tracing::warn!(broker = id, silent_ms = silent.as_millis() as u64, refused, "fencing broker: no heartbeat");
+            if let Err(e) = broker.metadata.write(&Command::Fence { id }).await {
+                tracing::warn!(broker = id, error = ?e, "fencing failed");
+            }
+        }
+        if broker.metadata.cluster_id().is_empty() {
+            let id = broker.config.cluster_id.clone().unwrap_or_else(crate::metadata::random_cluster_id);
+            let _ = broker.metadata.write(&Command::SetClusterId { id }).await;
+        }
+    }
+}

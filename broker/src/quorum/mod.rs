@@ -1,0 +1,473 @@
+//! Raft metadata quorum on openraft 0.9: durable log, snapshotting state machine adapter
+//! around an opaque `Machine`, and a small TCP transport that also carries application RPCs.
+
+mod log_store;
+mod membership;
+mod network;
+mod state_machine;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use log_store::{LogReader, LogStore};
+use membership::Core;
+use network::{CallError, NetFactory, Pool, Request, Response, Service, WriteReply};
+use state_machine::StateMachine;
+use types::{Cmd, Raft};
+
+pub struct QuorumConfig {
+    pub node_id: u64,
+    /// Voters: node id -> "host:port" of its quorum (controller) listener. Fixed at bootstrap.
+    pub voters: BTreeMap<u64, String>,
+    /// Where this node binds its quorum RPC listener (voters and learners both have one).
+    pub listen: std::net::SocketAddr,
+    /// "host:port" other nodes use to reach this node's quorum listener.
+    pub advertised: String,
+    /// Durable state (vote, log, snapshot) lives here; created if missing.
+    pub dir: std::path::PathBuf,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Build a snapshot (and purge the log before it) after this many applied entries.
+    pub snapshot_every: u64,
+}
+
+/// The replicated state machine, as bytes in and out.
+pub trait Machine: Send + Sync + 'static {
+    /// Apply one committed command (in log order, once each per process lifetime; after a
+    /// restart replay starts from the last snapshot). Returns the bytes handed to the writer.
+    fn apply(&self, index: u64, command: &[u8]) -> Vec<u8>;
+    /// Serialize the whole state (called to build a snapshot).
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replace the whole state with a snapshot.
+    fn restore(&self, snapshot: &[u8]) -> anyhow::Result<()>;
+}
+
+/// Application RPCs that ride on the quorum transport.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, from: u64, request: Vec<u8>) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("no leader is known")]
+    NoLeader,
+    #[error("timed out")]
+    Timeout,
+    #[error("node {0} is not a known quorum member")]
+    UnknownNode(u64),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("remote error: {0}")]
+    Remote(String),
+    #[error("quorum stopped: {0}")]
+    Fatal(String),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuorumStatus {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub committed: u64,
+    pub applied: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// On the leader: matched log index per follower/learner (None when unknown).
+    pub replication: BTreeMap<u64, Option<u64>>,
+}
+
+pub struct Quorum {
+    id: u64,
+    voters: BTreeMap<u64, String>,
+    core: Arc<Core>,
+    pool: Arc<Pool>,
+    log: LogReader,
+    leader_rx: watch::Receiver<Option<u64>>,
+    applied_rx: watch::Receiver<u64>,
+    stop_tx: watch::Sender<bool>,
+    /// Random per process start, so write ids never repeat across restarts.
+    incarnation: u64,
+    next_write: AtomicU64,
+    server: Mutex<Option<JoinHandle<()>>>,
+    leader_task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    log_closed: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Quorum {
+    /// Open durable state, bind the listener, start openraft. See `membership::bootstrap` for how a voter
+    /// with empty storage forms the cluster. A node not in `voters` is a learner and keeps
+    /// asking to be added until it is a member.
+    pub async fn start(
+        cfg: QuorumConfig,
+        machine: Arc<dyn Machine>,
+        handler: Arc<dyn Handler>,
+    ) -> anyhow::Result<Arc<Quorum>> {
+        anyhow::ensure!(!cfg.voters.is_empty(), "quorum needs at least one voter");
+        anyhow::ensure!(cfg.snapshot_every > 0, "snapshot_every must be positive");
+        let raft_cfg = Config {
+            cluster_name: "fjord-metadata".into(),
+            election_timeout_min: cfg.election_timeout_min_ms,
+            election_timeout_max: cfg.election_timeout_max_ms,
+            heartbeat_interval: cfg.heartbeat_interval_ms,
+            // The default is sized for chunked transfer; ours is one frame of up to 64 MiB.
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            // A short tail lets a slightly lagging follower catch up from the log, not a snapshot.
+            max_in_snapshot_log_to_keep: (cfg.snapshot_every / 2).min(256),
+            ..Default::default()
+        }
+        .validate()?;
+
+        // Bind first so a busy port fails before any state is touched.
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let (log, log_closed) = LogStore::open(&cfg.dir)?;
+        let log_reader = log.reader();
+        let (applied_tx, applied_rx) = watch::channel(0);
+        let sm = StateMachine::open(&cfg.dir, machine, applied_tx)?;
+        let pool = Arc::new(Pool::default());
+        let net = NetFactory {
+            id: cfg.node_id,
+            pool: pool.clone(),
+        };
+        let raft = Raft::new(cfg.node_id, Arc::new(raft_cfg), net, log, sm).await?;
+
+        let core = Arc::new(Core {
+            id: cfg.node_id,
+            raft: raft.clone(),
+            handler,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(network::serve(listener, core.clone(), stop_rx.clone()));
+        let (leader_tx, leader_rx) = watch::channel(None);
+        let leader_task = tokio::spawn(watch_leader(raft.clone(), leader_tx));
+        let incarnation = {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(cfg.node_id);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos(),
+            );
+            h.finish()
+        };
+        let q = Arc::new(Quorum {
+            id: cfg.node_id,
+            voters: cfg.voters.clone(),
+            core,
+            pool,
+            log: log_reader,
+            leader_rx,
+            applied_rx,
+            stop_tx,
+            incarnation,
+            next_write: AtomicU64::new(0),
+            server: Mutex::new(Some(server)),
+            leader_task: Mutex::new(Some(leader_task)),
+            tasks: Mutex::new(Vec::new()),
+            log_closed: Mutex::new(Some(log_closed)),
+        });
+
+        let is_voter = cfg.voters.contains_key(&cfg.node_id);
+        if is_voter {
+            let probe_timeout = Duration::from_millis(cfg.election_timeout_min_ms);
+            let res = membership::bootstrap(q.id, &q.voters, &raft, &q.pool, probe_timeout).await;
+            if let Err(e) = res {
+                q.shutdown().await;
+                return Err(e);
+            }
+        } else {
+            let join = membership::join_loop(
+                cfg.node_id,
+                cfg.advertised,
+                cfg.voters,
+                raft,
+                q.pool.clone(),
+                stop_rx,
+            );
+            q.tasks.lock().push(tokio::spawn(join));
+        }
+        tracing::info!(node = cfg.node_id, listen = %cfg.listen, voter = is_voter, "quorum started");
+        Ok(q)
+    }
+
+    /// Replicate and apply `command`; returns Machine::apply's output once committed.
+    /// Forwards to the leader and retries across leader changes until `timeout`. Each command
+    /// carries a unique id, so a resend after an ambiguous failure is applied at most once.
+    pub async fn write(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, QuorumError> {
+        let deadline = Instant::now() + timeout;
+        let cmd = Cmd {
+            id: Some((
+                self.incarnation,
+                self.next_write.fetch_add(1, Ordering::Relaxed),
+            )),
+            data: command,
+        };
+        let mut leader_rx = self.leader_rx.clone();
+        // A leader named by the node we just tried, which may know better than we do.
+        let mut hint: Option<u64> = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let hinted = hint.is_some();
+            let leader = hint.take().or(*leader_rx.borrow_and_update());
+            if remaining.is_zero() {
+                return Err(if leader.is_none() {
+                    QuorumError::NoLeader
+                } else {
+                    QuorumError::Timeout
+                });
+            }
+            let Some(leader) = leader else {
+                let _ = tokio::time::timeout(remaining, leader_rx.changed()).await;
+                continue;
+            };
+            let reply = if leader == self.id {
+                self.core.local_write(cmd.clone(), remaining).await
+            } else {
+                let Some(addr) = self.addr_of(leader) else {
+                    return Err(QuorumError::UnknownNode(leader));
+                };
+                let req = Request::Write {
+                    cmd: cmd.clone(),
+                    timeout_ms: remaining.as_millis() as u64,
+                };
+                match self.pool.call(&addr, &req, remaining).await {
+                    Ok(Response::Write(r)) => r,
+                    Ok(_) => WriteReply::Err("unexpected response".into()),
+                    Err(CallError::Timeout) => WriteReply::Timeout,
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "forwarded write failed; retrying");
+                        WriteReply::NotLeader(None)
+                    }
+                }
+            };
+            match reply {
+                WriteReply::Ok(r) => return Ok(r.0),
+                WriteReply::Timeout => return Err(QuorumError::Timeout),
+                WriteReply::Err(e) if leader == self.id => return Err(QuorumError::Fatal(e)),
+                // Follow one hint, not a chain: two nodes naming each other must not spin.
+                WriteReply::NotLeader(Some(l)) if l != leader && !hinted => hint = Some(l),
+                // A remote failure (e.g. the leader shutting down) or a stale leader: wait a
+                // moment for news of a new leader, then resend.
+                WriteReply::Err(_) | WriteReply::NotLeader(_) => {
+                    let pause = remaining.min(Duration::from_millis(50));
+                    let _ = tokio::time::timeout(pause, leader_rx.changed()).await;
+                }
+            }
+        }
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        *self.leader_rx.borrow()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.core.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Index of the last entry applied to the local Machine (advances on every node).
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied_rx.clone()
+    }
+
+    /// Changes whenever the known leader changes.
+    pub fn leader_watch(&self) -> watch::Receiver<Option<u64>> {
+        self.leader_rx.clone()
+    }
+
+    /// An application RPC to node `target` (voter or learner), answered by its Handler.
+    /// Delivery is at-least-once in a rare case (see `Pool::call`): keep handlers idempotent.
+    pub async fn call(
+        &self,
+        target: u64,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
+        self.call_app(target, request, timeout)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// The same, to whichever node is leader now; returns (leader id, response). Retries only
+    /// while there is no leader or it cannot be connected to; an error after the request may
+    /// have been delivered is returned, not retried.
+    pub async fn call_leader(
+        &self,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<u8>), QuorumError> {
+        let deadline = Instant::now() + timeout;
+        let mut leader_rx = self.leader_rx.clone();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let leader = *leader_rx.borrow_and_update();
+            if remaining.is_zero() {
+                return Err(if leader.is_none() {
+                    QuorumError::NoLeader
+                } else {
+                    QuorumError::Timeout
+                });
+            }
+            let pause = match leader {
+                None => remaining,
+                Some(l) => match self.call_app(l, request.clone(), remaining).await {
+                    Ok(resp) => return Ok((l, resp)),
+                    Err((_, true)) => remaining.min(Duration::from_millis(50)),
+                    Err((e, false)) => return Err(e),
+                },
+            };
+            let _ = tokio::time::timeout(pause, leader_rx.changed()).await;
+        }
+    }
+
+    /// The error comes with whether the request was certainly not delivered.
+    async fn call_app(
+        &self,
+        target: u64,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, (QuorumError, bool)> {
+        if target == self.id {
+            let fut = self.core.handler.handle(self.id, request);
+            return tokio::time::timeout(timeout, fut)
+                .await
+                .map_err(|_| (QuorumError::Timeout, false));
+        }
+        let addr = self
+            .addr_of(target)
+            .ok_or((QuorumError::UnknownNode(target), false))?;
+        let req = Request::App {
+            from: self.id,
+            body: request,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.pool.call(&addr, &req, timeout).await {
+            Ok(Response::App(body)) => Ok(body),
+            Ok(Response::Error(e)) => Err((QuorumError::Remote(e), false)),
+            Ok(_) => Err((QuorumError::Remote("unexpected response".into()), false)),
+            Err(CallError::Timeout) => Err((QuorumError::Timeout, false)),
+            Err(e @ CallError::Connect(_)) => Err((QuorumError::Transport(e.to_string()), true)),
+            Err(e) => Err((QuorumError::Transport(e.to_string()), false)),
+        }
+    }
+
+    fn addr_of(&self, id: u64) -> Option<String> {
+        let m = self.core.raft.metrics();
+        let from_membership = m
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone());
+        from_membership.or_else(|| self.voters.get(&id).cloned())
+    }
+
+    pub fn status(&self) -> QuorumStatus {
+        let m = self.core.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        QuorumStatus {
+            node_id: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed: self.log.committed().map_or(0, |c| c.index),
+            applied: *self.applied_rx.borrow(),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            replication: m
+                .replication
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(id, _)| *id != self.id)
+                .map(|(id, l)| (id, l.map(|l| l.index)))
+                .collect(),
+        }
+    }
+
+    /// Stop serving, stop openraft, and wait until the log is closed and the listener is
+    /// unbound, so the same directory and port can be reopened right away.
+    pub async fn shutdown(&self) {
+        self.stop_tx.send_replace(true);
+        let server = self.server.lock().take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+        if let Err(e) = self.core.raft.shutdown().await {
+            tracing::warn!(error = %e, "openraft shutdown");
+        }
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        // It publishes `None` once openraft's metrics close, so watchers see the node stop.
+        let leader_task = self.leader_task.lock().take();
+        if let Some(mut t) = leader_task {
+            if tokio::time::timeout(Duration::from_secs(1), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
+        }
+        self.pool.clear();
+        let closed = self.log_closed.lock().take();
+        if let Some(closed) = closed {
+            if tokio::time::timeout(Duration::from_secs(10), closed)
+                .await
+                .is_err()
+            {
+                tracing::warn!("quorum log writer did not stop within 10s");
+            }
+        }
+    }
+}
+
+impl Drop for Quorum {
+    /// Dropping without `shutdown` must not leave openraft and the listener running unowned.
+    fn drop(&mut self) {
+        if self.stop_tx.send_replace(true) {
+            return; // `shutdown` already ran
+        }
+        for t in self.tasks.get_mut().drain(..) {
+            t.abort();
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let raft = self.core.raft.clone();
+            rt.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
+/// Mirror openraft's metrics into a watch that changes only when the leader does.
+async fn watch_leader(raft: Raft, tx: watch::Sender<Option<u64>>) {
+    let mut m = raft.metrics();
+    loop {
+        let leader = m.borrow_and_update().current_leader;
+        tx.send_if_modified(|cur| std::mem::replace(cur, leader) != leader);
+        if m.changed().await.is_err() {
+            tx.send_replace(None);
+            return;
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Followers fetch from leaders with the Kafka Fetch API, as Kafka's replica fetcher does:
+//! one task and one connection per leader broker, fetching every partition this node
+//! follows from it. The request names the follower (replica id) and, per partition, the
+//! last leader epoch it holds; a leader that sees the follower's log diverge from its own
+//! answers with the epoch's end offset and the follower truncates to it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::broker::{now_ms, Broker};
+use crate::partition::Role;
+use crate::replica_manager::PartitionRef;
+
+const FETCH_VERSION: i16 = 12;
+
+#[derive(Default)]
+pub struct FetcherManager {
+    broker: Mutex<Weak<Broker>>,
+    tasks: Mutex<HashMap<i32, JoinHandle<()>>>,
+    refused: Mutex<HashMap<i32, Instant>>,
+}
+
+impl FetcherManager {
+    pub fn attach(&self, b: &Arc<Broker>) {
+        *self.broker.lock() = Arc::downgrade(b);
+    }
+
+    /// Make sure a fetcher runs for `leader`.
+    pub fn ensure(&self, leader: i32) {
+        let Some(b) = self.broker.lock().upgrade() else { return };
+        if leader == b.node_id() {
+            return;
+        }
+        let mut tasks = self.tasks.lock();
+        if tasks.get(&leader).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        tasks.insert(leader, tokio::spawn(run(b, leader)));
+    }
+
+    /// Leaders whose port refused a connection in the last few seconds.
+    pub fn recently_refused(&self) -> Vec<i32> {
+        let mut r = self.refused.lock();
+        r.retain(|_, t| t.elapsed() < Duration::from_secs(5));
+        r.keys().copied().collect()
+    }
+
+    fn note_refused(&self, leader: i32) {
+        self.refused.lock().insert(leader, Instant::now());
+    }
+}
+
+struct Followed {
+    part: PartitionRef,
+    topic: String,
+    index: i32,
+    epoch: i32,
+    fetch_offset: i64,
+}
+
+fn followed(b: &Broker, leader: i32) -> Vec<Followed> {
+    b.replicas
+        .all()
+        .into_iter()
+        .filter_map(|part| {
+            let p = part.lock();
+            (p.role == Role::Follower { leader }).then(|| Followed {
+                topic: p.topic.clone(),
+                index: p.index,
+                epoch: p.leader_epoch,
+                fetch_offset: p.log.log_end_offset(),
+                part: part.clone(),
+            })
+        })
+        .collect()
+}
+
+async fn run(b: Arc<Broker>, leader: i32) {
+    let mut conn: Option<TcpStream> = None;
+    let mut idle_since = Instant::now();
+    let mut correlation = 0i32;
+    loop {
+        if b.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let parts = followed(&b, leader);
+        if parts.is_empty() {
+            if idle_since.elapsed() > Duration::from_secs(5) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        idle_since = Instant::now();
+        if conn.is_none() {
+            let addr = b.metadata.broker(leader).and_then(|m| m.endpoint(&b.config.inter_broker_listener).map(|e| format!("{}:{}", e.host, e.port)));
+            let Some(addr) = addr else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    conn = Some(s);
+                }
+                Ok(Err(e)) => {
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        b.fetchers.note_refused(leader);
+                    }
+                    tracing::debug!(leader, %addr, error = %e, "replica fetcher cannot connect");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(_) => continue,
+            }
+        }
+        correlation = correlation.wrapping_add(1);
+        let req = request(&b, &parts);
+        let wait = Duration::from_millis(b.config.replica_fetch_wait_max_ms.max(0) as u64) + Duration::from_secs(5);
+        let stream = conn.as_mut().expect("connected");
+        let resp = match tokio::time::timeout(wait, round_trip(&b, stream, correlation, &req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(leader, error = %e, "replica fetch failed; reconnecting");
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(leader, "replica fetch timed out; reconnecting");
+                conn = None;
+                continue;
+            }
+        };
+        let backoff = tokio::task::block_in_place(|| apply(&b, leader, &parts, resp));
+        if backoff {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn request(b: &Broker, parts: &[Followed]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for f in parts {
+        let last_epoch = f.part.lock().log.latest_epoch().map(|e| e.0).unwrap_or(-1);
+        let fp = FetchPartition::default()
+            .with_partition(f.index)
+            .with_current_leader_epoch(f.epoch)
+            .with_fetch_offset(f.fetch_offset)
+            .with_last_fetched_epoch(last_epoch)
+            .with_log_start_offset(-1)
+            .with_partition_max_bytes(b.config.replica_fetch_max_bytes);
+        match topics.iter_mut().find(|t| t.topic.as_str() == f.topic) {
+            Some(t) => t.partitions.push(fp),
+            None => topics.push(FetchTopic::default().with_topic(TopicName(StrBytes::from_string(f.topic.clone()))).with_partitions(vec![fp])),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id(BrokerId(b.node_id()))
+        .with_max_wait_ms(b.config.replica_fetch_wait_max_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(b.config.replica_fetch_response_max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+async fn round_trip(b: &Broker, s: &mut TcpStream, correlation: i32, req: &FetchRequest) -> anyhow::Result<FetchResponse> {
+    let hv = ApiKey::Fetch.request_header_version(FETCH_VERSION);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(FETCH_VERSION)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_string(format!("fjord-replica-{}", b.node_id()))));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header.encode(&mut buf, hv)?;
+    req.encode(&mut buf, FETCH_VERSION)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&buf).await?;
+    let n = s.read_i32().await?;
+    anyhow::ensure!((0..=256 << 20).contains(&n), "bad response size {n}");
+    let mut body = vec![0u8; n as usize];
+    s.read_exact(&mut body).await?;
+    let mut bytes = bytes::Bytes::from(body);
+    let h = ResponseHeader::decode(&mut bytes, FetchResponse::header_version(FETCH_VERSION))?;
+    anyhow::ensure!(h.correlation_id == correlation, "correlation id mismatch");
+    let resp = FetchResponse::decode(&mut bytes, FETCH_VERSION)?;
+    if bytes.has_remaining() {
+        tracing::debug!(extra = bytes.remaining(), "trailing bytes in fetch response");
+    }
+    Ok(resp)
+}
+
+/// Apply a fetch response. Returns true when the fetcher should back off (errors only).
+fn apply(b: &Broker, leader: i32, parts: &[Followed], resp: FetchResponse) -> bool {
+    if resp.error_code != 0 {
+        return true;
+    }
+    let mut backoff = false;
+    let now = now_ms();
+    for t in resp.responses {
+        for pd in t.partitions {
+            let Some(f) = parts.iter().find(|f| f.topic == t.topic.as_str() && f.index == pd.partition_index) else { continue };
+            let mut p = f.part.lock();
+            // Metadata may have moved on while the request was in flight.
+            if p.role != (Role::Follower { leader }) || p.leader_epoch != f.epoch || p.log.log_end_offset() != f.fetch_offset {
+                continue;
+            }
+            match ResponseError::try_from_code(pd.error_code) {
+                None => {}
+                Some(ResponseError::OffsetOutOfRange) => {
+                    // Behind the leader's log start (retention ran there): start over at it.
+                    // Ahead of its end cannot happen with epoch checks; truncate to its
+                    // high watermark if it does.
+                    let r = if f.fetch_offset < pd.log_start_offset { p.restart_at(pd.log_start_offset) } else { p.truncate_to(pd.high_watermark.max(0)) };
+                    if let Err(e) = r {
+                        tracing::error!(topic = %f.topic, partition = f.index, error = %e, "resetting replica failed");
+                    }
+                    continue;
+                }
+                Some(e) => {
+                    tracing::debug!(topic = %f.topic, partition = f.index, leader, error = ?e, "replica fetch error");
+                    backoff = true;
+                    continue;
+                }
+            }
+            if pd.diverging_epoch.epoch >= 0 {
+                let (local_epoch, local_end) = p.log.end_offset_for_epoch(pd.diverging_epoch.epoch);
+                let _ = local_epoch;
+                let to = local_end.min(pd.diverging_epoch.end_offset);
+                if let Err(e) = p.truncate_to(to.max(0)) {
+                    tracing::error!(topic = %f.topic, partition = f.index, error = %e, "truncation failed");
+                }
+                continue;
+            }
+            let records = pd.records.unwrap_or_default();
+            match p.append_replica(&records, pd.high_watermark, now) {
+                Ok(_) => {
+                    if !records.is_empty() {
+                        b.metrics.replication_bytes_in.inc_by(records.len() as u64);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(topic = %f.topic, partition = f.index, error = %e, "appending replicated batches failed");
+                    backoff = true;
+                }
+            }
+            if pd.log_start_offset > p.log.log_start_offset() && pd.log_start_offset <= p.log.log_end_offset() {
+                let _ = p.log.advance_start(pd.log_start_offset);
+            }
+        }
+    }
+    backoff
+}

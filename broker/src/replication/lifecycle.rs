@@ -1,0 +1,116 @@
+//! The broker side of membership (Kafka's BrokerLifecycleManager): heartbeat to the active
+//! controller, learn the registration epoch, become ready once unfenced and caught up with
+//! the metadata log, and on shutdown ask the controller to move leadership away first.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::broker::Broker;
+use crate::controller::{Heartbeat, Reply, Request};
+use crate::metadata::{BrokerMeta, Endpoint};
+
+fn me(b: &Broker) -> BrokerMeta {
+    BrokerMeta {
+        id: b.node_id(),
+        endpoints: b
+            .config
+            .advertised_listeners
+            .iter()
+            .map(|l| {
+                let (host, port) = b.advertised(&l.name);
+                Endpoint { name: l.name.clone(), host, port }
+            })
+            .collect(),
+        rack: b.config.broker_rack.clone(),
+        http: b.http_addr.get().map(|a| a.to_string()),
+        fenced: true,
+        epoch: 0,
+        controller: b.config.is_voter(),
+    }
+}
+
+async fn send(b: &Broker, hb: Heartbeat) -> Option<Reply> {
+    let q = b.metadata.quorum()?;
+    let req = serde_json::to_vec(&Request::Heartbeat(hb)).expect("heartbeats serialize");
+    let timeout = Duration::from_millis(b.config.session_timeout_ms);
+    match q.call_leader(req, timeout).await {
+        Ok((_, bytes)) => serde_json::from_slice(&bytes).ok(),
+        Err(e) => {
+            tracing::debug!(error = %e, "heartbeat not delivered");
+            None
+        }
+    }
+}
+
+/// Heartbeat until the process stops.
+pub async fn run(b: Arc<Broker>) {
+    let every = Duration::from_millis(b.config.heartbeat_interval_ms);
+    let mut last_ok = Instant::now();
+    loop {
+        if b.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let hb = Heartbeat {
+            broker: me(&b),
+            epoch: b.broker_epoch.load(Ordering::SeqCst),
+            applied: b.metadata.applied_index(),
+            want_shutdown: false,
+            unreachable: b.fetchers.recently_refused(),
+        };
+        match send(&b, hb).await {
+            Some(Reply::Heartbeat { epoch, fenced, controller_applied, .. }) => {
+                last_ok = Instant::now();
+                b.broker_epoch.store(epoch, Ordering::SeqCst);
+                if !b.caught_up.load(Ordering::SeqCst) && b.metadata.applied_index() >= controller_applied {
+                    tracing::info!(applied = controller_applied, "caught up with the metadata log");
+                    b.caught_up.store(true, Ordering::SeqCst);
+                    super::reconcile_now(&b).await;
+                }
+                let ready = !fenced && b.caught_up.load(Ordering::SeqCst);
+                if ready != b.ready.swap(ready, Ordering::SeqCst) {
+                    tracing::info!(ready, epoch, "broker {}", if ready { "is serving (unfenced)" } else { "is fenced" });
+                }
+                // Right after registering, heartbeat again at once to get unfenced sooner.
+                if fenced {
+                    tokio::time::sleep(every / 5).await;
+                    continue;
+                }
+            }
+            Some(Reply::NotController) | None => {
+                if last_ok.elapsed() > Duration::from_millis(b.config.session_timeout_ms) * 4 {
+                    tracing::warn!(silent_ms = last_ok.elapsed().as_millis() as u64, "no active controller answers heartbeats");
+                    last_ok = Instant::now();
+                }
+                tokio::time::sleep(every / 5).await;
+                continue;
+            }
+            Some(Reply::Error(e)) => tracing::warn!(error = %e, "heartbeat refused"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Controlled shutdown: ask the controller to move this broker's leaderships away, and
+/// wait (bounded) until it has, so producers see a new leader instead of a dead one.
+pub async fn controlled_shutdown(b: &Arc<Broker>) {
+    if !b.config.controlled_shutdown || b.config.voters.len() <= 1 {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let hb = Heartbeat {
+            broker: me(b),
+            epoch: b.broker_epoch.load(Ordering::SeqCst),
+            applied: b.metadata.applied_index(),
+            want_shutdown: true,
+            unreachable: vec![],
+        };
+        if let Some(Reply::Heartbeat { shutdown_ready: true, .. }) = send(b, hb).await {
+            tracing::info!("controlled shutdown complete: this broker leads no partition");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("controlled shutdown did not complete in time; stopping anyway");
+}

@@ -9,6 +9,7 @@ mod broker;
 mod config;
 mod connection;
 mod controller;
+mod dev;
 mod group;
 mod http;
 mod metadata;
@@ -50,13 +51,17 @@ enum Command {
     },
     /// Start a local development cluster and print how to reach it.
     Dev {
+        /// How many nodes (each a broker and a controller).
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
         /// Where the cluster keeps its data.
         #[arg(long, default_value = ".fjord-dev")]
         dir: PathBuf,
-        /// Kafka listener port.
+        /// Kafka listener port of node 1 (node i listens on port+i-1, its controller on
+        /// port+100+i-1).
         #[arg(long, default_value_t = 9092)]
         port: u16,
-        /// HTTP port for /metrics, /health, /ready.
+        /// HTTP port of node 1 for /metrics, /health, /ready (node i: http_port+i-1).
         #[arg(long, default_value_t = 9644)]
         http_port: u16,
         /// Extra key=value broker settings.
@@ -112,7 +117,35 @@ fn run(cli: Cli) -> Result<()> {
             }
             (pairs, false)
         }
-        Command::Dev { dir, port, http_port, overrides } => {
+        Command::Dev { nodes, dir, port, http_port, overrides } if nodes > 1 => {
+            let extra: Vec<(String, String)> = overrides.iter().map(|o| parse_override(o)).collect::<Result<_>>()?;
+            let cluster = dev::DevCluster::start(&dir, nodes, port, http_port, &extra)?;
+            let bootstrap: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", port + i as u16)).collect();
+            println!("Fjord dev cluster is ready ({nodes} nodes).");
+            println!("  bootstrap servers: {}", bootstrap.join(","));
+            let metrics: Vec<String> = (0..nodes).map(|i| format!("http://127.0.0.1:{}/metrics", http_port + i as u16)).collect();
+            println!("  metrics:           {}", metrics.join(" "));
+            println!("  data and logs:     {}", dir.display());
+            println!("Try: kcat -b {} -L     (Ctrl-C stops the cluster)", bootstrap[0]);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s = stop.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                rt.block_on(async {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                });
+                s.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            cluster.supervise(&stop);
+            return Ok(());
+        }
+        Command::Dev { dir, port, http_port, overrides, .. } => {
             let data = dir.join("node-1");
             let mut pairs: Vec<(String, String)> = vec![
                 ("node.id".into(), "1".into()),

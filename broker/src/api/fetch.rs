@@ -51,7 +51,13 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
             if replica >= 0 && first {
                 // A follower's fetch offset is its log end offset: it moves the high
                 // watermark and may bring it back into the ISR.
-                if let Some(isr) = p.record_follower_fetch(replica, fp.fetch_offset, crate::broker::now_ms()) {
+                let hw = p.high_watermark();
+                let join = p.record_follower_fetch(replica, fp.fetch_offset, crate::broker::now_ms());
+                if p.high_watermark() > hw {
+                    // Consumers long-polling at the old high watermark can read now.
+                    b.replicas.notify_appended();
+                }
+                if let Some(isr) = join {
                     drop(p);
                     crate::replication::propose_isr(b, &part, isr);
                     p = part.lock();

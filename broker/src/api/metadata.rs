@@ -120,3 +120,44 @@ pub async fn describe_cluster(ctx: &Ctx<'_>, _req: DescribeClusterRequest) -> De
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }
+
+/// DescribeQuorum through a broker (admin tools' `--bootstrap-server`): the metadata
+/// quorum's leader, epoch and each voter's and observer's progress.
+pub async fn describe_quorum(ctx: &Ctx<'_>, _req: DescribeQuorumRequest) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{Listener, Node, PartitionData, ReplicaState, TopicData};
+    let Some(q) = ctx.broker.metadata.quorum() else {
+        return DescribeQuorumResponse::default().with_error_code(ctx.err(ResponseError::NotController));
+    };
+    let st = q.status();
+    let state = |id: u64| {
+        let leo = if Some(id) == st.leader { Some(st.last_log_index) } else { st.replication.get(&id).copied().flatten() };
+        ReplicaState::default()
+            .with_replica_id(BrokerId(id as i32))
+            .with_log_end_offset(leo.map(|i| i as i64).unwrap_or(-1))
+            .with_last_fetch_timestamp(-1)
+            .with_last_caught_up_timestamp(-1)
+    };
+    let part = PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(st.leader.map(|l| l as i32).unwrap_or(-1)))
+        .with_leader_epoch(st.term as i32)
+        .with_high_watermark(st.committed as i64)
+        .with_current_voters(st.voters.iter().map(|v| state(*v)).collect())
+        .with_observers(st.learners.iter().map(|v| state(*v)).collect());
+    let nodes = ctx.broker.metadata.read(|img| {
+        st.voters
+            .iter()
+            .filter_map(|v| img.brokers.get(&(*v as i32)))
+            .map(|b| {
+                let listeners = b.endpoints.iter().map(|e| Listener::default().with_name(str(&e.name)).with_host(str(&e.host)).with_port(e.port as u16)).collect();
+                Node::default().with_node_id(BrokerId(b.id)).with_listeners(listeners)
+            })
+            .collect()
+    });
+    let resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default().with_topic_name(TopicName(str("__cluster_metadata"))).with_partitions(vec![part])]);
+    if ctx.version >= 2 {
+        resp.with_nodes(nodes)
+    } else {
+        resp
+    }
+}

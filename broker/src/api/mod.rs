@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod groups;
 pub mod metadata;
 pub mod offsets;
+pub mod partitions;
 pub mod produce;
 pub mod producer_id;
 pub mod versions;
@@ -206,6 +207,10 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, l
         OffsetCommit => OffsetCommitRequest => offsets::commit,
         OffsetFetch => OffsetFetchRequest => offsets::fetch,
         InitProducerId => InitProducerIdRequest => producer_id::init,
+        DescribeQuorum => DescribeQuorumRequest => metadata::describe_quorum,
+        ElectLeaders => ElectLeadersRequest => partitions::elect_leaders,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest => partitions::alter_reassignments,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest => partitions::list_reassignments,
     });
     broker.metrics.request_done(api_name, started.elapsed());
     if buf.has_remaining() && out.is_ok() {

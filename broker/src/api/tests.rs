@@ -157,6 +157,22 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
             },
         ),
         ApiKey::SyncGroup => frame(key, v, &SyncGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m"))),
+        ApiKey::DescribeQuorum => frame(key, v, &DescribeQuorumRequest::default()),
+        ApiKey::ElectLeaders => frame(
+            key,
+            v,
+            &ElectLeadersRequest::default().with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default().with_topic(topic).with_partitions(vec![0])])),
+        ),
+        ApiKey::AlterPartitionReassignments => frame(
+            key,
+            v,
+            &AlterPartitionReassignmentsRequest::default().with_allow_replication_factor_change(true).with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(topic)
+                    .with_partitions(vec![alter_partition_reassignments_request::ReassignablePartition::default().with_partition_index(0).with_replicas(Some(vec![BrokerId(1)]))]),
+            ]),
+        ),
+        ApiKey::ListPartitionReassignments => frame(key, v, &ListPartitionReassignmentsRequest::default()),
         _ => return None,
     })
 }
@@ -187,6 +203,10 @@ const ALL: &[ApiKey] = &[
     ApiKey::AlterConfigs,
     ApiKey::DeleteGroups,
     ApiKey::DeleteTopics,
+    ApiKey::DescribeQuorum,
+    ApiKey::ElectLeaders,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {
@@ -301,6 +321,7 @@ async fn clients_cannot_write_internal_topics_or_two_batches() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path()).await;
     b.create_topic("t", 1, 1, Default::default()).await.unwrap();
+    b.ensure_offsets_topic().await.unwrap();
     let one = crate::storage::batch::tests::encode(2, kafka_protocol::records::Compression::None, 1);
     let mut two = one.clone();
     two.extend_from_slice(&one);

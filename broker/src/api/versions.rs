@@ -34,6 +34,10 @@ const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::DeleteGroups, 0, 2, "delete_groups"),
     (ApiKey::IncrementalAlterConfigs, 0, 1, "incremental_alter_configs"),
     (ApiKey::DescribeCluster, 0, 1, "describe_cluster"),
+    (ApiKey::ElectLeaders, 0, 2, "elect_leaders"),
+    (ApiKey::AlterPartitionReassignments, 0, 1, "alter_partition_reassignments"),
+    (ApiKey::ListPartitionReassignments, 0, 0, "list_partition_reassignments"),
+    (ApiKey::DescribeQuorum, 0, 2, "describe_quorum"),
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {

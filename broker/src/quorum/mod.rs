@@ -286,17 +286,20 @@ impl Quorum {
     }
 
     /// Index of the last entry applied to the local Machine (advances on every node).
+    #[allow(dead_code)] // quorum API; the broker uses call_leader and MetadataStore's own watch
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.applied_rx.clone()
     }
 
     /// Changes whenever the known leader changes.
+    #[allow(dead_code)] // quorum API; the broker uses call_leader and MetadataStore's own watch
     pub fn leader_watch(&self) -> watch::Receiver<Option<u64>> {
         self.leader_rx.clone()
     }
 
     /// An application RPC to node `target` (voter or learner), answered by its Handler.
     /// Delivery is at-least-once in a rare case (see `Pool::call`): keep handlers idempotent.
+    #[allow(dead_code)] // quorum API; the broker uses call_leader and MetadataStore's own watch
     pub async fn call(
         &self,
         target: u64,

@@ -519,9 +519,13 @@ mod tests {
             let r = split_batches(&b, 1 << 20).unwrap();
             leader.append(&mut b, &r, (i / 5) as i32, i).unwrap();
         }
-        let data = leader.read(0, 1 << 20, 30).unwrap().unwrap().bytes;
+        let mut data = Vec::new();
+        while follower.log_end_offset() < 30 {
+            data = leader.read(follower.log_end_offset(), 1 << 20, 30).unwrap().unwrap().bytes;
+            let ranges = split_batches(&data, 1 << 20).unwrap();
+            follower.append_replica(&data, &ranges, 0).unwrap();
+        }
         let ranges = split_batches(&data, 1 << 20).unwrap();
-        follower.append_replica(&data, &ranges, 0).unwrap();
         assert_eq!(follower.log_end_offset(), 30);
         assert_eq!(follower.end_offset_for_epoch(0), (0, 15));
         assert!(follower.append_replica(&data, &ranges, 0).is_err(), "a gap or overlap is refused");

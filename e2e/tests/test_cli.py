@@ -67,22 +67,35 @@ fjord.http.listen=127.0.0.1:{http}
     assert proc.returncode == 0, out
 
 
-def test_dev_prints_bootstrap_and_metrics_url(tmp_path):
+def test_dev_starts_a_three_node_cluster(tmp_path):
+    """`fjord dev` is three nodes, each broker and controller: RF 3 and min ISR 2 by default."""
+    from kclients import admin
     port, http = free_port(), free_port()
     proc = subprocess.Popen([FJORD, "dev", "--port", str(port), "--http-port", str(http)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
         text = "".join(lines)
-        assert f"127.0.0.1:{port}" in text, text
-        m = re.search(r"http://\S+/metrics", text)
-        assert m, text
-        bootstrap = f"127.0.0.1:{port}"
-        topic = create_topic(bootstrap, unique("dev"), 1)
-        produce(bootstrap, topic, ["hello"])
-        status, body = http_get(m.group(0))
-        assert status == 200 and "fjord_topic_records_in_total" in body
-        assert (tmp_path / ".fjord-dev").is_dir(), "dev keeps its data in ./.fjord-dev"
+        assert "3 nodes" in text, text
+        bootstrap = f"127.0.0.1:{port},127.0.0.1:{port + 1},127.0.0.1:{port + 2}"
+        assert bootstrap in text, text
+        urls = re.findall(r"http://\S+/metrics", text)
+        assert len(urls) == 3, text
+        md = admin(bootstrap).list_topics(timeout=10)
+        assert sorted(md.brokers) == [1, 2, 3]
+        topic = unique("dev")
+        produce(bootstrap, topic, ["hello"])  # auto-created with the dev defaults
+        md = admin(bootstrap).list_topics(topic, timeout=10)
+        part = md.topics[topic].partitions[0]
+        assert sorted(part.replicas) == [1, 2, 3] and sorted(part.isrs) == [1, 2, 3], part
+        total = 0
+        for u in urls:
+            status, body = http_get(u)
+            assert status == 200
+            total += sum(float(l.split()[-1]) for l in body.splitlines()
+                         if l.startswith("fjord_topic_records_in_total") and topic in l)
+        assert total == 1, "the leader counted the record once"
+        assert (tmp_path / ".fjord-dev" / "node-1").is_dir(), "dev keeps its data in ./.fjord-dev"
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(20)
+        assert proc.wait(30) == 0

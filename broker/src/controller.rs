@@ -50,6 +50,9 @@ pub struct Controller {
     unreachable_reports: Mutex<HashMap<i32, Instant>>,
     /// When this node last became the active controller.
     active_since: Mutex<Option<Instant>>,
+    /// When the session check last ran: a long gap means this process was paused
+    /// (SIGSTOP, a VM freeze), and heartbeats that arrived meanwhile were never read.
+    last_check: Mutex<Option<Instant>>,
 }
 
 impl Controller {
@@ -60,6 +63,7 @@ impl Controller {
             last_heartbeat: Mutex::new(HashMap::new()),
             unreachable_reports: Mutex::new(HashMap::new()),
             active_since: Mutex::new(None),
+            last_check: Mutex::new(None),
         }
     }
 
@@ -129,9 +133,20 @@ impl Controller {
     pub async fn check_sessions(&self, broker: &Arc<Broker>) {
         if !self.is_active(broker) {
             *self.active_since.lock() = None;
+            *self.last_check.lock() = None;
             return;
         }
         let now = Instant::now();
+        let paused = self.last_check.lock().replace(now).is_some_and(|t| now.duration_since(t) > self.heartbeat_interval * 2);
+        if paused {
+            // Silence measured across our own pause is ours, not the brokers'. A paused
+            // old controller may also not know yet that another has taken over: giving
+            // everyone a fresh session leaves it time to find out before it fences anyone.
+            tracing::warn!("the session check was paused; restarting every broker's session");
+            *self.active_since.lock() = Some(now);
+            self.last_heartbeat.lock().clear();
+            self.unreachable_reports.lock().clear();
+        }
         let since = *self.active_since.lock().get_or_insert(now);
         let live: Vec<i32> = broker.metadata.read(|img| img.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect());
         let mut doomed = Vec::new();
@@ -160,5 +175,7 @@ impl Controller {
             let id = broker.config.cluster_id.clone().unwrap_or_else(crate::metadata::random_cluster_id);
             let _ = broker.metadata.write(&Command::SetClusterId { id }).await;
         }
+        // Measured from the end, so a slow write above does not look like a pause.
+        *self.last_check.lock() = Some(Instant::now());
     }
 }

@@ -104,8 +104,8 @@ impl Metrics {
         r.register("fjord_connections_active", "Open client connections", m.connections.clone());
         r.register("fjord_connections_accepted", "Client connections accepted", m.connections_accepted.clone());
         r.register("fjord_connections_closed", "Client connections closed, per reason", m.connections_closed.clone());
-        r.register("fjord_isr_shrinks", "ISR shrinks this broker made as leader", m.isr_shrinks.clone());
-        r.register("fjord_isr_expands", "ISR expansions this broker made as leader", m.isr_expands.clone());
+        r.register("fjord_isr_shrinks", "ISR shrinks of partitions this broker leads (its own, or the controller fencing a follower)", m.isr_shrinks.clone());
+        r.register("fjord_isr_expands", "ISR expansions of partitions this broker leads", m.isr_expands.clone());
         r.register_with_unit("fjord_replication_in", "Bytes of record batches fetched from leaders as a follower", Unit::Bytes, m.replication_bytes_in.clone());
         r.register_with_unit("fjord_replication_out", "Bytes of record batches served to followers as a leader", Unit::Bytes, m.replication_bytes_out.clone());
         *m.registry.lock() = r;

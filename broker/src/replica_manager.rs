@@ -43,6 +43,10 @@ pub struct Changes {
     pub transitions: Vec<(PartitionKey, Transition)>,
     /// Partitions no longer hosted here.
     pub removed: Vec<PartitionKey>,
+    /// ISR changes of partitions this node led before and after (whoever decided them:
+    /// this leader's AlterPartition, or the controller fencing a broker).
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
 }
 
 impl ReplicaManager {
@@ -131,7 +135,17 @@ impl ReplicaManager {
                         }
                     }
                 };
-                let tr = part.lock().apply_metadata(meta, now_ms);
+                let mut p = part.lock();
+                let before = (p.is_leader(), p.leader_epoch, p.isr.len());
+                let tr = p.apply_metadata(meta, now_ms);
+                if before.0 && p.is_leader() && before.1 == p.leader_epoch {
+                    match p.isr.len().cmp(&before.2) {
+                        std::cmp::Ordering::Less => changes.isr_shrinks += 1,
+                        std::cmp::Ordering::Greater => changes.isr_expands += 1,
+                        std::cmp::Ordering::Equal => {}
+                    }
+                }
+                drop(p);
                 if tr != Transition::None {
                     changes.transitions.push((key, tr));
                 }

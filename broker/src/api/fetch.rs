@@ -48,21 +48,6 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                 parts.push(pd.with_error_code(ctx.err(ResponseError::NotLeaderOrFollower)).with_records(Some(Bytes::new())));
                 continue;
             }
-            if replica >= 0 && first {
-                // A follower's fetch offset is its log end offset: it moves the high
-                // watermark and may bring it back into the ISR.
-                let hw = p.high_watermark();
-                let join = p.record_follower_fetch(replica, fp.fetch_offset, crate::broker::now_ms());
-                if p.high_watermark() > hw {
-                    // Consumers long-polling at the old high watermark can read now.
-                    b.replicas.notify_appended();
-                }
-                if let Some(isr) = join {
-                    drop(p);
-                    crate::replication::propose_isr(b, &part, isr);
-                    p = part.lock();
-                }
-            }
             pd = pd
                 .with_high_watermark(p.high_watermark())
                 .with_last_stable_offset(p.last_stable_offset())
@@ -83,6 +68,22 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                     parts.push(pd.with_diverging_epoch(div).with_records(Some(Bytes::new())));
                     any_error = true;
                     continue;
+                }
+            }
+            if replica >= 0 && first {
+                // A follower's fetch offset is its log end offset (its epoch and its log
+                // were checked above): it moves the high watermark and may bring it back
+                // into the ISR.
+                let hw = p.high_watermark();
+                let join = p.record_follower_fetch(replica, fp.fetch_offset, crate::broker::now_ms());
+                if p.high_watermark() > hw {
+                    // Consumers long-polling at the old high watermark can read now.
+                    b.replicas.notify_appended();
+                }
+                if let Some(isr) = join {
+                    drop(p);
+                    crate::replication::propose_isr(b, &part, isr);
+                    p = part.lock();
                 }
             }
             let upper = if replica >= 0 {

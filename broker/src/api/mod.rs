@@ -211,6 +211,7 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, l
         ElectLeaders => ElectLeadersRequest => partitions::elect_leaders,
         AlterPartitionReassignments => AlterPartitionReassignmentsRequest => partitions::alter_reassignments,
         ListPartitionReassignments => ListPartitionReassignmentsRequest => partitions::list_reassignments,
+        DescribeLogDirs => DescribeLogDirsRequest => partitions::describe_log_dirs,
     });
     broker.metrics.request_done(api_name, started.elapsed());
     if buf.has_remaining() && out.is_ok() {

@@ -1,5 +1,6 @@
 //! Partition placement and leadership: ElectLeaders (preferred-leader election),
-//! AlterPartitionReassignments and ListPartitionReassignments. Each is a metadata command
+//! AlterPartitionReassignments and ListPartitionReassignments, and DescribeLogDirs (which
+//! reassignment tools read first). Each is a metadata command
 //! decided by the quorum; the replicas then follow the image (new replicas fetch, and the
 //! old ones are removed once the new ones are in the ISR).
 
@@ -111,4 +112,43 @@ pub async fn list_reassignments(ctx: &Ctx<'_>, req: ListPartitionReassignmentsRe
         })
         .collect();
     ListPartitionReassignmentsResponse::default().with_topics(topics)
+}
+
+/// Free and total bytes of the file system holding `dir`.
+fn disk_space(dir: &std::path::Path) -> (i64, i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return (-1, -1) };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return (-1, -1);
+    }
+    ((st.f_blocks as i64) * st.f_frsize as i64, (st.f_bavail as i64) * st.f_frsize as i64)
+}
+
+/// DescribeLogDirs: this broker's one log directory and the size of each partition in it.
+pub async fn describe_log_dirs(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    use kafka_protocol::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
+    let b = ctx.broker;
+    let wanted = |t: &str, p: i32| req.topics.as_ref().is_none_or(|ts| ts.iter().any(|w| w.topic.as_str() == t && w.partitions.contains(&p)));
+    let mut by_topic: std::collections::BTreeMap<String, Vec<DescribeLogDirsPartition>> = Default::default();
+    for part in b.replicas.all() {
+        let p = part.lock();
+        if !wanted(&p.topic, p.index) {
+            continue;
+        }
+        let lag = if p.is_leader() { 0 } else { (p.high_watermark() - p.log.log_end_offset()).max(0) };
+        by_topic
+            .entry(p.topic.clone())
+            .or_default()
+            .push(DescribeLogDirsPartition::default().with_partition_index(p.index).with_partition_size(p.log.size_bytes() as i64).with_offset_lag(lag));
+    }
+    let topics = by_topic.into_iter().map(|(t, ps)| DescribeLogDirsTopic::default().with_name(TopicName(str(&t))).with_partitions(ps)).collect();
+    let dir = b.config.data_dir();
+    let (total, usable) = disk_space(dir);
+    let result = DescribeLogDirsResult::default()
+        .with_log_dir(str(&dir.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(total)
+        .with_usable_bytes(usable);
+    DescribeLogDirsResponse::default().with_results(vec![result])
 }

@@ -173,6 +173,7 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
             ]),
         ),
         ApiKey::ListPartitionReassignments => frame(key, v, &ListPartitionReassignmentsRequest::default()),
+        ApiKey::DescribeLogDirs => frame(key, v, &DescribeLogDirsRequest::default()),
         _ => return None,
     })
 }
@@ -207,6 +208,7 @@ const ALL: &[ApiKey] = &[
     ApiKey::ElectLeaders,
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
+    ApiKey::DescribeLogDirs,
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {

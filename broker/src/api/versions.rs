@@ -38,6 +38,7 @@ const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 1, "alter_partition_reassignments"),
     (ApiKey::ListPartitionReassignments, 0, 0, "list_partition_reassignments"),
     (ApiKey::DescribeQuorum, 0, 2, "describe_quorum"),
+    (ApiKey::DescribeLogDirs, 1, 4, "describe_log_dirs"),
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {

@@ -31,6 +31,8 @@ pub async fn reconcile_now(b: &Broker) {
 }
 
 fn on_changes(b: &Broker, changes: Changes) {
+    b.metrics.isr_shrinks.inc_by(changes.isr_shrinks);
+    b.metrics.isr_expands.inc_by(changes.isr_expands);
     for ((topic, index), tr) in changes.transitions {
         tracing::debug!(topic = %topic, partition = index, transition = ?tr, "replica role changed");
         if topic == OFFSETS_TOPIC {
@@ -82,16 +84,8 @@ pub fn propose_isr(b: &Arc<Broker>, part: &PartitionRef, isr: Vec<i32>) {
     let b = b.clone();
     let part = part.clone();
     tokio::spawn(async move {
-        let before = part.lock().isr.len();
         match b.metadata.write(&cmd).await {
-            Ok(_) => {
-                if isr.len() < before {
-                    b.metrics.isr_shrinks.inc();
-                } else {
-                    b.metrics.isr_expands.inc();
-                }
-                reconcile_now(&b).await;
-            }
+            Ok(_) => reconcile_now(&b).await,
             Err(e) => {
                 if e != ResponseError::FencedLeaderEpoch {
                     tracing::warn!(?cmd, error = ?e, "ISR change refused");
@@ -110,9 +104,16 @@ pub async fn run_isr_maintenance(b: Arc<Broker>) {
         tokio::time::sleep(every).await;
         let now = now_ms();
         for part in b.replicas.all() {
-            let shrink = part.lock().isr_to_shrink(now, b.config.replica_lag_time_max_ms);
+            let (role, shrink, topic, index) = {
+                let p = part.lock();
+                (p.role, p.isr_to_shrink(now, b.config.replica_lag_time_max_ms), p.topic.clone(), p.index)
+            };
+            // A fetcher for every leader followed here, whatever happened to the last one.
+            if let crate::partition::Role::Follower { leader } = role {
+                b.fetchers.ensure(leader);
+            }
             if let Some(isr) = shrink {
-                tracing::info!(topic = %part.lock().topic, partition = part.lock().index, ?isr, "shrinking ISR: followers out of sync");
+                tracing::info!(topic = %topic, partition = index, ?isr, "shrinking ISR: followers out of sync");
                 propose_isr(&b, &part, isr);
             }
         }

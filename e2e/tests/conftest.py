@@ -25,6 +25,7 @@ REPO = TESTS_DIR.parent.parent
 sys.path.insert(0, str(TESTS_DIR))
 
 import kproto  # noqa: E402
+import cluster as cluster_mod  # noqa: E402
 
 TOOL_VARS = ("KAFKA_HOME", "KAFKA_CLASSPATH", "FJORD_NODE_PATH", "FJORD_PY", "KCAT", "PROMTOOL")
 TARGET = os.environ.get("FJORD_TEST_TARGET", "fjord").strip().lower()
@@ -251,27 +252,8 @@ class FjordBroker(Broker):
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        stage, last = "ApiVersions", None
-        while True:
-            if self.proc.poll() is not None:
-                raise BrokerStartError(f"fjord exited with code {self.proc.returncode} during start "
-                                       f"(waiting for {stage})\n{self.log_tail()}")
-            try:
-                if stage == "ApiVersions":
-                    kproto.api_versions_probe(self.host, self.port, timeout=1.0)
-                    stage = "/ready"
-                if stage == "/ready":
-                    st = _http_status(self.http_base + "/ready")
-                    if st == 200:
-                        return
-                    last = f"/ready returned {st}"
-            except (OSError, ValueError, ConnectionError) as e:
-                last = e
-            if time.monotonic() > deadline:
-                raise BrokerStartError(f"fjord not ready within {timeout}s (waiting for {stage}: {last})\n"
-                                       f"{self.log_tail()}")
-            time.sleep(0.05)
+        kproto.wait_fjord_ready(self.proc, self.host, self.port, _http_status, self.http_base + "/ready",
+                                time.monotonic() + timeout, "fjord", self.log_tail, BrokerStartError)
 
     def kill9(self):
         assert self.proc is not None and self.proc.poll() is None, "kill9: fjord is not running"
@@ -416,6 +398,28 @@ DEFAULT_OVERRIDES = {"group.initial.rebalance.delay.ms": "0"}
 def broker(module_broker_factory):
     """One broker shared by the tests of a module."""
     return module_broker_factory.start(DEFAULT_OVERRIDES)
+
+
+class _PytestClusterFactory(cluster_mod.ClusterFactory):
+    def start(self, n=3, overrides=None, voters=None, timeout=240):
+        try:
+            return super().start(n=n, overrides=overrides, voters=voters, timeout=timeout)
+        except cluster_mod.ClusterStartError as e:
+            pytest.fail(f"could not start a {n}-node {TARGET} cluster: {e}", pytrace=False)
+
+
+@pytest.fixture
+def cluster_factory(e2e_tmp, request):
+    """Function-scoped: factory.start(n=3, overrides={...}, voters=None) -> a fresh multi-node
+    cluster (see cluster.py). Every node is SIGKILLed at teardown; a node that died although it
+    should have been running fails the test."""
+    f = _PytestClusterFactory(e2e_tmp, request.node.name[:40].replace("/", "_").replace("[", "_")
+                              .replace("]", ""), TARGET, registry=_LIVE_BROKERS)
+    yield f
+    dead = f.close()
+    if dead:
+        pytest.fail("cluster node died unexpectedly: "
+                    + "; ".join(f"{nd!r}\n{nd.log_tail()}" for nd in dead), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -247,3 +247,29 @@ def api_versions_probe(host, port, timeout=2.0):
     if err != 0:
         raise ValueError(f"ApiVersions v0: error_code {err}")
     return apis
+
+
+def wait_fjord_ready(proc, host, port, http_status, ready_url, deadline, what, log_tail, error):
+    """Wait until a starting fjord process answers ApiVersions (it binds its Kafka listeners
+    once it has joined the cluster) and its /ready says 200. Raises `error` with the log
+    tail if the process exits or the deadline passes."""
+    import time
+    stage, last = "ApiVersions", None
+    while True:
+        if proc.poll() is not None:
+            raise error(f"{what} exited with code {proc.returncode} during start "
+                        f"(waiting for {stage})\n{log_tail()}")
+        try:
+            if stage == "ApiVersions":
+                api_versions_probe(host, port, timeout=1.0)
+                stage = "/ready"
+            if stage == "/ready":
+                st = http_status(ready_url)
+                if st == 200:
+                    return
+                last = f"/ready returned {st}"
+        except (OSError, ValueError, ConnectionError) as e:
+            last = e
+        if time.monotonic() > deadline:
+            raise error(f"{what} not ready in time (waiting for {stage}: {last})\n{log_tail()}")
+        time.sleep(0.05)

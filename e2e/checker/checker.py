@@ -1,0 +1,359 @@
+"""A Jepsen-style safety checker for a Kafka-compatible cluster (Fjord or Apache Kafka), after
+Jepsen's Kafka workload: clients write and read a few partitions while a nemesis injects faults
+into the nodes; afterwards every observation is checked.
+
+Run it with e2e/checker/run (which provides the provisioned environment):
+
+    e2e/checker/run [--target fjord|kafka] [--seed N] [--duration 60] [--out report.json] ...
+
+Workload: a cluster started with the e2e harness (e2e/tests/cluster.py; RF 3, min ISR 2) and one
+topic; --producers idempotent acks=all producers write unique values continuously; --consumers
+members of one group (manual synchronous commits after every poll) read it.
+Nemesis: a seeded random schedule (printed before it runs) of one fault at a time, bounded by
+--duration (no op starts after that; the ops not run are reported as skipped):
+  kill9       kill -9 a node, restart it after a few seconds
+  pause       SIGSTOP a node past broker.session.timeout.ms, then SIGCONT
+  controller  SIGTERM the active controller and start it again
+each followed by waiting until the cluster has healed (all brokers listed, full ISR) and a quiet
+interval. Then producers stop, consumers catch up and a fresh consumer reads every partition
+from the beginning (read_uncommitted).
+Anomalies (each one fails the run):
+  lost                  acknowledged, but not in the final read
+  duplicates            the same value stored at two offsets
+  inconsistent_offsets  one (partition, offset) holding different values across the acks, the
+                        consumers' polls and the final read
+  nonmonotonic_polls    a consumer seeing offsets go backwards on a partition within one
+                        assignment (no rebalance, no seek in between)
+Also fatal: a node that dies by itself, a cluster that does not heal within --heal-timeout.
+Output: a JSON report (--out) and one summary line; exit 0 when clean, 1 on any anomaly or
+liveness failure, 2 when the harness itself failed (e.g. the cluster did not start).
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter, defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import cluster as cluster_mod  # noqa: E402
+from kclients import wait_for  # noqa: E402
+from workload import AckingProducer, GroupConsumer, high_watermarks, read_all  # noqa: E402
+
+SESSION_MS = 3000
+OVERRIDES = {
+    "broker.session.timeout.ms": str(SESSION_MS),
+    "broker.heartbeat.interval.ms": "500",
+    "replica.lag.time.max.ms": "5000",
+}
+FAULTS = ("kill9", "pause", "controller")
+
+
+def log(msg):
+    print(f"[checker {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def make_schedule(rng, duration, node_ids, faults):
+    """[(fault, node or None, fault seconds, quiet seconds)] whose planned time adds up to at
+    least `duration` seconds (controller faults pick their node when they run)."""
+    ops, planned = [], 0.0
+    while planned < duration:
+        fault = rng.choice(faults)
+        if fault == "kill9":
+            node, hold = rng.choice(node_ids), round(rng.uniform(1.0, 6.0), 1)
+        elif fault == "pause":
+            node, hold = rng.choice(node_ids), round(rng.uniform(1.5, 3.0) * SESSION_MS / 1000, 1)
+        else:
+            node, hold = None, 0.0
+        quiet = round(rng.uniform(2.0, 5.0), 1)
+        ops.append((fault, node, hold, quiet))
+        planned += hold + quiet + (8.0 if fault != "pause" else 2.0)  # rough restart/heal cost
+    return ops
+
+
+class Checker:
+    def __init__(self, args):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.report = {"seed": args.seed, "target": args.target, "nodes": args.nodes,
+                       "partitions": args.partitions, "producers": args.producers,
+                       "consumers": args.consumers, "rate_per_producer": args.rate,
+                       "overrides": OVERRIDES, "ops": [], "liveness_failures": []}
+        self.factory = None
+        self.cluster = None
+        self.producers, self.consumers = [], []
+
+    # --- nemesis ------------------------------------------------------------
+    def healed(self, timeout):
+        c = self.cluster
+        t0 = time.monotonic()
+        c.wait_brokers(c.ids, timeout=timeout)
+        c.wait_full_isr(self.topic, self.args.partitions, timeout=max(5.0, timeout - (time.monotonic() - t0)))
+        return time.monotonic() - t0
+
+    def check_nodes(self):
+        dead = [nd for nd in self.cluster.nodes if nd.expect_running and not nd.alive()]
+        if dead:
+            for nd in dead:
+                nd.expect_running = False
+            raise RuntimeError("node(s) died on their own: "
+                               + "; ".join(f"{nd!r}\n{nd.log_tail(30)}" for nd in dead))
+
+    def run_op(self, i, fault, node_id, hold, quiet):
+        c = self.cluster
+        op = {"i": i, "fault": fault, "node": node_id, "hold_s": hold, "quiet_s": quiet,
+              "t_start": round(time.monotonic() - self.t0, 1)}
+        t = time.monotonic()
+        if fault == "kill9":
+            c.node(node_id).kill9()
+            time.sleep(hold)
+            t1 = time.monotonic()
+            c.node(node_id).restart()
+            op["restart_s"] = round(time.monotonic() - t1, 1)
+        elif fault == "pause":
+            nd = c.node(node_id)
+            nd.sigstop()
+            try:
+                time.sleep(hold)
+            finally:
+                nd.sigcont()
+        else:
+            node_id = wait_for(lambda: (lambda x: x if x in c.ids else None)(c.active_controller()), 30,
+                               interval=0.5, what="the active controller")
+            op["node"] = node_id
+            op["find_controller_s"] = round(time.monotonic() - t, 1)
+            t1 = time.monotonic()
+            c.node(node_id).stop()
+            op["stop_s"] = round(time.monotonic() - t1, 1)
+            t1 = time.monotonic()
+            c.node(node_id).start()
+            op["restart_s"] = round(time.monotonic() - t1, 1)
+        op["fault_s"] = round(time.monotonic() - t, 1)
+        try:
+            op["heal_s"] = round(self.healed(self.args.heal_timeout), 1)
+        except AssertionError as e:
+            op["heal_s"] = None
+            self.report["liveness_failures"].append(f"op {i} ({fault} node {node_id}): not healed within "
+                                                    f"{self.args.heal_timeout}s: {str(e)[:2000]}")
+        log(f"op {i}: {fault} node {op['node']} held {hold}s, took {op['fault_s']}s "
+            f"({', '.join(f'{k} {v}' for k, v in op.items() if k.endswith('_s') and k not in ('fault_s', 'hold_s', 'quiet_s', 'heal_s'))}), "
+            f"healed in {op['heal_s']}s")
+        self.report["ops"].append(op)
+        self.check_nodes()
+        time.sleep(quiet)
+
+    # --- main ---------------------------------------------------------------
+    def run(self):
+        a = self.args
+        schedule = make_schedule(self.rng, a.duration, list(range(1, a.nodes + 1)), a.faults)
+        self.report["schedule"] = [{"fault": f, "node": n, "hold_s": h, "quiet_s": q} for f, n, h, q in schedule]
+        log(f"seed {a.seed}; target {a.target}; schedule: "
+            + ", ".join(f"{f}({n if n else 'active'}{', %ss' % h if h else ''})" for f, n, h, _ in schedule))
+        tmp = Path(a.tmp) if a.tmp else Path(tempfile.gettempdir())
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="fjord-checker-", dir=tmp))
+        self.factory = cluster_mod.ClusterFactory(self.root, "checker", a.target)
+        t = time.monotonic()
+        self.cluster = c = self.factory.start(n=a.nodes, overrides=OVERRIDES)
+        self.report["cluster_start_s"] = round(time.monotonic() - t, 1)
+        log(f"{a.nodes}-node {a.target} cluster up in {self.report['cluster_start_s']}s: {c.bootstrap} "
+            f"(dirs under {self.root})")
+        self.topic = f"checker-{a.seed}"
+        c.create_topic(self.topic, a.partitions, replication_factor=3)
+        group = f"checker-group-{a.seed}"
+        self.consumers = [GroupConsumer(c.bootstrap, self.topic, group, f"c{i}", commit="manual").start()
+                          for i in range(a.consumers)]
+        self.producers = [AckingProducer(c.bootstrap, self.topic, a.partitions, rate=a.rate, prefix=f"p{i}",
+                                         name=f"p{i}").start() for i in range(a.producers)]
+        for p in self.producers:
+            p.wait_acks(50, 60, what="warm-up")
+        self.t0 = time.monotonic()
+        for i, (fault, node, hold, quiet) in enumerate(schedule):
+            if i > 0 and time.monotonic() - self.t0 >= a.duration:
+                self.report["skipped_ops"] = len(schedule) - i
+                log(f"--duration {a.duration}s used up: the last {len(schedule) - i} op(s) of the schedule skipped")
+                break
+            self.run_op(i, fault, node, hold, quiet)
+        self.report["nemesis_s"] = round(time.monotonic() - self.t0, 1)
+
+        log("nemesis done; stopping producers")
+        time.sleep(2)
+        for p in self.producers:
+            p.stop(flush_timeout=120)
+        marks = None
+        deadline = time.monotonic() + 90
+        marks = high_watermarks(c.bootstrap, self.topic, a.partitions)
+        while time.monotonic() < deadline:
+            last = defaultdict(lambda: -1)
+            for cons in self.consumers:
+                for r in cons.snapshot():
+                    last[r.partition] = max(last[r.partition], r.offset)
+            if all(last[p] >= marks[p][1] - 1 for p in range(a.partitions)):
+                break
+            time.sleep(0.5)
+        else:
+            self.report["liveness_failures"].append(
+                f"consumers did not reach the high watermarks {marks} within 90 s after the producers stopped")
+        for cons in self.consumers:
+            cons.stop()
+        log("final read")
+        final, marks = read_all(c.bootstrap, self.topic, a.partitions, timeout=180)
+        self.check_nodes()
+        return self.analyse(final, marks)
+
+    # --- analysis -----------------------------------------------------------
+    def analyse(self, final, marks):
+        a = self.args
+        acks = [(p.name, ack) for p in self.producers for ack in p.acks_snapshot()]
+        polls = [(cons.name, r) for cons in self.consumers for r in cons.snapshot()]
+        at = defaultdict(set)   # (partition, offset) -> values observed there
+        sources = defaultdict(set)
+        for name, ack in acks:
+            if ack.offset is None:  # delivered, offset not reported (see workload.Ack)
+                continue
+            at[(ack.partition, ack.offset)].add(ack.value)
+            sources[(ack.partition, ack.offset)].add(f"ack:{name}")
+        for name, r in polls:
+            at[(r.partition, r.offset)].add(r.value)
+            sources[(r.partition, r.offset)].add(f"poll:{name}")
+        where = defaultdict(list)
+        for p, recs in final.items():
+            for o, v in recs:
+                at[(p, o)].add(v)
+                sources[(p, o)].add("final")
+                where[v].append((p, o))
+
+        lost = [{"producer": n, "partition": k.partition, "offset": k.offset, "value": k.value}
+                for n, k in acks if k.value not in where]
+        duplicates = [{"value": v, "at": locs} for v, locs in where.items() if len(locs) > 1]
+        inconsistent = [{"partition": po[0], "offset": po[1], "values": sorted(vs), "seen_by": sorted(sources[po])}
+                        for po, vs in sorted(at.items()) if len(vs) > 1]
+        nonmono = [{"consumer": cons.name, "partition": p, "previous": prev, "offset": o, "generation": g}
+                   for cons in self.consumers for (_, p, prev, o, g) in cons.regressions]
+        # Same value polled at different offsets is covered by `duplicates` (stored twice) or
+        # `inconsistent_offsets` (offset content differs); nothing else to count here.
+        anomalies = {"lost": len(lost), "duplicates": len(duplicates),
+                     "inconsistent_offsets": len(inconsistent), "nonmonotonic_polls": len(nonmono)}
+        read_count = sum(len(r) for r in final.values())
+        polled_positions = {(r.partition, r.offset) for _, r in polls}
+        self.report.update({
+            "anomalies": anomalies,
+            "examples": {"lost": lost[:20], "duplicates": duplicates[:20],
+                         "inconsistent_offsets": inconsistent[:20], "nonmonotonic_polls": nonmono[:20]},
+            "stats": {
+                "acked": len(acks),
+                "acked_without_offset": sum(1 for _, k in acks if k.offset is None),
+                "sent": sum(p.sent for p in self.producers),
+                "failed_deliveries": sum(len(p.failures_snapshot()) for p in self.producers),
+                "failure_codes": dict(sum((Counter(f.code for f in p.failures_snapshot()) for p in self.producers),
+                                          Counter())),
+                "undelivered_at_stop": sum(p.undelivered or 0 for p in self.producers),
+                "final_read": read_count,
+                "stored_unacked": read_count - len({k.value for _, k in acks} & set(where)),
+                "watermarks": {p: list(m) for p, m in marks.items()},
+                "polled": len(polls),
+                "polled_distinct_offsets": len(polled_positions),
+                "redeliveries": len(polls) - len(polled_positions),
+                "rebalances": sum(len(cons.events) for cons in self.consumers),
+                "commit_errors": sum(len(cons.commit_errors) for cons in self.consumers),
+                "consumer_errors": dict(Counter(e[1] for cons in self.consumers for e in cons.errors)),
+            },
+        })
+        return anomalies
+
+    def close(self, keep):
+        for p in self.producers:
+            try:
+                if p.undelivered is None:
+                    p.stop(flush_timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
+        for cons in self.consumers:
+            try:
+                cons.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        if self.factory is not None:
+            dead = self.factory.close()
+            if dead:
+                self.report["liveness_failures"].append(
+                    "node(s) dead at the end although they should be running: " + ", ".join(map(repr, dead)))
+        if self.factory is not None and not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", default=os.environ.get("FJORD_TEST_TARGET", "fjord"), choices=("fjord", "kafka"))
+    ap.add_argument("--seed", type=int, default=None, help="schedule seed (default: random, printed)")
+    ap.add_argument("--duration", type=float, default=60.0, help="planned nemesis time, s (default 60)")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--producers", type=int, default=3)
+    ap.add_argument("--consumers", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=50.0, help="records/s per producer (default 50)")
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {', '.join(FAULTS)}")
+    ap.add_argument("--heal-timeout", type=float, default=90.0)
+    ap.add_argument("--out", default="checker-report.json", help="JSON report path")
+    ap.add_argument("--tmp", default=os.environ.get("FJORD_TEST_TMP"), help="where the node dirs go")
+    ap.add_argument("--keep", action="store_true", help="keep node dirs (always kept on an anomaly)")
+    a = ap.parse_args(argv)
+    a.faults = [f.strip() for f in a.faults.split(",") if f.strip()]
+    bad = set(a.faults) - set(FAULTS)
+    if bad or not a.faults:
+        ap.error(f"unknown faults {sorted(bad)}; choose from {FAULTS}")
+    if a.seed is None:
+        a.seed = random.SystemRandom().randrange(1, 10**9)
+    os.environ["FJORD_TEST_TARGET"] = a.target
+    cluster_mod.TARGET = a.target
+
+    ck = Checker(a)
+    t0 = time.monotonic()
+    rc, harness_error = 0, None
+    try:
+        ck.run()
+    except Exception as e:  # noqa: BLE001 - reported
+        harness_error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    anomalies = ck.report.get("anomalies")
+    failed = bool(harness_error or ck.report["liveness_failures"] or (anomalies and any(anomalies.values())))
+    ck.close(keep=a.keep or failed)
+    ck.report["elapsed_s"] = round(time.monotonic() - t0, 1)
+    if harness_error:
+        ck.report["harness_error"] = harness_error
+        if ck.cluster is not None:
+            ck.report["log_tails"] = {nd.id: nd.log_tail(40) for nd in ck.cluster.nodes}
+    if failed and ck.factory is not None:
+        ck.report["kept_dir"] = str(ck.root)
+    Path(a.out).write_text(json.dumps(ck.report, indent=2, default=str) + "\n")
+
+    ops = Counter(op["fault"] for op in ck.report["ops"])
+    st = ck.report.get("stats", {})
+    if harness_error and anomalies is None:
+        verdict, rc = "ERROR", 2
+    elif failed:
+        verdict, rc = "FAIL", 1
+    else:
+        verdict = "OK"
+    an = anomalies or {}
+    print(f"checker {verdict}: target={a.target} seed={a.seed} faults={len(ck.report['ops'])} "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}) acked={st.get('acked')} "
+          f"read={st.get('final_read')} polled={st.get('polled')} lost={an.get('lost')} "
+          f"duplicates={an.get('duplicates')} inconsistent_offsets={an.get('inconsistent_offsets')} "
+          f"nonmonotonic_polls={an.get('nonmonotonic_polls')} liveness_failures={len(ck.report['liveness_failures'])} "
+          f"elapsed={ck.report['elapsed_s']}s report={a.out}", flush=True)
+    if harness_error:
+        print(harness_error, file=sys.stderr)
+    for lf in ck.report["liveness_failures"]:
+        print(f"liveness failure: {lf[:1500]}", file=sys.stderr)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

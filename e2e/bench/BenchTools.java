@@ -4,6 +4,7 @@
 //   BenchTools ensure-topics  BOOTSTRAP NAME:PARTITIONS ...
 //   BenchTools create-topics  BOOTSTRAP PREFIX COUNT [BATCH]
 //   BenchTools latency        BOOTSTRAP TOPIC RATE SECONDS SIZE ACKS WARMUP_SECONDS
+//   BenchTools failover       BOOTSTRAP TOPIC RATE SIZE ACK_FILE MAX_SECONDS
 //
 // Each prints one JSON object on stdout as its last line.
 import java.nio.ByteBuffer;
@@ -31,6 +32,8 @@ public class BenchTools {
                     args.length > 4 ? Integer.parseInt(args[4]) : 100);
             case "latency" -> latency(args[1], args[2], Integer.parseInt(args[3]), Double.parseDouble(args[4]),
                     Integer.parseInt(args[5]), args[6], Double.parseDouble(args[7]));
+            case "failover" -> failover(args[1], args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]),
+                    args[5], Double.parseDouble(args[6]));
             default -> usage();
         }
     }
@@ -38,7 +41,8 @@ public class BenchTools {
     static void usage() {
         System.err.println("usage: BenchTools ensure-topics BOOTSTRAP NAME:PARTITIONS... | "
                 + "create-topics BOOTSTRAP PREFIX COUNT [BATCH] | "
-                + "latency BOOTSTRAP TOPIC RATE SECONDS SIZE ACKS WARMUP_SECONDS");
+                + "latency BOOTSTRAP TOPIC RATE SECONDS SIZE ACKS WARMUP_SECONDS | "
+                + "failover BOOTSTRAP TOPIC RATE SIZE ACK_FILE MAX_SECONDS");
         System.exit(2);
     }
 
@@ -185,5 +189,99 @@ public class BenchTools {
                     hist.getValueAtPercentile(99.9) / 1000.0, hist.getMaxValue() / 1000.0, hist.getMean() / 1000.0);
             if (received < total) System.exit(1);
         }
+    }
+
+    /**
+     * A steady producer for the failover benchmark (e2e/bench/cluster.py): RATE records/s of SIZE
+     * bytes, idempotent, acks=all, until stdin reaches EOF (or MAX_SECONDS pass). Every ack's
+     * System.nanoTime() (CLOCK_MONOTONIC on Linux, the clock of Python's time.monotonic_ns()) is
+     * kept; at the end they are written to ACK_FILE, one per line, in ack order. While it runs it
+     * prints "ready NANOS" after the first ack, then "acks COUNT LAST_ACK_NANOS ERRORS" every 50 ms,
+     * so the driver can tell when acks flow again after it killed a broker.
+     */
+    static void failover(String bootstrap, String topic, int rate, int size, String ackFile, double maxSeconds)
+            throws Exception {
+        Properties pp = new Properties();
+        pp.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        pp.put(ProducerConfig.ACKS_CONFIG, "all");
+        pp.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
+        // everything else is the client's default (linger.ms 5, request.timeout.ms 30000,
+        // delivery.timeout.ms 120000, retry.backoff.ms 100 .. 1000, reconnect.backoff.ms 50 .. 1000)
+        int cap = (int) Math.min(Integer.MAX_VALUE - 8, (long) rate * (long) Math.ceil(maxSeconds + 60));
+        long[] acks = new long[cap];
+        java.util.concurrent.atomic.AtomicInteger nAcks = new java.util.concurrent.atomic.AtomicInteger();
+        AtomicLong lastAck = new AtomicLong();
+        AtomicLong errors = new AtomicLong();
+        AtomicLong sent = new AtomicLong();
+        java.util.concurrent.atomic.AtomicReference<String> firstError = new java.util.concurrent.atomic.AtomicReference<>();
+        CountDownLatch firstAck = new CountDownLatch(1);
+        CountDownLatch stop = new CountDownLatch(1);
+        Thread stdin = new Thread(() -> {
+            try {
+                while (System.in.read() >= 0) { }
+            } catch (java.io.IOException ignored) { }
+            stop.countDown();
+        }, "stdin-eof");
+        stdin.setDaemon(true);
+        stdin.start();
+
+        long t0 = System.nanoTime();
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp, new ByteArraySerializer(), new ByteArraySerializer())) {
+            producer.partitionsFor(topic); // metadata before the clock starts
+            long start = System.nanoTime() + 50_000_000L;
+            long intervalNs = 1_000_000_000L / rate;
+            long endBy = start + (long) (maxSeconds * 1e9);
+            Callback cb = (md, ex) -> {
+                long now = System.nanoTime();
+                if (ex != null) {
+                    errors.incrementAndGet();
+                    firstError.compareAndSet(null, ex.toString());
+                    return;
+                }
+                int i = nAcks.getAndIncrement();
+                if (i < acks.length) acks[i] = now;
+                lastAck.set(now);
+                firstAck.countDown();
+            };
+            Thread sender = new Thread(() -> {
+                byte[] v = new byte[size];
+                for (long i = 0; ; i++) {
+                    long due = start + i * intervalNs;
+                    if (stop.getCount() == 0 || due > endBy) break;
+                    long now;
+                    while ((now = System.nanoTime()) < due) {
+                        long left = due - now;
+                        if (left > 200_000) LockSupport.parkNanos(left - 100_000);
+                        else Thread.onSpinWait();
+                    }
+                    ByteBuffer.wrap(v).putLong(i);
+                    try {
+                        producer.send(new ProducerRecord<>(topic, v), cb);
+                        sent.incrementAndGet();
+                    } catch (Exception ex) {
+                        errors.incrementAndGet();
+                        firstError.compareAndSet(null, ex.toString());
+                    }
+                }
+            }, "fixed-rate-sender");
+            sender.start();
+            if (!firstAck.await(60, TimeUnit.SECONDS)) throw new RuntimeException("no ack within 60 s");
+            System.out.println("ready " + lastAck.get());
+            System.out.flush();
+            while (sender.isAlive()) {
+                System.out.println("acks " + nAcks.get() + " " + lastAck.get() + " " + errors.get());
+                System.out.flush();
+                sender.join(50);
+            }
+            producer.flush();
+        }
+        int n = Math.min(nAcks.get(), acks.length);
+        try (var w = new java.io.BufferedWriter(new java.io.FileWriter(ackFile))) {
+            for (int i = 0; i < n; i++) { w.write(Long.toString(acks[i])); w.write('\n'); }
+        }
+        String fe = firstError.get();
+        System.out.printf(Locale.ROOT, "{\"sent\": %d, \"acked\": %d, \"errors\": %d, \"rate\": %d, \"seconds\": %.1f, "
+                        + "\"first_error\": %s}%n", sent.get(), nAcks.get(), errors.get(), rate,
+                (System.nanoTime() - t0) / 1e9, fe == null ? "null" : "\"" + fe.replace("\\", "\\\\").replace("\"", "'") + "\"");
     }
 }

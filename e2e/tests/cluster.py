@@ -256,15 +256,7 @@ class Node:
 
     # --- logs ----------------------------------------------------------
     def log_tail(self, lines=40):
-        out = []
-        for f in self.log_files():
-            try:
-                data = Path(f).read_bytes()[-200_000:].decode(errors="replace").splitlines()
-            except OSError:
-                continue
-            out.append(f"--- node {self.id}: last {min(lines, len(data))} lines of {f} ---")
-            out.extend(data[-lines:])
-        return "\n".join(out) if out else f"(no log files for node {self.id})"
+        return kproto.log_tail(self.log_files(), lines, f"node {self.id}")
 
     def __repr__(self):
         return f"<{self.target} node {self.id} {self.bootstrap} pid={self.pid}>"

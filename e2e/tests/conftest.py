@@ -185,15 +185,7 @@ class Broker:
             time.sleep(0.05)
 
     def log_tail(self, lines=40):
-        out = []
-        for f in self.log_files():
-            try:
-                data = Path(f).read_bytes()[-200_000:].decode(errors="replace").splitlines()
-            except OSError:
-                continue
-            out.append(f"--- last {min(lines, len(data))} lines of {f} ---")
-            out.extend(data[-lines:])
-        return "\n".join(out) if out else f"(no log files for {self.target})"
+        return kproto.log_tail(self.log_files(), lines, self.target)
 
     def rss_bytes(self):
         try:

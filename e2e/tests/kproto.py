@@ -273,3 +273,18 @@ def wait_fjord_ready(proc, host, port, http_status, ready_url, deadline, what, l
         if time.monotonic() > deadline:
             raise error(f"{what} not ready in time (waiting for {stage}: {last})\n{log_tail()}")
         time.sleep(0.05)
+
+
+def log_tail(files, lines, label):
+    """The last `lines` lines of each log file, headed by its name; `label` names the
+    process when there is no log at all."""
+    from pathlib import Path
+    out = []
+    for f in files:
+        try:
+            data = Path(f).read_bytes()[-200_000:].decode(errors="replace").splitlines()
+        except OSError:
+            continue
+        out.append(f"--- {label}: last {min(lines, len(data))} lines of {f} ---")
+        out.extend(data[-lines:])
+    return "\n".join(out) if out else f"(no log files for {label})"

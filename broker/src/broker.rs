@@ -39,11 +39,19 @@ pub struct Broker {
     pub ready: AtomicBool,
     /// Caught up with the metadata log at least once since start.
     pub caught_up: AtomicBool,
+    /// The metadata index the hosted replicas last reflected (0 before the first reconcile).
+    /// The controller unfences this broker only once it covers its registration: an
+    /// unfenced broker is elected leader, and must have its partitions open by then.
+    pub reconciled_index: AtomicU64,
     pub shutting_down: AtomicBool,
     /// The registration epoch the controller gave this process.
     pub broker_epoch: AtomicU64,
     pub http_addr: OnceLock<std::net::SocketAddr>,
     pub fetchers: crate::replication::fetcher::FetcherManager,
+    /// Replication throttles (reassignment), as leader and as follower.
+    pub leader_quota: crate::replication::throttle::Quota,
+    pub isr_batcher: crate::replication::IsrBatcher,
+    pub follower_quota: crate::replication::throttle::Quota,
     pub started: Instant,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -78,10 +86,14 @@ impl Broker {
             config,
             ready: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
+            reconciled_index: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             broker_epoch: AtomicU64::new(0),
             http_addr: OnceLock::new(),
             fetchers: Default::default(),
+            leader_quota: Default::default(),
+            isr_batcher: Default::default(),
+            follower_quota: Default::default(),
             started: Instant::now(),
             producer_ids: Mutex::new((0, 0)),
         }))

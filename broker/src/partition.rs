@@ -64,6 +64,10 @@ pub struct Partition {
     pub followers: HashMap<i32, FollowerState>,
     /// The ISR change this leader asked the controller for, not yet seen in metadata.
     pub pending_isr: Option<(Vec<i32>, i64)>,
+    /// The topic lists this replica in `leader.replication.throttled.replicas` (as leader)
+    /// or `follower.replication.throttled.replicas` (as follower).
+    pub leader_throttled: bool,
+    pub follower_throttled: bool,
     progress: watch::Sender<Progress>,
 }
 
@@ -122,6 +126,8 @@ impl Partition {
             producers,
             followers: HashMap::new(),
             pending_isr: None,
+            leader_throttled: false,
+            follower_throttled: false,
             progress: watch::channel(Progress { high_watermark, leader_epoch: -1, leader: false, isr_len: 0 }).0,
         })
     }

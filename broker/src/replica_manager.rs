@@ -27,6 +27,9 @@ pub struct ReplicaManager {
     checkpoint: Mutex<HashMap<PartitionKey, i64>>,
     /// One reconcile at a time: two would open the same partition twice.
     pub reconcile_lock: tokio::sync::Mutex<()>,
+    /// One checkpoint write at a time: the periodic one and the shutdown one share a
+    /// temporary file, and the second rename would find it gone.
+    checkpoint_write: Mutex<()>,
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
@@ -69,6 +72,7 @@ impl ReplicaManager {
             appended: watch::channel(0).0,
             checkpoint: Mutex::new(checkpoint),
             reconcile_lock: tokio::sync::Mutex::new(()),
+            checkpoint_write: Mutex::new(()),
         }
     }
 
@@ -136,6 +140,9 @@ impl ReplicaManager {
                     }
                 };
                 let mut p = part.lock();
+                let throttled = |key| t.configs.get(key).is_some_and(|v| crate::replication::throttle::listed(v, i as i32, self.node_id));
+                p.leader_throttled = throttled(crate::replication::throttle::LEADER_REPLICAS);
+                p.follower_throttled = throttled(crate::replication::throttle::FOLLOWER_REPLICAS);
                 let before = (p.is_leader(), p.leader_epoch, p.isr.len());
                 let tr = p.apply_metadata(meta, now_ms);
                 if before.0 && p.is_leader() && before.1 == p.leader_epoch {
@@ -191,6 +198,7 @@ impl ReplicaManager {
     /// Write every hosted partition's high watermark (one file, atomically): a restarted
     /// leader must not expose records its followers never had.
     pub fn checkpoint_high_watermarks(&self) -> Result<()> {
+        let _one = self.checkpoint_write.lock();
         let mut entries: BTreeMap<PartitionKey, i64> = BTreeMap::new();
         for p in self.all() {
             let p = p.lock();

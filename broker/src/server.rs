@@ -104,6 +104,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
     tokio::spawn(crate::replication::lifecycle::run(broker.clone()));
     tokio::spawn(crate::replication::run_reconciler(broker.clone()));
     tokio::spawn(crate::replication::run_isr_maintenance(broker.clone()));
+    tokio::spawn(crate::replication::run_isr_batcher(broker.clone()));
     let b = broker.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));

@@ -33,6 +33,8 @@ const KEYS: &[(&str, Option<&str>, Kind)] = &[
     ("unclean.leader.election.enable", None, Kind::Bool),
     ("message.timestamp.before.max.ms", None, Kind::Long),
     ("message.timestamp.after.max.ms", None, Kind::Long),
+    ("leader.replication.throttled.replicas", None, Kind::Replicas),
+    ("follower.replication.throttled.replicas", None, Kind::Replicas),
 ];
 
 #[derive(Clone, Copy)]
@@ -44,6 +46,8 @@ enum Kind {
     Policy,
     Compression,
     TimestampType,
+    /// `partition:broker` pairs, or `*` (replication throttles).
+    Replicas,
 }
 
 /// Default value of every topic key on this broker.
@@ -75,6 +79,7 @@ pub fn defaults(b: &BrokerConfig) -> BTreeMap<&'static str, String> {
                 "unclean.leader.election.enable" => "false".to_string(),
                 "message.timestamp.before.max.ms" => i64::MAX.to_string(),
                 "message.timestamp.after.max.ms" => i64::MAX.to_string(),
+                "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => String::new(),
                 _ => unreachable!(),
             };
             (*k, v)
@@ -116,6 +121,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), (ResponseError, String)> {
         }
         Kind::Compression => matches!(value, "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"),
         Kind::TimestampType => matches!(value, "CreateTime" | "LogAppendTime"),
+        Kind::Replicas => crate::replication::throttle::valid_replicas(value),
     };
     let ok = ok
         && match key {

@@ -1143,6 +1143,8 @@ def main():
     ap.add_argument("--failover-runs", type=int, help="kills per system (default 5; --quick 1)")
     ap.add_argument("--restart-runs", type=int, help="restarts per system (default 3; --quick 1)")
     ap.add_argument("--keep-data", action="store_true", help="keep the nodes' data directories")
+    ap.add_argument("--scenarios", default=None,
+                    help="comma-separated subset of produce, failover, restart (default: each system's own)")
     a = ap.parse_args()
 
     prof_name = "quick" if a.quick else "default"
@@ -1187,6 +1189,8 @@ def main():
     rows, clusters, log_notes = [], [], []
     for name in names:
         cl = Cluster(name, data, a.port + 10 * list(SYSTEMS).index(name), fjord_bin)
+        if a.scenarios:
+            cl.scenarios = tuple(k for k in cl.scenarios if k in a.scenarios.split(","))
         clusters.append(cl)
         try:
             rows += run_system(cl, tools, prof, data)

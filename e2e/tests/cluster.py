@@ -624,6 +624,14 @@ class Cluster:
             self.wait_partition(topic, p, lambda l, r, i: l >= 0, timeout=timeout, what="a leader")
         return topic
 
+    def topic_configs(self, topic, timeout=30):
+        """{name: value} of a topic's configs (DescribeConfigs)."""
+        from confluent_kafka.admin import ConfigResource
+        res = ConfigResource("TOPIC", topic)
+        a = self.admin()  # keep the client referenced until the future completes
+        got = a.describe_configs([res])[res].result(timeout)
+        return {k: v.value for k, v in got.items()}
+
     def active_controller(self, timeout=10):
         """Id of the active controller (the metadata quorum leader).
 

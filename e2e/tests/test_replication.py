@@ -440,6 +440,44 @@ def test_reassign_partition_to_fourth_broker(cluster_factory, tools, tmp_path):
         f"broker 4 has no {topic}-0 directory"
 
 
+def test_reassignment_throttle(cluster_factory, tools, tmp_path):
+    """Kafka's reassignment tool with --throttle: moving a partition to a fourth broker at a
+    bounded byte rate takes as long as the rate says, while the same move unthrottled is quick;
+    --verify then removes the throttle configs."""
+    c = cluster_factory.start(4, FAST, voters=3)
+    topic = unique("repl-throttle")
+    c.create_topic(topic, replica_assignment=[[1, 2, 3], [2, 3, 1]])
+    size, rate = 4000, 400_000   # 4000 records of 1 KiB per partition; 400 kB/s
+    value = bytes(range(256)) * 4
+    for part in (0, 1):
+        produce(c.bootstrap, topic, [value] * size, partition=part)
+
+    def move(part, target, *args):
+        plan = tmp_path / f"reassign-{part}.json"
+        plan.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": topic, "partition": part, "replicas": target}]}))
+        r = _reassign(tools, c.bootstrap, plan, "--execute", *args)
+        assert "Successfully started partition reassignment" in r.stdout, r.describe()
+        t0 = time.monotonic()
+        c.wait_partition(topic, part, lambda _l, r, i: r == target and sorted(i) == sorted(target), 120,
+                         what=f"replicas {target} with a full ISR")
+        return time.monotonic() - t0, plan, r
+
+    fast, _, _ = move(1, [2, 3, 4])
+    slow, plan, r = move(0, [2, 3, 4], "--throttle", str(rate))
+    assert f"throttle limit was set to {rate} B/s" in r.stdout, r.describe()
+    print(f"4 MB copied to broker 4 in {fast:.1f}s unthrottled, {slow:.1f}s at {rate} B/s")
+    # A one-second burst may go at once; the rest at the rate.
+    assert slow >= (size * 1024 - rate) / rate * 0.8, f"throttled move took only {slow:.1f}s"
+    assert slow > 2 * fast, f"throttled {slow:.1f}s vs unthrottled {fast:.1f}s"
+
+    v = _reassign(tools, c.bootstrap, plan, "--verify")
+    assert "Clearing broker-level throttles" in v.stdout and "Clearing topic-level throttles" in v.stdout, v.describe()
+    cfgs = c.topic_configs(topic)
+    assert not cfgs.get("leader.replication.throttled.replicas") and \
+        not cfgs.get("follower.replication.throttled.replicas"), cfgs
+
+
 def _metric_sum(node, name):
     vals = [v for n, _, v in node.metrics() if n == name]
     assert vals, f"node {node.id} exposes no {name} in /metrics"

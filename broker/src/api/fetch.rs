@@ -93,6 +93,12 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
             } else {
                 p.high_watermark()
             };
+            // A copy to a replica outside the ISR waits while the leader's throttle is spent.
+            let throttled = replica >= 0 && p.leader_throttled && !p.isr.contains(&replica);
+            if throttled && b.leader_quota.exceeded() {
+                parts.push(pd.with_records(Some(Bytes::new())));
+                continue;
+            }
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
             if limit == 0 && total > 0 {
                 parts.push(pd.with_records(Some(Bytes::new())));
@@ -105,6 +111,9 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                     if !r.bytes.is_empty() {
                         if replica >= 0 {
                             b.metrics.replication_bytes_out.inc_by(r.bytes.len() as u64);
+                            if throttled {
+                                b.leader_quota.record(r.bytes.len());
+                            }
                         } else {
                             b.metrics.consumed(&p.topic, &r.bytes);
                         }

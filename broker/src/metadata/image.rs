@@ -85,6 +85,10 @@ pub struct ClusterImage {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Producer ids below this are handed out (in blocks, to brokers).
     pub next_producer_id: i64,
+    /// Dynamic broker configs (IncrementalAlterConfigs on a BROKER resource), keyed by
+    /// broker id as a string, "" for the cluster-wide default.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// Elections decided by this image since it started (for metrics; not compared).
     #[serde(skip)]
     pub elections: Elections,
@@ -94,6 +98,17 @@ pub struct ClusterImage {
 pub struct Elections {
     pub clean: u64,
     pub unclean: u64,
+}
+
+/// One partition's ISR change, as its leader proposes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsrChange {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,11 +126,16 @@ pub enum Command {
     SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
     /// A leader changes its ISR (Kafka's AlterPartition).
     AlterPartition { topic: String, partition: i32, leader: i32, leader_epoch: i32, partition_epoch: i32, isr: Vec<i32> },
+    /// Many ISR changes in one entry, each decided on its own (`Outcome::Codes`): a broker
+    /// rejoining a thousand ISRs must not cost a thousand log entries and reconciles.
+    AlterPartitions { changes: Vec<IsrChange> },
     /// Preferred-leader election.
     ElectPreferred { topic: String, partition: i32 },
     /// Start (Some) or cancel (None) a reassignment.
     Reassign { topic: String, partition: i32, target: Option<Vec<i32>> },
     AllocateProducerIds { count: i64 },
+    /// Replace the dynamic configs of one broker ("" = every broker's default).
+    SetBrokerConfigs { resource: String, configs: BTreeMap<String, String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -125,6 +145,8 @@ pub enum Outcome {
     Error(i16),
     Topics(Vec<Result<TopicMeta, i16>>),
     Topic(TopicMeta),
+    /// One Kafka error code per item of a batch (0: done).
+    Codes(Vec<i16>),
     ProducerIds { first: i64 },
 }
 
@@ -133,6 +155,36 @@ fn err(e: ResponseError) -> Outcome {
 }
 
 impl ClusterImage {
+    /// A dynamic broker config: this broker's own value, else the cluster-wide default.
+    pub fn broker_config(&self, broker: i32, key: &str) -> Option<&String> {
+        let own = self.broker_configs.get(&broker.to_string()).and_then(|c| c.get(key));
+        own.or_else(|| self.broker_configs.get("").and_then(|c| c.get(key)))
+    }
+
+    fn alter_partition(&mut self, c: IsrChange) -> Result<(), ResponseError> {
+        let live: Vec<i32> = self.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect();
+        let Some(p) = self.topics.get_mut(&c.topic).and_then(|t| t.assignment.get_mut(c.partition as usize)) else {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        if p.leader != c.leader || p.leader_epoch != c.leader_epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if p.partition_epoch != c.partition_epoch {
+            return Err(ResponseError::InvalidUpdateVersion);
+        }
+        if !c.isr.contains(&c.leader) {
+            return Err(ResponseError::InvalidRequest);
+        }
+        // Only live replicas may join.
+        if !c.isr.iter().all(|r| p.isr.contains(r) || (p.replicas.contains(r) && live.contains(r))) {
+            return Err(ResponseError::IneligibleReplica);
+        }
+        p.isr = c.isr;
+        p.partition_epoch += 1;
+        complete_reassignment(p);
+        Ok(())
+    }
+
     pub fn apply(&mut self, index: u64, cmd: Command) -> Outcome {
         match cmd {
             Command::SetClusterId { id } => {
@@ -219,24 +271,20 @@ impl ClusterImage {
                 Outcome::Topic(t.clone())
             }
             Command::AlterPartition { topic, partition, leader, leader_epoch, partition_epoch, isr } => {
-                let live: Vec<i32> = self.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect();
-                let Some(p) = self.topics.get_mut(&topic).and_then(|t| t.assignment.get_mut(partition as usize)) else {
-                    return err(ResponseError::UnknownTopicOrPartition);
-                };
-                if p.leader != leader || p.leader_epoch != leader_epoch {
-                    return err(ResponseError::FencedLeaderEpoch);
+                match self.alter_partition(IsrChange { topic, partition, leader, leader_epoch, partition_epoch, isr }) {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => err(e),
                 }
-                if p.partition_epoch != partition_epoch {
-                    return err(ResponseError::InvalidUpdateVersion);
+            }
+            Command::AlterPartitions { changes } => {
+                Outcome::Codes(changes.into_iter().map(|c| self.alter_partition(c).err().map_or(0, |e| e.code())).collect())
+            }
+            Command::SetBrokerConfigs { resource, configs } => {
+                if configs.is_empty() {
+                    self.broker_configs.remove(&resource);
+                } else {
+                    self.broker_configs.insert(resource, configs);
                 }
-                // Only live replicas may join; the leader is always in its own ISR.
-                let added_ok = isr.iter().all(|r| p.isr.contains(r) || (p.replicas.contains(r) && live.contains(r)));
-                if !isr.contains(&leader) || !added_ok {
-                    return err(ResponseError::InvalidRequest);
-                }
-                p.isr = isr;
-                p.partition_epoch += 1;
-                complete_reassignment(p);
                 Outcome::Done
             }
             Command::ElectPreferred { topic, partition } => {
@@ -476,7 +524,16 @@ mod tests {
         // A fenced broker cannot be added back.
         img.apply(33, Command::Fence { id: 3 });
         let grow = Command::AlterPartition { topic: "t".into(), partition: 0, leader: 1, leader_epoch: 0, partition_epoch: 1, isr: vec![1, 2, 3] };
-        assert_eq!(img.apply(34, grow), err(ResponseError::InvalidRequest));
+        assert_eq!(img.apply(34, grow), err(ResponseError::IneligibleReplica));
+    }
+
+    #[test]
+    fn alter_partitions_decides_each_change_alone() {
+        let mut img = image3();
+        let change = |pe, isr: Vec<i32>| IsrChange { topic: "t".into(), partition: 0, leader: 1, leader_epoch: 0, partition_epoch: pe, isr };
+        let out = img.apply(30, Command::AlterPartitions { changes: vec![change(0, vec![1, 2]), change(0, vec![1])] });
+        assert_eq!(out, Outcome::Codes(vec![0, ResponseError::InvalidUpdateVersion.code()]));
+        assert_eq!((p(&img).isr.clone(), p(&img).partition_epoch), (vec![1, 2], 1));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use image::{BrokerMeta, ClusterImage, Command, Endpoint, Outcome, PartitionMeta, TopicMeta};
+pub use image::{BrokerMeta, ClusterImage, Command, Endpoint, IsrChange, Outcome, PartitionMeta, TopicMeta};
 
 use crate::quorum::{Machine, Quorum, QuorumError};
 
@@ -199,6 +199,10 @@ impl MetadataStore {
             Outcome::Topic(t) => Ok(t),
             _ => Err(ResponseError::UnknownServerError),
         }
+    }
+
+    pub async fn set_broker_configs(&self, resource: &str, configs: BTreeMap<String, String>) -> Result<(), ResponseError> {
+        self.write(&Command::SetBrokerConfigs { resource: resource.to_string(), configs }).await.map(|_| ())
     }
 
     /// A block of producer ids no other broker (or earlier incarnation) was handed.

@@ -18,9 +18,15 @@ pub(super) struct Core {
     pub id: u64,
     pub raft: Raft,
     pub handler: Arc<dyn Handler>,
+    /// Set once a leader's AppendEntries was accepted since this process started.
+    pub heard_leader: tokio::sync::watch::Sender<bool>,
 }
 
 impl Service for Core {
+    fn leader_heard(&self) {
+        self.heard_leader.send_if_modified(|h| !std::mem::replace(h, true));
+    }
+
     fn raft(&self) -> &Raft {
         &self.raft
     }

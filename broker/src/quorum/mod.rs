@@ -150,10 +150,12 @@ impl Quorum {
         };
         let raft = Raft::new(cfg.node_id, Arc::new(raft_cfg), net, log, sm).await?;
 
+        let (heard_leader, mut heard_rx) = watch::channel(false);
         let core = Arc::new(Core {
             id: cfg.node_id,
             raft: raft.clone(),
             handler,
+            heard_leader,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(network::serve(listener, core.clone(), stop_rx.clone()));
@@ -187,6 +189,20 @@ impl Quorum {
         });
 
         let is_voter = cfg.voters.contains_key(&cfg.node_id);
+        if is_voter && cfg.voters.len() > 1 && raft.is_initialized().await? {
+            // A restarted voter would time out before the leader's first heartbeat reaches
+            // it and start an election with a higher term; without pre-vote (openraft 0.9)
+            // that deposes a healthy leader on every restart. So it listens first, until a
+            // leader's append is accepted, or for `grace` (the quorum may really have lost its
+            // leader while this node was down).
+            raft.runtime_config().elect(false);
+            let grace = Duration::from_millis(cfg.election_timeout_max_ms * 3);
+            let raft = raft.clone();
+            q.tasks.lock().push(tokio::spawn(async move {
+                let _ = tokio::time::timeout(grace, heard_rx.wait_for(|h| *h)).await;
+                raft.runtime_config().elect(true);
+            }));
+        }
         if is_voter {
             let probe_timeout = Duration::from_millis(cfg.election_timeout_min_ms);
             let res = membership::bootstrap(q.id, &q.voters, &raft, &q.pool, probe_timeout).await;

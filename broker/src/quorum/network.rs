@@ -337,6 +337,8 @@ impl RaftNetwork<TypeConfig> for NetConn {
 /// What the server needs from the node: raft for protocol RPCs, the rest for the others.
 pub trait Service: Send + Sync + 'static {
     fn raft(&self) -> &Raft;
+    /// A leader's AppendEntries was accepted.
+    fn leader_heard(&self) {}
     fn handler(&self) -> &Arc<dyn Handler>;
     fn join(
         &self,
@@ -411,7 +413,13 @@ async fn serve_conn<S: Service>(mut stream: TcpStream, peer: std::net::SocketAdd
 async fn handle<S: Service>(svc: &S, req: Request) -> Response {
     let raft = svc.raft();
     match req {
-        Request::Append(r) => Response::Append(raft.append_entries(r).await),
+        Request::Append(r) => {
+            let resp = raft.append_entries(r).await;
+            if resp.as_ref().is_ok_and(|r| r.is_success()) {
+                svc.leader_heard();
+            }
+            Response::Append(resp)
+        }
         Request::Vote(r) => Response::Vote(raft.vote(r).await),
         Request::Snapshot { vote, meta, data } => {
             let snapshot = Snapshot {

@@ -67,6 +67,8 @@ struct Followed {
     index: i32,
     epoch: i32,
     fetch_offset: i64,
+    /// Subject to this follower's throttle (listed, and not in the ISR).
+    throttled: bool,
 }
 
 fn followed(b: &Broker, leader: i32) -> Vec<Followed> {
@@ -80,6 +82,7 @@ fn followed(b: &Broker, leader: i32) -> Vec<Followed> {
                 index: p.index,
                 epoch: p.leader_epoch,
                 fetch_offset: p.log.log_end_offset(),
+                throttled: p.follower_throttled && !p.isr.contains(&p.node_id),
                 part: part.clone(),
             })
         })
@@ -94,7 +97,14 @@ async fn run(b: Arc<Broker>, leader: i32) {
         if b.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let parts = followed(&b, leader);
+        let mut parts = followed(&b, leader);
+        if !parts.is_empty() && b.follower_quota.exceeded() {
+            parts.retain(|f| !f.throttled);
+            if parts.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
         if parts.is_empty() {
             if idle_since.elapsed() > Duration::from_secs(5) {
                 return;
@@ -250,6 +260,9 @@ fn apply(b: &Broker, leader: i32, parts: &[Followed], resp: FetchResponse) -> bo
                 Ok(_) => {
                     if !records.is_empty() {
                         b.metrics.replication_bytes_in.inc_by(records.len() as u64);
+                        if f.throttled {
+                            b.follower_quota.record(records.len());
+                        }
                     }
                 }
                 Err(e) => {

@@ -54,7 +54,7 @@ pub async fn run(b: Arc<Broker>) {
         let hb = Heartbeat {
             broker: me(&b),
             epoch: b.broker_epoch.load(Ordering::SeqCst),
-            applied: b.metadata.applied_index(),
+            applied: b.reconciled_index.load(Ordering::SeqCst),
             want_shutdown: false,
             unreachable: b.fetchers.recently_refused(),
         };
@@ -65,9 +65,12 @@ pub async fn run(b: Arc<Broker>) {
                 if !b.caught_up.load(Ordering::SeqCst) && b.metadata.applied_index() >= controller_applied {
                     tracing::info!(applied = controller_applied, "caught up with the metadata log");
                     b.caught_up.store(true, Ordering::SeqCst);
-                    super::reconcile_now(&b).await;
+                    // Opening a thousand partitions takes a while: heartbeats must go
+                    // on meanwhile, or the session expires right after registration.
+                    let b2 = b.clone();
+                    tokio::spawn(async move { super::reconcile_now(&b2).await });
                 }
-                let ready = !fenced && b.caught_up.load(Ordering::SeqCst);
+                let ready = !fenced && b.reconciled_index.load(Ordering::SeqCst) > 0;
                 if ready != b.ready.swap(ready, Ordering::SeqCst) {
                     tracing::info!(ready, epoch, "broker {}", if ready { "is serving (unfenced)" } else { "is fenced" });
                 }

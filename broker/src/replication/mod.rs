@@ -4,6 +4,7 @@
 
 pub mod fetcher;
 pub mod lifecycle;
+pub mod throttle;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 
 use crate::broker::{now_ms, Broker, OFFSETS_TOPIC};
-use crate::metadata::Command;
+use crate::metadata::{Command, IsrChange, Outcome};
 use crate::partition::Transition;
 use crate::replica_manager::{Changes, PartitionRef};
 
@@ -25,9 +26,15 @@ pub async fn reconcile_now(b: &Broker) {
         return;
     }
     let _serial = b.replicas.reconcile_lock.lock().await;
+    // Read before the image: the image is at least this recent.
+    let index = b.metadata.applied_index();
     let img = b.metadata.read(|i| i.clone());
+    let me = b.node_id();
+    b.leader_quota.set_rate(throttle::parse_rate(img.broker_config(me, throttle::LEADER_RATE)));
+    b.follower_quota.set_rate(throttle::parse_rate(img.broker_config(me, throttle::FOLLOWER_RATE)));
     let changes = tokio::task::block_in_place(|| b.replicas.reconcile(&b.config, &img, now_ms(), true));
     on_changes(b, changes);
+    b.reconciled_index.fetch_max(index, Ordering::SeqCst);
 }
 
 fn on_changes(b: &Broker, changes: Changes) {
@@ -63,38 +70,84 @@ pub async fn run_reconciler(b: Arc<Broker>) {
     }
 }
 
+const ISR_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// ISR changes waiting for the next AlterPartitions write (Kafka's AlterPartitionManager
+/// batches the same way): whatever queues while one write is in flight goes in the next.
+#[derive(Default)]
+pub struct IsrBatcher {
+    queue: parking_lot::Mutex<Vec<(PartitionRef, IsrChange)>>,
+    wake: tokio::sync::Notify,
+}
+
 /// Ask the controller for a new ISR (Kafka's AlterPartition). The partition remembers the
 /// request so it does not ask twice; the answer arrives as a metadata change.
 pub fn propose_isr(b: &Arc<Broker>, part: &PartitionRef, isr: Vec<i32>) {
-    let cmd = {
+    // Kafka's leaders check eligibility first too: a fenced broker (restarting, or shutting
+    // down) would only be refused, and a thousand partitions would ask in a loop.
+    let fenced: Vec<i32> = isr.iter().copied().filter(|r| b.metadata.broker(*r).is_none_or(|m| m.fenced)).collect();
+    let change = {
         let mut p = part.lock();
-        if p.pending_isr.is_some() || !p.is_leader() {
+        if p.pending_isr.is_some() || !p.is_leader() || fenced.iter().any(|r| !p.isr.contains(r)) {
             return;
         }
         p.pending_isr = Some((isr.clone(), now_ms()));
-        Command::AlterPartition {
+        IsrChange {
             topic: p.topic.clone(),
             partition: p.index,
             leader: p.node_id,
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
-            isr: isr.clone(),
+            isr,
         }
     };
-    let b = b.clone();
-    let part = part.clone();
-    tokio::spawn(async move {
-        match b.metadata.write(&cmd).await {
-            Ok(_) => reconcile_now(&b).await,
-            Err(e) => {
-                if e != ResponseError::FencedLeaderEpoch {
-                    tracing::warn!(?cmd, error = ?e, "ISR change refused");
+    b.isr_batcher.queue.lock().push((part.clone(), change));
+    b.isr_batcher.wake.notify_one();
+}
+
+/// Write queued ISR changes, one batch at a time.
+pub async fn run_isr_batcher(b: Arc<Broker>) {
+    loop {
+        b.isr_batcher.wake.notified().await;
+        let batch = std::mem::take(&mut *b.isr_batcher.queue.lock());
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
+        let cmd = Command::AlterPartitions { changes: batch.iter().map(|(_, c)| c.clone()).collect() };
+        let codes: Vec<Option<ResponseError>> = match b.metadata.write(&cmd).await {
+            Ok(Outcome::Codes(codes)) if codes.len() == n => codes.into_iter().map(ResponseError::try_from_code).collect(),
+            Ok(_) => vec![Some(ResponseError::UnknownServerError); n],
+            Err(e) => vec![Some(e); n],
+        };
+        let mut retry_later = Vec::new();
+        for ((part, change), code) in batch.into_iter().zip(codes) {
+            match code {
+                None => part.lock().pending_isr = None,
+                // A new leader epoch or partition epoch: the partition learns the current
+                // state from metadata and decides again.
+                Some(e @ (ResponseError::FencedLeaderEpoch | ResponseError::InvalidUpdateVersion)) => {
+                    tracing::debug!(?change, error = ?e, "ISR change overtaken");
+                    part.lock().pending_isr = None;
+                }
+                Some(e) => {
+                    tracing::warn!(?change, error = ?e, "ISR change refused");
+                    retry_later.push(part);
                 }
             }
         }
-        part.lock().pending_isr = None;
+        reconcile_now(&b).await;
         b.replicas.notify_appended();
-    });
+        if !retry_later.is_empty() {
+            // Not again at the very next fetch: whatever made it fail needs a moment.
+            tokio::spawn(async move {
+                tokio::time::sleep(ISR_RETRY_BACKOFF).await;
+                for part in retry_later {
+                    part.lock().pending_isr = None;
+                }
+            });
+        }
+    }
 }
 
 /// Leaders drop followers that stopped keeping up. Runs on every node.

@@ -307,6 +307,15 @@ impl BrokerConfig {
         };
         let controller_listener = all_listeners.iter().find(|l| controller_listener_names.contains(&l.name)).cloned();
         let voters = parse_voters(&props["controller.quorum.voters"])?;
+        // Unset roles follow from the voter list, so every pod of a StatefulSet can share one
+        // configuration: the ones named in controller.quorum.voters are also controllers.
+        let process_roles = if pairs.iter().any(|(k, _)| k == "process.roles") || voters.is_empty() {
+            process_roles
+        } else if voters.iter().any(|(id, _)| *id == node_id) {
+            vec!["broker".to_string(), "controller".to_string()]
+        } else {
+            vec!["broker".to_string()]
+        };
         let inter_broker_listener = match props["inter.broker.listener.name"].as_str() {
             "" => listeners[0].name.clone(),
             name => {
@@ -473,8 +482,10 @@ mod tests {
         assert_eq!(c.voters.len(), 3);
         assert_eq!(c.controller_listener.as_ref().unwrap().port, 9093);
         assert!(c.is_voter());
-        let e = mk(&[("node.id", "4"), ("controller.quorum.voters", "1@a:9093,2@b:9093")]).unwrap_err();
+        let e = mk(&[("node.id", "4"), ("process.roles", "broker,controller"), ("controller.quorum.voters", "1@a:9093,2@b:9093")]).unwrap_err();
         assert!(e.to_string().contains("process.roles"), "{e}");
+        let c = mk(&[("node.id", "4"), ("controller.quorum.voters", "1@a:9093,2@b:9093")]).unwrap();
+        assert_eq!(c.process_roles, vec!["broker"], "unset roles follow from the voter list");
         let c = mk(&[("node.id", "4"), ("process.roles", "broker"), ("controller.quorum.voters", "1@a:9093")]).unwrap();
         assert!(!c.is_voter());
         assert!(mk(&[("node.id", "1"), ("controller.quorum.voters", "1@a")]).is_err());

@@ -4,7 +4,7 @@ hands the tests an object to talk to it and to crash/restart it.
 Target: env FJORD_TEST_TARGET = fjord (default) | kafka.
   fjord: binary from FJORD_BIN (default <repo>/target/release/fjord).
   kafka: e2e/kafka/start / e2e/kafka/stop (Apache Kafka 4.x, single KRaft node).
-Tools (KAFKA_HOME, KAFKA_CLASSPATH, FJORD_NODE_PATH, FJORD_PY, KCAT, PROMTOOL) come from
+Tools (KAFKA_HOME, KAFKA_CLASSPATH, FJORD_NODE_PATH, FJORD_PY, KCAT, PROMTOOL, FJORD_KUBE_BIN) come from
 the environment or, if unset there, from ~/.cache/fjord/env.sh (FJORD_ENV_SH overrides the
 path); write it with `bash e2e/provision/all`. A missing tool fails the test, never skips it.
 """
@@ -27,7 +27,11 @@ sys.path.insert(0, str(TESTS_DIR))
 import kproto  # noqa: E402
 import cluster as cluster_mod  # noqa: E402
 
-TOOL_VARS = ("KAFKA_HOME", "KAFKA_CLASSPATH", "FJORD_NODE_PATH", "FJORD_PY", "KCAT", "PROMTOOL")
+# kube.py: the kube_cluster fixture (a Kubernetes control plane + node agent).
+pytest_plugins = ["kube"]
+
+TOOL_VARS = ("KAFKA_HOME", "KAFKA_CLASSPATH", "FJORD_NODE_PATH", "FJORD_PY", "KCAT", "PROMTOOL",
+             "FJORD_KUBE_BIN")
 TARGET = os.environ.get("FJORD_TEST_TARGET", "fjord").strip().lower()
 if TARGET not in ("fjord", "kafka"):
     raise pytest.UsageError(f"FJORD_TEST_TARGET must be 'fjord' or 'kafka', not {TARGET!r}")

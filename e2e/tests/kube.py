@@ -1,0 +1,223 @@
+"""A real Kubernetes control plane plus the node agent, for tests of what runs on Kubernetes.
+
+    def test_x(kube_cluster):                 # module-scoped: one cluster per test module
+        ns = kube_cluster.namespace("x")      # fresh namespace, default ServiceAccount ready
+        kube_cluster.apply(YAML, ns)          # kubectl apply -f -
+        pod = kube_cluster.wait_pod_ready(ns, "fjord-0")
+        kube_cluster.kubectl("get", "pods", "-n", ns)
+
+The control plane is e2e/kube/start (etcd, kube-apiserver, controller manager, scheduler on
+free loopback ports); e2e/kube/node_agent.py registers KUBE_NODES nodes (module attribute,
+default 3; zones zone-0..) and runs pods whose image starts with `fjord` as $FJORD_BIN, each on
+its own 127.0.10.x address. Missing binaries fail the test (provision: e2e/provision/kube).
+A watchdog runs e2e/kube/stop if the test process dies; the agent's pods die with the agent.
+Loaded by conftest.py as a plugin; imports nothing heavy at module level.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent.parent
+KUBE_DIR = REPO / "e2e" / "kube"
+POD_IP_BASE = "127.0.10."
+
+
+def kube_bin():
+    """Folder with kube-apiserver, kubectl, ...: $FJORD_KUBE_BIN (env.sh) or the provisioned one."""
+    d = os.environ.get("FJORD_KUBE_BIN")
+    if not d:
+        versions = (REPO / "e2e" / "provision" / "versions").read_text()
+        ver = next(line.split("=", 1)[1].split()[0] for line in versions.splitlines()
+                   if line.startswith("KUBE_VERSION="))
+        cache = os.environ.get("FJORD_CACHE") or str(Path.home() / ".cache" / "fjord")
+        d = f"{cache}/kube-{ver}/bin"
+    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+               if not os.access(Path(d) / b, os.X_OK)]
+    if missing:
+        pytest.fail(f"Kubernetes binaries missing in {d}: {', '.join(missing)}; build them with "
+                    "`bash e2e/provision/kube` (or set FJORD_KUBE_BIN)", pytrace=False)
+    return Path(d)
+
+
+def fjord_bin():
+    b = os.environ.get("FJORD_BIN") or str(REPO / "target" / "release" / "fjord")
+    if not os.access(b, os.X_OK):
+        pytest.fail(f"fjord binary {b} not found: build it with `cargo build --release -p fjord` "
+                    "or set FJORD_BIN", pytrace=False)
+    return b
+
+
+def _tail(path, lines=30):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"({e})"
+
+
+# e2e/kube/stop DIR once our stdin closes: the test process ended, even by SIGKILL.
+_WATCHDOG = "import subprocess, sys; sys.stdin.buffer.read(); subprocess.run(sys.argv[1:])"
+
+
+class KubeCluster:
+    def __init__(self, root, nodes=3, images=None):
+        try:
+            import kubernetes  # noqa: F401 - the node agent's API client, from the e2e venv
+        except ImportError:
+            pytest.fail(f"{sys.executable} has no `kubernetes` package: provision the venv with "
+                        "`bash e2e/provision/clients` and run the tests with $FJORD_PY", pytrace=False)
+        self.root = Path(root)
+        self.bin = kube_bin()
+        self.images = {"fjord": fjord_bin(), **(images or {})}
+        self.nodes = nodes
+        self.agent_state = self.root / "agent"
+        self.agent_log = self.root / "logs" / "node-agent.log"
+        self.kubeconfig = None
+        self.agent = None
+        self._api = None
+        self.watchdog = None
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self, timeout=120):
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, FJORD_KUBE_BIN=str(self.bin))
+        self.watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(KUBE_DIR / "stop"), str(self.root)],
+                                         stdin=subprocess.PIPE, start_new_session=True)
+        p = subprocess.run([KUBE_DIR / "start", self.root], capture_output=True, text=True, env=env, timeout=timeout)
+        if p.returncode != 0:
+            pytest.fail(f"e2e/kube/start failed ({p.returncode}):\n{p.stderr}", pytrace=False)
+        self.kubeconfig = p.stdout.strip().splitlines()[-1]
+        self.start_report = p.stderr.strip()
+        cmd = [sys.executable, str(KUBE_DIR / "node_agent.py"), "--kubeconfig", self.kubeconfig,
+               "--state", str(self.agent_state), "--nodes", str(self.nodes), "--ip-base", POD_IP_BASE]
+        for prefix, binary in self.images.items():
+            cmd += ["--image-binary", f"{prefix}={binary}"]
+        with open(self.agent_log, "ab") as out:
+            self.agent = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+        (self.root / "pids" / "node-agent").write_text(f"{self.agent.pid}\n")  # for e2e/kube/stop
+        self.wait_for(lambda: self._nodes_ready(), timeout=60, what=f"{self.nodes} Ready nodes")
+        return self
+
+    def _nodes_ready(self):
+        if self.agent.poll() is not None:
+            raise AssertionError(f"node agent exited with {self.agent.returncode}:\n{_tail(self.agent_log)}")
+        items = self.get("nodes")["items"]
+        return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+                   and not any(t["effect"] == "NoSchedule" for t in n["spec"].get("taints", []))
+                   for n in items) >= self.nodes
+
+    def stop(self):
+        """Agent first (it stops the pods' processes), then the control plane."""
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGTERM)
+            try:
+                self.agent.wait(30)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait(10)
+        subprocess.run([KUBE_DIR / "stop", self.root], timeout=60)
+        if self.watchdog is not None:
+            self.watchdog.stdin.close()
+            self.watchdog.wait(60)
+
+    def diagnostics(self):
+        """What a failing test should show: agent and control-plane log tails, pods, events."""
+        out = [f"--- node agent log ({self.agent_log})", _tail(self.agent_log, 40)]
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            out += [f"--- {name} log", _tail(self.root / "logs" / f"{name}.log", 10)]
+        for args in (("get", "pods,pvc", "-A", "-o", "wide"), ("get", "events", "-A", "--sort-by=.lastTimestamp")):
+            r = self.kubectl(*args, check=False)
+            out += [f"--- kubectl {' '.join(args)}", (r.stdout + r.stderr)[-4000:]]
+        for log in sorted(self.agent_state.glob("pods/*/*/*.log")):
+            out += [f"--- {log}", _tail(log, 20)]
+        return "\n".join(out)
+
+    # --- API ---------------------------------------------------------------------
+    def kubectl(self, *args, input=None, check=True, timeout=60):
+        p = subprocess.run([str(self.bin / "kubectl"), "--kubeconfig", self.kubeconfig, *map(str, args)],
+                           input=input, capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}{p.stderr}")
+        return p
+
+    def apply(self, manifest, namespace=None):
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("apply", *ns, "-f", "-", input=manifest)
+
+    def get(self, kind, name=None, namespace=None, missing_ok=False):
+        """The object (or list) as JSON; None if missing_ok and it does not exist."""
+        args = ["get", kind] + ([name] if name else []) + (["-n", namespace] if namespace else []) + ["-o", "json"]
+        p = self.kubectl(*args, check=False)
+        if p.returncode != 0:
+            if missing_ok and "NotFound" in p.stderr:
+                return None
+            raise AssertionError(f"kubectl {' '.join(args)}: {p.stderr}")
+        return json.loads(p.stdout)
+
+    @property
+    def api(self):
+        """A kubernetes.client.ApiClient for typed calls (CoreV1Api(kube.api), ...)."""
+        if self._api is None:
+            from kubernetes import config
+            self._api = config.new_client_from_config(config_file=self.kubeconfig)
+        return self._api
+
+    def namespace(self, name):
+        self.apply(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n")
+        # Pods are refused until the ServiceAccount controller made the default account.
+        self.wait_for(lambda: self.get("serviceaccount", "default", name, missing_ok=True), 30,
+                      what=f"ServiceAccount default in {name}")
+        return name
+
+    # --- waiting -----------------------------------------------------------------
+    def wait_for(self, cond, timeout, what, interval=0.25):
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                v = cond()
+                if v:
+                    return v
+                last = v
+            except AssertionError:
+                raise
+            except Exception as e:  # noqa: BLE001 - shown if it never works
+                last = e
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}\n"
+                                     f"{self.diagnostics()}")
+            time.sleep(interval)
+
+    def wait_pod_ready(self, namespace, name, timeout=120, not_uid=None):
+        """The pod once its Ready condition is True (a pod other than uid not_uid)."""
+        def ready():
+            pod = self.get("pod", name, namespace, missing_ok=True)
+            if pod is None or pod["metadata"]["uid"] == not_uid or pod["metadata"].get("deletionTimestamp"):
+                return None
+            conds = pod.get("status", {}).get("conditions", [])
+            return pod if any(c["type"] == "Ready" and c["status"] == "True" for c in conds) else None
+        return self.wait_for(ready, timeout, what=f"pod {namespace}/{name} Ready")
+
+    def pod_dir(self, namespace, name):
+        return self.agent_state / "pods" / namespace / name
+
+
+@pytest.fixture(scope="module")
+def kube_cluster(e2e_tmp, request):
+    """A control plane + node agent shared by the tests of a module (KUBE_NODES nodes, default 3)."""
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix=f"kube-{request.module.__name__}-", dir=e2e_tmp))
+    kc = KubeCluster(root, nodes=getattr(request.module, "KUBE_NODES", 3),
+                     images=getattr(request.module, "KUBE_IMAGES", None))
+    try:
+        kc.start()
+        yield kc
+    finally:
+        kc.stop()

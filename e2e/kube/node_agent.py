@@ -16,20 +16,26 @@ probes, restarts with back-off, graceful deletion. It also provisions Persistent
 Without containers there is no chroot and no network namespace, hence:
   * each pod gets its own loopback address (--ip-base + 2, 3, ...) and must bind it: a
     listener on 0.0.0.0 takes the port on every pod IP of the machine at once;
-  * mount paths are rewritten (longest first) to the volume folders in command/args, env
-    values and ConfigMap file contents;
-  * names resolve through a per-pod hosts file bind-mounted over /etc/hosts in a private
-    mount namespace (unshare; needs root): the pod's hostname and, for every pod of the
-    namespace with spec.hostname + spec.subdomain (StatefulSet pods), the headless-service
-    names (<h>.<sub>.<ns>.svc.cluster.local, <h>.<sub>.<ns>.svc, <h>.<sub>), ready or not.
-A process sees only its pod's env plus PATH, HOSTNAME and KUBERNETES_SERVICE_HOST/PORT (the
-apiserver), runs in its pod folder and dies with the agent (setpriv --pdeathsig), which ends
-them all on SIGTERM/SIGINT.
+  * each process runs in a private mount namespace (unshare, propagation private; needs
+    root) in which its volume folders are bind-mounted at their real mountPath (subPath,
+    readOnly; ConfigMap/Secret/downwardAPI/projected volumes read-only, as kubelet), so paths
+    in the pod spec and in config files mean what they say; a missing mount point is created
+    on the host (an empty folder, or file), two pods may mount different folders at one path;
+  * the ServiceAccount volume (kube-api-access-*: token from the TokenRequest API, ca.crt,
+    namespace) is thus at /var/run/secrets/kubernetes.io/serviceaccount, and
+    KUBERNETES_SERVICE_HOST/PORT name the apiserver of the agent's kubeconfig (no Service
+    routing), so in-cluster clients (kube-rs, client-go) work unchanged;
+  * names resolve through a per-pod hosts file bind-mounted over /etc/hosts: the pod's
+    hostname and, for every pod of the namespace with spec.hostname + spec.subdomain
+    (StatefulSet pods), the headless-service names (<h>.<sub>.<ns>.svc.cluster.local,
+    <h>.<sub>.<ns>.svc, <h>.<sub>), ready or not.
+A process sees only its pod's env plus PATH, HOSTNAME and KUBERNETES_SERVICE_HOST/PORT, runs
+the host's binaries (with the pod folder as working directory unless workingDir is set),
+and dies with the agent (setpriv --pdeathsig), which ends them all on SIGTERM/SIGINT. Exec
+probes run in the container's mount namespace (nsenter).
 Not done: image entrypoints other than the mapped binary, Service ClusterIPs (no kube-proxy),
-liveness/startup probes, resource limits, updates of ConfigMap volumes after a pod started,
-the service-account token at /var/run/secrets/... (it is in the pod's volume folder, which
-in-cluster clients do not look into), `kubectl logs/exec` (the logs are in
-<state>/pods/<ns>/<pod>/<container>.log).
+liveness/startup probes, resource limits, updates of ConfigMap volumes or token rotation after
+a pod started, `kubectl logs/exec` (the logs are in <state>/pods/<ns>/<pod>/<container>.log).
 """
 import argparse
 import base64
@@ -194,7 +200,7 @@ class Container:
         self.ready = False        # readiness probe verdict
         self.spawned_at = 0.0
         self.probe = {"ok": 0, "fail": 0, "due": 0.0}
-        self.env, self.argv, self.cwd = {}, [], None
+        self.env, self.argv = {}, []
 
     @property
     def running(self):
@@ -214,6 +220,7 @@ class Pod:
         self.subdomain = s.get("subdomain")
         self.ip = None
         self.dir = None
+        self.vols = {}             # volume name -> folder (or file) on the host
         self.hosts_text = None
         self.prepared = False
         self.retry_at = 0.0
@@ -256,29 +263,49 @@ class Agent:
         self._transitions = {}
         u = urllib.parse.urlparse(self.api.host)
         self.api_host, self.api_port = u.hostname, str(u.port or 443)
-        self.pre, self.ns_wrap = self.wrappers()
+        self.wrap = self.wrappers()
+        self.nsenter = shutil.which("nsenter") or "nsenter"
 
     # --- setup ------------------------------------------------------------------
     @staticmethod
     def wrappers():
-        """Command prefixes: (always, with a private /etc/hosts + hostname, or None). The pod
-        processes die with the agent (setpriv --pdeathsig: also on SIGKILL)."""
-        tools = {t: shutil.which(t) for t in ("unshare", "mount", "hostname", "sh", "setpriv")}
-        pre = [tools["setpriv"], "--pdeathsig", "KILL"] if tools["setpriv"] else []
-        if all(tools[t] for t in ("unshare", "mount", "hostname", "sh")) and Path("/etc/hosts").exists():
-            # $0: the hosts file, $1: the hostname, then the command
-            wrap = pre + [tools["unshare"], "--mount", "--uts", "--", tools["sh"], "-c",
-                          f'{tools["mount"]} --bind "$0" /etc/hosts && {tools["hostname"]} "$1" && shift && exec "$@"']
-            probe = subprocess.run(wrap + ["/etc/hosts", "probe", "true"], capture_output=True, text=True)
-            if probe.returncode == 0:
-                return pre, wrap
-            why = probe.stderr.strip()
+        """The command prefix that starts a container's process: in a private mount (and UTS)
+        namespace, with propagation private so that nothing leaks to the host or other pods, its
+        volumes bind-mounted at their mount paths and the hostname set; the process dies with
+        the agent (setpriv --pdeathsig: also on SIGKILL). Arguments after the prefix: hostname,
+        working directory ("" = the pod folder), then SOURCE TARGET ro|rw triples, "--" and the
+        command. A missing mount point is created (a folder, or an empty file for a file)."""
+        tools = {t: shutil.which(t) for t in ("setpriv", "unshare", "mount", "hostname", "sh", "mkdir")}
+        missing = [t for t, p in tools.items() if not p]
+        if missing:
+            why = f"{', '.join(missing)} not found"
         else:
-            why = "unshare, mount, hostname or /etc/hosts is missing"
-        log.error("no private mount namespace for pods (%s): processes run without their hosts "
-                  "file, so pod and headless-service names do NOT resolve; run as root with "
+            script = f"""set -e
+{tools["mount"]} --make-rprivate /
+{tools["hostname"]} "$0"
+wd="$1"; shift
+while [ "$1" != -- ]; do
+  if [ -d "$1" ]; then {tools["mkdir"]} -p "$2"
+  else d="${{2%/*}}"; {tools["mkdir"]} -p "${{d:-/}}"; [ -e "$2" ] || : > "$2"; fi
+  {tools["mount"]} --bind "$1" "$2"
+  [ "$3" = rw ] || {tools["mount"]} -o remount,bind,ro "$2"
+  shift 3
+done
+shift
+[ -z "$wd" ] || cd "$wd"
+exec "$@"
+"""
+            wrap = [tools["setpriv"], "--pdeathsig", "KILL", tools["unshare"], "--mount", "--uts",
+                    "--propagation", "private", "--", tools["sh"], "-c", script]
+            probe = subprocess.run(wrap + ["probe", "", "/etc/hosts", "/etc/hosts", "ro", "--", "true"],
+                                   capture_output=True, text=True)
+            if probe.returncode == 0:
+                return wrap
+            why = probe.stderr.strip()
+        log.error("no private mount namespace for pods (%s): without it a pod sees neither its "
+                  "volumes at their mount paths nor its hosts file; run the agent as root with "
                   "util-linux installed", why)
-        return pre, None
+        raise SystemExit(1)
 
     def setup(self):
         self.state.mkdir(parents=True, exist_ok=True)
@@ -500,14 +527,7 @@ class Agent:
             elif "hostPath" in v:
                 d = Path(v["hostPath"]["path"])
             vols[name] = d
-        # Mount path -> folder over all containers: ConfigMap contents are pod-wide.
-        mounts = {}
-        for c in p.containers:
-            for vm in c.spec.get("volumeMounts") or []:
-                if vm["name"] in vols:
-                    mounts.setdefault(vm["mountPath"].rstrip("/") or "/",
-                                      str(vols[vm["name"]] / vm.get("subPath", "")).rstrip("/"))
-        p.rewrite = rewriter(mounts)
+        p.vols = vols
         for v in s.get("volumes") or []:
             d = vols[v["name"]]
             if "emptyDir" in v:
@@ -518,7 +538,8 @@ class Agent:
                 self.write_volume(p, v, d)
             elif not {"persistentVolumeClaim", "hostPath", "emptyDir"} & v.keys():
                 log.warning("pod %s/%s: volume %s of an unsupported type is an empty folder", p.ns, p.name, v["name"])
-            d.mkdir(parents=True, exist_ok=True)
+            if not d.exists():  # (a hostPath may be a file)
+                d.mkdir(parents=True)
         p.prepared = True
 
     def write_volume(self, p, v, d):
@@ -532,8 +553,6 @@ class Agent:
                 ref = src[kind]
                 data = self.fetch(kind.lower(), p.ns, ref.get("name") or ref.get("secretName"),
                                   ref.get("optional", False)) or {}
-                if kind == "configMap":  # no chroot: paths in config files must point at the folders
-                    data = {k: p.rewrite(b.decode()).encode() if _text(b) else b for k, b in data.items()}
                 items = ref.get("items")
                 if items:
                     for it in items:
@@ -588,7 +607,7 @@ class Agent:
             else:
                 log.warning("pod %s/%s: env %s: unsupported valueFrom %s", p.ns, p.name, e["name"], list(vf))
                 env[e["name"]] = ""
-        return {k: p.rewrite(v) for k, v in env.items()}
+        return env
 
     def argv(self, c, env, cmd, args):
         """The binary replaces the image's entrypoint; a command naming another program (sh)
@@ -598,21 +617,41 @@ class Agent:
             cmd = [c.binary] + cmd[1:]
         return [expand(a, env.get) for a in cmd + list(args or [])]
 
+    def mounts(self, p, c, env):
+        """(source, mountPath, ro|rw) for the container, parents before children (as containerd
+        orders them): its volumeMounts (subPath/subPathExpr inside the volume, created if
+        missing, as kubelet does) and the pod's hosts file at /etc/hosts. ConfigMap, Secret,
+        downwardAPI and projected volumes are read-only, as kubelet mounts them."""
+        ro_kinds = {"configMap", "secret", "downwardAPI", "projected"}
+        kinds = {v["name"]: v for v in p.obj["spec"].get("volumes") or []}
+        out = []
+        for vm in c.spec.get("volumeMounts") or []:
+            v = kinds.get(vm["name"], {})
+            sub = vm.get("subPath") or expand(vm.get("subPathExpr", ""), env.get)
+            src = p.vols[vm["name"]] / sub if sub else p.vols[vm["name"]]
+            if not src.exists():
+                src.mkdir(parents=True)
+            ro = vm.get("readOnly") or bool(ro_kinds & v.keys()) or \
+                (v.get("persistentVolumeClaim") or {}).get("readOnly", False)
+            out.append((str(src), os.path.normpath(vm["mountPath"]), "ro" if ro else "rw"))
+        out.append((str(p.dir / "hosts"), "/etc/hosts", "rw"))
+        return sorted(out, key=lambda m: len(Path(m[1]).parts))
+
     def spawn(self, p, c):
         env = self.container_env(p, c)
-        c.argv = [p.rewrite(a) for a in self.argv(c, env, c.spec.get("command"), c.spec.get("args"))]
+        c.argv = self.argv(c, env, c.spec.get("command"), c.spec.get("args"))
         c.env = dict({"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": p.hostname,
                       "KUBERNETES_SERVICE_HOST": self.api_host, "KUBERNETES_SERVICE_PORT": self.api_port}, **env)
-        c.cwd = p.rewrite(c.spec.get("workingDir") or str(p.dir))
-        if not os.path.isdir(c.cwd):
-            c.cwd = str(p.dir)
+        mounts = self.mounts(p, c, env)
         self.write_hosts(p)
         c.run_id += 1
         with open(p.dir / f"{c.name}.log", "ab") as out:
-            out.write(f"===== {now_iso()} node agent: pod uid {p.uid}, start #{c.run_id}: {' '.join(c.argv)}\n".encode())
+            out.write(f"===== {now_iso()} node agent: pod uid {p.uid}, start #{c.run_id}: {' '.join(c.argv)}\n"
+                      f"===== mounts: {', '.join(f'{t} <- {s} ({m})' for s, t, m in mounts)}\n".encode())
             out.flush()
-            wrap = self.ns_wrap + [str(p.dir / "hosts"), p.hostname] if self.ns_wrap else self.pre
-            c.proc = subprocess.Popen(wrap + c.argv, cwd=c.cwd, env=c.env, stdin=subprocess.DEVNULL,
+            wrap = self.wrap + [p.hostname, c.spec.get("workingDir") or ""] + \
+                [x for m in mounts for x in m] + ["--"]
+            c.proc = subprocess.Popen(wrap + c.argv, cwd=p.dir, env=c.env, stdin=subprocess.DEVNULL,
                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         c.started_at, c.waiting, c.ready = now_iso(), None, False
         c.restarts += c.exit is not None  # every start after an exit is a restart
@@ -854,8 +893,10 @@ class Agent:
                 with socket.create_connection((t.get("host") or p.ip, self.port(c, t["port"])), timeout=timeout):
                     return True
             if "exec" in pr:
-                argv = [p.rewrite(a) for a in self.argv(c, c.env, pr["exec"]["command"], [])]
-                return subprocess.run(argv, env=c.env, cwd=c.cwd, capture_output=True, timeout=timeout).returncode == 0
+                # In the container's namespaces and working directory, as kubelet's exec.
+                argv = [self.nsenter, "--target", str(c.proc.pid), "--mount", "--uts", "--wd", "--"] + \
+                    self.argv(c, c.env, pr["exec"]["command"], [])
+                return subprocess.run(argv, env=c.env, cwd=p.dir, capture_output=True, timeout=timeout).returncode == 0
             return True  # grpc: not supported, counts as passing
         except Exception:  # noqa: BLE001 - whatever broke (refused, timeout, no such port name) is a failure
             return False
@@ -916,24 +957,6 @@ class Agent:
             if pr.poll() is None:
                 _signal(pr, signal.SIGKILL)
                 pr.wait()
-
-
-def rewriter(mounts):
-    """Replace whole mount-path occurrences, longest first, in one pass (a rewritten folder
-    name is never rewritten again)."""
-    keys = sorted((m for m in mounts if m != "/"), key=len, reverse=True)
-    if not keys:
-        return lambda s: s
-    rx = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, keys)) + r")(?![\w.-])")
-    return lambda s: rx.sub(lambda m: mounts[m.group(1)], s)
-
-
-def _text(b):
-    try:
-        b.decode()
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 def _term(e):

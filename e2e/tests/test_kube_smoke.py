@@ -104,7 +104,7 @@ def test_statefulset_broker_serves_and_keeps_data_across_pod_deletion(kube_clust
     assert delivered == [(0, 0, b"hello from a pod")]
     assert read_partition(f"{ip}:9092", topic, 0, 0, 1) == [(0, b"hello from a pod")]
 
-    # log.dirs=/var/lib/fjord/data was rewritten into the PersistentVolume's folder.
+    # log.dirs=/var/lib/fjord/data is in the PersistentVolume: its folder is mounted at /var/lib/fjord.
     pvc = kube.get("pvc", "data-fjord-0", ns)
     assert pvc["status"]["phase"] == "Bound"
     pv = kube.get("pv", pvc["spec"]["volumeName"])

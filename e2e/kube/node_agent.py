@@ -273,7 +273,7 @@ class Agent:
         namespace, with propagation private so that nothing leaks to the host or other pods, its
         volumes bind-mounted at their mount paths and the hostname set; the process dies with
         the agent (setpriv --pdeathsig: also on SIGKILL). Arguments after the prefix: hostname,
-        working directory ("" = the pod folder), then SOURCE TARGET ro|rw triples, "--" and the
+        working directory ("" = the pod folder), the agent's state folder, then SOURCE TARGET ro|rw triples, "--" and the
         command. A missing mount point is created (a folder, or an empty file for a file)."""
         tools = {t: shutil.which(t) for t in ("setpriv", "unshare", "mount", "hostname", "sh", "mkdir")}
         missing = [t for t, p in tools.items() if not p]
@@ -283,11 +283,18 @@ class Agent:
             script = f"""set -e
 {tools["mount"]} --make-rprivate /
 {tools["hostname"]} "$0"
-wd="$1"; shift
+wd="$1"; root="$2"; shift 2
+# The agent's state folder is reached through a bind of its own first: a volume mounted at
+# a path above it (an emptyDir at /tmp) would otherwise hide the sources of later mounts.
+stage=/run/fjord-e2e-agent-src
+{tools["mkdir"]} -p "$stage"
+[ -z "$root" ] || {tools["mount"]} --bind "$root" "$stage"
 while [ "$1" != -- ]; do
-  if [ -d "$1" ]; then {tools["mkdir"]} -p "$2"
+  src="$1"
+  case "$src" in "$root"/*) [ -z "$root" ] || src="$stage/${{src#"$root"/}}";; esac
+  if [ -d "$src" ]; then {tools["mkdir"]} -p "$2"
   else d="${{2%/*}}"; {tools["mkdir"]} -p "${{d:-/}}"; [ -e "$2" ] || : > "$2"; fi
-  {tools["mount"]} --bind "$1" "$2"
+  {tools["mount"]} --bind "$src" "$2"
   [ "$3" = rw ] || {tools["mount"]} -o remount,bind,ro "$2"
   shift 3
 done
@@ -297,7 +304,7 @@ exec "$@"
 """
             wrap = [tools["setpriv"], "--pdeathsig", "KILL", tools["unshare"], "--mount", "--uts",
                     "--propagation", "private", "--", tools["sh"], "-c", script]
-            probe = subprocess.run(wrap + ["probe", "", "/etc/hosts", "/etc/hosts", "ro", "--", "true"],
+            probe = subprocess.run(wrap + ["probe", "", "", "/etc/hosts", "/etc/hosts", "ro", "--", "true"],
                                    capture_output=True, text=True)
             if probe.returncode == 0:
                 return wrap
@@ -649,7 +656,7 @@ exec "$@"
             out.write(f"===== {now_iso()} node agent: pod uid {p.uid}, start #{c.run_id}: {' '.join(c.argv)}\n"
                       f"===== mounts: {', '.join(f'{t} <- {s} ({m})' for s, t, m in mounts)}\n".encode())
             out.flush()
-            wrap = self.wrap + [p.hostname, c.spec.get("workingDir") or ""] + \
+            wrap = self.wrap + [p.hostname, c.spec.get("workingDir") or "", str(self.state.resolve())] + \
                 [x for m in mounts for x in m] + ["--"]
             c.proc = subprocess.Popen(wrap + c.argv, cwd=p.dir, env=c.env, stdin=subprocess.DEVNULL,
                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -299,8 +299,10 @@ while [ "$1" != -- ]; do
   shift 3
 done
 shift
+cmd="$1"; shift
+case "$cmd" in "$root"/*) [ -z "$root" ] || cmd="$stage/${{cmd#"$root"/}}";; esac
 [ -z "$wd" ] || cd "$wd"
-exec "$@"
+exec "$cmd" "$@"
 """
             wrap = [tools["setpriv"], "--pdeathsig", "KILL", tools["unshare"], "--mount", "--uts",
                     "--propagation", "private", "--", tools["sh"], "-c", script]
@@ -316,6 +318,22 @@ exec "$@"
 
     def setup(self):
         self.state.mkdir(parents=True, exist_ok=True)
+        # The binaries that stand in for images are run from the state folder, which pods
+        # reach through the staging bind: a pod's emptyDir at /tmp would hide a binary that
+        # lives under /tmp (a CI clone) from its own process.
+        bins = self.state / "bin"
+        bins.mkdir(exist_ok=True)
+        staged = []
+        for i, (prefix, binary) in enumerate(self.images):
+            dest = bins / str(i) / Path(binary).name  # same name: command[0] is matched by it
+            dest.parent.mkdir(exist_ok=True)
+            dest.unlink(missing_ok=True)
+            try:
+                os.link(binary, dest)
+            except OSError:
+                shutil.copy2(binary, dest)
+            staged.append((prefix, str(dest)))
+        self.images = staged
         self.server_version = self.api.get("/version")["gitVersion"]
         sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
               "metadata": {"name": "standard",

@@ -106,7 +106,12 @@ def operator_writes(kc):
 
     def total(name):
         return sum(v for n, _, v in samples if n == name)
-    return {k: total(f"fjord_operator_{k}_total") for k in ("api_writes", "kafka_admin_writes", "reconciles")}
+    out = {k: total(f"fjord_operator_{k}_total") for k in ("api_writes", "kafka_admin_writes", "reconciles")}
+    for n, labels, v in samples:
+        if n == "fjord_operator_api_writes_total":
+            key = f"api_writes[{labels.get('controller')}/{labels.get('kind')}]"
+            out[key] = out.get(key, 0) + v
+    return out
 
 
 def main():
@@ -166,13 +171,18 @@ def main():
                                   "all_ready_from_start_s": round(done - t, 2)}
         log(f"{len(names)} Topics: kubectl apply {applied - t:.1f} s, all Ready {done - applied:.1f} s later")
 
-        before = operator_writes(kc)
         interval = float(a.drift.rstrip("s"))
+        # Let the new Topics settle first: their first status with sizes and readers comes
+        # with the first statistics refresh (every two drift intervals).
+        log(f"settling for {2 * interval + 5:.0f} s ...")
+        time.sleep(2 * interval + 5)
+        before = operator_writes(kc)
         wait = 2 * interval + 5
         log(f"idle for {wait:.0f} s (two drift checks of every Topic) ...")
         time.sleep(wait)
         after = operator_writes(kc)
-        results["idle"] = {"seconds": wait, **{k: after[k] - before[k] for k in after}}
+        results["idle"] = {"seconds": wait, **{k: after[k] - before.get(k, 0) for k in after}}
+        log(f"idle deltas: {results['idle']}")
         results["operator_rss_mib"] = round(rss_mib(pid), 1)
         results["operator_peak_rss_mib"] = round(rss_mib(pid, "VmHWM"), 1)
     finally:

@@ -51,8 +51,9 @@ def run(cmd, timeout, input=None, env=None, check=True, cwd=None):
     return r
 
 
-def wait_for(cond, timeout, interval=0.2, what="condition"):
-    """Poll cond() until it returns a truthy value; returns it, or raises AssertionError."""
+def wait_for(cond, timeout, interval=0.2, what="condition", fatal=(), details=None):
+    """Poll cond() until it returns a truthy value; returns it, or raises AssertionError.
+    Exceptions of the `fatal` types end the wait at once; `details()` adds to a timeout's message."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -61,10 +62,13 @@ def wait_for(cond, timeout, interval=0.2, what="condition"):
             if v:
                 return v
             last = v
+        except fatal:
+            raise
         except Exception as e:  # noqa: BLE001 - reported below
             last = e
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+            extra = f"\n{details()}" if details else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{extra}")
         time.sleep(interval)
 
 

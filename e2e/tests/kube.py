@@ -178,22 +178,11 @@ class KubeCluster:
 
     # --- waiting -----------------------------------------------------------------
     def wait_for(self, cond, timeout, what, interval=0.25):
-        deadline = time.monotonic() + timeout
-        last = None
-        while True:
-            try:
-                v = cond()
-                if v:
-                    return v
-                last = v
-            except AssertionError:
-                raise
-            except Exception as e:  # noqa: BLE001 - shown if it never works
-                last = e
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}\n"
-                                     f"{self.diagnostics()}")
-            time.sleep(interval)
+        """kclients.wait_for, ending at once on an AssertionError (a failed kubectl) and
+        adding the cluster's diagnostics to a timeout."""
+        from kclients import wait_for
+        return wait_for(cond, timeout, interval=interval, what=what, fatal=AssertionError,
+                        details=self.diagnostics)
 
     def wait_pod_ready(self, namespace, name, timeout=120, not_uid=None):
         """The pod once its Ready condition is True (a pod other than uid not_uid)."""

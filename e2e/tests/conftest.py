@@ -4,9 +4,10 @@ hands the tests an object to talk to it and to crash/restart it.
 Target: env FJORD_TEST_TARGET = fjord (default) | kafka.
   fjord: binary from FJORD_BIN (default <repo>/target/release/fjord).
   kafka: e2e/kafka/start / e2e/kafka/stop (Apache Kafka 4.x, single KRaft node).
-Tools (KAFKA_HOME, KAFKA_CLASSPATH, FJORD_NODE_PATH, FJORD_PY, KCAT, PROMTOOL, FJORD_KUBE_BIN) come from
-the environment or, if unset there, from ~/.cache/fjord/env.sh (FJORD_ENV_SH overrides the
-path); write it with `bash e2e/provision/all`. A missing tool fails the test, never skips it.
+Tools (KAFKA_HOME, KAFKA_CLASSPATH, FJORD_NODE_PATH, FJORD_PY, KCAT, PROMTOOL, PROMETHEUS,
+FJORD_PROM_OPERATOR_CRDS, FJORD_KUBE_BIN) come from the environment or, if unset there, from
+~/.cache/fjord/env.sh (FJORD_ENV_SH overrides the path); write it with `bash e2e/provision/all`.
+A missing tool fails the test, never skips it.
 """
 import os
 import shutil
@@ -31,7 +32,7 @@ import cluster as cluster_mod  # noqa: E402
 pytest_plugins = ["kube"]
 
 TOOL_VARS = ("KAFKA_HOME", "KAFKA_CLASSPATH", "FJORD_NODE_PATH", "FJORD_PY", "KCAT", "PROMTOOL",
-             "FJORD_KUBE_BIN")
+             "PROMETHEUS", "FJORD_PROM_OPERATOR_CRDS", "FJORD_KUBE_BIN")
 TARGET = os.environ.get("FJORD_TEST_TARGET", "fjord").strip().lower()
 if TARGET not in ("fjord", "kafka"):
     raise pytest.UsageError(f"FJORD_TEST_TARGET must be 'fjord' or 'kafka', not {TARGET!r}")
@@ -450,6 +451,16 @@ class Tools:
     @property
     def promtool(self):
         return str(require_path("PROMTOOL", executable=True))
+
+    @property
+    def prometheus(self):
+        """The Prometheus server binary (API only, no web UI); see prometheus.py."""
+        return str(require_path("PROMETHEUS", executable=True))
+
+    @property
+    def prom_operator_crds(self):
+        """Folder of the Prometheus Operator's ServiceMonitor, PodMonitor, PrometheusRule CRDs."""
+        return require_path("FJORD_PROM_OPERATOR_CRDS")
 
     def run_class(self, cls, *args, timeout=120, input=None, check=True, env=None):
         """Run a Kafka Java tool class through e2e/kafka/run-class."""

@@ -5,9 +5,9 @@ Target: env FJORD_TEST_TARGET = fjord (default) | kafka.
   fjord: binary from FJORD_BIN (default <repo>/target/release/fjord).
   kafka: e2e/kafka/start / e2e/kafka/stop (Apache Kafka 4.x, single KRaft node).
 Tools (KAFKA_HOME, KAFKA_CLASSPATH, FJORD_NODE_PATH, FJORD_PY, KCAT, PROMTOOL, PROMETHEUS,
-FJORD_PROM_OPERATOR_CRDS, FJORD_KUBE_BIN) come from the environment or, if unset there, from
-~/.cache/fjord/env.sh (FJORD_ENV_SH overrides the path); write it with `bash e2e/provision/all`.
-A missing tool fails the test, never skips it.
+FJORD_PROM_OPERATOR_CRDS, FJORD_KUBE_BIN, DASHBOARD_LINTER) come from the environment or, if unset
+there, from ~/.cache/fjord/env.sh (FJORD_ENV_SH overrides the path); write it with
+`bash e2e/provision/all`. A missing tool fails the test, never skips it.
 """
 import os
 import shutil
@@ -32,7 +32,7 @@ import cluster as cluster_mod  # noqa: E402
 pytest_plugins = ["kube"]
 
 TOOL_VARS = ("KAFKA_HOME", "KAFKA_CLASSPATH", "FJORD_NODE_PATH", "FJORD_PY", "KCAT", "PROMTOOL",
-             "PROMETHEUS", "FJORD_PROM_OPERATOR_CRDS", "FJORD_KUBE_BIN")
+             "PROMETHEUS", "FJORD_PROM_OPERATOR_CRDS", "FJORD_KUBE_BIN", "DASHBOARD_LINTER")
 TARGET = os.environ.get("FJORD_TEST_TARGET", "fjord").strip().lower()
 if TARGET not in ("fjord", "kafka"):
     raise pytest.UsageError(f"FJORD_TEST_TARGET must be 'fjord' or 'kafka', not {TARGET!r}")
@@ -451,6 +451,10 @@ class Tools:
     @property
     def promtool(self):
         return str(require_path("PROMTOOL", executable=True))
+
+    @property
+    def dashboard_linter(self):
+        return str(require_path("DASHBOARD_LINTER", executable=True))
 
     @property
     def prometheus(self):

@@ -15,7 +15,12 @@ use serde_json::json;
 use super::model::Model;
 
 const ALERTS_YAML: &str = include_str!("../../../dashboards/alerts.yaml");
-const DASHBOARDS: &[(&str, &str)] = &[("fjord-broker.json", include_str!("../../../dashboards/fjord-broker.json"))];
+const DASHBOARDS: &[(&str, &str)] = &[
+    ("fjord-cluster-overview.json", include_str!("../../../dashboards/fjord-cluster-overview.json")),
+    ("fjord-consumer-groups.json", include_str!("../../../dashboards/fjord-consumer-groups.json")),
+    ("fjord-operator.json", include_str!("../../../dashboards/fjord-operator.json")),
+    ("fjord-topics.json", include_str!("../../../dashboards/fjord-topics.json")),
+];
 
 pub fn service_monitor_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"), "servicemonitors")
@@ -116,6 +121,10 @@ mod tests {
         let cm = dashboards_config_map(&model(json!({"dashboards": true, "labels": {"release": "prom"}})));
         let l = cm.metadata.labels.unwrap();
         assert_eq!((l["grafana_dashboard"].as_str(), l["release"].as_str()), ("1", "prom"));
-        assert!(serde_json::from_str::<serde_json::Value>(&cm.data.unwrap()["fjord-broker.json"]).is_ok());
+        let data = cm.data.unwrap();
+        assert_eq!(data.len(), 4);
+        for (f, body) in &data {
+            assert!(serde_json::from_str::<serde_json::Value>(body).is_ok(), "{f} is JSON");
+        }
     }
 }

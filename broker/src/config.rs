@@ -63,6 +63,10 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub http_listen: Option<SocketAddr>,
     pub max_inflight_requests: usize,
+    pub metrics: crate::metrics::MetricsConfig,
+    /// OTLP/HTTP collector base URL; tracing is off when unset.
+    pub otlp_endpoint: Option<String>,
+    pub trace_sample_ratio: f64,
     pub cluster_id: Option<String>,
     /// (id, host:port) of every voter; a single-node quorum of this node when unset.
     pub voters: Vec<(i32, String)>,
@@ -149,6 +153,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("unclean.leader.election.enable", "false"),
     ("fjord.http.listen", ""),
     ("fjord.max.inflight.requests", "100"),
+    ("fjord.metrics.granularity", "topic"),
+    ("fjord.metrics.partition.allow", ".*"),
+    ("fjord.metrics.partition.deny", ""),
+    ("fjord.metrics.groups.allow", ".*"),
+    ("fjord.metrics.groups.deny", ""),
+    ("fjord.metrics.max.partition.series", "10000"),
+    ("fjord.tracing.otlp.endpoint", ""),
+    ("fjord.tracing.sample.ratio", "0.01"),
 ];
 
 /// `id@host:port,...`
@@ -372,6 +384,11 @@ impl BrokerConfig {
             delete_topic_enable: boolean(&props, "delete.topic.enable")?,
             http_listen,
             max_inflight_requests: num(&props, "fjord.max.inflight.requests")?,
+            metrics: crate::metrics::MetricsConfig::from_props(&props)?,
+            otlp_endpoint: Some(props["fjord.tracing.otlp.endpoint"].clone())
+                .filter(|s| !s.is_empty())
+                .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|s| !s.is_empty())),
+            trace_sample_ratio: num(&props, "fjord.tracing.sample.ratio")?,
             cluster_id: Some(props["cluster.id"].clone()).filter(|s| !s.is_empty()),
             explicit: pairs.iter().map(|(k, _)| k.clone()).collect(),
             props,
@@ -413,6 +430,9 @@ impl BrokerConfig {
         }
         if self.max_inflight_requests < 1 {
             bail!("fjord.max.inflight.requests must be >= 1");
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            bail!("fjord.tracing.sample.ratio must be between 0 and 1");
         }
         if self.log_index_interval_bytes == 0 {
             bail!("log.index.interval.bytes must be > 0");

@@ -7,32 +7,52 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use crate::api;
+use crate::api::{self, Reply};
 use crate::broker::Broker;
+
+/// A request read and not answered yet: counted in `fjord_requests_in_flight` until
+/// dropped, however the request ends (answered, refused, or its connection gone).
+struct InFlight(Arc<Broker>);
+
+impl InFlight {
+    fn new(b: &Arc<Broker>) -> Self {
+        b.metrics.in_flight.inc();
+        InFlight(b.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
+}
 
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, listener: Arc<str>) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(broker.config.max_inflight_requests);
+    let (tx, mut rx) = mpsc::channel::<(Reply, InFlight)>(broker.config.max_inflight_requests);
     let idle = broker.config.idle_timeout();
     // A client that stops reading must not pin the connection forever: writes time out
     // like reads do, and the reader then gives up on the full queue.
+    let metrics_of = broker.clone();
     let writer = tokio::spawn(async move {
         let mut wr = BufWriter::with_capacity(64 * 1024, wr);
-        while let Some(frame) = rx.recv().await {
-            if !matches!(timeout(idle, wr.write_all(&frame)).await, Ok(Ok(()))) {
+        while let Some((reply, _in_flight)) = rx.recv().await {
+            if !matches!(timeout(idle, wr.write_all(&reply.frame)).await, Ok(Ok(()))) {
                 return;
             }
             if rx.is_empty() && !matches!(timeout(idle, wr.flush()).await, Ok(Ok(()))) {
                 return;
             }
+            reply.timing.finish(&metrics_of.metrics);
         }
         let _ = timeout(idle, wr.shutdown()).await;
     });
@@ -70,8 +90,10 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, lis
             Ok(Err(_)) => break "client",
             Ok(Ok(())) => {}
         }
-        match api::handle(&broker, buf.freeze(), &host, &listener).await {
-            Ok(Some(resp)) => match timeout(idle, tx.send(resp)).await {
+        let received = Instant::now();
+        let in_flight = InFlight::new(&broker);
+        match api::handle(&broker, buf.freeze(), &host, &listener, received).await {
+            Ok(Some(reply)) => match timeout(idle, tx.send((reply, in_flight))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break "client",
                 Err(_) => break "idle",
@@ -85,5 +107,5 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, lis
     };
     drop(tx);
     let _ = writer.await;
-    broker.metrics.closed(reason);
+    broker.metrics.connection_closed(&listener, reason);
 }

@@ -21,6 +21,7 @@ mod replica_manager;
 mod replication;
 mod server;
 mod storage;
+mod telemetry;
 mod topic_config;
 
 use std::path::PathBuf;
@@ -76,11 +77,6 @@ fn parse_override(s: &str) -> Result<(String, String)> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info,openraft=error,openraft::replication=off,openraft::engine=off".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("fjord: error: {e:#}");
         std::process::exit(1);
@@ -118,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             (pairs, false)
         }
         Command::Dev { nodes, dir, port, http_port, overrides } if nodes > 1 => {
+            let _telemetry = telemetry::init(None, 0.0, 0)?;
             let extra: Vec<(String, String)> = overrides.iter().map(|o| parse_override(o)).collect::<Result<_>>()?;
             let cluster = dev::DevCluster::start(&dir, nodes, port, http_port, &extra)?;
             let bootstrap: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", port + i as u16)).collect();
@@ -162,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
     let cfg = config::BrokerConfig::from_pairs(&pairs)?;
+    let _telemetry = telemetry::init(cfg.otlp_endpoint.as_deref(), cfg.trace_sample_ratio, cfg.node_id)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let running = server::start(cfg).await?;

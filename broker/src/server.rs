@@ -174,20 +174,14 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, name: Arc<str>)
                 continue;
             }
         };
-        if broker.metrics.connections.get() as usize >= broker.config.max_connections {
+        if broker.metrics.open_connections() >= broker.config.max_connections {
             tracing::warn!(%peer, "max.connections reached; refusing connection");
             broker.metrics.closed("max_connections");
             drop(stream);
             continue;
         }
-        broker.metrics.connections_accepted.inc();
-        broker.metrics.connections.inc();
-        let b = broker.clone();
-        let name = name.clone();
-        tokio::spawn(async move {
-            connection::serve(b.clone(), stream, peer, name).await;
-            b.metrics.connections.dec();
-        });
+        broker.metrics.connection_opened(&name);
+        tokio::spawn(connection::serve(broker.clone(), stream, peer, name.clone()));
     }
 }
 

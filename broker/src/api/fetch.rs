@@ -160,7 +160,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         }
         // Long poll: sleep until something is appended anywhere or the wait runs out. A
         // timeout means nothing was appended since this read, so it is the answer.
-        if tokio::time::timeout(deadline - now, wake.changed()).await.is_err() {
+        if ctx.remote.wait(tokio::time::timeout(deadline - now, wake.changed())).await.is_err() {
             return FetchResponse::default().with_responses(responses);
         }
     }

@@ -14,7 +14,7 @@ pub mod producer_id;
 pub mod versions;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -22,6 +22,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker::Broker;
+use crate::metrics::{Metrics, Phases, RemoteTime};
+use tracing::Instrument;
 
 /// Why a connection must be closed instead of answered.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub struct Ctx<'a> {
     pub client_host: String,
     /// The listener the request arrived on.
     pub listener: String,
+    /// Time the handler spent waiting on others (`remote` in the request metrics).
+    pub remote: RemoteTime,
     api: &'static str,
 }
 
@@ -150,9 +154,34 @@ macro_rules! dispatch {
     };
 }
 
-/// Handle one request frame (without its size prefix). `Ok(None)` means no response
-/// (acks=0 produce); `Err` means the connection must be closed.
-pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, listener: &str) -> Result<Option<Bytes>, ProtocolError> {
+/// A response ready to be written, and where the request's time went so far.
+pub struct Reply {
+    pub frame: Bytes,
+    pub timing: Timing,
+}
+
+/// A request's phases up to its answer; the connection adds the send time.
+pub struct Timing {
+    api: &'static str,
+    queue: Duration,
+    local: Duration,
+    remote: Duration,
+    answered: Instant,
+    trace_id: Option<String>,
+}
+
+impl Timing {
+    /// The response is written (or there is none): record the request.
+    pub fn finish(self, metrics: &Metrics) {
+        let phases = Phases { queue: self.queue, local: self.local, remote: self.remote, send: self.answered.elapsed() };
+        metrics.request_done(self.api, phases, self.trace_id);
+    }
+}
+
+/// Handle one request frame (without its size prefix), read completely at `received`.
+/// `Ok(None)` means no response (acks=0 produce); `Err` means the connection must be
+/// closed.
+pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, listener: &str, received: Instant) -> Result<Option<Reply>, ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Short);
     }
@@ -165,7 +194,8 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, l
     if version < range.0 || version > range.1 {
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            return unsupported_api_versions(correlation_id).map(Some);
+            let timing = Timing { api: versions::name(api), queue: received.elapsed(), local: Duration::ZERO, remote: Duration::ZERO, answered: Instant::now(), trace_id: None };
+            return unsupported_api_versions(correlation_id).map(|frame| Some(Reply { frame, timing }));
         }
         return Err(ProtocolError::UnsupportedVersion(api, version));
     }
@@ -179,10 +209,12 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, l
         client_id: header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default(),
         client_host: client_host.to_string(),
         listener: listener.to_string(),
+        remote: RemoteTime::default(),
         api: api_name,
     };
+    let span = crate::telemetry::request_span(api_name, &ctx.client_id);
     let mut buf = frame;
-    let out = dispatch!(ctx, buf, header, api, version, {
+    let dispatched = async { dispatch!(ctx, buf, header, api, version, {
         ApiVersions => ApiVersionsRequest => versions::handle,
         Metadata => MetadataRequest => metadata::handle,
         Fetch => FetchRequest => fetch::handle,
@@ -212,12 +244,31 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, l
         AlterPartitionReassignments => AlterPartitionReassignmentsRequest => partitions::alter_reassignments,
         ListPartitionReassignments => ListPartitionReassignmentsRequest => partitions::list_reassignments,
         DescribeLogDirs => DescribeLogDirsRequest => partitions::describe_log_dirs,
-    });
-    broker.metrics.request_done(api_name, started.elapsed());
+    }) };
+    let (out, trace_id) = match span {
+        Some((span, trace_id)) => (dispatched.instrument(span).await, trace_id),
+        None => (dispatched.await, None),
+    };
+    let answered = Instant::now();
+    let remote = ctx.remote.get();
+    let timing = Timing {
+        api: api_name,
+        queue: started.saturating_duration_since(received),
+        local: answered.saturating_duration_since(started).saturating_sub(remote),
+        remote,
+        answered,
+        trace_id,
+    };
     if buf.has_remaining() && out.is_ok() {
         tracing::debug!(api = api_name, version, extra = buf.remaining(), "trailing bytes after request body");
     }
-    out
+    match out {
+        Ok(Some(frame)) => Ok(Some(Reply { frame, timing })),
+        other => {
+            timing.finish(&broker.metrics);
+            other.map(|_| None)
+        }
+    }
 }
 
 #[cfg(test)]

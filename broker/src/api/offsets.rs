@@ -37,7 +37,7 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     // Answer once the ISR has the commit: a coordinator failover must not lose it.
     let result = match b.groups.commit(b, req.group_id.as_str(), req.generation_id_or_member_epoch, req.member_id.as_str(), instance.as_deref(), entries) {
-        Ok(Some((rx, last))) => crate::partition::wait_replicated(rx, last, 1, std::time::Duration::from_secs(5)).await.map_err(|e| match e {
+        Ok(Some((rx, last))) => ctx.remote.wait(crate::partition::wait_replicated(rx, last, 1, std::time::Duration::from_secs(5))).await.map_err(|e| match e {
             ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
             e => e,
         }),

@@ -115,7 +115,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64);
     for (t, p, rx, last, min_isr) in waiting {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if let Err(e) = wait_replicated(rx, last, min_isr, left).await {
+        if let Err(e) = ctx.remote.wait(wait_replicated(rx, last, min_isr, left)).await {
             let index = responses[t].partition_responses[p].index;
             responses[t].partition_responses[p] = partition_error(ctx, index, e, None);
         }

@@ -212,7 +212,8 @@ const ALL: &[ApiKey] = &[
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {
-    tokio::time::timeout(Duration::from_millis(200), handle(b, f, "127.0.0.1", "PLAINTEXT")).await.ok()
+    let out = tokio::time::timeout(Duration::from_millis(200), handle(b, f, "127.0.0.1", "PLAINTEXT", std::time::Instant::now())).await.ok()?;
+    Some(out.map(|reply| reply.map(|r| r.frame)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::offsets::{self, CommittedOffset};
+use super::status::{CommitSample, CommitWindow};
 use crate::broker::{now_ms, Broker, OFFSETS_TOPIC};
 use crate::config::BrokerConfig;
 
@@ -132,6 +133,12 @@ pub struct Group {
     sync_deadline: Option<Instant>,
     awaiting_sync: std::collections::HashSet<String>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// OffsetCommit requests accepted since this node loaded the group.
+    pub commits: u64,
+    /// The last commit's time (from the log after a load).
+    pub last_commit_ms: Option<i64>,
+    /// The last commits per partition, for the Burrow-style status.
+    pub windows: HashMap<(String, i32), CommitWindow>,
 }
 
 impl Group {
@@ -151,6 +158,9 @@ impl Group {
             sync_deadline: None,
             awaiting_sync: Default::default(),
             offsets: BTreeMap::new(),
+            commits: 0,
+            last_commit_ms: None,
+            windows: HashMap::new(),
         }
     }
 
@@ -425,6 +435,7 @@ impl GroupCoordinator {
                             }
                             Some(v) => match offsets::decode_value(v) {
                                 Some(v) => {
+                                    group.last_commit_ms = group.last_commit_ms.max(Some(v.commit_timestamp));
                                     group.offsets.insert((t, part_idx), v);
                                     loaded += 1;
                                 }
@@ -774,9 +785,24 @@ impl GroupCoordinator {
             .map(|(t, p, c)| (offsets::encode_key(group_id, t, *p), Some(offsets::encode_value(c))))
             .collect();
         let wait = self.append_offsets(broker, group_id, &records)?;
+        // The lag each commit leaves, for the group's status; a partition this node holds
+        // no replica of has no lag to record.
+        let lags: Vec<Option<i64>> = entries
+            .iter()
+            .map(|(t, p, c)| {
+                broker.replicas.get(t, *p).map(|part| {
+                    let part = part.lock();
+                    (part.high_watermark() - c.offset.max(part.log.log_start_offset())).max(0)
+                })
+            })
+            .collect();
+        let now = now_ms();
         let mut groups = self.groups.lock();
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
-        for (t, p, c) in entries {
+        g.commits += 1;
+        g.last_commit_ms = Some(now);
+        for ((t, p, c), lag) in entries.into_iter().zip(lags) {
+            g.windows.entry((t.clone(), p)).or_default().push(CommitSample { offset: c.offset, lag, at_ms: now });
             g.offsets.insert((t, p), c);
         }
         Ok(Some(wait))
@@ -828,6 +854,7 @@ impl GroupCoordinator {
                 .filter_map(|g| {
                     let keys: Vec<(String, i32)> = g.offsets.keys().filter(|(t, _)| t == topic).cloned().collect();
                     g.offsets.retain(|(t, _), _| t != topic);
+                    g.windows.retain(|(t, _), _| t != topic);
                     (!keys.is_empty()).then(|| (g.id.clone(), keys))
                 })
                 .collect()
@@ -856,17 +883,36 @@ impl GroupCoordinator {
         self.groups.lock().get(group_id).map(f)
     }
 
-    /// Every committed offset: (group, topic, partition, offset), for lag metrics.
-    pub fn all_committed(&self) -> Vec<(String, String, i32, i64)> {
+    /// What the metrics report of every group this node coordinates.
+    pub fn snapshot(&self) -> Vec<GroupSnapshot> {
         let groups = self.groups.lock();
-        let mut out = Vec::new();
-        for g in groups.values() {
-            for ((t, p), c) in &g.offsets {
-                out.push((g.id.clone(), t.clone(), *p, c.offset));
-            }
-        }
-        out
+        groups
+            .values()
+            .map(|g| GroupSnapshot {
+                id: g.id.clone(),
+                state: g.state.name(),
+                members: g.members.len(),
+                commits: g.commits,
+                last_commit_ms: g.last_commit_ms,
+                partitions: g
+                    .offsets
+                    .iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.offset, g.windows.get(&(t.clone(), *p)).cloned().unwrap_or_default()))
+                    .collect(),
+            })
+            .collect()
     }
+}
+
+/// A group as the metrics see it.
+pub struct GroupSnapshot {
+    pub id: String,
+    pub state: &'static str,
+    pub members: usize,
+    pub commits: u64,
+    pub last_commit_ms: Option<i64>,
+    /// (topic, partition, committed offset, its last commits)
+    pub partitions: Vec<(String, i32, i64, CommitWindow)>,
 }
 
 #[cfg(test)]

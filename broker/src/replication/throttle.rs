@@ -45,11 +45,13 @@ struct Bucket {
     rate: Option<u64>,
     tokens: f64,
     at: Instant,
+    /// Seconds the bucket spent in debt: how long throttled replicas were held back.
+    held: f64,
 }
 
 impl Default for Quota {
     fn default() -> Self {
-        Quota { inner: Mutex::new(Bucket { rate: None, tokens: 0.0, at: Instant::now() }) }
+        Quota { inner: Mutex::new(Bucket { rate: None, tokens: 0.0, at: Instant::now(), held: 0.0 }) }
     }
 }
 
@@ -68,7 +70,11 @@ impl Quota {
         let mut b = self.inner.lock();
         let Some(rate) = b.rate else { return false };
         let now = Instant::now();
-        let refill = now.duration_since(b.at).as_secs_f64() * rate as f64;
+        let elapsed = now.duration_since(b.at).as_secs_f64();
+        if b.tokens < 0.0 && rate > 0 {
+            b.held += elapsed.min(-b.tokens / rate as f64);
+        }
+        let refill = elapsed * rate as f64;
         b.tokens = (b.tokens + refill).min(rate as f64);
         b.at = now;
         b.tokens <= 0.0
@@ -81,6 +87,13 @@ impl Quota {
         if b.rate.is_some() {
             b.tokens -= bytes as f64;
         }
+    }
+}
+
+impl Quota {
+    /// Total seconds throttled replicas waited (Kafka's replication `throttle-time`).
+    pub fn throttled_seconds(&self) -> f64 {
+        self.inner.lock().held
     }
 }
 
@@ -115,6 +128,8 @@ mod tests {
         assert!(q.exceeded(), "2000 bytes of debt");
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(q.exceeded(), "50 ms refills only 50 bytes");
+        let held = q.throttled_seconds();
+        assert!((0.04..1.0).contains(&held), "in debt since the read: {held}");
         q.set_rate(None);
         assert!(!q.exceeded());
         assert_eq!(parse_rate(Some(&"1048576".to_string())), Some(1 << 20));

@@ -1,0 +1,365 @@
+//! The scrape-time collector: everything that is a view of state rather than a count of
+//! events (partitions, ISR health, log sizes and disks, consumer groups, the process).
+//! Computing at scrape time costs nothing between scrapes and never goes stale: a group
+//! whose consumers all died still reports its growing lag.
+
+use std::collections::BTreeMap;
+use std::sync::Weak;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use super::process::{disk_space, process_stats};
+use super::TopicLabel;
+use crate::broker::{now_ms, Broker};
+use crate::group::status::Status;
+use crate::storage::batch::find_record;
+
+#[derive(Debug)]
+pub(super) struct BrokerCollector {
+    pub broker: Weak<Broker>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("node_id", &self.config.node_id).finish()
+    }
+}
+
+/// Consumer lag of one committed offset: records behind the high watermark, and seconds
+/// since the first unconsumed record was written. Never negative; an offset below the log
+/// start offset counts from the log start (those records are gone, not pending).
+pub fn lag(p: &crate::partition::Partition, committed: i64, now_ms: i64) -> (i64, f64) {
+    let hw = p.high_watermark();
+    let from = committed.max(p.log.log_start_offset());
+    let records = (hw - from).max(0);
+    if records == 0 {
+        return (0, 0.0);
+    }
+    let ts = match p.log.batch_at(from) {
+        Ok(Some((h, _))) if h.base_offset == from => Some(h.base_timestamp),
+        // A compressed batch's first timestamp stands in (overstating lag by at most a batch).
+        Ok(Some((h, raw))) => Some(find_record(&h, raw, |_, offset| offset >= from).map_or(h.base_timestamp, |r| r.0)),
+        _ => None,
+    };
+    let seconds = ts.map(|t| ((now_ms - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
+    (records, seconds)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabel {
+    side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabel {
+    dir: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabel {
+    node_id: String,
+    cluster_id: String,
+    version: &'static str,
+    rack: String,
+    roles: String,
+}
+
+/// Label pairs where `partition` is left out entirely at topic granularity (a derived label
+/// set would print `partition=""`).
+type Labels = Vec<(&'static str, String)>;
+
+fn labels(pairs: &[(&'static str, &str)], partition: Option<String>) -> Labels {
+    let mut l: Labels = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    l.extend(partition.map(|p| ("partition", p)));
+    l
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupStateLabel {
+    group: String,
+    state: &'static str,
+}
+
+#[derive(Default)]
+struct ReplicationHealth {
+    under_replicated: i64,
+    under_min_isr: i64,
+    at_min_isr: i64,
+    offline: i64,
+    leaders: i64,
+    max_lag: i64,
+    controller_active: i64,
+    active_brokers: i64,
+    fenced_brokers: i64,
+    applied: u64,
+    metadata_lag: i64,
+    elections: crate::metadata::image::Elections,
+}
+
+fn replication_health(b: &Broker) -> ReplicationHealth {
+    let mut h = ReplicationHealth::default();
+    for p in b.replicas.all() {
+        let p = p.lock();
+        if !p.is_leader() {
+            continue;
+        }
+        h.leaders += 1;
+        let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
+        if p.isr.len() < p.replicas.len() {
+            h.under_replicated += 1;
+        }
+        if p.isr.len() < min_isr {
+            h.under_min_isr += 1;
+        } else if p.isr.len() == min_isr && p.replicas.len() > 1 {
+            h.at_min_isr += 1;
+        }
+        let leo = p.log.log_end_offset();
+        for f in p.followers.values() {
+            if f.log_end_offset >= 0 {
+                h.max_lag = h.max_lag.max(leo - f.log_end_offset);
+            }
+        }
+    }
+    let active = b.controller.is_active(b);
+    h.controller_active = active as i64;
+    b.metadata.read(|img| {
+        // The controller's view, as Kafka reports these: other nodes say 0.
+        if active {
+            h.offline = img.topics.values().flat_map(|t| t.assignment.iter()).filter(|p| p.leader < 0).count() as i64;
+            h.fenced_brokers = img.brokers.values().filter(|b| b.fenced).count() as i64;
+            h.active_brokers = img.brokers.len() as i64 - h.fenced_brokers;
+        }
+        h.elections = img.elections;
+    });
+    h.applied = b.metadata.applied_index();
+    if let Some(q) = b.metadata.quorum() {
+        h.metadata_lag = q.status().committed.saturating_sub(h.applied) as i64;
+    }
+    h
+}
+
+/// One family, one sample per label set.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut fam = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, m) in samples {
+        m.encode(fam.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, v: impl Into<f64>) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v.into());
+    g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A partition hosted here, as the size and offset series need it.
+struct Hosted {
+    topic: String,
+    index: i32,
+    size: u64,
+    high_watermark: i64,
+    log_start: i64,
+}
+
+/// Consumer lag of one group on one partition hosted here.
+struct GroupLag {
+    group: String,
+    topic: String,
+    partition: i32,
+    records: i64,
+    seconds: f64,
+}
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(b) = self.broker.upgrade() else { return Ok(()) };
+        let now = now_ms();
+        let cfg = &b.config.metrics;
+        let enc = &mut encoder;
+
+        let info = InfoLabel {
+            node_id: b.config.node_id.to_string(),
+            cluster_id: b.metadata.cluster_id(),
+            version: env!("CARGO_PKG_VERSION"),
+            rack: b.config.broker_rack.clone().unwrap_or_default(),
+            roles: b.config.process_roles.join(","),
+        };
+        family(enc, "fjord_broker_info", "Always 1; the labels describe this node", MetricType::Gauge, [(info, ConstGauge::new(1))])?;
+        gauge(enc, "fjord_uptime_seconds", "Seconds since the broker started", b.started.elapsed().as_secs_f64())?;
+        let ps = process_stats();
+        if let Some(cpu) = ps.cpu_seconds {
+            ConstCounter::new(cpu).encode(enc.encode_descriptor("process_cpu_seconds", "CPU time used by the process, user and system", None, MetricType::Counter)?)?;
+        }
+        for (name, help, v) in [
+            ("process_resident_memory_bytes", "Resident memory of the process", ps.resident_bytes),
+            ("process_open_fds", "Open file descriptors", ps.open_fds),
+            ("process_max_fds", "The process's open-file limit", ps.max_fds),
+        ] {
+            if let Some(v) = v {
+                gauge(enc, name, help, v as f64)?;
+            }
+        }
+
+        let h = replication_health(&b);
+        let partitions = b.replicas.all();
+        gauge(enc, "fjord_partitions", "Partitions hosted by this broker", partitions.len() as f64)?;
+        let gauges: [(&str, &str, i64); 11] = [
+            ("fjord_under_replicated_partitions", "Led partitions whose ISR is smaller than their replica set", h.under_replicated),
+            ("fjord_under_min_isr_partitions", "Led partitions whose ISR is smaller than min.insync.replicas (acks=all fails)", h.under_min_isr),
+            ("fjord_at_min_isr_partitions", "Led partitions whose ISR is exactly min.insync.replicas (one more loss blocks acks=all)", h.at_min_isr),
+            ("fjord_offline_partitions", "Partitions without a live leader (reported by the active controller)", h.offline),
+            ("fjord_leader_partitions", "Partitions this broker leads", h.leaders),
+            ("fjord_replica_max_lag_records", "Largest follower lag behind this leader, in records", h.max_lag),
+            ("fjord_controller_active", "1 on the active controller (the metadata quorum leader)", h.controller_active),
+            ("fjord_active_brokers", "Registered, unfenced brokers (reported by the active controller)", h.active_brokers),
+            ("fjord_fenced_brokers", "Registered brokers fenced for missing heartbeats (reported by the active controller)", h.fenced_brokers),
+            ("fjord_metadata_applied_index", "Index of the last metadata log entry applied on this node", h.applied as i64),
+            ("fjord_metadata_lag_entries", "Metadata log entries committed but not applied yet on this node", h.metadata_lag),
+        ];
+        for (name, help, v) in gauges {
+            gauge(enc, name, help, v as f64)?;
+        }
+        family(
+            enc,
+            "fjord_leader_elections",
+            "Leader elections decided by the metadata this node applied (counts on every node; use the controller's)",
+            MetricType::Counter,
+            [("clean", h.elections.clean), ("unclean", h.elections.unclean)].map(|(kind, n)| (KindLabel { kind }, ConstCounter::new(n))),
+        )?;
+        family(
+            enc,
+            "fjord_replication_throttled_seconds",
+            "Time throttled replicas were held back by the reassignment throttle",
+            MetricType::Counter,
+            [("leader", &b.leader_quota), ("follower", &b.follower_quota)].map(|(side, q)| (SideLabel { side }, ConstCounter::new(q.throttled_seconds()))),
+        )?;
+        let topic_partitions: Vec<(String, i32)> = b.metadata.read(|img| img.topics.values().map(|t| (t.name.clone(), t.partitions)).collect());
+        family(
+            enc,
+            "fjord_topic_partitions",
+            "Partitions of the topic in the cluster metadata",
+            MetricType::Gauge,
+            topic_partitions.into_iter().map(|(topic, n)| (TopicLabel { topic }, ConstGauge::new(n as i64))),
+        )?;
+
+        // What is hosted, and the lag of every exported group on it.
+        let mut hosted = Vec::with_capacity(partitions.len());
+        for p in &partitions {
+            let p = p.lock();
+            hosted.push(Hosted { topic: p.topic.clone(), index: p.index, size: p.log.size_bytes(), high_watermark: p.high_watermark(), log_start: p.log.log_start_offset() });
+        }
+        let groups: Vec<_> = b.groups.snapshot().into_iter().filter(|g| cfg.group_exported(&g.id)).collect();
+        let mut lags = Vec::new();
+        let mut status = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let mut worst = Status::Ok;
+            for (topic, partition, offset, window) in &g.partitions {
+                let Some(p) = b.replicas.get(topic, *partition) else { continue };
+                let (records, seconds) = lag(&p.lock(), *offset, now);
+                worst = worst.max(window.evaluate(records, now, g.last_commit_ms.unwrap_or(0)));
+                lags.push(GroupLag { group: g.id.clone(), topic: topic.clone(), partition: *partition, records, seconds });
+            }
+            status.push((GroupLabel { group: g.id.clone() }, ConstGauge::new(worst as i64)));
+        }
+
+        // Granularity: what each topic would cost per partition, and which get it.
+        let mut costs: BTreeMap<String, usize> = BTreeMap::new();
+        for p in &hosted {
+            *costs.entry(p.topic.clone()).or_default() += 3;
+        }
+        for l in &lags {
+            *costs.entry(l.topic.clone()).or_default() += 2;
+        }
+        let (per_partition, dropped) = cfg.per_partition(&costs);
+        if dropped > 0 {
+            b.metrics.series_dropped.inc_by(dropped);
+        }
+        let fine = |topic: &str| per_partition.contains(topic);
+
+        let mut sizes: BTreeMap<Labels, i64> = BTreeMap::new();
+        for p in &hosted {
+            let partition = fine(&p.topic).then(|| p.index.to_string());
+            *sizes.entry(labels(&[("topic", &p.topic)], partition)).or_default() += p.size as i64;
+        }
+        family(enc, "fjord_log_size_bytes", "Bytes on disk of the segments this node holds", MetricType::Gauge, sizes.into_iter().map(|(l, v)| (l, ConstGauge::new(v))))?;
+        let detailed: Vec<&Hosted> = hosted.iter().filter(|p| fine(&p.topic)).collect();
+        let label = |p: &Hosted| labels(&[("topic", &p.topic)], Some(p.index.to_string()));
+        family(enc, "fjord_partition_high_watermark", "High watermark per partition", MetricType::Gauge, detailed.iter().map(|p| (label(p), ConstGauge::new(p.high_watermark))))?;
+        family(enc, "fjord_partition_log_start_offset", "Log start offset per partition", MetricType::Gauge, detailed.iter().map(|p| (label(p), ConstGauge::new(p.log_start))))?;
+
+        let mut dirs = Vec::new();
+        for dir in &b.config.log_dirs {
+            if let Some(space) = disk_space(dir) {
+                dirs.push((DirLabel { dir: dir.display().to_string() }, space));
+            }
+        }
+        family(enc, "fjord_log_dir_free_bytes", "Free bytes on the file system of a log directory", MetricType::Gauge, dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.0 as f64))))?;
+        family(enc, "fjord_log_dir_capacity_bytes", "Size of the file system of a log directory", MetricType::Gauge, dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.1 as f64))))?;
+
+        // Lag: summed records and the oldest record per (group, topic), unless per partition.
+        let mut by_key: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
+        for l in &lags {
+            let partition = fine(&l.topic).then(|| l.partition.to_string());
+            let e = by_key.entry(labels(&[("group", &l.group), ("topic", &l.topic)], partition)).or_default();
+            e.0 += l.records;
+            e.1 = e.1.max(l.seconds);
+        }
+        family(
+            enc,
+            "fjord_consumer_group_lag_records",
+            "Records between a group's committed offsets and the high watermark",
+            MetricType::Gauge,
+            by_key.iter().map(|(l, v)| (l.clone(), ConstGauge::new(v.0))),
+        )?;
+        family(
+            enc,
+            "fjord_consumer_group_lag_seconds",
+            "Age of the oldest record a group has not consumed (0 when caught up)",
+            MetricType::Gauge,
+            by_key.iter().map(|(l, v)| (l.clone(), ConstGauge::new(v.1))),
+        )?;
+        family(
+            enc,
+            "fjord_consumer_group_members",
+            "Members of a group, labelled with the group's state",
+            MetricType::Gauge,
+            groups.iter().map(|g| (GroupStateLabel { group: g.id.clone(), state: g.state }, ConstGauge::new(g.members as i64))),
+        )?;
+        family(enc, "fjord_consumer_group_status", "Burrow-style status: 0 ok, 1 warn, 2 stall, 3 stop, 4 rewind", MetricType::Gauge, status)?;
+        family(
+            enc,
+            "fjord_consumer_group_commits",
+            "Offset commits accepted since this coordinator loaded the group",
+            MetricType::Counter,
+            groups.iter().map(|g| (GroupLabel { group: g.id.clone() }, ConstCounter::new(g.commits))),
+        )?;
+        family(
+            enc,
+            "fjord_consumer_group_last_commit_timestamp_seconds",
+            "Unix time of the group's last offset commit",
+            MetricType::Gauge,
+            groups.iter().filter_map(|g| Some((GroupLabel { group: g.id.clone() }, ConstGauge::new(g.last_commit_ms? as f64 / 1000.0)))),
+        )?;
+        Ok(())
+    }
+}

@@ -76,10 +76,10 @@ def wait_for(cond, timeout, interval=0.2, what="condition", fatal=(), details=No
 # HTTP / Prometheus
 
 
-def http_get(url, timeout=5.0):
+def http_get(url, timeout=5.0, headers=None):
     """Returns (status, body text); never raises for HTTP error statuses."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
             return r.status, r.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -134,9 +134,9 @@ def wait_topic(bootstrap, topic, partitions, timeout=30):
     wait_for(ready, timeout, what=f"topic {topic} with {partitions} partitions and leaders in metadata")
 
 
-def create_topic(bootstrap, topic, partitions=1, config=None, timeout=30):
+def create_topic(bootstrap, topic, partitions=1, config=None, timeout=30, replication_factor=1):
     a = admin(bootstrap)
-    fs = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+    fs = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
                                    config=config or {})], operation_timeout=timeout)
     fs[topic].result(timeout)
     wait_topic(bootstrap, topic, partitions, timeout)

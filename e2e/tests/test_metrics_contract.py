@@ -18,9 +18,14 @@ def documented(table="metrics"):
     """Names in a table of docs/metrics.md: `metrics` (the broker's) or `operator-metrics`."""
     text = (REPO / "docs" / "metrics.md").read_text()
     block = text.split(f"<!-- {table}:begin -->")[1].split(f"<!-- {table}:end -->")[0]
-    names = re.findall(r"^\| `(fjord_[a-z0-9_]+)` \|", block, re.M)
+    names = re.findall(r"^\| `((?:fjord|process)_[a-z0-9_]+)` \|", block, re.M)
     assert names, f"no metric rows found between the {table} markers of docs/metrics.md"
     return set(names)
+
+
+def documented_histograms():
+    text = (REPO / "docs" / "metrics.md").read_text()
+    return set(re.findall(r"^\| `((?:fjord|process)_[a-z0-9_]+)` \| histogram \|", text, re.M))
 
 
 def family(name, histograms):
@@ -31,8 +36,10 @@ def family(name, histograms):
 
 
 @pytest.fixture(scope="module")
-def exported(broker):
-    """Sample names after traffic that touches every metric: produce, consume, commit."""
+def exported(module_broker_factory):
+    """Sample names after traffic that touches every metric: produce, consume, commit; at
+    partition granularity, so the opt-in per-partition series are there too."""
+    broker = module_broker_factory.start({"group.initial.rebalance.delay.ms": "0", "fjord.metrics.granularity": "partition"})
     topic = create_topic(broker.bootstrap, unique("contract"), 2)
     produce(broker.bootstrap, topic, [f"v{i}" for i in range(200)], keys=[f"k{i}" for i in range(200)])
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("contract-group"),
@@ -46,7 +53,7 @@ def exported(broker):
     status, body = http_get(broker.metrics_url)
     assert status == 200, body[:500]
     hist = set(re.findall(r"^# TYPE (fjord_[a-z0-9_]+) histogram", body, re.M))
-    return {family(n, hist) for n, _, _ in parse_prometheus(body) if n.startswith("fjord_")}, body
+    return {family(n, hist) for n, _, _ in parse_prometheus(body) if n.startswith(("fjord_", "process_"))}, body
 
 
 def test_docs_list_exactly_what_is_exported(exported):
@@ -62,12 +69,12 @@ def test_dashboards_and_alerts_use_only_documented_names(exported):
     # The operator's alerts use its own series (test_operator.py checks those are exported).
     docs = documented() | documented("operator-metrics")
     files = sorted((REPO / "dashboards").glob("*.json")) + sorted((REPO / "dashboards").glob("*.yaml"))
-    files += sorted((REPO / "charts").rglob("*dashboard*.json")) + sorted((REPO / "charts").rglob("*rules*.yaml"))
+    files += sorted((REPO / "charts").rglob("*.json")) + sorted((REPO / "charts" / "fjord-operator" / "files").rglob("*.yaml"))
     assert files, "no dashboards or alert rules found"
     used = {}
     for f in files:
-        for n in re.findall(r"\bfjord_[a-z0-9_]+", f.read_text()):
-            used.setdefault(family(n, {"fjord_request_duration_seconds"}), set()).add(f.name)
+        for n in re.findall(r"\b(?:fjord|process)_[a-z0-9_]+", f.read_text()):
+            used.setdefault(family(n, documented_histograms()), set()).add(f.name)
     unknown = {n: sorted(fs) for n, fs in used.items() if n not in docs}
     assert not unknown, f"dashboards/alerts use names the broker does not export: {unknown}"
     assert len(used) >= 8, f"dashboards use suspiciously few metrics: {sorted(used)}"

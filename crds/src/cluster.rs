@@ -26,6 +26,7 @@ pub const OPERATOR_OWNED_CONFIG: &[&str] = &[
     "cluster.id",
     "broker.rack",
     "fjord.http.listen",
+    "fjord.metrics.granularity",
 ];
 
 // Rules built from the constants the operator uses, so the two cannot disagree.
@@ -260,12 +261,13 @@ pub struct Metrics {
     /// exist). The brokers serve /metrics either way.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Finest label of per-topic series kept by the ServiceMonitor: `partition` keeps
-    /// per-partition series, `topic` drops them to bound cardinality.
+    /// The brokers' `fjord.metrics.granularity`: `topic` (default) exports per-topic
+    /// series only; `partition` adds a `partition` label to log size and consumer lag and
+    /// exports the per-partition offset gauges. A change rolls the brokers.
     #[serde(default)]
     pub granularity: Granularity,
-    /// Extra labels on the ServiceMonitor and PrometheusRule, e.g. the `release` label a
-    /// Prometheus selects on.
+    /// Extra labels on the ServiceMonitor, the PrometheusRule and the dashboards ConfigMap,
+    /// e.g. the `release` label a Prometheus selects on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Also create a ConfigMap with Fjord's Grafana dashboard, labelled for Grafana's

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use fjord_crds::cluster::{Advertise, ExternalListener, OPERATOR_OWNED_CONFIG};
+use fjord_crds::cluster::{Advertise, ExternalListener, Granularity, OPERATOR_OWNED_CONFIG};
 use fjord_crds::{ports, Cluster};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
@@ -143,7 +143,7 @@ pub fn validate(cluster: &Cluster) -> Result<Model, Invalid> {
         }
     }
     let cluster_id = cluster_id(&uid);
-    let server_properties = server_properties(&name, &namespace, &voter_ids, &cluster_id, &spec.config);
+    let server_properties = server_properties(&name, &namespace, &voter_ids, &cluster_id, spec.metrics.granularity, &spec.config);
     let config_hash = short_hash(&[server_properties.as_bytes(), b"\n", spec.image.as_bytes()]);
     let owner = cluster.controller_owner_ref(&()).ok_or_else(|| Invalid("the Cluster has no uid yet".into()))?;
     Ok(Model {
@@ -184,7 +184,16 @@ fn voter_ids(cluster: &Cluster) -> Result<Vec<i32>, Invalid> {
 
 /// The properties every broker pod shares; per-pod values (node.id, listeners) are
 /// `--override`s on the command line, expanded by the kubelet from the pod's env.
-pub fn server_properties(name: &str, ns: &str, voter_ids: &[i32], cluster_id: &str, config: &BTreeMap<String, String>) -> String {
+/// `fjord.metrics.granularity` is written only when it is not the broker's default
+/// (`topic`), so clusters at the default keep their config hash (no roll on an upgrade).
+pub fn server_properties(
+    name: &str,
+    ns: &str,
+    voter_ids: &[i32],
+    cluster_id: &str,
+    granularity: Granularity,
+    config: &BTreeMap<String, String>,
+) -> String {
     let voters = voter_ids
         .iter()
         .map(|id| format!("{id}@{name}-{id}.{name}-brokers.{ns}.svc:{}", ports::CONTROLLER))
@@ -200,6 +209,9 @@ pub fn server_properties(name: &str, ns: &str, voter_ids: &[i32], cluster_id: &s
         ("cluster.id", cluster_id),
     ] {
         out.push_str(&format!("{k}={v}\n"));
+    }
+    if granularity == Granularity::Partition {
+        out.push_str("fjord.metrics.granularity=partition\n");
     }
     if !config.is_empty() {
         out.push_str("# spec.config\n");
@@ -294,6 +306,21 @@ mod tests {
         assert!(validate(&test_cluster(s.clone())).unwrap_err().0.contains("node.id"));
         s["config"] = json!({"a": "x\ny=z"});
         assert!(validate(&test_cluster(s)).is_err());
+    }
+
+    #[test]
+    fn metrics_granularity_is_a_broker_property() {
+        let a = validate(&test_cluster(spec())).unwrap();
+        assert!(!a.server_properties.contains("fjord.metrics.granularity"), "topic is the broker's default");
+        let mut s = spec();
+        s["metrics"] = json!({"granularity": "topic"});
+        assert_eq!(validate(&test_cluster(s.clone())).unwrap().config_hash, a.config_hash);
+        s["metrics"] = json!({"granularity": "partition"});
+        let b = validate(&test_cluster(s.clone())).unwrap();
+        assert!(b.server_properties.contains("\nfjord.metrics.granularity=partition\n"));
+        assert_ne!(a.config_hash, b.config_hash, "a change rolls the brokers");
+        s["config"] = json!({"fjord.metrics.granularity": "partition"});
+        assert!(validate(&test_cluster(s)).unwrap_err().0.contains("fjord.metrics.granularity"));
     }
 
     #[test]

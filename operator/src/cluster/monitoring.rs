@@ -7,20 +7,15 @@
 
 use std::collections::BTreeMap;
 
-use fjord_crds::cluster::Granularity;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
-use super::model::Model;
+use super::model::{Model, INSTANCE_LABEL};
 
 const ALERTS_YAML: &str = include_str!("../../../dashboards/alerts.yaml");
-const DASHBOARDS: &[(&str, &str)] = &[
-    ("fjord-cluster-overview.json", include_str!("../../../dashboards/fjord-cluster-overview.json")),
-    ("fjord-consumer-groups.json", include_str!("../../../dashboards/fjord-consumer-groups.json")),
-    ("fjord-operator.json", include_str!("../../../dashboards/fjord-operator.json")),
-    ("fjord-topics.json", include_str!("../../../dashboards/fjord-topics.json")),
-];
+/// `(file name, JSON)` of every `dashboards/*.json` (listed by build.rs).
+const DASHBOARDS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/dashboards.rs"));
 
 pub fn service_monitor_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"), "servicemonitors")
@@ -46,15 +41,29 @@ fn dynamic(ar: &ApiResource, m: &Model, name: &str, labels: BTreeMap<String, Str
     o
 }
 
-/// Scrapes every broker's `/metrics` through the headless Service's `http` port. With
-/// `granularity: topic` the per-partition offset gauges are dropped to bound cardinality
-/// (consumer lag keeps its partition label: the alerts aggregate it).
+/// The Prometheus label a pod label becomes in service discovery
+/// (`app.kubernetes.io/instance` -> `__meta_kubernetes_pod_label_app_kubernetes_io_instance`).
+fn pod_label_meta(label: &str) -> String {
+    let name: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("__meta_kubernetes_pod_label_{name}")
+}
+
+/// Scrapes every broker's `/metrics` through the headless Service's `http` port. Every
+/// series gets the target labels the dashboards and alerts group by: `namespace` and `pod`
+/// (the ServiceMonitor's defaults) and `cluster`, the Cluster's name from the pod's
+/// instance label. Cardinality is the broker's business (`fjord.metrics.granularity`,
+/// set from `spec.metrics.granularity`), so nothing is dropped here.
 pub fn service_monitor(m: &Model) -> DynamicObject {
-    let mut endpoint = json!({"port": "http", "path": "/metrics", "interval": "30s"});
-    if m.spec.metrics.granularity == Granularity::Topic {
-        endpoint["metricRelabelings"] =
-            json!([{"sourceLabels": ["__name__"], "regex": "fjord_partition_.+", "action": "drop"}]);
-    }
+    let endpoint = json!({
+        "port": "http",
+        "path": "/metrics",
+        "interval": "30s",
+        "relabelings": [{
+            "action": "replace",
+            "sourceLabels": [pod_label_meta(INSTANCE_LABEL)],
+            "targetLabel": "cluster",
+        }],
+    });
     let spec = json!({
         "selector": {"matchLabels": m.selector()},
         "namespaceSelector": {"matchNames": [m.namespace]},
@@ -107,13 +116,26 @@ mod tests {
     }
 
     #[test]
-    fn service_monitor_drops_partition_series_at_topic_granularity() {
-        let sm = service_monitor(&model(json!({})));
-        assert_eq!(sm.data["spec"]["endpoints"][0]["port"], "http");
-        assert_eq!(sm.data["spec"]["endpoints"][0]["metricRelabelings"][0]["action"], "drop");
-        let sm = service_monitor(&model(json!({"granularity": "partition"})));
-        assert!(sm.data["spec"]["endpoints"][0].get("metricRelabelings").is_none());
-        assert_eq!(sm.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"], "events");
+    fn service_monitor_labels_series_with_the_cluster_and_drops_nothing() {
+        for metrics in [json!({}), json!({"granularity": "partition"})] {
+            let sm = service_monitor(&model(metrics));
+            let spec = &sm.data["spec"];
+            assert_eq!(spec["selector"]["matchLabels"]["app.kubernetes.io/instance"], "events");
+            assert_eq!(spec["namespaceSelector"], json!({"matchNames": ["prod"]}));
+            let ep = &spec["endpoints"][0];
+            assert_eq!((ep["port"].as_str(), ep["path"].as_str()), (Some("http"), Some("/metrics")));
+            assert_eq!(
+                ep["relabelings"],
+                json!([{"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+                        "targetLabel": "cluster"}])
+            );
+            assert!(ep.get("metricRelabelings").is_none(), "granularity is the broker's config now");
+        }
+        let sm = service_monitor(&model(json!({"labels": {"release": "kube-prometheus-stack"}})));
+        let l = sm.metadata.labels.as_ref().unwrap();
+        assert_eq!(l["release"], "kube-prometheus-stack");
+        assert_eq!(l["app.kubernetes.io/managed-by"], "fjord-operator");
+        assert_eq!(sm.metadata.owner_references.as_ref().unwrap()[0].name, "events");
     }
 
     #[test]
@@ -121,9 +143,18 @@ mod tests {
         let cm = dashboards_config_map(&model(json!({"dashboards": true, "labels": {"release": "prom"}})));
         let l = cm.metadata.labels.unwrap();
         assert_eq!((l["grafana_dashboard"].as_str(), l["release"].as_str()), ("1", "prom"));
+        assert_eq!(cm.metadata.name.as_deref(), Some("events-dashboards"));
         let data = cm.data.unwrap();
-        assert_eq!(data.len(), 4);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".json"))
+            .collect();
+        files.sort();
+        assert_eq!(data.keys().cloned().collect::<Vec<_>>(), files, "every dashboards/*.json");
         for (f, body) in &data {
+            assert_eq!(body, &std::fs::read_to_string(dir.join(f)).unwrap());
             assert!(serde_json::from_str::<serde_json::Value>(body).is_ok(), "{f} is JSON");
         }
     }

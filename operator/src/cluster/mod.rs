@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_crds::condition::READY;
 use fjord_crds::{Cluster, ClusterStatus};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -49,6 +48,9 @@ const CONTROLLER: &str = "cluster";
 const FAST: Duration = Duration::from_secs(2);
 /// Requeue of a settled cluster, to refresh partition health in the status.
 const SLOW: Duration = Duration::from_secs(30);
+/// How often `fjord_operator_resources` is refreshed besides after each reconcile: a deleted
+/// Cluster is not reconciled, and its series must go.
+const RESOURCES_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -130,6 +132,16 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, namespace: Option<String
         .applied_objects()
         .predicate_filter(trigger_key, Default::default());
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+    tokio::spawn({
+        let (store, metrics) = (reader.clone(), metrics.clone());
+        async move {
+            let mut tick = tokio::time::interval(RESOURCES_EVERY);
+            loop {
+                tick.tick().await;
+                report_resources(&store, &metrics);
+            }
+        }
+    });
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -182,21 +194,16 @@ async fn reconcile(c: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> 
     };
     ctx.metrics.reconciled(CONTROLLER, outcome, reason.as_deref(), started.elapsed());
     ctx.metrics.set_queue_depth(CONTROLLER, ctx.in_flight.fetch_sub(1, Ordering::SeqCst) - 1);
-    report_resources(&ctx);
+    report_resources(&ctx.store, &ctx.metrics);
     result
 }
 
 /// Clusters by their Ready condition, from the controller's cache.
-fn report_resources(ctx: &Context) {
-    let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
-    for c in ctx.store.state() {
-        match c.status.as_ref().and_then(|s| s.conditions.iter().find(|x| x.type_ == READY)).map(|x| x.status.as_str()) {
-            Some("True") => ready += 1,
-            Some("False") => not_ready += 1,
-            _ => unknown += 1,
-        }
-    }
-    ctx.metrics.set_resources("Cluster", ready, not_ready, unknown);
+fn report_resources(store: &Store<Cluster>, metrics: &Metrics) {
+    let clusters = store.state();
+    let names: Vec<String> = clusters.iter().map(|c| c.name_any()).collect();
+    let ready = clusters.iter().map(|c| crate::metrics::readiness(c.status.as_ref().map_or(&[], |s| &s.conditions)));
+    metrics.set_resources("Cluster", names.iter().map(String::as_str).zip(ready));
 }
 
 async fn event(ctx: &Context, c: &Cluster, type_: EventType, reason: &str, note: String) {

@@ -144,21 +144,16 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, opts: Options) {
         .await;
 }
 
-/// Publish Ready counts of all Topics every interval.
+/// Publish Ready counts of all Topics, by the Cluster they are on, every interval.
 async fn count_resources(store: Store<Topic>, metrics: Arc<Metrics>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
     loop {
         tick.tick().await;
-        let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
-        for t in store.state() {
-            let cond = t.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == fjord_crds::condition::READY));
-            match cond.map(|c| c.status.as_str()) {
-                Some("True") => ready += 1,
-                Some("False") => not_ready += 1,
-                _ => unknown += 1,
-            }
-        }
-        metrics.set_resources("Topic", ready, not_ready, unknown);
+        let topics = store.state();
+        metrics.set_resources(
+            "Topic",
+            topics.iter().map(|t| (t.spec.cluster.as_str(), crate::metrics::readiness(t.status.as_ref().map_or(&[], |s| &s.conditions)))),
+        );
     }
 }
 

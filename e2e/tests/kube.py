@@ -5,6 +5,10 @@
         kube_cluster.apply(YAML, ns)          # kubectl apply -f -
         pod = kube_cluster.wait_pod_ready(ns, "fjord-0")
         kube_cluster.kubectl("get", "pods", "-n", ns)
+        kube_cluster.helm_install_operator("--set", "k=v")   # charts/fjord-operator as release
+                                              # "fjord" in fjord-system, the pod runs operator_bin()
+        kube_cluster.operator_metrics()       # the operator pod's /metrics, parsed
+        condition(kube_cluster.get("cluster", "events", ns), "Ready")   # a status condition or None
 
 The control plane is e2e/kube/start (etcd, kube-apiserver, controller manager, scheduler on
 free loopback ports); e2e/kube/node_agent.py registers KUBE_NODES nodes (module attribute,
@@ -52,6 +56,25 @@ def fjord_bin():
         pytest.fail(f"fjord binary {b} not found: build it with `cargo build --release -p fjord` "
                     "or set FJORD_BIN", pytrace=False)
     return b
+
+
+def operator_bin():
+    """The binary the `fjord/operator` image runs: $FJORD_OPERATOR_BIN or target/release/fjord-operator
+    (a test module sets KUBE_IMAGES = {"fjord/operator": operator_bin()})."""
+    return os.environ.get("FJORD_OPERATOR_BIN") or str(REPO / "target" / "release" / "fjord-operator")
+
+
+def condition(obj, type_):
+    """The status condition of that type of a resource (JSON), or None."""
+    for c in (obj or {}).get("status", {}).get("conditions", []):
+        if c.get("type") == type_:
+            return c
+    return None
+
+
+OPERATOR_RELEASE = "fjord"
+OPERATOR_NS = "fjord-system"
+OPERATOR_DEPLOYMENT = f"{OPERATOR_RELEASE}-fjord-operator"
 
 
 def _tail(path, lines=30):
@@ -196,6 +219,33 @@ class KubeCluster:
 
     def pod_dir(self, namespace, name):
         return self.agent_state / "pods" / namespace / name
+
+    # --- the operator ------------------------------------------------------------
+    def helm_install_operator(self, *args, timeout=240):
+        """`helm install fjord charts/fjord-operator` in fjord-system (image tag dev, text logs)
+        with extra helm args (`--set k=v`); waits until the Deployment is ready and returns it."""
+        binary = self.images.get("fjord/operator")
+        if not binary or not os.access(binary, os.X_OK):
+            raise AssertionError(f"operator binary missing: {binary} (cargo build --release -p fjord-operator, "
+                                 "or set FJORD_OPERATOR_BIN; the module needs KUBE_IMAGES = "
+                                 "{'fjord/operator': kube.operator_bin()})")
+        p = subprocess.run([str(self.bin / "helm"), "--kubeconfig", self.kubeconfig, "install", OPERATOR_RELEASE,
+                            str(REPO / "charts" / "fjord-operator"), "--namespace", OPERATOR_NS, "--create-namespace",
+                            "--set", "image.tag=dev", "--set", "operator.logFormat=text", *map(str, args),
+                            "--wait", "--timeout", f"{timeout - 30}s"],
+                           capture_output=True, text=True, timeout=timeout)
+        assert p.returncode == 0, f"helm install failed:\n{p.stdout}{p.stderr}\n{self.diagnostics()}"
+        dep = self.get("deployment", OPERATOR_DEPLOYMENT, OPERATOR_NS)
+        assert dep["status"].get("readyReplicas") == 1, dep["status"]
+        return dep
+
+    def operator_metrics(self, raw=False):
+        """The operator pod's /metrics: [(name, labels, value)], or the text with raw=True."""
+        from kclients import http_get, parse_prometheus
+        pod = next(p for p in self.get("pods", namespace=OPERATOR_NS)["items"]
+                   if p["metadata"]["name"].startswith(OPERATOR_DEPLOYMENT))
+        text = http_get(f"http://{pod['status']['podIP']}:8080/metrics")[1]
+        return text if raw else parse_prometheus(text)
 
 
 @pytest.fixture(scope="module")

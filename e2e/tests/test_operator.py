@@ -6,21 +6,19 @@ a rolling restart under an acks=all producer, CEL validation and printer columns
 
 The tests of this module run in order against one control plane and build on each other."""
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 import kube
+from kube import condition
 from kclients import produce, read_partition, unique
 from workload import AckingProducer, check_acked
 
 KUBE_NODES = 3
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_BIN = os.environ.get("FJORD_OPERATOR_BIN") or str(REPO / "target" / "release" / "fjord-operator")
-KUBE_IMAGES = {"fjord/operator": OPERATOR_BIN}
+KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
 pytestmark = pytest.mark.fjord_only
 
 NS = "streaming"
@@ -49,13 +47,6 @@ def topic_yaml(name, partitions=3, rf=3, config=None, policy="Delete", topic_nam
     return json.dumps({"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": name}, "spec": spec})
 
 
-def condition(obj, type_):
-    for c in (obj or {}).get("status", {}).get("conditions", []):
-        if c.get("type") == type_:
-            return c
-    return None
-
-
 def bootstrap(kc):
     """Broker pod IPs: there is no cluster DNS here, so clients use the pods' addresses."""
     pods = kc.get("pods", namespace=NS)["items"]
@@ -78,22 +69,12 @@ def kafka_topic(bs, name):
 
 @pytest.fixture(scope="module")
 def kc(kube_cluster):
-    if not os.access(OPERATOR_BIN, os.X_OK):
-        pytest.fail(f"operator binary missing: {OPERATOR_BIN} (cargo build --release -p fjord-operator)")
     kube_cluster.namespace(NS)
     return kube_cluster
 
 
 def test_helm_install_runs_the_operator(kc):
-    helm = kc.bin / "helm"
-    p = subprocess.run([str(helm), "--kubeconfig", kc.kubeconfig, "install", "fjord", str(REPO / "charts" / "fjord-operator"),
-                        "--namespace", "fjord-system", "--create-namespace",
-                        "--set", "image.tag=dev", "--set", "operator.driftCheckInterval=2s",
-                        "--set", "operator.logFormat=text", "--wait", "--timeout", "3m"],
-                       capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, f"helm install failed:\n{p.stdout}{p.stderr}\n{kc.diagnostics()}"
-    dep = kc.get("deployment", "fjord-fjord-operator", "fjord-system")
-    assert dep["status"].get("readyReplicas") == 1, dep["status"]
+    kc.helm_install_operator("--set", "operator.driftCheckInterval=2s")
 
 
 def test_cluster_becomes_ready(kc):
@@ -182,14 +163,6 @@ def test_printer_columns(kc):
     assert " 6 " in row and " True " in row, row
 
 
-def operator_metrics(kc, raw=False):
-    from kclients import http_get, parse_prometheus
-    pod = next(p for p in kc.get("pods", namespace="fjord-system")["items"]
-               if p["metadata"]["name"].startswith("fjord-fjord-operator"))
-    text = http_get(f"http://{pod['status']['podIP']}:8080/metrics")[1]
-    return text if raw else parse_prometheus(text)
-
-
 def _sum(samples, name):
     return sum(v for n, _, v in samples if n == name)
 
@@ -198,16 +171,16 @@ def test_operator_metrics_and_no_writes_when_nothing_changes(kc):
     listed = (REPO / "docs" / "metrics.md").read_text().split("<!-- operator-metrics:begin -->")[1]
     listed = listed.split("<!-- operator-metrics:end -->")[0]
     names = [line.split("`")[1] for line in listed.splitlines() if line.startswith("| `")]
-    text = operator_metrics(kc, raw=True)
-    samples = operator_metrics(kc)
+    text = kc.operator_metrics(raw=True)
+    samples = kc.operator_metrics()
     errors = _sum([x for x in samples if x[1].get("result") == "error"], "fjord_operator_reconciles_total")
     # The error series exist once an error happened (labels carry the reason).
     expected = [n for n in names if n != "fjord_operator_reconcile_errors_total" or errors > 0]
     missing = [n for n in expected if f"# TYPE {n.removesuffix('_total')} " not in text]
     assert not missing, f"listed in docs/metrics.md but not exported by the operator: {missing}"
-    before = operator_metrics(kc)
+    before = kc.operator_metrics()
     time.sleep(8)  # four drift checks of every Topic (2 s) and the Cluster's periodic requeue
-    after = operator_metrics(kc)
+    after = kc.operator_metrics()
     for name in ("fjord_operator_api_writes_total", "fjord_operator_kafka_admin_writes_total"):
         assert _sum(after, name) == _sum(before, name), f"{name} moved while nothing changed"
     assert _sum(after, "fjord_operator_reconciles_total") > _sum(before, "fjord_operator_reconciles_total")

@@ -3,7 +3,7 @@
 //! Computing at scrape time costs nothing between scrapes and never goes stale: a group
 //! whose consumers all died still reports its growing lag.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Weak;
 
 use prometheus_client::collector::Collector;
@@ -21,6 +21,7 @@ use crate::storage::batch::find_record;
 #[derive(Debug)]
 pub(super) struct BrokerCollector {
     pub broker: Weak<Broker>,
+    pub timestamps: parking_lot::Mutex<TimestampCache>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -29,23 +30,58 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// Consumer lag of one committed offset: records behind the high watermark, and seconds
-/// since the first unconsumed record was written. Never negative; an offset below the log
-/// start offset counts from the log start (those records are gone, not pending).
-pub fn lag(p: &crate::partition::Partition, committed: i64, now_ms: i64) -> (i64, f64) {
-    let hw = p.high_watermark();
-    let from = committed.max(p.log.log_start_offset());
-    let records = (hw - from).max(0);
+/// Timestamps of the records at the offsets groups have committed, by topic, then
+/// (partition, offset). Finding one costs a read from the segment (and decoding a batch when
+/// the offset is inside one), and the answer does not change while the record exists: so it
+/// is read once, not once per group per scrape. Entries no scrape asked for are dropped.
+#[derive(Debug, Default)]
+pub(super) struct TimestampCache {
+    map: HashMap<String, HashMap<(i32, i64), (Option<i64>, u64)>>,
+    scrape: u64,
+}
+
+impl TimestampCache {
+    fn timestamp(&mut self, b: &Broker, topic: &str, partition: i32, from: i64) -> Option<i64> {
+        let scrape = self.scrape;
+        if let Some(e) = self.map.get_mut(topic).and_then(|m| m.get_mut(&(partition, from))) {
+            e.1 = scrape;
+            return e.0;
+        }
+        let p = b.replicas.get(topic, partition)?;
+        let p = p.lock();
+        let ts = match p.log.batch_at(from) {
+            Ok(Some((h, _))) if h.base_offset == from => Some(h.base_timestamp),
+            // A compressed batch's first timestamp stands in (overstating lag by at most a batch).
+            Ok(Some((h, raw))) => Some(find_record(&h, raw, |_, offset| offset >= from).map_or(h.base_timestamp, |r| r.0)),
+            _ => None,
+        };
+        if ts.is_some() {
+            self.map.entry(topic.to_string()).or_default().insert((partition, from), (ts, scrape));
+        }
+        ts
+    }
+
+    fn next_scrape(&mut self) {
+        let last = self.scrape;
+        for m in self.map.values_mut() {
+            m.retain(|_, e| e.1 == last);
+        }
+        self.map.retain(|_, m| !m.is_empty());
+        self.scrape += 1;
+    }
+}
+
+/// Consumer lag of one committed offset on a partition hosted here: records behind the
+/// high watermark, and seconds since the first unconsumed record was written. Never
+/// negative; an offset below the log start offset counts from the log start (those records
+/// are gone, not pending).
+fn lag(b: &Broker, p: &Hosted, committed: i64, now_ms: i64, cache: &mut TimestampCache) -> (i64, f64) {
+    let from = committed.max(p.log_start);
+    let records = (p.high_watermark - from).max(0);
     if records == 0 {
         return (0, 0.0);
     }
-    let ts = match p.log.batch_at(from) {
-        Ok(Some((h, _))) if h.base_offset == from => Some(h.base_timestamp),
-        // A compressed batch's first timestamp stands in (overstating lag by at most a batch).
-        Ok(Some((h, raw))) => Some(find_record(&h, raw, |_, offset| offset >= from).map_or(h.base_timestamp, |r| r.0)),
-        _ => None,
-    };
-    let seconds = ts.map(|t| ((now_ms - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
+    let seconds = cache.timestamp(b, &p.topic, p.index, from).map(|t| ((now_ms - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
     (records, seconds)
 }
 
@@ -181,10 +217,11 @@ struct Hosted {
     log_start: i64,
 }
 
-/// Consumer lag of one group on one partition hosted here.
-struct GroupLag {
-    group: String,
-    topic: String,
+/// Consumer lag of one group on one partition hosted here (names borrowed from the
+/// groups' snapshot: there can be a hundred thousand of these per scrape).
+struct GroupLag<'a> {
+    group: &'a str,
+    topic: &'a str,
     partition: i32,
     records: i64,
     seconds: f64,
@@ -268,19 +305,23 @@ impl Collector for BrokerCollector {
             let p = p.lock();
             hosted.push(Hosted { topic: p.topic.clone(), index: p.index, size: p.log.size_bytes(), high_watermark: p.high_watermark(), log_start: p.log.log_start_offset() });
         }
+        let by_partition: HashMap<(&str, i32), &Hosted> = hosted.iter().map(|p| ((p.topic.as_str(), p.index), p)).collect();
         let groups: Vec<_> = b.groups.snapshot().into_iter().filter(|g| cfg.group_exported(&g.id)).collect();
         let mut lags = Vec::new();
         let mut status = Vec::with_capacity(groups.len());
+        let mut timestamps = self.timestamps.lock();
+        timestamps.next_scrape();
         for g in &groups {
             let mut worst = Status::Ok;
             for (topic, partition, offset, window) in &g.partitions {
-                let Some(p) = b.replicas.get(topic, *partition) else { continue };
-                let (records, seconds) = lag(&p.lock(), *offset, now);
+                let Some(p) = by_partition.get(&(topic.as_str(), *partition)) else { continue };
+                let (records, seconds) = lag(&b, p, *offset, now, &mut timestamps);
                 worst = worst.max(window.evaluate(records, now, g.last_commit_ms.unwrap_or(0)));
-                lags.push(GroupLag { group: g.id.clone(), topic: topic.clone(), partition: *partition, records, seconds });
+                lags.push(GroupLag { group: &g.id, topic, partition: *partition, records, seconds });
             }
             status.push((GroupLabel { group: g.id.clone() }, ConstGauge::new(worst as i64)));
         }
+        drop(timestamps);
 
         // Granularity: what each topic would cost per partition, and which get it.
         let mut costs: BTreeMap<String, usize> = BTreeMap::new();
@@ -288,7 +329,10 @@ impl Collector for BrokerCollector {
             *costs.entry(p.topic.clone()).or_default() += 3;
         }
         for l in &lags {
-            *costs.entry(l.topic.clone()).or_default() += 2;
+            match costs.get_mut(l.topic) {
+                Some(c) => *c += 2,
+                None => drop(costs.insert(l.topic.to_string(), 2)),
+            }
         }
         let (per_partition, dropped) = cfg.per_partition(&costs);
         if dropped > 0 {
@@ -317,13 +361,23 @@ impl Collector for BrokerCollector {
         family(enc, "fjord_log_dir_capacity_bytes", "Size of the file system of a log directory", MetricType::Gauge, dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.1 as f64))))?;
 
         // Lag: summed records and the oldest record per (group, topic), unless per partition.
-        let mut by_key: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
+        // `lags` runs group by group, each in (topic, partition) order: runs of one key are
+        // adjacent, so no map is needed (a scrape may see a hundred thousand offsets).
+        let mut by_key: Vec<((&str, &str, Option<i32>), (i64, f64))> = Vec::new();
         for l in &lags {
-            let partition = fine(&l.topic).then(|| l.partition.to_string());
-            let e = by_key.entry(labels(&[("group", &l.group), ("topic", &l.topic)], partition)).or_default();
-            e.0 += l.records;
-            e.1 = e.1.max(l.seconds);
+            let key = (l.group, l.topic, fine(l.topic).then_some(l.partition));
+            match by_key.last_mut() {
+                Some((k, v)) if *k == key => {
+                    v.0 += l.records;
+                    v.1 = v.1.max(l.seconds);
+                }
+                _ => by_key.push((key, (l.records, l.seconds))),
+            }
         }
+        let by_key: Vec<(Labels, (i64, f64))> = by_key
+            .into_iter()
+            .map(|((group, topic, partition), v)| (labels(&[("group", group), ("topic", topic)], partition.map(|p| p.to_string())), v))
+            .collect();
         family(
             enc,
             "fjord_consumer_group_lag_records",

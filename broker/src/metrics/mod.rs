@@ -172,7 +172,7 @@ impl Metrics {
             let _ = self.connections.get_or_create(&l);
             let _ = self.connections_accepted.get_or_create(&l);
         }
-        self.registry.lock().register_collector(Box::new(collector::BrokerCollector { broker: Arc::downgrade(broker) as Weak<Broker> }));
+        self.registry.lock().register_collector(Box::new(collector::BrokerCollector { broker: Arc::downgrade(broker) as Weak<Broker>, timestamps: Default::default() }));
     }
 
     pub fn produced(&self, topic: &str, records: i64, bytes: usize) {

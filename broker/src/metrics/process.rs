@@ -21,9 +21,24 @@ pub fn process_stats() -> ProcessStats {
     ProcessStats {
         cpu_seconds: stat.as_deref().and_then(|s| cpu_ticks(s)).filter(|_| ticks > 0).map(|t| t as f64 / ticks as f64),
         resident_bytes: statm.as_deref().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok()).map(|p| p * page.max(1) as u64),
-        open_fds: std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64),
+        open_fds: open_fds(),
         max_fds: limits.as_deref().and_then(max_open_files),
     }
+}
+
+/// Listing `/proc/self/fd` costs the kernel a lookup per descriptor, and a broker with
+/// thousands of partitions holds tens of thousands: count at most every ten seconds.
+fn open_fds() -> Option<u64> {
+    static LAST: parking_lot::Mutex<Option<(std::time::Instant, u64)>> = parking_lot::Mutex::new(None);
+    let mut last = LAST.lock();
+    if let Some((at, n)) = *last {
+        if at.elapsed() < std::time::Duration::from_secs(10) {
+            return Some(n);
+        }
+    }
+    let n = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    *last = Some((std::time::Instant::now(), n));
+    Some(n)
 }
 
 /// utime + stime from `/proc/self/stat`. The command name (field 2) may contain spaces and

@@ -104,9 +104,10 @@ def render(dash, prom, start, end, out, variables=None, step=None):
     ps = panels(dash)
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in ps)
     unit_h = 0.42
-    fig = plt.figure(figsize=(20, rows * unit_h + 0.8))
-    fig.suptitle(dash["title"], fontsize=16, x=0.01, ha="left")
-    top = 1 - 0.6 / (rows * unit_h + 0.8)
+    height = rows * unit_h + 1.2
+    fig = plt.figure(figsize=(20, height))
+    fig.suptitle(dash["title"], fontsize=16, x=0.01, y=1 - 0.25 / height, ha="left")
+    top = 1 - 1.0 / height
     counts = {}
     for p in ps:
         g = p["gridPos"]

@@ -15,6 +15,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from cluster import _Watchdog
 from kclients import wait_for
 
 
@@ -47,6 +48,9 @@ class DevCluster:
             [binary, "dev", "--nodes", "3", "--dir", str(self.root / "data"), "--port", str(self.port),
              "--http-port", str(self.http_port)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Should this process die, the watchdog kills every pid recorded under root.
+        (self.root / "pid").write_text(str(self.proc.pid))
+        self.watchdog = _Watchdog(self.root)
         self.bootstrap = ",".join(f"127.0.0.1:{self.port + i}" for i in range(3))
         self.http = [f"127.0.0.1:{self.http_port + i}" for i in range(3)]
 
@@ -55,6 +59,10 @@ class DevCluster:
         wait_for(lambda: "is ready" in out.read_text() or self.proc.poll() is not None, timeout,
                  what="fjord dev to print that it is ready")
         assert self.proc.poll() is None, f"fjord dev exited:\n{out.read_text()[-3000:]}"
+        for i in (1, 2, 3):
+            d = self.root / f"node-{i}"
+            d.mkdir(exist_ok=True)
+            (d / "pid").write_text(str(self.node_pid(i)))
 
     def node_pid(self, i):
         """The pid of node i: the child `fjord broker` process with node.id=i."""
@@ -69,3 +77,4 @@ class DevCluster:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
         self.log.close()
+        self.watchdog.close()

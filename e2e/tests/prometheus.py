@@ -246,6 +246,24 @@ class Prometheus:
                   "step": str(step)}
         return self._api("query_range", params, post=True)["result"]
 
+    def selectors(self, expr):
+        """Every series selector in `expr`, as standalone PromQL (from /api/v1/parse_query's
+        AST): what the expression reads, to check each exists."""
+        out = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                if node.get("type") in ("vectorSelector", "matrixSelector"):
+                    out.append("{" + ", ".join(f'{m["name"]}{m["type"]}{json.dumps(m["value"])}'
+                                               for m in node["matchers"]) + "}")
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+        walk(self._api("parse_query", {"query": expr}, post=True))
+        return sorted(set(out))
+
     def alerts(self):
         return self._api("alerts")["alerts"]
 
@@ -297,3 +315,15 @@ class Prometheus:
                     + ("\n".join(rule_state) or "  (no rule of that name loaded)")
                     + "\nactive alerts:\n" + ("\n".join(active) or "  (none)") + f"\n{self.log_tail()}")
             _time.sleep(0.5)
+
+
+def fast_rules(src, dst, duration="3s"):
+    """A copy of rule file `src` at `dst` with every `for:` cut to `duration`, so a test sees
+    alerts fire without waiting out production durations (promtool test rules checks those)."""
+    import re
+    text = Path(src).read_text()
+    fast, n = re.subn(r"(?m)^(\s+for:\s*)\S+", lambda m: m.group(1) + duration, text)
+    if n == 0:
+        raise ValueError(f"no `for:` in {src}")
+    Path(dst).write_text(fast)
+    return Path(dst)

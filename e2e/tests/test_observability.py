@@ -16,7 +16,6 @@ its lag in seconds is over the alert's 300 s threshold from the start, as the re
 The operator's dashboard and alerts are checked against a running operator in
 test_operator_monitoring.py."""
 import os
-import re
 import signal
 import threading
 import time
@@ -28,7 +27,7 @@ from confluent_kafka import Consumer, Producer
 from dashboards import load_dashboards, panels, queries, render
 from devcluster import DevCluster
 from kclients import create_topic, wait_for
-from prometheus import Prometheus
+from prometheus import Prometheus, fast_rules
 
 pytestmark = pytest.mark.fjord_only
 
@@ -97,15 +96,6 @@ class Load:
                 t.join(30)
 
 
-def _fast_rules(dst):
-    """dashboards/alerts.yaml with every `for:` cut to 3 s."""
-    text = (REPO / "dashboards" / "alerts.yaml").read_text()
-    fast, n = re.subn(r"(?m)^(\s+for:\s*)\S+", r"\g<1>3s", text)
-    assert n >= 10, "expected a `for:` on most rules"
-    dst.write_text(fast)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def observed(tools, e2e_tmp):
     root = Path(e2e_tmp) / "observability"
@@ -118,7 +108,7 @@ def observed(tools, e2e_tmp):
         create_topic(dev.bootstrap, "audit", 3, replication_factor=3)
         targets = [{"address": a, "labels": {**LABELS, "pod": f"fjord-dev-{i + 1}"}} for i, a in enumerate(dev.http)]
         prom = Prometheus(tools.prometheus, root / "prometheus", targets=targets, scrape_interval="1s",
-                          rule_files=[_fast_rules(root / "alerts-fast.yaml")])
+                          rule_files=[fast_rules(REPO / "dashboards" / "alerts.yaml", root / "alerts-fast.yaml")])
         prom.start()
         prom.targets_up()
         load = Load(dev.bootstrap)
@@ -128,14 +118,19 @@ def observed(tools, e2e_tmp):
         wait_for(lambda: prom.query(f'fjord_consumer_group_lag_seconds{{group="{LAGGING}"}}')
                  and prom.query(f'fjord_consumer_group_commits_total{{group="{KEEPING_UP}"}}'), 90,
                  interval=1, what="both groups' series in Prometheus")
-        time.sleep(max(0, 25 - (time.time() - started)))
+        # Long enough for rates and predictions; e2e/dashboards/render asks for more history.
+        time.sleep(max(0, float(os.environ.get("FJORD_OBSERVE_SECONDS", "25")) - (time.time() - started)))
         yield dev, load, prom, started
     finally:
-        if load:
-            load.close()
-        if prom:
-            prom.stop()
-        dev.close()
+        try:
+            if load:
+                load.close()
+        finally:
+            try:
+                if prom:
+                    prom.stop()
+            finally:
+                dev.close()
 
 
 def _broker_dashboards():
@@ -157,19 +152,6 @@ def test_every_dashboard_query_returns_data(observed):
     assert not load.errors, load.errors[:5]
 
 
-def _selectors(node):
-    """Every vector or matrix selector in a parse_query AST, as a PromQL selector."""
-    if isinstance(node, dict):
-        if node.get("type") in ("vectorSelector", "matrixSelector"):
-            ms = ", ".join(f'{m["name"]}{m["type"]}"{m["value"]}"' for m in node["matchers"])
-            yield "{" + ms + "}"
-        for v in node.values():
-            yield from _selectors(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _selectors(v)
-
-
 def test_every_alert_expression_parses_and_reads_existing_series(observed):
     import yaml
     _, _, prom, _ = observed
@@ -180,8 +162,7 @@ def test_every_alert_expression_parses_and_reads_existing_series(observed):
             continue  # operator series: test_operator_monitoring.py
         for rule in g["rules"]:
             prom.query(rule["expr"])  # raises PromQueryError if it does not parse
-            ast = prom._api("parse_query", {"query": rule["expr"]}, post=True)
-            for sel in set(_selectors(ast)):
+            for sel in prom.selectors(rule["expr"]):
                 checked += 1
                 if not prom.query(sel):
                     missing.append(f"{rule['alert']}: {sel}")

@@ -147,6 +147,47 @@ def test_operator_resources_are_labelled_with_the_cluster(kc):
     assert {c for _, c, _ in got} == {"events"}, got
 
 
+def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
+    """A real Prometheus scrapes the operator pod and the broker: every query of the Operator
+    dashboard returns data, every operator alert expression reads existing series, and a Topic
+    naming a cluster that does not exist fires FjordOperatorReconcileErrors. The dashboard is
+    rendered (into docs/dashboards/ when FJORD_DASHBOARD_PNGS names it)."""
+    import os
+    from dashboards import load_dashboards, panels, queries, render
+    from prometheus import Prometheus, fast_rules
+    ghost = {**TOPIC, "metadata": {"name": "stray"}, "spec": {**TOPIC["spec"], "cluster": "ghost"}}
+    kc.apply(json.dumps(ghost), NS)
+    op = next(p for p in kc.get("pods", namespace=kube.OPERATOR_NS)["items"]
+              if p["metadata"]["name"].startswith(kube.OPERATOR_DEPLOYMENT))
+    broker = kc.get("pod", "events-0", NS)
+    targets = [{"address": f"{op['status']['podIP']}:8080", "job": "fjord-operator",
+                "labels": {"namespace": kube.OPERATOR_NS, "pod": op["metadata"]["name"]}},
+               {"address": f"{broker['status']['podIP']}:9644",
+                "labels": {"namespace": NS, "cluster": "events", "pod": "events-0"}}]
+    operator_rules = {"groups": [g for g in alert_groups() if g["name"] == "fjord-operator"]}
+    assert operator_rules["groups"], "no fjord-operator rule group in dashboards/alerts.yaml"
+    (tmp_path / "operator-rules.yaml").write_text(yaml.safe_dump(operator_rules))
+    rules = fast_rules(tmp_path / "operator-rules.yaml", tmp_path / "operator-rules-fast.yaml")
+    with Prometheus(tools.prometheus, tmp_path / "prometheus", targets=targets, rule_files=[rules]) as prom:
+        prom.targets_up()
+        started = time.time()
+        prom.wait_for_alert("FjordOperatorReconcileErrors", labels={"controller": "topic"}, timeout=120)
+        time.sleep(max(0, float(os.environ.get("FJORD_OBSERVE_SECONDS", "20")) - (time.time() - started)))
+        empty = []
+        dash = next(d for p, d in load_dashboards() if d["uid"] == "fjord-operator")
+        for panel in panels(dash):
+            empty += [f"{panel['title']}: {q}" for q in queries(panel) if not prom.query(q)]
+        assert not empty, "Operator dashboard queries without data:\n" + "\n".join(empty)
+        missing = [f"{r['alert']}: {s}" for g in operator_rules["groups"] for r in g["rules"]
+                   for s in prom.selectors(r["expr"]) if not prom.query(s)]
+        assert not missing, "operator alert expressions read series that do not exist:\n" + "\n".join(missing)
+        out = Path(os.environ.get("FJORD_DASHBOARD_PNGS") or tmp_path)
+        out.mkdir(parents=True, exist_ok=True)
+        counts = render(dash, prom, started, time.time(), out / "fjord-operator.png")
+        assert all(counts.values()), f"panels without data: {[t for t, n in counts.items() if not n]}"
+    kc.kubectl("delete", "topic", "stray", "-n", NS, "--wait=true", timeout=90)
+
+
 def test_metrics_disabled_removes_the_monitoring_objects(kc):
     kc.kubectl("patch", "cluster", "events", "-n", NS, "--type=merge", "-p",
                json.dumps({"spec": {"metrics": {"enabled": False}}}))

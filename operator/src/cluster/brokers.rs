@@ -3,6 +3,7 @@
 //! need, so no HTTP client crate; every call has a short timeout, since a hung broker must
 //! not stall the reconcile.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use fjord_crds::ports;
@@ -80,16 +81,69 @@ pub struct Health {
 }
 
 pub fn parse_health(text: &str) -> Health {
-    let value = |name: &str| {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.strip_prefix(name))
-            .filter(|rest| rest.starts_with([' ', '{']))
-            // `name{labels} value [timestamp]`: the value is the first token after the labels.
-            .filter_map(|rest| rest.rsplit_once('}').map_or(rest, |(_, v)| v).split_whitespace().next()?.parse::<f64>().ok())
-            .sum::<f64>() as i64
-    };
+    let value = |name: &str| samples(text, name).map(|(_, v)| v).sum::<f64>() as i64;
     Health { under_replicated: value("fjord_under_replicated_partitions"), offline: value("fjord_offline_partitions") }
+}
+
+/// The samples of metric `name` in Prometheus text: (labels, value). Comments, other
+/// metrics (also those whose name merely starts with `name`) and unparsable lines are
+/// skipped; a trailing timestamp is ignored.
+pub fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (Vec<(String, String)>, f64)> + 'a {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(move |l| {
+        let rest = l.strip_prefix(name)?;
+        let (labels, rest) = match rest.strip_prefix('{') {
+            Some(r) => parse_labels(r)?,
+            None if rest.starts_with(' ') => (Vec::new(), rest),
+            None => return None,
+        };
+        Some((labels, rest.split_whitespace().next()?.parse::<f64>().ok()?))
+    })
+}
+
+/// `k="v",k2="v2"}` (after the opening brace): the pairs, with `\"`, `\\` and `\n`
+/// unescaped, and the text after the closing brace.
+fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
+    let mut out = Vec::new();
+    loop {
+        s = s.trim_start_matches([',', ' ']);
+        if let Some(rest) = s.strip_prefix('}') {
+            return Some((out, rest));
+        }
+        let (key, rest) = s.split_once('=')?;
+        let mut chars = rest.strip_prefix('"')?.char_indices();
+        let mut value = String::new();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => value.push(match chars.next()?.1 {
+                    'n' => '\n',
+                    c => c,
+                }),
+                (_, c) => value.push(c),
+            }
+        };
+        out.push((key.trim().to_string(), value));
+        s = &rest[end + 2..];
+    }
+}
+
+/// `fjord_consumer_group_lag_seconds` of several brokers' `/metrics` texts, as the
+/// maximum per (group, topic): each coordinator reports its own groups, and at partition
+/// granularity a group has one series per partition.
+pub fn lag_seconds<'a>(texts: impl IntoIterator<Item = &'a str>) -> HashMap<(String, String), f64> {
+    let mut out: HashMap<(String, String), f64> = HashMap::new();
+    for text in texts {
+        for (labels, value) in samples(text, "fjord_consumer_group_lag_seconds") {
+            let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let (Some(group), Some(topic)) = (get("group"), get("topic")) else { continue };
+            if !value.is_finite() {
+                continue;
+            }
+            let slot = out.entry((group, topic)).or_insert(value);
+            *slot = slot.max(value);
+        }
+    }
+    out
 }
 
 pub async fn health(ip: &str) -> anyhow::Result<Health> {
@@ -117,6 +171,27 @@ mod tests {
                     fjord_under_replicated_partitions 2\nfjord_under_replicated_partitions_total 9\n\
                     fjord_offline_partitions{node=\"1\"} 1 1700000000\n";
         assert_eq!(parse_health(text), Health { under_replicated: 2, offline: 1 });
+    }
+
+    #[test]
+    fn lag_seconds_is_the_max_per_group_and_topic_over_brokers_and_partitions() {
+        let b0 = "# TYPE fjord_consumer_group_lag_seconds gauge\n\
+                  fjord_consumer_group_lag_seconds{group=\"g1\",topic=\"orders\"} 4.5\n\
+                  fjord_consumer_group_lag_seconds{group=\"g2\",topic=\"orders\",partition=\"0\"} 1\n\
+                  fjord_consumer_group_lag_seconds{group=\"g2\",topic=\"orders\",partition=\"1\"} 7.25 1700000000\n\
+                  fjord_consumer_group_lag_seconds_extra{group=\"g1\",topic=\"orders\"} 99\n\
+                  fjord_consumer_group_lag_records{group=\"g1\",topic=\"orders\"} 12\n";
+        let b1 = "fjord_consumer_group_lag_seconds{topic=\"orders\",group=\"g1\"} 6\n\
+                  fjord_consumer_group_lag_seconds{group=\"we\\\"ird,}\",topic=\"t\"} 2\n\
+                  fjord_consumer_group_lag_seconds{group=\"g3\"} 5\n\
+                  fjord_consumer_group_lag_seconds{group=\"g4\",topic=\"t\"} NaN\n";
+        let lag = lag_seconds([b0, b1]);
+        let get = |g: &str, t: &str| lag.get(&(g.to_string(), t.to_string())).copied();
+        assert_eq!(get("g1", "orders"), Some(6.0), "max over brokers");
+        assert_eq!(get("g2", "orders"), Some(7.25), "max over partitions, timestamp ignored");
+        assert_eq!(get("we\"ird,}", "t"), Some(2.0), "escaped label values");
+        assert_eq!(lag.len(), 3, "{lag:?}: no topic label or NaN: skipped");
+        assert!(lag_seconds(["", "garbage{\n"]).is_empty());
     }
 
     #[test]

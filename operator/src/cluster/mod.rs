@@ -255,7 +255,11 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
     let (replicas, scale_blocked) = match scale::decide(m.replicas, sts_replicas, m.voters(), &partitions) {
         scale::Scale::To(n) => (n, None),
         scale::Scale::Blocked { keep, message } => {
-            event(ctx, c, EventType::Warning, "ScaleDownBlocked", message.clone()).await;
+            // Once per new reason: the status keeps saying it while the block lasts.
+            let said = old.and_then(|o| o.conditions.iter().find(|x| x.type_ == fjord_crds::condition::DEGRADED));
+            if said.is_none_or(|d| d.reason != "ScaleDownBlocked" || d.message != message) {
+                event(ctx, c, EventType::Warning, "ScaleDownBlocked", message.clone()).await;
+            }
             (keep, Some(message))
         }
     };

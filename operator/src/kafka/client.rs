@@ -108,6 +108,11 @@ impl AdminClient {
         *self.endpoints.lock().unwrap() = endpoints;
     }
 
+    /// The IPs of the cluster's ready broker pods (for their HTTP endpoint).
+    pub fn pod_ips(&self) -> Vec<String> {
+        self.endpoints.lock().unwrap().pod_ips.values().cloned().collect()
+    }
+
     /// `host:port` for a broker address as advertised: a pod DNS name
     /// (`<pod>.<service>...`) maps to the pod's IP, since the operator may have no cluster DNS.
     fn resolve(&self, host: &str, port: i32) -> String {

@@ -78,15 +78,28 @@ pub fn under_replicated(t: &TopicInfo) -> i32 {
 
 /// Lag per group on `topic`: latest offset − committed, summed over partitions (never
 /// negative: the latest offset is read after the commit and may be stale by a little).
-/// `committed` is (group, topic, partition, offset). Lag in seconds is not measured here
-/// (it needs record timestamps): 0.
-pub fn group_lags(topic: &str, committed: &[(String, String, i32, i64)], latest: &HashMap<i32, i64>) -> Vec<GroupLag> {
+/// `committed` is (group, topic, partition, offset). Lag in seconds comes from the brokers'
+/// `fjord_consumer_group_lag_seconds` (max per group and topic, see
+/// [`crate::cluster::brokers::lag_seconds`]), rounded to 0.1 s; 0 for a group no broker
+/// reported.
+pub fn group_lags(
+    topic: &str,
+    committed: &[(String, String, i32, i64)],
+    latest: &HashMap<i32, i64>,
+    seconds: &HashMap<(String, String), f64>,
+) -> Vec<GroupLag> {
     let mut by_group: BTreeMap<&str, i64> = BTreeMap::new();
     for (group, _, partition, offset) in committed.iter().filter(|c| c.1 == topic) {
         let end = latest.get(partition).copied().unwrap_or(*offset);
         *by_group.entry(group).or_default() += (end - offset).max(0);
     }
-    by_group.into_iter().map(|(group, lag)| GroupLag { group: group.to_string(), lag, lag_seconds: 0.0 }).collect()
+    by_group
+        .into_iter()
+        .map(|(group, lag)| {
+            let secs = seconds.get(&(group.to_string(), topic.to_string())).copied().unwrap_or(0.0).max(0.0);
+            GroupLag { group: group.to_string(), lag, lag_seconds: (secs * 10.0).round() / 10.0 }
+        })
+        .collect()
 }
 
 /// The Ready condition, keeping the old transition time while its status holds.
@@ -219,8 +232,14 @@ mod tests {
             ("g2".to_string(), "other".to_string(), 0, 0),
         ];
         let latest: HashMap<i32, i64> = [(0, 8), (1, 9)].into();
-        let lags = group_lags("t", &committed, &latest);
-        assert_eq!(lags.iter().map(|g| (g.group.as_str(), g.lag)).collect::<Vec<_>>(), vec![("g1", 3), ("g2", 0)]);
+        let seconds: HashMap<(String, String), f64> =
+            [(("g1".to_string(), "t".to_string()), 12.345), (("g1".to_string(), "other".to_string()), 99.0)].into();
+        let lags = group_lags("t", &committed, &latest, &seconds);
+        assert_eq!(
+            lags.iter().map(|g| (g.group.as_str(), g.lag, g.lag_seconds)).collect::<Vec<_>>(),
+            vec![("g1", 3, 12.3), ("g2", 0, 0.0)],
+            "seconds of this topic only, rounded; a group no broker reports has 0"
+        );
     }
 
     #[test]

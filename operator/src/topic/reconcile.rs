@@ -52,6 +52,8 @@ pub struct ClusterStats {
     offsets: Vec<(String, String, i32, i64)>,
     /// (topic, partition, broker) → bytes.
     sizes: HashMap<(String, i32, i32), i64>,
+    /// (group, topic) → seconds behind, the max over the brokers' `/metrics`.
+    lag_seconds: HashMap<(String, String), f64>,
 }
 
 /// One cluster's latest stats; the async lock makes concurrent reconciles share a refresh.
@@ -308,13 +310,28 @@ async fn stats(t: &Topic, ctx: &Ctx, client: &AdminClient, info: &TopicInfo, st:
         return;
     }
     match client.list_offsets_latest(&info.name, &leaders).await {
-        Ok(latest) => st.groups = logic::group_lags(&info.name, &snapshot.offsets, &latest),
+        Ok(latest) => st.groups = logic::group_lags(&info.name, &snapshot.offsets, &latest, &snapshot.lag_seconds),
         Err(e) => tracing::debug!(topic = %info.name, error = %e, "reading latest offsets failed"),
     }
 }
 
 async fn read_stats(client: &AdminClient) -> Result<ClusterStats, AdminError> {
-    Ok(ClusterStats { at: Instant::now(), offsets: client.all_group_offsets().await?, sizes: client.partition_sizes().await? })
+    let offsets = client.all_group_offsets().await?;
+    let sizes = client.partition_sizes().await?;
+    Ok(ClusterStats { at: Instant::now(), offsets, sizes, lag_seconds: lag_seconds(&client.pod_ips()).await })
+}
+
+/// Time lag from every ready broker's `/metrics` (only coordinators report a group, so all
+/// are asked); a broker that does not answer is left out, as its groups then read 0.
+async fn lag_seconds(ips: &[String]) -> HashMap<(String, String), f64> {
+    let asks = ips.iter().map(|ip| crate::cluster::brokers::get(ip, "/metrics"));
+    let texts: Vec<String> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.inspect_err(|e| tracing::debug!(error = %e, "reading broker metrics failed")).ok())
+        .filter_map(|(code, body)| (code == 200).then_some(body))
+        .collect();
+    crate::cluster::brokers::lag_seconds(texts.iter().map(String::as_str))
 }
 
 /// The resource is being deleted: delete the Kafka topic when the policy says so and the

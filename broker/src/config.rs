@@ -196,6 +196,39 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Resolve Kafka's FileConfigProvider references, `${file:PATH:KEY}`, in values: each is
+/// replaced by KEY's value in the properties file PATH. The Kubernetes operator uses this
+/// for what differs per broker but is only known after the pods' template is written
+/// (the node port of a broker's external Service), kept in a ConfigMap file by ordinal.
+pub fn resolve_file_refs(pairs: Vec<(String, String)>) -> Result<Vec<(String, String)>> {
+    let mut files: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(pairs.len());
+    for (k, mut v) in pairs {
+        let mut from = 0; // past the last replacement: a value is not resolved again
+        while let Some(start) = v[from..].find("${file:").map(|i| from + i) {
+            let end = start
+                + v[start..].find('}').ok_or_else(|| anyhow!("{k}: unterminated ${{file:...}} reference in {v:?}"))?;
+            let (path, key) = v[start + 7..end]
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow!("{k}: expected ${{file:PATH:KEY}}, got {:?}", &v[start..=end]))?;
+            if !files.contains_key(path) {
+                let text = std::fs::read_to_string(path).with_context(|| format!("{k}: reading {path}"))?;
+                files.insert(path.to_string(), parse_properties(&text).with_context(|| format!("parsing {path}"))?);
+            }
+            let value = files[path]
+                .iter()
+                .rev()
+                .find(|(fk, _)| fk == key)
+                .map(|(_, fv)| fv.clone())
+                .ok_or_else(|| anyhow!("{k}: {path} has no key {key:?}"))?;
+            v.replace_range(start..=end, &value);
+            from = start + value.len();
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
 fn parse_listeners(s: &str) -> Result<Vec<Listener>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -461,6 +494,22 @@ mod tests {
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn file_references_resolve_from_a_properties_file() {
+        let dir = std::env::temp_dir().join(format!("fjord-file-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("external.properties");
+        std::fs::write(&f, "broker-0.port=31000\nbroker-1.port=31001\n").unwrap();
+        let r = format!("${{file:{}:broker-1.port}}", f.display());
+        let value = format!("A://h:1,EXTERNAL://10.0.0.1:{r}");
+        let got = resolve_file_refs(pairs(&[("advertised.listeners", value.as_str()), ("x", "y")])).unwrap();
+        assert_eq!(got, pairs(&[("advertised.listeners", "A://h:1,EXTERNAL://10.0.0.1:31001"), ("x", "y")]));
+        let missing = format!("${{file:{}:broker-2.port}}", f.display());
+        assert!(resolve_file_refs(pairs(&[("a", missing.as_str())])).unwrap_err().to_string().contains("broker-2.port"));
+        assert!(resolve_file_refs(pairs(&[("a", "${file:nope")])).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             for o in overrides {
                 pairs.push(parse_override(&o)?);
             }
-            (pairs, false)
+            (config::resolve_file_refs(pairs)?, false)
         }
         Command::Dev { nodes, dir, port, http_port, overrides } if nodes > 1 => {
             let _telemetry = telemetry::init(None, 0.0, 0)?;

@@ -231,6 +231,12 @@ pub struct ExternalListener {
         validation = reserved_port_rule(),
     )]
     pub port: i32,
+    /// NodePort only: broker `i` gets node port `nodePortBase + i` (the bootstrap Service's
+    /// node port is left to Kubernetes). Without it Kubernetes allocates every node port
+    /// and the operator reads them back from the Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("nodePortBase must be between 1 and 65535"))]
+    pub node_port_base: Option<i32>,
 }
 
 fn default_external_port() -> i32 {

@@ -166,7 +166,12 @@ fn render(yaml: &str) -> anyhow::Result<String> {
     c.metadata.uid.get_or_insert_with(|| "00000000-0000-4000-8000-000000000000".into());
     let m = cluster::model::validate(&c).map_err(|e| anyhow::anyhow!("invalid Cluster: {e}"))?;
     let mut out = String::new();
-    for child in cluster::children(&m, m.replicas, true) {
+    // Node ports Kubernetes would allocate are unknown here: only `nodePortBase` ones show.
+    let node_ports = (0..m.replicas)
+        .filter_map(|i| Some((i, m.external.as_ref()?.node_port_base? + i)))
+        .collect();
+    let external = cluster::external_children(&m, m.replicas);
+    for child in external.into_iter().chain(cluster::children(&m, m.replicas, true, &node_ports)) {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&child.obj)?);
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use fjord_crds::cluster::Advertise;
+use fjord_crds::cluster::{Advertise, ExternalType};
 use fjord_crds::ports;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
@@ -41,12 +41,60 @@ pub fn service_account(m: &Model) -> ServiceAccount {
     ServiceAccount { metadata: meta(m, &m.name), automount_service_account_token: Some(false), ..Default::default() }
 }
 
-pub fn config_map(m: &Model) -> ConfigMap {
-    ConfigMap {
-        metadata: meta(m, &m.config_map()),
-        data: Some(BTreeMap::from([("server.properties".to_string(), m.server_properties.clone())])),
-        ..Default::default()
+/// The ConfigMap key holding the per-broker values of the external listener.
+pub const EXTERNAL_PROPERTIES: &str = "external.properties";
+
+/// The brokers' configuration: `server.properties`, shared by all, and with a NodePort
+/// listener `external.properties`, one `broker-<ordinal>.port=<node port>` line per broker
+/// whose Service has its node port. A broker reads its own line at start through Kafka's
+/// `${file:PATH:KEY}` syntax in its command (see [`command`]). The file is not part of the
+/// config hash: a scale-up adds a line without rolling the running brokers.
+pub fn config_map(m: &Model, node_ports: &BTreeMap<i32, i32>) -> ConfigMap {
+    let mut data = BTreeMap::from([("server.properties".to_string(), m.server_properties.clone())]);
+    if m.external.as_ref().is_some_and(|e| e.type_ == ExternalType::NodePort) {
+        data.insert(EXTERNAL_PROPERTIES.into(), external_properties(node_ports));
     }
+    ConfigMap { metadata: meta(m, &m.config_map()), data: Some(data), ..Default::default() }
+}
+
+/// `broker-<ordinal>.port=<node port>` lines, by ordinal.
+pub fn external_properties(node_ports: &BTreeMap<i32, i32>) -> String {
+    let mut out = String::from("# Written by fjord-operator: the node port of each broker's external Service.\n");
+    for (ordinal, port) in node_ports {
+        out.push_str(&format!("broker-{ordinal}.port={port}\n"));
+    }
+    out
+}
+
+/// The external listener's Services: `<cluster>-external-bootstrap` over all ready
+/// brokers, then `<cluster>-<ordinal>-external` per broker (selected by the StatefulSet's
+/// `statefulset.kubernetes.io/pod-name` label), of the spec's type. With
+/// `nodePortBase`, broker `i` gets node port `base + i`; otherwise Kubernetes allocates
+/// them. Empty without an external listener (existing ones are then pruned).
+pub fn external_services(m: &Model, replicas: i32) -> Vec<Service> {
+    let Some(e) = &m.external else { return Vec::new() };
+    let type_ = match e.type_ {
+        ExternalType::NodePort => "NodePort",
+        ExternalType::LoadBalancer => "LoadBalancer",
+    };
+    let svc = |name: String, selector: BTreeMap<String, String>, node_port: Option<i32>| Service {
+        metadata: meta(m, &name),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector),
+            ports: Some(vec![ServicePort { node_port, ..port("external", e.port) }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let base = e.node_port_base.filter(|_| e.type_ == ExternalType::NodePort);
+    let mut out = vec![svc(m.external_bootstrap_service(), m.selector(), None)];
+    for i in 0..replicas {
+        let mut selector = m.selector();
+        selector.insert("statefulset.kubernetes.io/pod-name".into(), format!("{}-{i}", m.name));
+        out.push(svc(m.external_service(i), selector, base.map(|b| b + i)));
+    }
+    out
 }
 
 fn port(name: &str, port: i32) -> ServicePort {
@@ -122,7 +170,13 @@ pub fn command(m: &Model) -> Vec<String> {
     let mut advertised = format!("INTERNAL://{adv_host}:{}", m.internal_port);
     if let Some(e) = &m.external {
         listeners.push_str(&format!(",EXTERNAL://$(POD_IP):{}", e.port));
-        advertised.push_str(&format!(",EXTERNAL://{adv_host}:{}", e.port));
+        match e.type_ {
+            // The node's address and this broker's node port, from `external.properties`.
+            ExternalType::NodePort => advertised.push_str(&format!(
+                ",EXTERNAL://$(HOST_IP):${{file:{CONFIG_DIR}/{EXTERNAL_PROPERTIES}:broker-$(FJORD_NODE_ID).port}}"
+            )),
+            ExternalType::LoadBalancer => advertised.push_str(&format!(",EXTERNAL://{adv_host}:{}", e.port)),
+        }
     }
     let mut cmd: Vec<String> = ["fjord", "broker", "--config", "/etc/fjord/server.properties"].map(String::from).to_vec();
     let mut set = |kv: String| {
@@ -146,6 +200,10 @@ fn container(m: &Model) -> Container {
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
     ];
+    // Only with a NodePort listener: an unchanged template does not roll existing clusters.
+    if m.external.as_ref().is_some_and(|e| e.type_ == ExternalType::NodePort) {
+        env.push(field_env("HOST_IP", "status.hostIP"));
+    }
     if let Some(key) = &m.rack_key {
         env.push(field_env("FJORD_RACK", &format!("metadata.labels['{key}']")));
     }
@@ -302,13 +360,48 @@ mod tests {
                              "listeners": {"external": {"type": "NodePort", "port": 9095}}}));
         let cmd = command(&m).join(" ");
         assert!(cmd.contains("listeners=INTERNAL://$(POD_IP):9092,CONTROLLER://$(POD_IP):9093,EXTERNAL://$(POD_IP):9095"));
-        assert!(cmd.contains("advertised.listeners=INTERNAL://$(POD_IP):9092,EXTERNAL://$(POD_IP):9095"));
+        assert!(cmd.contains(
+            "advertised.listeners=INTERNAL://$(POD_IP):9092,EXTERNAL://$(HOST_IP):${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).port}"
+        ));
         assert!(cmd.ends_with("--override broker.rack=$(FJORD_RACK)"));
         let sts = serde_json::to_value(stateful_set(&m, 3)).unwrap();
         let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
-        assert_eq!(env[4], json!({"name": "FJORD_RACK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['topology.kubernetes.io/zone']"}}}));
+        assert_eq!(env[4], json!({"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}));
+        assert_eq!(env[5], json!({"name": "FJORD_RACK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['topology.kubernetes.io/zone']"}}}));
         let svc = serde_json::to_value(headless_service(&m)).unwrap();
         assert_eq!(svc["spec"]["ports"][3], json!({"name": "external", "port": 9095, "targetPort": "external"}));
+    }
+
+    #[test]
+    fn node_port_services_and_per_broker_ports() {
+        let m = model(json!({"listeners": {"external": {"type": "NodePort", "port": 9094, "nodePortBase": 31000}}}));
+        let svcs: Vec<_> = external_services(&m, 2).iter().map(|s| serde_json::to_value(s).unwrap()).collect();
+        let names: Vec<_> = svcs.iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["events-external-bootstrap", "events-0-external", "events-1-external"]);
+        assert_eq!(svcs[0]["spec"]["type"], "NodePort");
+        assert_eq!(svcs[0]["spec"]["ports"], json!([{"name": "external", "port": 9094, "targetPort": "external"}]));
+        assert_eq!(svcs[0]["spec"]["selector"], serde_json::to_value(m.selector()).unwrap());
+        assert_eq!(svcs[2]["spec"]["ports"], json!([{"name": "external", "port": 9094, "targetPort": "external", "nodePort": 31001}]));
+        assert_eq!(svcs[2]["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], "events-1");
+        assert_eq!(svcs[2]["metadata"]["ownerReferences"][0]["kind"], "Cluster");
+        assert_eq!(m.external_ordinal("events-1-external"), Some(1));
+        assert_eq!(m.external_ordinal("events-external-bootstrap"), None);
+
+        let cm = config_map(&m, &BTreeMap::from([(0, 31000), (1, 31001)]));
+        assert_eq!(
+            cm.data.unwrap()[EXTERNAL_PROPERTIES],
+            "# Written by fjord-operator: the node port of each broker's external Service.\nbroker-0.port=31000\nbroker-1.port=31001\n"
+        );
+        let cmd = command(&m).join(" ");
+        assert!(cmd.contains(",EXTERNAL://$(HOST_IP):${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).port}"));
+
+        let allocated = model(json!({"listeners": {"external": {"type": "NodePort"}}}));
+        let svc = serde_json::to_value(&external_services(&allocated, 1)[1]).unwrap();
+        assert!(svc["spec"]["ports"][0].get("nodePort").is_none(), "Kubernetes allocates it");
+        let lb = model(json!({"listeners": {"external": {"type": "LoadBalancer", "nodePortBase": 31000}}}));
+        let svc = serde_json::to_value(&external_services(&lb, 1)[1]).unwrap();
+        assert_eq!((svc["spec"]["type"].as_str(), svc["spec"]["ports"][0].get("nodePort")), (Some("LoadBalancer"), None));
+        assert!(external_services(&model(json!({})), 3).is_empty());
     }
 
     #[test]
@@ -349,7 +442,8 @@ mod tests {
         let p = serde_json::to_value(pod_disruption_budget(&m)).unwrap();
         assert_eq!(p["spec"]["maxUnavailable"], 1);
         assert_eq!(p["metadata"]["labels"]["app.kubernetes.io/managed-by"], "fjord-operator");
-        let cm = config_map(&m);
+        let cm = config_map(&m, &BTreeMap::from([(0, 31000)]));
+        assert_eq!(cm.data.as_ref().unwrap().len(), 1, "no external listener, no external.properties");
         assert_eq!(cm.metadata.name.as_deref(), Some("events-config"));
         assert!(cm.data.unwrap()["server.properties"].contains("log.dirs=/var/lib/fjord/data"));
         assert_eq!(service_account(&m).automount_service_account_token, Some(false));

@@ -1,10 +1,11 @@
 //! Step 1: read what the reconcile needs: the StatefulSet, its pods, whether the
 //! Prometheus operator's CRDs exist, and (for status) what the brokers report.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Mutex;
@@ -17,6 +18,8 @@ pub struct Fetched {
     pub sts: Option<StatefulSet>,
     /// The broker pods, by ordinal.
     pub pods: Vec<PodInfo>,
+    /// The address of each broker pod's node (`status.hostIP`), by ordinal.
+    pub host_ips: BTreeMap<i32, String>,
     pub monitoring: bool,
 }
 
@@ -48,9 +51,32 @@ pub async fn fetch(client: &Client, monitoring: &MonitoringCache, m: &Model) -> 
     let pods = Api::<Pod>::namespaced(client.clone(), &m.namespace)
         .list(&ListParams::default().labels(&m.selector_string()))
         .await?;
+    let host_ips = pods
+        .items
+        .iter()
+        .filter_map(|p| Some((pod_info(&m.name, p)?.ordinal, p.status.as_ref()?.host_ip.clone().filter(|h| !h.is_empty())?)))
+        .collect();
     let mut pods: Vec<PodInfo> = pods.items.iter().filter_map(|p| pod_info(&m.name, p)).collect();
     pods.sort_by_key(|p| p.ordinal);
-    Ok(Fetched { sts, pods, monitoring: monitoring.get(client).await? })
+    Ok(Fetched { sts, pods, host_ips, monitoring: monitoring.get(client).await? })
+}
+
+/// The node port of each broker's external Service (`<cluster>-<ordinal>-external`) below
+/// `replicas`, by ordinal (the Services of removed brokers are pruned later); read after
+/// those Services were applied, so allocated ports are included.
+pub async fn node_ports(client: &Client, m: &Model, replicas: i32) -> Result<BTreeMap<i32, i32>, kube::Error> {
+    let services = Api::<Service>::namespaced(client.clone(), &m.namespace)
+        .list(&ListParams::default().labels(&m.selector_string()))
+        .await?;
+    Ok(services
+        .items
+        .iter()
+        .filter_map(|s| {
+            let ordinal = m.external_ordinal(&s.name_any())?;
+            let port = s.spec.as_ref()?.ports.as_ref()?.first()?.node_port?;
+            (ordinal < replicas).then_some((ordinal, port))
+        })
+        .collect())
 }
 
 /// A pod of the StatefulSet `sts` as the roll sees it; None for a pod that is not one.

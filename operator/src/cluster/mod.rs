@@ -21,6 +21,7 @@ pub mod roll;
 pub mod scale;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,12 +78,19 @@ pub struct Context {
     in_flight: AtomicI64,
 }
 
-/// The children of `m`, in apply order: identity and config before the pods that use them,
-/// the StatefulSet last among the core objects, then the monitoring objects.
-pub fn children(m: &Model, replicas: i32, monitoring: bool) -> Vec<Child> {
+/// The external listener's Services, applied before [`children`]: the brokers' ConfigMap
+/// names the node ports Kubernetes allocates to them.
+pub fn external_children(m: &Model, replicas: i32) -> Vec<Child> {
+    build::external_services(m, replicas).iter().map(Child::typed).collect()
+}
+
+/// The children of `m`, in apply order (after [`external_children`]): identity and config
+/// before the pods that use them, the StatefulSet last among the core objects, then the
+/// monitoring objects. `node_ports` are the external Services' node ports, by ordinal.
+pub fn children(m: &Model, replicas: i32, monitoring: bool, node_ports: &BTreeMap<i32, i32>) -> Vec<Child> {
     let mut out = vec![
         Child::typed(&build::service_account(m)),
-        Child::typed(&build::config_map(m)),
+        Child::typed(&build::config_map(m, node_ports)),
         Child::typed(&build::headless_service(m)),
         Child::typed(&build::bootstrap_service(m)),
         Child::typed(&build::pod_disruption_budget(m)),
@@ -264,13 +272,19 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    // 3. build, 4. apply, 5. prune
-    let wanted = children(&m, replicas, f.monitoring);
+    // 3. build, 4. apply, 5. prune; the external Services first, for their node ports.
+    let external = external_children(&m, replicas);
+    for child in &external {
+        apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await?;
+    }
+    let node_ports = if external.is_empty() { BTreeMap::new() } else { fetch::node_ports(&ctx.client, &m, replicas).await? };
+    let mut wanted = children(&m, replicas, f.monitoring, &node_ports);
     let mut sts_written = false;
     for child in &wanted {
         let wrote = apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await?;
         sts_written |= wrote && child.ar.kind == "StatefulSet";
     }
+    wanted.extend(external);
     for gone in apply::prune(&ctx.client, &ctx.metrics, &m, &managed_kinds(f.monitoring), &wanted).await? {
         event(ctx, c, EventType::Normal, "Deleted", format!("deleted {gone}: the spec no longer asks for it")).await;
     }
@@ -301,6 +315,7 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
         health,
         bootstrap: Some(m.bootstrap()),
         pod_ip_bootstrap: (!ready_ips.is_empty()).then(|| ready_ips.join(",")),
+        external_bootstrap: status::external_bootstrap(&pods, &f.host_ips, &node_ports),
         cluster_id: (!ready_ips.is_empty()).then(|| m.cluster_id.clone()),
         voters: m.voter_ids.clone(),
         config_hash: Some(m.config_hash.clone()),
@@ -368,17 +383,18 @@ mod tests {
         let m = model::validate(&model::test_cluster(spec.clone())).unwrap();
         let kinds = |v: Vec<Child>| v.iter().map(|c| format!("{}/{}", c.ar.kind, c.name())).collect::<Vec<_>>();
         assert_eq!(
-            kinds(children(&m, 3, true)),
+            kinds(children(&m, 3, true, &BTreeMap::new())),
             [
                 "ServiceAccount/events", "ConfigMap/events-config", "Service/events-brokers", "Service/events-bootstrap",
                 "PodDisruptionBudget/events", "StatefulSet/events", "ServiceMonitor/events", "PrometheusRule/events",
                 "ConfigMap/events-dashboards",
             ]
         );
-        assert_eq!(children(&m, 3, false).len(), 7);
+        assert_eq!(children(&m, 3, false, &BTreeMap::new()).len(), 7);
+        assert!(external_children(&m, 3).is_empty());
         spec["metrics"] = json!({"enabled": false, "dashboards": true});
         let m = model::validate(&model::test_cluster(spec)).unwrap();
-        assert_eq!(children(&m, 3, true).len(), 6, "metrics off: no monitoring objects (pruned if they exist)");
+        assert_eq!(children(&m, 3, true, &BTreeMap::new()).len(), 6, "metrics off: no monitoring objects (pruned if they exist)");
     }
 
     #[test]

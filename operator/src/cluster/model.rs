@@ -60,6 +60,18 @@ impl Model {
     pub fn bootstrap_service(&self) -> String {
         format!("{}-bootstrap", self.name)
     }
+    /// The external Service of broker `ordinal` (NodePort or LoadBalancer).
+    pub fn external_service(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}-external", self.name)
+    }
+    /// The external bootstrap Service: every ready broker, for a client's first connection.
+    pub fn external_bootstrap_service(&self) -> String {
+        format!("{}-external-bootstrap", self.name)
+    }
+    /// The ordinal of a Service named by [`Model::external_service`].
+    pub fn external_ordinal(&self, service: &str) -> Option<i32> {
+        service.strip_prefix(&format!("{}-", self.name))?.strip_suffix("-external")?.parse().ok()
+    }
     pub fn config_map(&self) -> String {
         format!("{}-config", self.name)
     }

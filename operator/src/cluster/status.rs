@@ -25,10 +25,26 @@ pub struct Facts {
     pub health: Option<Health>,
     pub bootstrap: Option<String>,
     pub pod_ip_bootstrap: Option<String>,
+    pub external_bootstrap: Option<String>,
     pub cluster_id: Option<String>,
     pub voters: Vec<i32>,
     pub config_hash: Option<String>,
     pub pending_restarts: Vec<i32>,
+}
+
+/// `nodeAddress:nodePort,...` of the ready brokers whose node and node port are known:
+/// the addresses the brokers advertise on their NodePort listener.
+pub fn external_bootstrap(
+    pods: &[PodInfo],
+    host_ips: &std::collections::BTreeMap<i32, String>,
+    node_ports: &std::collections::BTreeMap<i32, i32>,
+) -> Option<String> {
+    let addrs: Vec<String> = pods
+        .iter()
+        .filter(|p| p.ready && !p.terminating)
+        .filter_map(|p| Some(format!("{}:{}", host_ips.get(&p.ordinal)?, node_ports.get(&p.ordinal)?)))
+        .collect();
+    (!addrs.is_empty()).then(|| addrs.join(","))
 }
 
 fn cond(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
@@ -103,7 +119,7 @@ pub fn compute(old: Option<&ClusterStatus>, f: &Facts, now: &Time) -> ClusterSta
         ready_brokers,
         bootstrap: f.bootstrap.clone(),
         pod_ip_bootstrap: f.pod_ip_bootstrap.clone(),
-        external_bootstrap: None,
+        external_bootstrap: f.external_bootstrap.clone(),
         cluster_id: f.cluster_id.clone().or_else(|| old.and_then(|o| o.cluster_id.clone())),
         voters: f.voters.clone(),
         under_replicated_partitions: f.health.map(|h| h.under_replicated as i32),
@@ -151,6 +167,19 @@ mod tests {
 
     fn t(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn external_bootstrap_lists_ready_brokers_with_node_and_port() {
+        use std::collections::BTreeMap;
+        let mut ps = pods(3, "r1");
+        ps[2].ready = false;
+        let hosts = BTreeMap::from([(0, "10.0.0.1".to_string()), (1, "10.0.0.2".to_string()), (2, "10.0.0.3".to_string())]);
+        let ports = BTreeMap::from([(0, 31000), (1, 31001), (2, 31002)]);
+        assert_eq!(external_bootstrap(&ps, &hosts, &ports).as_deref(), Some("10.0.0.1:31000,10.0.0.2:31001"));
+        assert_eq!(external_bootstrap(&ps, &hosts, &BTreeMap::new()), None);
+        let f = Facts { external_bootstrap: Some("10.0.0.1:31000".into()), ..facts() };
+        assert_eq!(compute(None, &f, &t(1)).external_bootstrap.as_deref(), Some("10.0.0.1:31000"));
     }
 
     #[test]

@@ -1,0 +1,209 @@
+"""The EXTERNAL listener of a Cluster by NodePort, on the e2e control plane (kube.py).
+
+The operator makes a NodePort Service per broker (`<cluster>-<ordinal>-external`, selecting
+the pod by `statefulset.kubernetes.io/pod-name`) and `<cluster>-external-bootstrap`, writes
+each broker's node port into the ConfigMap's `external.properties`, and every broker
+advertises `<its node's address>:<its node port>` on EXTERNAL; status.externalBootstrap
+lists those addresses. There is no kube-proxy here, so nothing forwards node ports on its
+own: the test checks what Kafka clients are told, then stands in for kube-proxy with a TCP
+forwarder per node port (node address:node port -> pod IP:external port) and produces and
+consumes through status.externalBootstrap with a real client. A scale-up adds a Service and
+a line of external.properties without restarting the running brokers.
+
+The tests run in order against one control plane and build on each other."""
+import socket
+import threading
+import time
+
+import pytest
+
+import kube
+from kube import condition
+from kclients import create_topic, produce, read_partition, unique
+
+KUBE_NODES = 2
+KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
+pytestmark = pytest.mark.fjord_only
+
+NS = "edge-ns"
+EXTERNAL_PORT = 9094
+
+
+def cluster_yaml(replicas):
+    return f"""
+apiVersion: fjord.dev/v1alpha1
+kind: Cluster
+metadata: {{name: edge}}
+spec:
+  image: fjord/broker:dev
+  replicas: {replicas}
+  storage: {{size: 1Gi}}
+  advertise: PodIp
+  listeners:
+    external: {{type: NodePort, port: {EXTERNAL_PORT}}}
+  config:
+    group.initial.rebalance.delay.ms: "0"
+"""
+
+
+class Forwarder:
+    """A TCP forwarder listen_addr -> target_addr: what kube-proxy does for a node port."""
+
+    def __init__(self, listen, target):
+        self.target = target
+        self.sock = socket.create_server(listen, reuse_port=False)
+        self.sock.settimeout(0.5)
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def kc(kube_cluster):
+    kube_cluster.namespace(NS)
+    kube_cluster.helm_install_operator()
+    return kube_cluster
+
+
+def brokers(kc):
+    """{ordinal: pod} of the edge cluster."""
+    pods = kc.get("pods", namespace=NS)["items"]
+    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith("edge-")}
+
+
+def node_address(kc, node_name):
+    node = kc.get("node", node_name)
+    return next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+
+
+def ready_with_external(kc, replicas):
+    def ok():
+        c = kc.get("cluster", "edge", NS)
+        cond = condition(c, "Ready")
+        ext = (c.get("status") or {}).get("externalBootstrap") or ""
+        return cond and cond["status"] == "True" and c["status"].get("readyBrokers") == replicas \
+            and len(ext.split(",")) == replicas and c
+    return kc.wait_for(ok, 300, f"Cluster edge Ready with {replicas} external addresses")
+
+
+def expected_addresses(kc, replicas):
+    """{ordinal: (node address, node port)} from the API: the pod's node and its Service."""
+    pods = brokers(kc)
+    out = {}
+    for i in range(replicas):
+        svc = kc.get("service", f"edge-{i}-external", NS)
+        spec = svc["spec"]
+        assert spec["type"] == "NodePort", spec
+        assert spec["selector"]["statefulset.kubernetes.io/pod-name"] == f"edge-{i}", spec["selector"]
+        assert svc["metadata"]["ownerReferences"][0]["kind"] == "Cluster", svc["metadata"]
+        (port,) = spec["ports"]
+        assert port["port"] == EXTERNAL_PORT and port["targetPort"] == "external", port
+        assert 30000 <= port["nodePort"] <= 32767, port
+        pod = pods[i]
+        host = node_address(kc, pod["spec"]["nodeName"])
+        assert pod["status"]["hostIP"] == host, (pod["status"], host)
+        out[i] = (host, port["nodePort"])
+    ports = [p for _, p in out.values()]
+    assert len(set(ports)) == len(ports), out
+    return out
+
+
+def advertised(bootstrap):
+    """{broker id: (host, port)} from a Metadata response through `bootstrap`."""
+    from confluent_kafka.admin import AdminClient
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15)
+    return {b.id: (b.host, b.port) for b in md.brokers.values()}
+
+
+def test_node_port_services_and_advertised_addresses(kc):
+    kc.apply(cluster_yaml(2), NS)
+    c = ready_with_external(kc, 2)
+    want = expected_addresses(kc, 2)
+    print(f"status {c['status']}; expected {want}")
+
+    boot = kc.get("service", "edge-external-bootstrap", NS)["spec"]
+    assert boot["type"] == "NodePort" and "statefulset.kubernetes.io/pod-name" not in boot["selector"], boot
+    assert boot["selector"]["app.kubernetes.io/instance"] == "edge", boot
+    cm = kc.get("configmap", "edge-config", NS)["data"]["external.properties"]
+    for i, (_, port) in want.items():
+        assert f"broker-{i}.port={port}\n" in cm, cm
+
+    assert sorted(c["status"]["externalBootstrap"].split(",")) == sorted(f"{h}:{p}" for h, p in want.values())
+    pods = brokers(kc)
+    for i in range(2):
+        ip = pods[i]["status"]["podIP"]
+        # The EXTERNAL listener (pod IP, external port) names node addresses and node ports...
+        assert advertised(f"{ip}:{EXTERNAL_PORT}") == want, (i, want)
+        # ... while the internal one keeps naming the pods.
+        internal = advertised(f"{ip}:9092")
+        assert internal == {j: (pods[j]["status"]["podIP"], 9092) for j in range(2)}, internal
+
+
+def test_a_client_through_the_node_ports(kc):
+    """With node ports forwarded as kube-proxy would, a client bootstrapped from
+    status.externalBootstrap produces and consumes: every connection it makes after the
+    first goes to an advertised node address and node port."""
+    c = kc.get("cluster", "edge", NS)
+    want = expected_addresses(kc, 2)
+    pods = brokers(kc)
+    fwd = [Forwarder(want[i], (pods[i]["status"]["podIP"], EXTERNAL_PORT)) for i in range(2)]
+    try:
+        bs = c["status"]["externalBootstrap"]
+        assert advertised(bs) == want
+        topic = unique("edge")
+        create_topic(bs, topic, partitions=2, replication_factor=2)
+        for part in range(2):
+            values = [f"{topic}-{part}-{n}" for n in range(20)]
+            delivered = produce(bs, topic, values, partition=part)
+            got = read_partition(bs, topic, part, delivered[0][1], delivered[-1][1] + 1)
+            assert [v.decode() for _, v in got] == values
+    finally:
+        for f in fwd:
+            f.close()
+
+
+def test_scale_up_adds_a_node_port_without_a_roll(kc):
+    before = {i: p["metadata"]["uid"] for i, p in brokers(kc).items()}
+    kc.apply(cluster_yaml(3), NS)
+    t0 = time.monotonic()
+    ready_with_external(kc, 3)
+    print(f"third broker Ready with its node port {time.monotonic() - t0:.1f}s after the scale-up")
+    want = expected_addresses(kc, 3)
+    cm = kc.get("configmap", "edge-config", NS)["data"]["external.properties"]
+    assert f"broker-2.port={want[2][1]}\n" in cm, cm
+    ip = brokers(kc)[2]["status"]["podIP"]
+    assert advertised(f"{ip}:{EXTERNAL_PORT}") == want
+    after = {i: p["metadata"]["uid"] for i, p in brokers(kc).items()}
+    assert {i: after[i] for i in before} == before, "the running brokers were not restarted"

@@ -132,6 +132,7 @@ fn cases() -> Vec<Case> {
         case(cl, with(&c, "/spec/listeners/external/port", json!(9092)), None, Some("the internal and external listeners need different ports")),
         case(cl, with(&c, "/spec/listeners/internal/port", json!(0)), None, Some("port must be between 1 and 65535")),
         case(cl, with(&c, "/spec/listeners/external/port", json!(65536)), None, Some("port must be between 1 and 65535")),
+        case(cl, with(&c, "/spec/listeners/external/nodePortBase", json!(0)), None, Some("nodePortBase must be between 1 and 65535")),
         case(cl, with(&c, "/spec/listeners/internal/port", json!(9093)), None, Some("ports 9093 (controller listener) and 9644 (metrics and health) are taken")),
         case(cl, with(&c, "/spec/listeners/external/port", json!(9644)), None, Some("ports 9093 (controller listener) and 9644 (metrics and health) are taken")),
         // Cluster: changes that must stay allowed

@@ -32,7 +32,7 @@ pub struct TopicLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
-    pub api: String,
+    pub api: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,7 +43,7 @@ pub struct ApiErrorLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
-    pub api: String,
+    pub api: &'static str,
     pub phase: &'static str,
 }
 
@@ -196,14 +196,15 @@ impl Metrics {
     }
 
     /// One request answered: its total time (with the trace id as exemplar when traced)
-    /// and its phases.
-    pub fn request_done(&self, api: &str, phases: Phases, trace_id: Option<String>) {
-        let l = ApiLabel { api: api.to_string() };
+    /// and its phases. API names are static, so recording allocates no label strings: this
+    /// runs once per request.
+    pub fn request_done(&self, api: &'static str, phases: Phases, trace_id: Option<String>) {
+        let l = ApiLabel { api };
         self.requests.get_or_create(&l).inc();
         let total = phases.queue + phases.local + phases.remote + phases.send;
         self.request_duration.get_or_create(&l).observe(total.as_secs_f64(), trace_id.map(|trace_id| TraceLabel { trace_id }), None);
         for (phase, d) in [("queue", phases.queue), ("local", phases.local), ("remote", phases.remote), ("send", phases.send)] {
-            self.request_phase.get_or_create(&PhaseLabel { api: api.to_string(), phase }).observe(d.as_secs_f64());
+            self.request_phase.get_or_create(&PhaseLabel { api, phase }).observe(d.as_secs_f64());
         }
     }
 

@@ -237,6 +237,10 @@ pub struct ExternalListener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("nodePortBase must be between 1 and 65535"))]
     pub node_port_base: Option<i32>,
+    /// Annotations on the external Services, e.g. a cloud's load balancer settings
+    /// (`service.beta.kubernetes.io/aws-load-balancer-type: nlb`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 fn default_external_port() -> i32 {

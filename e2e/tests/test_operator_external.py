@@ -1,4 +1,5 @@
-"""The EXTERNAL listener of a Cluster by NodePort, on the e2e control plane (kube.py).
+"""The EXTERNAL listener of a Cluster by NodePort and by LoadBalancer, on the e2e control
+plane (kube.py).
 
 The operator makes a NodePort Service per broker (`<cluster>-<ordinal>-external`, selecting
 the pod by `statefulset.kubernetes.io/pod-name`) and `<cluster>-external-bootstrap`, writes
@@ -10,7 +11,15 @@ forwarder per node port (node address:node port -> pod IP:external port) and pro
 consumes through status.externalBootstrap with a real client. A scale-up adds a Service and
 a line of external.properties without restarting the running brokers.
 
+LoadBalancer: nothing here implements LoadBalancer Services (no cloud controller, no
+MetalLB), so the test plays that part as one would: it writes an address into each
+Service's status.loadBalancer.ingress and forwards that address to the pod. Before it does,
+no broker may start (it would advertise an address it does not have) and the Cluster says
+why; each broker then advertises its own Service's address, and a client bootstrapped from
+status.externalBootstrap (the bootstrap Service's address) produces and consumes.
+
 The tests run in order against one control plane and build on each other."""
+import json
 import socket
 import threading
 import time
@@ -29,18 +38,18 @@ NS = "edge-ns"
 EXTERNAL_PORT = 9094
 
 
-def cluster_yaml(replicas):
+def cluster_yaml(replicas, name="edge", external=f"{{type: NodePort, port: {EXTERNAL_PORT}}}"):
     return f"""
 apiVersion: fjord.dev/v1alpha1
 kind: Cluster
-metadata: {{name: edge}}
+metadata: {{name: {name}}}
 spec:
   image: fjord/broker:dev
   replicas: {replicas}
   storage: {{size: 1Gi}}
   advertise: PodIp
   listeners:
-    external: {{type: NodePort, port: {EXTERNAL_PORT}}}
+    external: {external}
   config:
     group.initial.rebalance.delay.ms: "0"
 """
@@ -147,6 +156,19 @@ def advertised(bootstrap):
     return {b.id: (b.host, b.port) for b in md.brokers.values()}
 
 
+def round_trip(bs, want, prefix):
+    """Through bootstrap `bs`, whose brokers advertise `want`: a topic with a partition
+    per broker, records produced to each partition and read back."""
+    assert advertised(bs) == want
+    topic = unique(prefix)
+    create_topic(bs, topic, partitions=2, replication_factor=2)
+    for part in range(2):
+        values = [f"{topic}-{part}-{n}" for n in range(20)]
+        delivered = produce(bs, topic, values, partition=part)
+        got = read_partition(bs, topic, part, delivered[0][1], delivered[-1][1] + 1)
+        assert [v.decode() for _, v in got] == values
+
+
 def test_node_port_services_and_advertised_addresses(kc):
     kc.apply(cluster_yaml(2), NS)
     c = ready_with_external(kc, 2)
@@ -180,15 +202,7 @@ def test_a_client_through_the_node_ports(kc):
     pods = brokers(kc)
     fwd = [Forwarder(want[i], (pods[i]["status"]["podIP"], EXTERNAL_PORT)) for i in range(2)]
     try:
-        bs = c["status"]["externalBootstrap"]
-        assert advertised(bs) == want
-        topic = unique("edge")
-        create_topic(bs, topic, partitions=2, replication_factor=2)
-        for part in range(2):
-            values = [f"{topic}-{part}-{n}" for n in range(20)]
-            delivered = produce(bs, topic, values, partition=part)
-            got = read_partition(bs, topic, part, delivered[0][1], delivered[-1][1] + 1)
-            assert [v.decode() for _, v in got] == values
+        round_trip(c["status"]["externalBootstrap"], want, "edge")
     finally:
         for f in fwd:
             f.close()
@@ -207,3 +221,90 @@ def test_scale_up_adds_a_node_port_without_a_roll(kc):
     assert advertised(f"{ip}:{EXTERNAL_PORT}") == want
     after = {i: p["metadata"]["uid"] for i, p in brokers(kc).items()}
     assert {i: after[i] for i in before} == before, "the running brokers were not restarted"
+
+
+LB_NAME = "glow"
+LB_ADDR = "127.0.99."  # the "load balancer" addresses: .1 bootstrap, .10 + ordinal per broker
+LB_ANNOTATIONS = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
+
+
+def lb_cluster_yaml(replicas):
+    external = f"{{type: LoadBalancer, port: {EXTERNAL_PORT}, annotations: {json.dumps(LB_ANNOTATIONS)}}}"
+    return cluster_yaml(replicas, LB_NAME, external)
+
+
+def lb_pods(kc):
+    pods = kc.get("pods", namespace=NS)["items"]
+    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith(f"{LB_NAME}-")}
+
+
+def assign_lb_address(kc, service, ip):
+    """What a cloud controller or MetalLB does once the load balancer exists."""
+    kc.kubectl("patch", "service", service, "-n", NS, "--subresource=status", "--type=merge",
+               "-p", f'{{"status": {{"loadBalancer": {{"ingress": [{{"ip": "{ip}"}}]}}}}}}')
+
+
+def sts_replicas(kc):
+    sts = kc.get("statefulset", LB_NAME, NS, missing_ok=True)
+    return sts and sts["spec"].get("replicas")
+
+
+def test_load_balancer_brokers_wait_for_their_addresses(kc):
+    # The NodePort cluster is done with; its brokers would only compete for the cores.
+    kc.kubectl("delete", "cluster", "edge", "-n", NS, "--wait=true", timeout=120)
+    kc.apply(lb_cluster_yaml(2), NS)
+
+    def waiting():
+        c = kc.get("cluster", LB_NAME, NS)
+        p = condition(c, "Progressing")
+        return p and p["reason"] == "WaitingForLoadBalancer" and p
+    p = kc.wait_for(waiting, 60, "Progressing=WaitingForLoadBalancer")
+    assert p["message"] == f"waiting for a load balancer address on Service {LB_NAME}-0-external, {LB_NAME}-1-external", p
+    for name in (f"{LB_NAME}-external-bootstrap", f"{LB_NAME}-0-external", f"{LB_NAME}-1-external"):
+        svc = kc.get("service", name, NS)
+        assert svc["spec"]["type"] == "LoadBalancer", svc["spec"]
+        assert LB_ANNOTATIONS.items() <= svc["metadata"]["annotations"].items(), svc["metadata"]
+        assert not svc.get("status", {}).get("loadBalancer"), svc["status"]
+    time.sleep(3)  # a few reconciles later, still no broker
+    assert sts_replicas(kc) == 0 and lb_pods(kc) == {}, (sts_replicas(kc), list(lb_pods(kc)))
+    assert "external.properties" in kc.get("configmap", f"{LB_NAME}-config", NS)["data"]
+
+    # Broker 0's address arrives: broker 0 starts, broker 1 still waits for its own.
+    assign_lb_address(kc, f"{LB_NAME}-0-external", f"{LB_ADDR}10")
+    kc.wait_for(lambda: sts_replicas(kc) == 1, 60, "StatefulSet at 1 replica")
+    c = kc.get("cluster", LB_NAME, NS)
+    assert condition(c, "Progressing")["message"].endswith(f"Service {LB_NAME}-1-external"), c["status"]
+    cm = kc.get("configmap", f"{LB_NAME}-config", NS)["data"]["external.properties"]
+    assert f"broker-0.host={LB_ADDR}10\n" in cm and "broker-1." not in cm, cm
+
+
+def test_load_balancer_addresses_are_advertised_and_serve_a_client(kc):
+    assign_lb_address(kc, f"{LB_NAME}-1-external", f"{LB_ADDR}11")
+    assign_lb_address(kc, f"{LB_NAME}-external-bootstrap", f"{LB_ADDR}1")
+
+    def ready():
+        c = kc.get("cluster", LB_NAME, NS)
+        cond = condition(c, "Ready")
+        return cond and cond["status"] == "True" and c["status"].get("readyBrokers") == 2 \
+            and c["status"].get("externalBootstrap") and c
+    c = kc.wait_for(ready, 300, f"Cluster {LB_NAME} Ready with its external bootstrap")
+    assert c["status"]["externalBootstrap"] == f"{LB_ADDR}1:{EXTERNAL_PORT}", c["status"]
+    assert condition(c, "Progressing")["status"] == "False", c["status"]
+    cm = kc.get("configmap", f"{LB_NAME}-config", NS)["data"]["external.properties"]
+    assert f"broker-0.host={LB_ADDR}10\nbroker-1.host={LB_ADDR}11\n" in cm, cm
+
+    pods = lb_pods(kc)
+    want = {i: (f"{LB_ADDR}{10 + i}", EXTERNAL_PORT) for i in range(2)}
+    for i in range(2):
+        ip = pods[i]["status"]["podIP"]
+        assert advertised(f"{ip}:{EXTERNAL_PORT}") == want, i
+        assert advertised(f"{ip}:9092") == {j: (pods[j]["status"]["podIP"], 9092) for j in range(2)}
+
+    # The load balancers: the bootstrap one to any broker, each broker's to its pod.
+    fwd = [Forwarder((f"{LB_ADDR}1", EXTERNAL_PORT), (pods[0]["status"]["podIP"], EXTERNAL_PORT))]
+    fwd += [Forwarder(want[i], (pods[i]["status"]["podIP"], EXTERNAL_PORT)) for i in range(2)]
+    try:
+        round_trip(c["status"]["externalBootstrap"], want, "glow")
+    finally:
+        for f in fwd:
+            f.close()

@@ -166,12 +166,14 @@ fn render(yaml: &str) -> anyhow::Result<String> {
     c.metadata.uid.get_or_insert_with(|| "00000000-0000-4000-8000-000000000000".into());
     let m = cluster::model::validate(&c).map_err(|e| anyhow::anyhow!("invalid Cluster: {e}"))?;
     let mut out = String::new();
-    // Node ports Kubernetes would allocate are unknown here: only `nodePortBase` ones show.
-    let node_ports = (0..m.replicas)
-        .filter_map(|i| Some((i, m.external.as_ref()?.node_port_base? + i)))
-        .collect();
+    // Node ports and load balancer addresses Kubernetes would assign are unknown here: only
+    // `nodePortBase` ones show.
+    let addresses = cluster::external::Addresses {
+        node_ports: (0..m.replicas).filter_map(|i| Some((i, m.external.as_ref()?.node_port_base? + i))).collect(),
+        ..Default::default()
+    };
     let external = cluster::external_children(&m, m.replicas);
-    for child in external.into_iter().chain(cluster::children(&m, m.replicas, true, &node_ports)) {
+    for child in external.into_iter().chain(cluster::children(&m, m.replicas, true, &addresses)) {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&child.obj)?);
     }

@@ -19,6 +19,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::external::{self, EXTERNAL_PROPERTIES};
 use super::model::{Model, CONFIG_DIR, CONFIG_HASH_ANNOTATION, DATA_DIR};
 
 /// Seconds a broker gets for a controlled shutdown (leadership moves away first).
@@ -26,7 +27,7 @@ const GRACE_SECONDS: i64 = 60;
 /// Non-root user the container runs as (the image's `fjord` user).
 const UID: i64 = 65532;
 
-fn meta(m: &Model, name: &str) -> ObjectMeta {
+pub(super) fn meta(m: &Model, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(m.namespace.clone()),
@@ -41,63 +42,20 @@ pub fn service_account(m: &Model) -> ServiceAccount {
     ServiceAccount { metadata: meta(m, &m.name), automount_service_account_token: Some(false), ..Default::default() }
 }
 
-/// The ConfigMap key holding the per-broker values of the external listener.
-pub const EXTERNAL_PROPERTIES: &str = "external.properties";
-
-/// The brokers' configuration: `server.properties`, shared by all, and with a NodePort
-/// listener `external.properties`, one `broker-<ordinal>.port=<node port>` line per broker
-/// whose Service has its node port. A broker reads its own line at start through Kafka's
-/// `${file:PATH:KEY}` syntax in its command (see [`command`]). The file is not part of the
-/// config hash: a scale-up adds a line without rolling the running brokers.
-pub fn config_map(m: &Model, node_ports: &BTreeMap<i32, i32>) -> ConfigMap {
+/// The brokers' configuration: `server.properties`, shared by all, and with an external
+/// listener `external.properties`, each broker's external address (see [`external`]). A
+/// broker reads its own line at start through Kafka's `${file:PATH:KEY}` syntax in its
+/// command (see [`command`]). The file is not part of the config hash: a scale-up adds a
+/// line without rolling the running brokers.
+pub fn config_map(m: &Model, addresses: &external::Addresses) -> ConfigMap {
     let mut data = BTreeMap::from([("server.properties".to_string(), m.server_properties.clone())]);
-    if m.external.as_ref().is_some_and(|e| e.type_ == ExternalType::NodePort) {
-        data.insert(EXTERNAL_PROPERTIES.into(), external_properties(node_ports));
+    if let Some(props) = external::properties(m, addresses) {
+        data.insert(EXTERNAL_PROPERTIES.into(), props);
     }
     ConfigMap { metadata: meta(m, &m.config_map()), data: Some(data), ..Default::default() }
 }
 
-/// `broker-<ordinal>.port=<node port>` lines, by ordinal.
-pub fn external_properties(node_ports: &BTreeMap<i32, i32>) -> String {
-    let mut out = String::from("# Written by fjord-operator: the node port of each broker's external Service.\n");
-    for (ordinal, port) in node_ports {
-        out.push_str(&format!("broker-{ordinal}.port={port}\n"));
-    }
-    out
-}
-
-/// The external listener's Services: `<cluster>-external-bootstrap` over all ready
-/// brokers, then `<cluster>-<ordinal>-external` per broker (selected by the StatefulSet's
-/// `statefulset.kubernetes.io/pod-name` label), of the spec's type. With
-/// `nodePortBase`, broker `i` gets node port `base + i`; otherwise Kubernetes allocates
-/// them. Empty without an external listener (existing ones are then pruned).
-pub fn external_services(m: &Model, replicas: i32) -> Vec<Service> {
-    let Some(e) = &m.external else { return Vec::new() };
-    let type_ = match e.type_ {
-        ExternalType::NodePort => "NodePort",
-        ExternalType::LoadBalancer => "LoadBalancer",
-    };
-    let svc = |name: String, selector: BTreeMap<String, String>, node_port: Option<i32>| Service {
-        metadata: meta(m, &name),
-        spec: Some(ServiceSpec {
-            type_: Some(type_.into()),
-            selector: Some(selector),
-            ports: Some(vec![ServicePort { node_port, ..port("external", e.port) }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let base = e.node_port_base.filter(|_| e.type_ == ExternalType::NodePort);
-    let mut out = vec![svc(m.external_bootstrap_service(), m.selector(), None)];
-    for i in 0..replicas {
-        let mut selector = m.selector();
-        selector.insert("statefulset.kubernetes.io/pod-name".into(), format!("{}-{i}", m.name));
-        out.push(svc(m.external_service(i), selector, base.map(|b| b + i)));
-    }
-    out
-}
-
-fn port(name: &str, port: i32) -> ServicePort {
+pub(super) fn port(name: &str, port: i32) -> ServicePort {
     ServicePort { name: Some(name.into()), port, target_port: Some(IntOrString::String(name.into())), ..Default::default() }
 }
 
@@ -175,7 +133,11 @@ pub fn command(m: &Model) -> Vec<String> {
             ExternalType::NodePort => advertised.push_str(&format!(
                 ",EXTERNAL://$(HOST_IP):${{file:{CONFIG_DIR}/{EXTERNAL_PROPERTIES}:broker-$(FJORD_NODE_ID).port}}"
             )),
-            ExternalType::LoadBalancer => advertised.push_str(&format!(",EXTERNAL://{adv_host}:{}", e.port)),
+            // This broker's load balancer address, from `external.properties`.
+            ExternalType::LoadBalancer => advertised.push_str(&format!(
+                ",EXTERNAL://${{file:{CONFIG_DIR}/{EXTERNAL_PROPERTIES}:broker-$(FJORD_NODE_ID).host}}:{}",
+                e.port
+            )),
         }
     }
     let mut cmd: Vec<String> = ["fjord", "broker", "--config", "/etc/fjord/server.properties"].map(String::from).to_vec();
@@ -373,38 +335,6 @@ mod tests {
     }
 
     #[test]
-    fn node_port_services_and_per_broker_ports() {
-        let m = model(json!({"listeners": {"external": {"type": "NodePort", "port": 9094, "nodePortBase": 31000}}}));
-        let svcs: Vec<_> = external_services(&m, 2).iter().map(|s| serde_json::to_value(s).unwrap()).collect();
-        let names: Vec<_> = svcs.iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["events-external-bootstrap", "events-0-external", "events-1-external"]);
-        assert_eq!(svcs[0]["spec"]["type"], "NodePort");
-        assert_eq!(svcs[0]["spec"]["ports"], json!([{"name": "external", "port": 9094, "targetPort": "external"}]));
-        assert_eq!(svcs[0]["spec"]["selector"], serde_json::to_value(m.selector()).unwrap());
-        assert_eq!(svcs[2]["spec"]["ports"], json!([{"name": "external", "port": 9094, "targetPort": "external", "nodePort": 31001}]));
-        assert_eq!(svcs[2]["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], "events-1");
-        assert_eq!(svcs[2]["metadata"]["ownerReferences"][0]["kind"], "Cluster");
-        assert_eq!(m.external_ordinal("events-1-external"), Some(1));
-        assert_eq!(m.external_ordinal("events-external-bootstrap"), None);
-
-        let cm = config_map(&m, &BTreeMap::from([(0, 31000), (1, 31001)]));
-        assert_eq!(
-            cm.data.unwrap()[EXTERNAL_PROPERTIES],
-            "# Written by fjord-operator: the node port of each broker's external Service.\nbroker-0.port=31000\nbroker-1.port=31001\n"
-        );
-        let cmd = command(&m).join(" ");
-        assert!(cmd.contains(",EXTERNAL://$(HOST_IP):${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).port}"));
-
-        let allocated = model(json!({"listeners": {"external": {"type": "NodePort"}}}));
-        let svc = serde_json::to_value(&external_services(&allocated, 1)[1]).unwrap();
-        assert!(svc["spec"]["ports"][0].get("nodePort").is_none(), "Kubernetes allocates it");
-        let lb = model(json!({"listeners": {"external": {"type": "LoadBalancer", "nodePortBase": 31000}}}));
-        let svc = serde_json::to_value(&external_services(&lb, 1)[1]).unwrap();
-        assert_eq!((svc["spec"]["type"].as_str(), svc["spec"]["ports"][0].get("nodePort")), (Some("LoadBalancer"), None));
-        assert!(external_services(&model(json!({})), 3).is_empty());
-    }
-
-    #[test]
     fn stateful_set_shape() {
         let m = model(json!({"podTemplate": {"labels": {"team": "a", "app.kubernetes.io/name": "x"}}}));
         let v = serde_json::to_value(stateful_set(&m, 2)).unwrap();
@@ -442,7 +372,7 @@ mod tests {
         let p = serde_json::to_value(pod_disruption_budget(&m)).unwrap();
         assert_eq!(p["spec"]["maxUnavailable"], 1);
         assert_eq!(p["metadata"]["labels"]["app.kubernetes.io/managed-by"], "fjord-operator");
-        let cm = config_map(&m, &BTreeMap::from([(0, 31000)]));
+        let cm = config_map(&m, &external::Addresses { node_ports: BTreeMap::from([(0, 31000)]), ..Default::default() });
         assert_eq!(cm.data.as_ref().unwrap().len(), 1, "no external listener, no external.properties");
         assert_eq!(cm.metadata.name.as_deref(), Some("events-config"));
         assert!(cm.data.unwrap()["server.properties"].contains("log.dirs=/var/lib/fjord/data"));

@@ -11,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::Mutex;
 
 use super::brokers::{self, Health};
+use super::external;
 use super::model::Model;
 use super::roll::PodInfo;
 
@@ -61,22 +62,13 @@ pub async fn fetch(client: &Client, monitoring: &MonitoringCache, m: &Model) -> 
     Ok(Fetched { sts, pods, host_ips, monitoring: monitoring.get(client).await? })
 }
 
-/// The node port of each broker's external Service (`<cluster>-<ordinal>-external`) below
-/// `replicas`, by ordinal (the Services of removed brokers are pruned later); read after
-/// those Services were applied, so allocated ports are included.
-pub async fn node_ports(client: &Client, m: &Model, replicas: i32) -> Result<BTreeMap<i32, i32>, kube::Error> {
+/// What Kubernetes assigned to the external Services (node ports, load balancer
+/// addresses), read after those Services were applied so allocated ports are included.
+pub async fn external_addresses(client: &Client, m: &Model, replicas: i32) -> Result<external::Addresses, kube::Error> {
     let services = Api::<Service>::namespaced(client.clone(), &m.namespace)
         .list(&ListParams::default().labels(&m.selector_string()))
         .await?;
-    Ok(services
-        .items
-        .iter()
-        .filter_map(|s| {
-            let ordinal = m.external_ordinal(&s.name_any())?;
-            let port = s.spec.as_ref()?.ports.as_ref()?.first()?.node_port?;
-            (ordinal < replicas).then_some((ordinal, port))
-        })
-        .collect())
+    Ok(external::addresses(m, replicas, &services.items))
 }
 
 /// A pod of the StatefulSet `sts` as the roll sees it; None for a pod that is not one.

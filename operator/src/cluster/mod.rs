@@ -2,7 +2,7 @@
 //!
 //! 1. [`fetch`]: the StatefulSet, its pods, whether the monitoring CRDs exist;
 //! 2. [`model`]: validate the spec into a typed model (errors become conditions);
-//! 3. [`build`] / [`monitoring`]: every child object, by pure functions;
+//! 3. [`build`] / [`external`] / [`monitoring`]: every child object, by pure functions;
 //! 4. [`apply`]: server-side apply in a fixed order, skipped when the spec hash matches;
 //! 5. [`apply::prune`]: delete children the spec no longer wants;
 //! 6. [`scale`] and [`roll`]: the replica count and the one-pod-at-a-time restart;
@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod brokers;
 pub mod build;
+pub mod external;
 pub mod fetch;
 pub mod model;
 pub mod monitoring;
@@ -21,7 +22,6 @@ pub mod roll;
 pub mod scale;
 pub mod status;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,18 +79,18 @@ pub struct Context {
 }
 
 /// The external listener's Services, applied before [`children`]: the brokers' ConfigMap
-/// names the node ports Kubernetes allocates to them.
+/// names the node ports and load balancer addresses Kubernetes gives them.
 pub fn external_children(m: &Model, replicas: i32) -> Vec<Child> {
-    build::external_services(m, replicas).iter().map(Child::typed).collect()
+    external::services(m, replicas).iter().map(Child::typed).collect()
 }
 
 /// The children of `m`, in apply order (after [`external_children`]): identity and config
 /// before the pods that use them, the StatefulSet last among the core objects, then the
-/// monitoring objects. `node_ports` are the external Services' node ports, by ordinal.
-pub fn children(m: &Model, replicas: i32, monitoring: bool, node_ports: &BTreeMap<i32, i32>) -> Vec<Child> {
+/// monitoring objects. `addresses` are what the external Services got.
+pub fn children(m: &Model, replicas: i32, monitoring: bool, addresses: &external::Addresses) -> Vec<Child> {
     let mut out = vec![
         Child::typed(&build::service_account(m)),
-        Child::typed(&build::config_map(m, node_ports)),
+        Child::typed(&build::config_map(m, addresses)),
         Child::typed(&build::headless_service(m)),
         Child::typed(&build::bootstrap_service(m)),
         Child::typed(&build::pod_disruption_budget(m)),
@@ -272,13 +272,16 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    // 3. build, 4. apply, 5. prune; the external Services first, for their node ports.
+    // 3. build, 4. apply, 5. prune; the external Services first, for their addresses, and
+    // no broker starts before its load balancer address is known.
     let external = external_children(&m, replicas);
     for child in &external {
         apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await?;
     }
-    let node_ports = if external.is_empty() { BTreeMap::new() } else { fetch::node_ports(&ctx.client, &m, replicas).await? };
-    let mut wanted = children(&m, replicas, f.monitoring, &node_ports);
+    let addresses =
+        if external.is_empty() { Default::default() } else { fetch::external_addresses(&ctx.client, &m, replicas).await? };
+    let (replicas, waiting) = external::startable(&m, replicas, sts_replicas, &addresses);
+    let mut wanted = children(&m, replicas, f.monitoring, &addresses);
     let mut sts_written = false;
     for child in &wanted {
         let wrote = apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await?;
@@ -312,10 +315,11 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
         update_revision,
         roll: roll.clone(),
         scale_blocked,
+        waiting,
         health,
         bootstrap: Some(m.bootstrap()),
         pod_ip_bootstrap: (!ready_ips.is_empty()).then(|| ready_ips.join(",")),
-        external_bootstrap: status::external_bootstrap(&pods, &f.host_ips, &node_ports),
+        external_bootstrap: external::bootstrap(&m, &pods, &f.host_ips, &addresses),
         cluster_id: (!ready_ips.is_empty()).then(|| m.cluster_id.clone()),
         voters: m.voter_ids.clone(),
         config_hash: Some(m.config_hash.clone()),
@@ -383,18 +387,18 @@ mod tests {
         let m = model::validate(&model::test_cluster(spec.clone())).unwrap();
         let kinds = |v: Vec<Child>| v.iter().map(|c| format!("{}/{}", c.ar.kind, c.name())).collect::<Vec<_>>();
         assert_eq!(
-            kinds(children(&m, 3, true, &BTreeMap::new())),
+            kinds(children(&m, 3, true, &Default::default())),
             [
                 "ServiceAccount/events", "ConfigMap/events-config", "Service/events-brokers", "Service/events-bootstrap",
                 "PodDisruptionBudget/events", "StatefulSet/events", "ServiceMonitor/events", "PrometheusRule/events",
                 "ConfigMap/events-dashboards",
             ]
         );
-        assert_eq!(children(&m, 3, false, &BTreeMap::new()).len(), 7);
+        assert_eq!(children(&m, 3, false, &Default::default()).len(), 7);
         assert!(external_children(&m, 3).is_empty());
         spec["metrics"] = json!({"enabled": false, "dashboards": true});
         let m = model::validate(&model::test_cluster(spec)).unwrap();
-        assert_eq!(children(&m, 3, true, &BTreeMap::new()).len(), 6, "metrics off: no monitoring objects (pruned if they exist)");
+        assert_eq!(children(&m, 3, true, &Default::default()).len(), 6, "metrics off: no monitoring objects (pruned if they exist)");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Facts {
     pub update_revision: Option<String>,
     pub roll: Option<Decision>,
     pub scale_blocked: Option<String>,
+    /// Why the StatefulSet runs fewer brokers than `replicas` for now (external addresses).
+    pub waiting: Option<String>,
     /// None when no broker answered.
     pub health: Option<Health>,
     pub bootstrap: Option<String>,
@@ -30,21 +32,6 @@ pub struct Facts {
     pub voters: Vec<i32>,
     pub config_hash: Option<String>,
     pub pending_restarts: Vec<i32>,
-}
-
-/// `nodeAddress:nodePort,...` of the ready brokers whose node and node port are known:
-/// the addresses the brokers advertise on their NodePort listener.
-pub fn external_bootstrap(
-    pods: &[PodInfo],
-    host_ips: &std::collections::BTreeMap<i32, String>,
-    node_ports: &std::collections::BTreeMap<i32, i32>,
-) -> Option<String> {
-    let addrs: Vec<String> = pods
-        .iter()
-        .filter(|p| p.ready && !p.terminating)
-        .filter_map(|p| Some(format!("{}:{}", host_ips.get(&p.ordinal)?, node_ports.get(&p.ordinal)?)))
-        .collect();
-    (!addrs.is_empty()).then(|| addrs.join(","))
 }
 
 fn cond(type_: &str, status: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
@@ -93,6 +80,7 @@ pub fn compute(old: Option<&ClusterStatus>, f: &Facts, now: &Time) -> ClusterSta
         Some(Decision::Blocked { pod, reason }) => {
             cond(PROGRESSING, true, "RollBlocked", format!("{pod} cannot restart yet; /restart-safe: {reason}"), g)
         }
+        _ if f.waiting.is_some() => cond(PROGRESSING, true, "WaitingForLoadBalancer", f.waiting.clone().unwrap_or_default(), g),
         _ if f.scale_blocked.is_none() && (f.sts_replicas != f.replicas || f.pods.len() as i32 != f.sts_replicas) => {
             cond(PROGRESSING, true, "Scaling", format!("{} of {} broker pods exist", f.pods.len(), f.replicas), g)
         }
@@ -170,16 +158,15 @@ mod tests {
     }
 
     #[test]
-    fn external_bootstrap_lists_ready_brokers_with_node_and_port() {
-        use std::collections::BTreeMap;
-        let mut ps = pods(3, "r1");
-        ps[2].ready = false;
-        let hosts = BTreeMap::from([(0, "10.0.0.1".to_string()), (1, "10.0.0.2".to_string()), (2, "10.0.0.3".to_string())]);
-        let ports = BTreeMap::from([(0, 31000), (1, 31001), (2, 31002)]);
-        assert_eq!(external_bootstrap(&ps, &hosts, &ports).as_deref(), Some("10.0.0.1:31000,10.0.0.2:31001"));
-        assert_eq!(external_bootstrap(&ps, &hosts, &BTreeMap::new()), None);
+    fn external_bootstrap_is_carried_and_a_load_balancer_wait_is_progress() {
         let f = Facts { external_bootstrap: Some("10.0.0.1:31000".into()), ..facts() };
         assert_eq!(compute(None, &f, &t(1)).external_bootstrap.as_deref(), Some("10.0.0.1:31000"));
+        let why = "waiting for a load balancer address on Service events-2-external";
+        let f = Facts { sts_replicas: 2, pods: pods(2, "r1"), waiting: Some(why.into()), ..facts() };
+        let s = compute(None, &f, &t(1));
+        assert_eq!((get(&s, PROGRESSING).status.as_str(), get(&s, PROGRESSING).reason.as_str()), ("True", "WaitingForLoadBalancer"));
+        assert_eq!(get(&s, PROGRESSING).message, why);
+        assert_eq!(get(&s, READY).status, "False");
     }
 
     #[test]

@@ -88,8 +88,12 @@ class ReadyWatch:
 
 
 def operator_pid():
-    out = subprocess.run(["pgrep", "-f", "target/release/fjord-operator"], capture_output=True, text=True).stdout.split()
-    return int(out[0]) if out else None
+    """The operator process, by its executable's name: its path also appears in the node
+    agent's command line (--image-binary), which a command-line match would find first."""
+    out = subprocess.run(["pgrep", "-x", "fjord-operator"], capture_output=True, text=True).stdout.split()
+    if len(out) != 1:
+        sys.exit(f"expected one fjord-operator process, found {out}")
+    return int(out[0])
 
 
 def rss_mib(pid, field="VmRSS"):

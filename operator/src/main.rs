@@ -8,6 +8,7 @@ mod kafka;
 mod metrics;
 mod telemetry;
 mod topic;
+mod cache;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;

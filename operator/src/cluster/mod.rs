@@ -136,6 +136,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, namespace: Option<String
     let (reader, writer) = reflector::store();
     let trigger = watcher(clusters, watcher::Config::default())
         .default_backoff()
+        .modify(crate::cache::slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_key, Default::default());

@@ -90,7 +90,7 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg).default_backoff().reflect(writer).applied_objects();
+    let stream = watcher(api, cfg).default_backoff().modify(crate::cache::slim).reflect(writer).applied_objects();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(r) = stream.next().await {
@@ -129,6 +129,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, opts: Options) {
     let (reader, writer) = reflector::store();
     let topics = watcher(api::<Topic>(&client, &opts.namespace), watcher::Config::default())
         .default_backoff()
+        .modify(crate::cache::slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from kclients import Consumer, create_topic, http_get, parse_prometheus, produce, unique, wait_for
+from otlp import OtlpSink
 
 pytestmark = pytest.mark.fjord_only
 
@@ -133,35 +134,8 @@ def test_partition_granularity_patterns_and_cap(broker_factory):
     assert _one(samples, "fjord_metrics_series_dropped_total")[1] >= 6, "the capped topic's series are counted"
 
 
-class _OtlpSink:
-    """A bare OTLP/HTTP receiver: keeps the bodies POSTed to /v1/traces."""
-
-    def __init__(self):
-        import http.server
-        import threading
-        bodies = self.bodies = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                bodies.append((self.path, self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-
-
 def test_openmetrics_by_accept_with_trace_exemplars(broker_factory, tools):
-    sink = _OtlpSink()
+    sink = OtlpSink()
     try:
         b = broker_factory.start({"fjord.tracing.otlp.endpoint": sink.url, "fjord.tracing.sample.ratio": "1.0"})
         topic = create_topic(b.bootstrap, unique("traced"), 1)
@@ -177,7 +151,7 @@ def test_openmetrics_by_accept_with_trace_exemplars(broker_factory, tools):
         assert p.returncode == 0, p.stdout + p.stderr
         # The exemplar's trace was exported: its id is in a body the collector received.
         wanted = {bytes.fromhex(i) for i in ids}
-        wait_for(lambda: any(path == "/v1/traces" and any(w in body for w in wanted) for path, body in sink.bodies),
+        wait_for(lambda: any(any(w in body for w in wanted) for body in sink.traces()),
                  20, interval=0.5, what="the exemplar's trace to reach the OTLP receiver")
     finally:
         sink.close()

@@ -2,7 +2,9 @@
 manager, scheduler, and the node agent running pods as local processes). `helm install` of
 charts/fjord-operator runs the operator as a pod; a Cluster becomes three broker pods that
 report Ready; Topics become topics that real clients use; changes, drift, deletion policies,
-a rolling restart under an acks=all producer, CEL validation and printer columns.
+a rolling restart under an acks=all producer, CEL validation and printer columns; the pause
+annotation, a namesake topic left alone until adopted, and the operator's traces reaching
+an OTLP receiver.
 
 The tests of this module run in order against one control plane and build on each other."""
 import json
@@ -13,7 +15,8 @@ import pytest
 
 import kube
 from kube import condition
-from kclients import produce, read_partition, unique
+from kclients import create_topic, produce, read_partition, unique
+from otlp import OtlpSink
 from workload import AckingProducer, check_acked
 
 KUBE_NODES = 3
@@ -39,9 +42,9 @@ spec:
 """
 
 
-def topic_yaml(name, partitions=3, rf=3, config=None, policy="Delete", topic_name=None):
+def topic_yaml(name, partitions=3, rf=3, config=None, policy="Delete", topic_name=None, adopt=False):
     spec = {"cluster": "events", "partitions": partitions, "replicationFactor": rf,
-            "config": config or {}, "deletionPolicy": policy}
+            "config": config or {}, "deletionPolicy": policy, "adopt": adopt}
     if topic_name:
         spec["topicName"] = topic_name
     return json.dumps({"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": name}, "spec": spec})
@@ -73,8 +76,17 @@ def kc(kube_cluster):
     return kube_cluster
 
 
-def test_helm_install_runs_the_operator(kc):
-    kc.helm_install_operator("--set", "operator.driftCheckInterval=2s")
+@pytest.fixture(scope="module")
+def otlp():
+    """The OTLP/HTTP receiver the operator exports its traces to (pods share the host's
+    loopback under the node agent)."""
+    sink = OtlpSink()
+    yield sink
+    sink.close()
+
+
+def test_helm_install_runs_the_operator(kc, otlp):
+    kc.helm_install_operator("--set", "operator.driftCheckInterval=2s", "--set", f"operator.otlpEndpoint={otlp.url}")
 
 
 def test_cluster_becomes_ready(kc):
@@ -214,3 +226,58 @@ def test_config_change_rolls_brokers_without_a_failed_send(kc):
     print(f"producer during the roll: {summary}")
     assert undelivered == 0 and not summary["failed"], summary
     check_acked(bootstrap(kc), topic, 3, prod.acks_snapshot(), label="roll")
+
+
+def progressing_reason(kc):
+    return (condition(kc.get("cluster", "events", NS), "Progressing") or {}).get("reason")
+
+
+def test_pause_annotation_holds_changes(kc):
+    bs = bootstrap(kc)
+    assert kafka_topic(bs, "orders")[0] == 6
+    kc.kubectl("annotate", "topic", "orders", "-n", NS, "fjord.dev/paused=true")
+    kc.kubectl("annotate", "cluster", "events", "-n", NS, "fjord.dev/paused=true")
+    kc.apply(topic_yaml("orders", partitions=8, config={"retention.ms": "7200000"}), NS)
+    kc.wait_for(lambda: progressing_reason(kc) == "Paused", 30, "Cluster Progressing=Paused")
+    time.sleep(6)  # three drift-check intervals
+    assert kafka_topic(bs, "orders")[0] == 6, "a paused Topic's change reached the brokers"
+    kc.kubectl("annotate", "topic", "orders", "-n", NS, "fjord.dev/paused-")
+    kc.kubectl("annotate", "cluster", "events", "-n", NS, "fjord.dev/paused-")
+    kc.wait_for(lambda: kafka_topic(bs, "orders")[0] == 8, 60, "8 partitions once the Topic is resumed")
+    kc.wait_for(lambda: progressing_reason(kc) != "Paused", 60, "the Cluster resumed")
+
+
+def test_namesake_topic_left_alone_until_adopted(kc):
+    """A topic the operator did not create is neither altered nor deleted through a Topic
+    naming it; with spec.adopt the operator takes it over."""
+    bs = bootstrap(kc)
+    create_topic(bs, "legacy", partitions=2, replication_factor=3)
+
+    def refused():
+        cond = condition(kc.get("topic", "legacy", NS), "Ready")
+        return cond and cond["reason"] == "TopicExistsNotManaged" and cond
+    kc.apply(topic_yaml("legacy", partitions=4), NS)
+    cond = kc.wait_for(refused, 60, "Topic legacy refused as not managed")
+    assert cond["status"] == "False" and "spec.adopt" in cond["message"], cond
+    time.sleep(3)
+    assert kafka_topic(bs, "legacy")[0] == 2, "a topic the operator did not create was altered"
+    kc.kubectl("delete", "topic", "legacy", "-n", NS, "--wait=true", timeout=90)
+    time.sleep(3)
+    assert kafka_topic(bs, "legacy") is not None, "a topic the operator did not create was deleted"
+
+    kc.apply(topic_yaml("legacy", partitions=4, adopt=True), NS)
+    kc.wait_for(lambda: kafka_topic(bs, "legacy")[0] == 4, 60, "the adopted topic at 4 partitions")
+    assert kc.get("topic", "legacy", NS)["status"]["managed"] is True
+    kc.kubectl("delete", "topic", "legacy", "-n", NS, "--wait=true", timeout=90)
+    kc.wait_for(lambda: kafka_topic(bs, "legacy") is None, 60, "the adopted topic deleted with its Topic")
+
+
+def test_operator_traces_reach_the_otlp_receiver(kc, otlp):
+    """Both controllers' reconcile spans, with the object's name, under service.name
+    fjord-operator."""
+    def spans():
+        bodies = otlp.traces()
+        return bodies and any(b"fjord-operator" in b and b"reconcile" in b and b"events" in b for b in bodies) \
+            and any(b"reconcile" in b and b"orders" in b for b in bodies)
+    kc.wait_for(spans, 60, "Cluster and Topic reconcile spans at the OTLP receiver", interval=1)
+    print(f"{len(otlp.traces())} trace exports received")

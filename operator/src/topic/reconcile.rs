@@ -59,6 +59,7 @@ pub struct ClusterStats {
 /// One cluster's latest stats; the async lock makes concurrent reconciles share a refresh.
 pub type StatsSlot = Arc<tokio::sync::Mutex<Option<Arc<ClusterStats>>>>;
 
+#[tracing::instrument(skip_all, fields(topic = %topic.name_any(), ns = topic.namespace().unwrap_or_default()))]
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let start = ctx.enter();
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());

@@ -299,7 +299,9 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
         && f.sts.as_ref().is_some_and(|s| sts_status.as_ref().and_then(|st| st.observed_generation) >= s.metadata.generation);
     let update_revision = sts_status.as_ref().and_then(|s| s.update_revision.clone());
     let pods: Vec<_> = f.pods.iter().filter(|p| p.ordinal < replicas).cloned().collect();
-    let (roll, pending) = match update_revision.as_deref().filter(|_| sts_current) {
+    // Not while brokers wait for load balancer addresses: a broker restarted onto a template
+    // that advertises its address would not start without it (e.g. NodePort -> LoadBalancer).
+    let (roll, pending) = match update_revision.as_deref().filter(|_| sts_current && waiting.is_none()) {
         Some(rev) => roll_step(ctx, c, &pods, replicas, rev, &m).await?,
         None => (None, old.map(|o| o.pending_restarts.clone()).unwrap_or_default()),
     };

@@ -168,11 +168,9 @@ fn render(yaml: &str) -> anyhow::Result<String> {
     let m = cluster::model::validate(&c).map_err(|e| anyhow::anyhow!("invalid Cluster: {e}"))?;
     let mut out = String::new();
     // Node ports and load balancer addresses Kubernetes would assign are unknown here: only
-    // `nodePortBase` ones show.
-    let addresses = cluster::external::Addresses {
-        node_ports: (0..m.replicas).filter_map(|i| Some((i, m.external.as_ref()?.node_port_base? + i))).collect(),
-        ..Default::default()
-    };
+    // `nodePortBase` ones show, read back from the Services as the reconcile does.
+    let services = cluster::external::services(&m, m.replicas);
+    let addresses = cluster::external::addresses(&m, m.replicas, &services);
     let external = cluster::external_children(&m, m.replicas);
     for child in external.into_iter().chain(cluster::children(&m, m.replicas, true, &addresses)) {
         out.push_str("---\n");

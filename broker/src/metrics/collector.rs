@@ -324,15 +324,12 @@ impl Collector for BrokerCollector {
         drop(timestamps);
 
         // Granularity: what each topic would cost per partition, and which get it.
-        let mut costs: BTreeMap<String, usize> = BTreeMap::new();
+        let mut costs: BTreeMap<&str, usize> = BTreeMap::new();
         for p in &hosted {
-            *costs.entry(p.topic.clone()).or_default() += 3;
+            *costs.entry(p.topic.as_str()).or_default() += 3;
         }
         for l in &lags {
-            match costs.get_mut(l.topic) {
-                Some(c) => *c += 2,
-                None => drop(costs.insert(l.topic.to_string(), 2)),
-            }
+            *costs.entry(l.topic).or_default() += 2;
         }
         let (per_partition, dropped) = cfg.per_partition(&costs);
         if dropped > 0 {

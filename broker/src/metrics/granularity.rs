@@ -71,7 +71,7 @@ impl MetricsConfig {
     /// The topics exported per partition, given what each would cost in per-partition
     /// series, and how many series the cap dropped. Topics are taken in name order, so
     /// which ones fit does not change from scrape to scrape.
-    pub fn per_partition<'a>(&self, costs: &'a BTreeMap<String, usize>) -> (HashSet<&'a str>, u64) {
+    pub fn per_partition<'a>(&self, costs: &BTreeMap<&'a str, usize>) -> (HashSet<&'a str>, u64) {
         let mut chosen = HashSet::new();
         let (mut used, mut dropped) = (0usize, 0u64);
         for (topic, cost) in costs {
@@ -80,7 +80,7 @@ impl MetricsConfig {
             }
             if used + cost <= self.max_partition_series {
                 used += cost;
-                chosen.insert(topic.as_str());
+                chosen.insert(*topic);
             } else {
                 dropped += *cost as u64;
             }
@@ -97,8 +97,8 @@ mod tests {
         MetricsConfig::from_props(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
-    fn costs(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-        pairs.iter().map(|(t, c)| (t.to_string(), *c)).collect()
+    fn costs<'a>(pairs: &[(&'a str, usize)]) -> BTreeMap<&'a str, usize> {
+        pairs.iter().copied().collect()
     }
 
     #[test]

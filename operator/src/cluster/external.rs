@@ -137,13 +137,13 @@ pub fn startable(m: &Model, replicas: i32, current: Option<i32>, a: &Addresses) 
 /// `status.externalBootstrap`: for NodePort, `nodeAddress:nodePort,...` of the ready
 /// brokers whose node and node port are known (what they advertise); for LoadBalancer, the
 /// bootstrap Service's address once a broker is ready behind it.
-pub fn bootstrap(m: &Model, pods: &[PodInfo], host_ips: &BTreeMap<i32, String>, a: &Addresses) -> Option<String> {
+pub fn bootstrap(m: &Model, pods: &[PodInfo], a: &Addresses) -> Option<String> {
     let serving: Vec<&PodInfo> = pods.iter().filter(|p| p.ready && !p.terminating).collect();
     match type_of(m)? {
         ExternalType::NodePort => {
             let addrs: Vec<String> = serving
                 .iter()
-                .filter_map(|p| Some(format!("{}:{}", host_ips.get(&p.ordinal)?, a.node_ports.get(&p.ordinal)?)))
+                .filter_map(|p| Some(format!("{}:{}", p.host_ip.as_ref()?, a.node_ports.get(&p.ordinal)?)))
                 .collect();
             (!addrs.is_empty()).then(|| addrs.join(","))
         }
@@ -179,7 +179,13 @@ mod tests {
         ready
             .iter()
             .enumerate()
-            .map(|(i, r)| PodInfo { ordinal: i as i32, name: format!("events-{i}"), ready: *r, ..Default::default() })
+            .map(|(i, r)| PodInfo {
+                ordinal: i as i32,
+                name: format!("events-{i}"),
+                host_ip: Some(format!("10.0.0.{}", i + 1)),
+                ready: *r,
+                ..Default::default()
+            })
             .collect()
     }
 
@@ -260,15 +266,14 @@ mod tests {
     fn external_bootstrap_per_type() {
         let np = model(json!({"type": "NodePort"}));
         let ps = pods(&[true, true, false]);
-        let hosts = BTreeMap::from([(0, "10.0.0.1".to_string()), (1, "10.0.0.2".to_string()), (2, "10.0.0.3".to_string())]);
         let a = Addresses { node_ports: BTreeMap::from([(0, 31000), (1, 31001), (2, 31002)]), ..Default::default() };
-        assert_eq!(bootstrap(&np, &ps, &hosts, &a).as_deref(), Some("10.0.0.1:31000,10.0.0.2:31001"));
-        assert_eq!(bootstrap(&np, &ps, &hosts, &Addresses::default()), None);
+        assert_eq!(bootstrap(&np, &ps, &a).as_deref(), Some("10.0.0.1:31000,10.0.0.2:31001"));
+        assert_eq!(bootstrap(&np, &ps, &Addresses::default()), None);
 
         let lb = model(json!({"type": "LoadBalancer", "port": 9096}));
         let a = Addresses { bootstrap_host: Some("198.51.100.7".into()), ..Default::default() };
-        assert_eq!(bootstrap(&lb, &ps, &hosts, &a).as_deref(), Some("198.51.100.7:9096"));
-        assert_eq!(bootstrap(&lb, &pods(&[false]), &hosts, &a), None, "no ready broker behind it yet");
-        assert_eq!(bootstrap(&lb, &ps, &hosts, &Addresses::default()), None);
+        assert_eq!(bootstrap(&lb, &ps, &a).as_deref(), Some("198.51.100.7:9096"));
+        assert_eq!(bootstrap(&lb, &pods(&[false]), &a), None, "no ready broker behind it yet");
+        assert_eq!(bootstrap(&lb, &ps, &Addresses::default()), None);
     }
 }

@@ -1,7 +1,6 @@
 //! Step 1: read what the reconcile needs: the StatefulSet, its pods, whether the
 //! Prometheus operator's CRDs exist, and (for status) what the brokers report.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -19,8 +18,6 @@ pub struct Fetched {
     pub sts: Option<StatefulSet>,
     /// The broker pods, by ordinal.
     pub pods: Vec<PodInfo>,
-    /// The address of each broker pod's node (`status.hostIP`), by ordinal.
-    pub host_ips: BTreeMap<i32, String>,
     pub monitoring: bool,
 }
 
@@ -52,14 +49,9 @@ pub async fn fetch(client: &Client, monitoring: &MonitoringCache, m: &Model) -> 
     let pods = Api::<Pod>::namespaced(client.clone(), &m.namespace)
         .list(&ListParams::default().labels(&m.selector_string()))
         .await?;
-    let host_ips = pods
-        .items
-        .iter()
-        .filter_map(|p| Some((pod_info(&m.name, p)?.ordinal, p.status.as_ref()?.host_ip.clone().filter(|h| !h.is_empty())?)))
-        .collect();
     let mut pods: Vec<PodInfo> = pods.items.iter().filter_map(|p| pod_info(&m.name, p)).collect();
     pods.sort_by_key(|p| p.ordinal);
-    Ok(Fetched { sts, pods, host_ips, monitoring: monitoring.get(client).await? })
+    Ok(Fetched { sts, pods, monitoring: monitoring.get(client).await? })
 }
 
 /// What Kubernetes assigned to the external Services (node ports, load balancer
@@ -87,6 +79,7 @@ pub fn pod_info(sts: &str, p: &Pod) -> Option<PodInfo> {
         ordinal,
         name,
         ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
+        host_ip: status.and_then(|s| s.host_ip.clone()).filter(|ip| !ip.is_empty()),
         ready,
         terminating: p.metadata.deletion_timestamp.is_some(),
         revision: p.labels().get("controller-revision-hash").cloned(),

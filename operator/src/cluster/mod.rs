@@ -322,7 +322,7 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
         health,
         bootstrap: Some(m.bootstrap()),
         pod_ip_bootstrap: (!ready_ips.is_empty()).then(|| ready_ips.join(",")),
-        external_bootstrap: external::bootstrap(&m, &pods, &f.host_ips, &addresses),
+        external_bootstrap: external::bootstrap(&m, &pods, &addresses),
         cluster_id: (!ready_ips.is_empty()).then(|| m.cluster_id.clone()),
         voters: m.voter_ids.clone(),
         config_hash: Some(m.config_hash.clone()),

@@ -13,6 +13,8 @@ pub struct PodInfo {
     pub ordinal: i32,
     pub name: String,
     pub ip: Option<String>,
+    /// The address of the pod's node (`status.hostIP`): a NodePort listener advertises it.
+    pub host_ip: Option<String>,
     pub ready: bool,
     /// Has a deletionTimestamp: going away, not to be counted as serving.
     pub terminating: bool,
@@ -102,6 +104,7 @@ mod tests {
             ordinal,
             name: format!("events-{ordinal}"),
             ip: Some(format!("10.0.0.{ordinal}")),
+            host_ip: None,
             ready,
             terminating: false,
             revision: Some(rev.into()),

@@ -27,15 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from bench import proc_cpu_s as cpu_seconds  # noqa: E402
 from devcluster import DevCluster  # noqa: E402
-
-TICKS = 100  # USER_HZ
-
-
-def cpu_seconds(pid):
-    f = Path(f"/proc/{pid}/stat").read_text()
-    rest = f[f.rfind(")") + 1:].split()
-    return (int(rest[11]) + int(rest[12])) / TICKS
 
 
 def scrape(addr):
@@ -152,12 +145,12 @@ def main():
                 base = (cpu_seconds(pid) - c0) / (time.monotonic() - w0)
                 # 20 scrapes back to back; what they cost above that rate.
                 c1, w1 = cpu_seconds(pid), time.monotonic()
-                took, n = [], 0
+                took = []
                 for _ in range(20):
                     d, body = scrape(addr)
                     took.append(d)
-                    n = series(body)
                 per_scrape = max(0.0, (cpu_seconds(pid) - c1) - base * (time.monotonic() - w1)) / 20
+                n = series(body)
                 rows.append((i, n, idle[i - 1][0], idle[i - 1][1], statistics.median(took) * 1000, max(took) * 1000, per_scrape * 1000,
                              per_scrape / 15 * 100, (per_scrape / 15) / base * 100 if base else float("nan"), base * 100))
             load.close()

@@ -106,15 +106,16 @@ def kc(kube_cluster):
     return kube_cluster
 
 
-def brokers(kc):
-    """{ordinal: pod} of the edge cluster."""
+def brokers(kc, cluster="edge"):
+    """{ordinal: pod} of a Cluster's brokers."""
     pods = kc.get("pods", namespace=NS)["items"]
-    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith("edge-")}
+    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith(f"{cluster}-")}
 
 
-def node_address(kc, node_name):
-    node = kc.get("node", node_name)
-    return next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+def node_addresses(kc):
+    """{node name: InternalIP}."""
+    return {n["metadata"]["name"]: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+            for n in kc.get("nodes")["items"]}
 
 
 def ready_with_external(kc, replicas):
@@ -129,7 +130,7 @@ def ready_with_external(kc, replicas):
 
 def expected_addresses(kc, replicas):
     """{ordinal: (node address, node port)} from the API: the pod's node and its Service."""
-    pods = brokers(kc)
+    pods, nodes = brokers(kc), node_addresses(kc)
     out = {}
     for i in range(replicas):
         svc = kc.get("service", f"edge-{i}-external", NS)
@@ -141,7 +142,7 @@ def expected_addresses(kc, replicas):
         assert port["port"] == EXTERNAL_PORT and port["targetPort"] == "external", port
         assert 30000 <= port["nodePort"] <= 32767, port
         pod = pods[i]
-        host = node_address(kc, pod["spec"]["nodeName"])
+        host = nodes[pod["spec"]["nodeName"]]
         assert pod["status"]["hostIP"] == host, (pod["status"], host)
         out[i] = (host, port["nodePort"])
     ports = [p for _, p in out.values()]
@@ -217,9 +218,9 @@ def test_scale_up_adds_a_node_port_without_a_roll(kc):
     want = expected_addresses(kc, 3)
     cm = kc.get("configmap", "edge-config", NS)["data"]["external.properties"]
     assert f"broker-2.port={want[2][1]}\n" in cm, cm
-    ip = brokers(kc)[2]["status"]["podIP"]
-    assert advertised(f"{ip}:{EXTERNAL_PORT}") == want
-    after = {i: p["metadata"]["uid"] for i, p in brokers(kc).items()}
+    pods = brokers(kc)
+    assert advertised(f"{pods[2]['status']['podIP']}:{EXTERNAL_PORT}") == want
+    after = {i: p["metadata"]["uid"] for i, p in pods.items()}
     assert {i: after[i] for i in before} == before, "the running brokers were not restarted"
 
 
@@ -231,11 +232,6 @@ LB_ANNOTATIONS = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
 def lb_cluster_yaml(replicas):
     external = f"{{type: LoadBalancer, port: {EXTERNAL_PORT}, annotations: {json.dumps(LB_ANNOTATIONS)}}}"
     return cluster_yaml(replicas, LB_NAME, external)
-
-
-def lb_pods(kc):
-    pods = kc.get("pods", namespace=NS)["items"]
-    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith(f"{LB_NAME}-")}
 
 
 def assign_lb_address(kc, service, ip):
@@ -266,7 +262,7 @@ def test_load_balancer_brokers_wait_for_their_addresses(kc):
         assert LB_ANNOTATIONS.items() <= svc["metadata"]["annotations"].items(), svc["metadata"]
         assert not svc.get("status", {}).get("loadBalancer"), svc["status"]
     time.sleep(3)  # a few reconciles later, still no broker
-    assert sts_replicas(kc) == 0 and lb_pods(kc) == {}, (sts_replicas(kc), list(lb_pods(kc)))
+    assert sts_replicas(kc) == 0 and brokers(kc, LB_NAME) == {}, (sts_replicas(kc), list(brokers(kc, LB_NAME)))
     assert "external.properties" in kc.get("configmap", f"{LB_NAME}-config", NS)["data"]
 
     # Broker 0's address arrives: broker 0 starts, broker 1 still waits for its own.
@@ -293,7 +289,7 @@ def test_load_balancer_addresses_are_advertised_and_serve_a_client(kc):
     cm = kc.get("configmap", f"{LB_NAME}-config", NS)["data"]["external.properties"]
     assert f"broker-0.host={LB_ADDR}10\nbroker-1.host={LB_ADDR}11\n" in cm, cm
 
-    pods = lb_pods(kc)
+    pods = brokers(kc, LB_NAME)
     want = {i: (f"{LB_ADDR}{10 + i}", EXTERNAL_PORT) for i in range(2)}
     for i in range(2):
         ip = pods[i]["status"]["podIP"]

@@ -105,7 +105,11 @@ impl Broker {
     pub fn advertised(&self, listener: &str) -> (String, i32) {
         let ls = &self.config.advertised_listeners;
         let l = ls.iter().find(|l| l.name == listener).unwrap_or(&ls[0]);
-        let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" { "localhost".to_string() } else { l.host.clone() };
+        let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
+            "localhost".to_string()
+        } else {
+            l.host.clone()
+        };
         (host, l.port as i32)
     }
 
@@ -119,13 +123,24 @@ impl Broker {
     }
 
     /// Create a topic as CreateTopics does: -1 means the broker default.
-    pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<TopicMeta, CreateError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, CreateError> {
         let req = TopicRequest { name: name.to_string(), partitions, replication_factor, configs, assignment: None };
         self.create_topics(vec![req], false).await.pop().expect("one result per topic")
     }
 
     /// Check one requested topic, fill in broker defaults and place its replicas.
-    fn check_topic(&self, t: TopicRequest, live: &[(i32, Option<String>)], start: usize) -> Result<TopicMeta, CreateError> {
+    fn check_topic(
+        &self,
+        t: TopicRequest,
+        live: &[(i32, Option<String>)],
+        start: usize,
+    ) -> Result<TopicMeta, CreateError> {
         let partitions = match &t.assignment {
             Some(a) => a.len() as i32,
             None if t.partitions == -1 => self.config.num_partitions,
@@ -140,10 +155,16 @@ impl Broker {
             return Err((ResponseError::InvalidPartitions, Some("Number of partitions must be larger than 0.".into())));
         }
         if partitions > MAX_PARTITIONS_PER_TOPIC {
-            return Err((ResponseError::InvalidPartitions, Some(format!("Number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}."))));
+            return Err((
+                ResponseError::InvalidPartitions,
+                Some(format!("Number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}.")),
+            ));
         }
         if rf < 1 {
-            return Err((ResponseError::InvalidReplicationFactor, Some("Replication factor must be larger than 0.".into())));
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                Some("Replication factor must be larger than 0.".into()),
+            ));
         }
         if rf as usize > live.len() {
             return Err((
@@ -165,8 +186,15 @@ impl Broker {
                     let mut s = r.clone();
                     s.sort_unstable();
                     s.dedup();
-                    if r.is_empty() || s.len() != r.len() || r.len() as i16 != rf || r.iter().any(|id| !known.contains(id)) {
-                        return Err((ResponseError::InvalidReplicaAssignment, Some(format!("Invalid replica assignment {r:?}"))));
+                    if r.is_empty()
+                        || s.len() != r.len()
+                        || r.len() as i16 != rf
+                        || r.iter().any(|id| !known.contains(id))
+                    {
+                        return Err((
+                            ResponseError::InvalidReplicaAssignment,
+                            Some(format!("Invalid replica assignment {r:?}")),
+                        ));
                     }
                 }
                 a
@@ -185,7 +213,11 @@ impl Broker {
     }
 
     /// Create topics (one metadata write for the batch).
-    pub async fn create_topics(&self, topics: Vec<TopicRequest>, validate_only: bool) -> Vec<Result<TopicMeta, CreateError>> {
+    pub async fn create_topics(
+        &self,
+        topics: Vec<TopicRequest>,
+        validate_only: bool,
+    ) -> Vec<Result<TopicMeta, CreateError>> {
         let live = self.live_brokers();
         let start = rand::random::<u32>() as usize;
         let checked: Vec<Result<TopicMeta, CreateError>> =
@@ -196,7 +228,10 @@ impl Broker {
                 .map(|r| {
                     let t = r?;
                     if self.metadata.topic(&t.name).is_some() {
-                        return Err((ResponseError::TopicAlreadyExists, Some(format!("Topic '{}' already exists.", t.name))));
+                        return Err((
+                            ResponseError::TopicAlreadyExists,
+                            Some(format!("Topic '{}' already exists.", t.name)),
+                        ));
                     }
                     Ok(t)
                 })
@@ -221,7 +256,10 @@ impl Broker {
             })
             .inspect(|t| tracing::info!(topic = %t.name, partitions = t.partitions, rf = t.replication_factor, id = %t.id, "created topic"))
         });
-        let out = results.into_iter().map(|r| r.unwrap_or_else(|| created.next().expect("a result per valid topic"))).collect();
+        let out = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| created.next().expect("a result per valid topic")))
+            .collect();
         self.sync_replicas().await;
         out
     }
@@ -269,13 +307,18 @@ impl Broker {
             replication_factor: rf as i16,
             configs,
             internal: true,
-            assignment: assign_replicas(&live, n, rf as i16, rand::random::<u32>() as usize).into_iter().map(new_partition).collect(),
+            assignment: assign_replicas(&live, n, rf as i16, rand::random::<u32>() as usize)
+                .into_iter()
+                .map(new_partition)
+                .collect(),
         };
         let r = self.metadata.create_topics(vec![t]).await.pop().expect("one result");
         self.sync_replicas().await;
         match r {
             Ok(t) => Ok(t),
-            Err(ResponseError::TopicAlreadyExists) => self.metadata.topic(OFFSETS_TOPIC).ok_or(ResponseError::CoordinatorNotAvailable),
+            Err(ResponseError::TopicAlreadyExists) => {
+                self.metadata.topic(OFFSETS_TOPIC).ok_or(ResponseError::CoordinatorNotAvailable)
+            }
             Err(e) => Err(e),
         }
     }
@@ -295,25 +338,39 @@ impl Broker {
     }
 
     /// Add partitions to a topic, placed like a new topic's.
-    pub async fn add_partitions(&self, t: &TopicMeta, count: i32, assignment: Option<Vec<Vec<i32>>>) -> Result<TopicMeta, CreateError> {
+    pub async fn add_partitions(
+        &self,
+        t: &TopicMeta,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+    ) -> Result<TopicMeta, CreateError> {
         let live = self.live_brokers();
         let rf = t.replication_factor;
         let n = count - t.partitions;
         let replicas = match assignment {
             Some(a) => {
-                if a.len() as i32 != n || a.iter().any(|r| r.is_empty() || r.iter().any(|id| !live.iter().any(|(l, _)| l == id))) {
+                if a.len() as i32 != n
+                    || a.iter().any(|r| r.is_empty() || r.iter().any(|id| !live.iter().any(|(l, _)| l == id)))
+                {
                     return Err((ResponseError::InvalidReplicaAssignment, None));
                 }
                 a
             }
             None => {
                 if (rf as usize) > live.len() {
-                    return Err((ResponseError::InvalidReplicationFactor, Some(format!("only {} broker(s) are available", live.len()))));
+                    return Err((
+                        ResponseError::InvalidReplicationFactor,
+                        Some(format!("only {} broker(s) are available", live.len())),
+                    ));
                 }
                 assign_replicas(&live, n, rf, t.partitions as usize + rand::random::<u16>() as usize)
             }
         };
-        let r = self.metadata.add_partitions(&t.name, replicas.into_iter().map(new_partition).collect()).await.map_err(|e| (e, None));
+        let r = self
+            .metadata
+            .add_partitions(&t.name, replicas.into_iter().map(new_partition).collect())
+            .await
+            .map_err(|e| (e, None));
         self.sync_replicas().await;
         r
     }
@@ -335,5 +392,10 @@ impl Broker {
 }
 
 fn new_partition(replicas: Vec<i32>) -> PartitionMeta {
-    PartitionMeta { leader: replicas.first().copied().unwrap_or(-1), isr: replicas.clone(), replicas, ..Default::default() }
+    PartitionMeta {
+        leader: replicas.first().copied().unwrap_or(-1),
+        isr: replicas.clone(),
+        replicas,
+        ..Default::default()
+    }
 }

@@ -167,7 +167,8 @@ const DEFAULTS: &[(&str, &str)] = &[
 fn parse_voters(s: &str) -> Result<Vec<(i32, String)>> {
     let mut out = Vec::new();
     for v in s.split(',').map(str::trim).filter(|v| !v.is_empty()) {
-        let (id, addr) = v.split_once('@').ok_or_else(|| anyhow!("controller.quorum.voters: {v:?} is not id@host:port"))?;
+        let (id, addr) =
+            v.split_once('@').ok_or_else(|| anyhow!("controller.quorum.voters: {v:?} is not id@host:port"))?;
         let id: i32 = id.parse().map_err(|_| anyhow!("controller.quorum.voters: bad node id in {v:?}"))?;
         if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
             bail!("controller.quorum.voters: {v:?} has no host:port");
@@ -188,9 +189,7 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
-        let idx = line
-            .find(['=', ':'])
-            .ok_or_else(|| anyhow!("line {}: expected key=value, got {:?}", n + 1, raw))?;
+        let idx = line.find(['=', ':']).ok_or_else(|| anyhow!("line {}: expected key=value, got {:?}", n + 1, raw))?;
         out.push((line[..idx].trim().to_string(), line[idx + 1..].trim().to_string()));
     }
     Ok(out)
@@ -232,12 +231,9 @@ pub fn resolve_file_refs(pairs: Vec<(String, String)>) -> Result<Vec<(String, St
 fn parse_listeners(s: &str) -> Result<Vec<Listener>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, rest) = part
-            .split_once("://")
-            .ok_or_else(|| anyhow!("listener {:?} must look like NAME://host:port", part))?;
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow!("listener {:?} has no port", part))?;
+        let (name, rest) =
+            part.split_once("://").ok_or_else(|| anyhow!("listener {:?} must look like NAME://host:port", part))?;
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| anyhow!("listener {:?} has no port", part))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port: u16 = port.parse().with_context(|| format!("listener {:?}: bad port", part))?;
         out.push(Listener { name: name.to_string(), host, port });
@@ -294,11 +290,8 @@ impl BrokerConfig {
         if node_id < 0 {
             bail!("node.id must be >= 0, got {}", node_id);
         }
-        let process_roles: Vec<String> = props["process.roles"]
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let process_roles: Vec<String> =
+            props["process.roles"].split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         for r in &process_roles {
             if r != "broker" && r != "controller" {
                 bail!("invalid value {:?} in process.roles: expected broker and/or controller", r);
@@ -311,11 +304,8 @@ impl BrokerConfig {
             .collect();
         let all_listeners = parse_listeners(&props["listeners"])?;
         // Client-facing listeners: the controller listener is served by the metadata quorum.
-        let listeners: Vec<Listener> = all_listeners
-            .iter()
-            .filter(|l| !controller_listener_names.contains(&l.name))
-            .cloned()
-            .collect();
+        let listeners: Vec<Listener> =
+            all_listeners.iter().filter(|l| !controller_listener_names.contains(&l.name)).cloned().collect();
         if listeners.is_empty() {
             bail!("listeners must name at least one client listener");
         }
@@ -386,8 +376,7 @@ impl BrokerConfig {
             controlled_shutdown: boolean(&props, "controlled.shutdown.enable")?,
             node_id,
             process_roles,
-            controller_quorum_voters: Some(props["controller.quorum.voters"].clone())
-                .filter(|s| !s.is_empty()),
+            controller_quorum_voters: Some(props["controller.quorum.voters"].clone()).filter(|s| !s.is_empty()),
             controller_listener_names,
             listeners,
             advertised_listeners,
@@ -452,10 +441,16 @@ impl BrokerConfig {
         if !self.voters.is_empty() {
             let voter = self.voters.iter().any(|(id, _)| *id == self.node_id);
             if voter != self.process_roles.iter().any(|r| r == "controller") {
-                bail!("process.roles must include controller exactly when node.id {} is one of controller.quorum.voters", self.node_id);
+                bail!(
+                    "process.roles must include controller exactly when node.id {} is one of controller.quorum.voters",
+                    self.node_id
+                );
             }
             if self.controller_listener.is_none() {
-                bail!("listeners must include a listener named in controller.listener.names ({}) for the metadata quorum", self.controller_listener_names.join(","));
+                bail!(
+                    "listeners must include a listener named in controller.listener.names ({}) for the metadata quorum",
+                    self.controller_listener_names.join(",")
+                );
             }
         }
         if self.heartbeat_interval_ms == 0 || self.session_timeout_ms <= self.heartbeat_interval_ms {
@@ -507,7 +502,10 @@ mod tests {
         let got = resolve_file_refs(pairs(&[("advertised.listeners", value.as_str()), ("x", "y")])).unwrap();
         assert_eq!(got, pairs(&[("advertised.listeners", "A://h:1,EXTERNAL://10.0.0.1:31001"), ("x", "y")]));
         let missing = format!("${{file:{}:broker-2.port}}", f.display());
-        assert!(resolve_file_refs(pairs(&[("a", missing.as_str())])).unwrap_err().to_string().contains("broker-2.port"));
+        assert!(resolve_file_refs(pairs(&[("a", missing.as_str())]))
+            .unwrap_err()
+            .to_string()
+            .contains("broker-2.port"));
         assert!(resolve_file_refs(pairs(&[("a", "${file:nope")])).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -529,13 +527,12 @@ mod tests {
 
     #[test]
     fn unknown_and_invalid_keys_are_errors() {
-        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("log.retention.mss", "5")]))
-            .unwrap_err();
+        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("log.retention.mss", "5")])).unwrap_err();
         assert!(e.to_string().contains("log.retention.mss"), "{e}");
         let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "x")])).unwrap_err();
         assert!(e.to_string().contains("node.id"), "{e}");
-        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("auto.create.topics.enable", "yes")]))
-            .unwrap_err();
+        let e =
+            BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("auto.create.topics.enable", "yes")])).unwrap_err();
         assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
     }
 
@@ -551,7 +548,12 @@ mod tests {
         assert_eq!(c.voters.len(), 3);
         assert_eq!(c.controller_listener.as_ref().unwrap().port, 9093);
         assert!(c.is_voter());
-        let e = mk(&[("node.id", "4"), ("process.roles", "broker,controller"), ("controller.quorum.voters", "1@a:9093,2@b:9093")]).unwrap_err();
+        let e = mk(&[
+            ("node.id", "4"),
+            ("process.roles", "broker,controller"),
+            ("controller.quorum.voters", "1@a:9093,2@b:9093"),
+        ])
+        .unwrap_err();
         assert!(e.to_string().contains("process.roles"), "{e}");
         let c = mk(&[("node.id", "4"), ("controller.quorum.voters", "1@a:9093,2@b:9093")]).unwrap();
         assert_eq!(c.process_roles, vec!["broker"], "unset roles follow from the voter list");

@@ -83,7 +83,11 @@ impl Controller {
         }
     }
 
-    async fn heartbeat(&self, broker: &Arc<Broker>, hb: Heartbeat) -> Result<Reply, kafka_protocol::error::ResponseError> {
+    async fn heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        hb: Heartbeat,
+    ) -> Result<Reply, kafka_protocol::error::ResponseError> {
         let id = hb.broker.id;
         self.last_heartbeat.lock().insert(id, Instant::now());
         {
@@ -93,7 +97,8 @@ impl Controller {
             }
         }
         let md = &broker.metadata;
-        let same = |b: &BrokerMeta| b.endpoints == hb.broker.endpoints && b.rack == hb.broker.rack && b.http == hb.broker.http;
+        let same =
+            |b: &BrokerMeta| b.endpoints == hb.broker.endpoints && b.rack == hb.broker.rack && b.http == hb.broker.http;
         let registered = md.broker(id).filter(|b| b.epoch == hb.epoch && hb.epoch != 0 && same(b));
         let reg = match registered {
             Some(b) => b,
@@ -125,7 +130,12 @@ impl Controller {
     fn reply(&self, broker: &Broker, b: &BrokerMeta, shutdown: bool) -> Reply {
         let led = shutdown
             && broker.metadata.read(|img| img.topics.values().any(|t| t.assignment.iter().any(|p| p.leader == b.id)));
-        Reply::Heartbeat { epoch: b.epoch, fenced: b.fenced, shutdown_ready: shutdown && b.fenced && !led, controller_applied: broker.metadata.applied_index() }
+        Reply::Heartbeat {
+            epoch: b.epoch,
+            fenced: b.fenced,
+            shutdown_ready: shutdown && b.fenced && !led,
+            controller_applied: broker.metadata.applied_index(),
+        }
     }
 
     /// Fence brokers whose session expired. Runs every few hundred ms on every node;
@@ -137,7 +147,8 @@ impl Controller {
             return;
         }
         let now = Instant::now();
-        let paused = self.last_check.lock().replace(now).is_some_and(|t| now.duration_since(t) > self.heartbeat_interval * 2);
+        let paused =
+            self.last_check.lock().replace(now).is_some_and(|t| now.duration_since(t) > self.heartbeat_interval * 2);
         if paused {
             // Silence measured across our own pause is ours, not the brokers'. A paused
             // old controller may also not know yet that another has taken over: giving
@@ -148,7 +159,8 @@ impl Controller {
             self.unreachable_reports.lock().clear();
         }
         let since = *self.active_since.lock().get_or_insert(now);
-        let live: Vec<i32> = broker.metadata.read(|img| img.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect());
+        let live: Vec<i32> =
+            broker.metadata.read(|img| img.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect());
         let mut doomed = Vec::new();
         {
             let mut last = self.last_heartbeat.lock();

@@ -22,7 +22,10 @@ async fn metrics(State(b): State<Arc<Broker>>, headers: HeaderMap) -> impl IntoR
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
     if wants_om {
-        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], b.metrics.render_openmetrics())
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            b.metrics.render_openmetrics(),
+        )
     } else {
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], b.metrics.render_prometheus())
     }

@@ -120,7 +120,8 @@ fn run(cli: Cli) -> Result<()> {
             let bootstrap: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", port + i as u16)).collect();
             println!("Fjord dev cluster is ready ({nodes} nodes).");
             println!("  bootstrap servers: {}", bootstrap.join(","));
-            let metrics: Vec<String> = (0..nodes).map(|i| format!("http://127.0.0.1:{}/metrics", http_port + i as u16)).collect();
+            let metrics: Vec<String> =
+                (0..nodes).map(|i| format!("http://127.0.0.1:{}/metrics", http_port + i as u16)).collect();
             println!("  metrics:           {}", metrics.join(" "));
             println!("  data and logs:     {}", dir.display());
             println!("Try: kcat -b {} -L     (Ctrl-C stops the cluster)", bootstrap[0]);
@@ -131,7 +132,8 @@ fn run(cli: Cli) -> Result<()> {
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
                 rt.block_on(async {
-                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}

@@ -23,7 +23,9 @@ use crate::storage::log::{Log, LogConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Leader,
-    Follower { leader: i32 },
+    Follower {
+        leader: i32,
+    },
     /// Assigned here but nobody leads it (or this node does not know yet).
     Offline,
 }
@@ -98,7 +100,9 @@ impl AppendError {
     pub fn code(&self) -> ResponseError {
         match self {
             AppendError::Corrupt(BatchError::TooLarge(..)) => ResponseError::MessageTooLarge,
-            AppendError::Corrupt(BatchError::Control | BatchError::BatchCount(_) | BatchError::Offsets) => ResponseError::InvalidRecord,
+            AppendError::Corrupt(BatchError::Control | BatchError::BatchCount(_) | BatchError::Offsets) => {
+                ResponseError::InvalidRecord
+            }
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::Protocol(e) => *e,
             AppendError::Storage(_) => ResponseError::KafkaStorageError,
@@ -107,7 +111,15 @@ impl AppendError {
 }
 
 impl Partition {
-    pub fn open(dir: &Path, topic: &str, index: i32, topic_id: Uuid, config: LogConfig, node_id: i32, checkpoint_hw: Option<i64>) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        index: i32,
+        topic_id: Uuid,
+        config: LogConfig,
+        node_id: i32,
+        checkpoint_hw: Option<i64>,
+    ) -> Result<Self> {
         let mut producers = ProducerStateManager::default();
         let log = Log::open_with(dir, config, &mut |h| producers.update(h))?;
         let high_watermark = checkpoint_hw.unwrap_or(0).clamp(log.log_start_offset(), log.log_end_offset());
@@ -150,7 +162,12 @@ impl Partition {
     }
 
     fn publish(&self) {
-        let p = Progress { high_watermark: self.high_watermark, leader_epoch: self.leader_epoch, leader: self.is_leader(), isr_len: self.isr.len() };
+        let p = Progress {
+            high_watermark: self.high_watermark,
+            leader_epoch: self.leader_epoch,
+            leader: self.is_leader(),
+            isr_len: self.isr.len(),
+        };
         self.progress.send_if_modified(|old| {
             let changed = *old != p;
             *old = p;
@@ -185,7 +202,15 @@ impl Partition {
                     // Followers in the ISR get the benefit of the doubt for one lag period.
                     for r in meta.replicas.iter().filter(|r| **r != self.node_id) {
                         let caught_up = if meta.isr.contains(r) { now_ms } else { 0 };
-                        self.followers.insert(*r, FollowerState { log_end_offset: -1, last_caught_up_ms: caught_up, last_fetch_ms: 0, leader_leo_at_last_fetch: -1 });
+                        self.followers.insert(
+                            *r,
+                            FollowerState {
+                                log_end_offset: -1,
+                                last_caught_up_ms: caught_up,
+                                last_fetch_ms: 0,
+                                leader_leo_at_last_fetch: -1,
+                            },
+                        );
                     }
                     Transition::Leader
                 }
@@ -194,7 +219,12 @@ impl Partition {
             }
         };
         for r in meta.replicas.iter().filter(|r| **r != self.node_id && self.role == Role::Leader) {
-            self.followers.entry(*r).or_insert(FollowerState { log_end_offset: -1, last_caught_up_ms: 0, last_fetch_ms: 0, leader_leo_at_last_fetch: -1 });
+            self.followers.entry(*r).or_insert(FollowerState {
+                log_end_offset: -1,
+                last_caught_up_ms: 0,
+                last_fetch_ms: 0,
+                leader_leo_at_last_fetch: -1,
+            });
         }
         self.followers.retain(|r, _| meta.replicas.contains(r));
         self.maybe_advance_high_watermark();
@@ -262,7 +292,9 @@ impl Partition {
             .iter()
             .copied()
             .filter(|r| *r != self.node_id)
-            .filter(|r| self.followers.get(r).is_some_and(|f| f.log_end_offset != leo && now_ms - f.last_caught_up_ms > lag_ms))
+            .filter(|r| {
+                self.followers.get(r).is_some_and(|f| f.log_end_offset != leo && now_ms - f.last_caught_up_ms > lag_ms)
+            })
             .collect();
         if lagging.is_empty() {
             return None;
@@ -279,7 +311,8 @@ impl Partition {
                 self.producers.update(h);
             }
         }
-        self.high_watermark = leader_hw.min(self.log.log_end_offset()).max(self.high_watermark.min(self.log.log_end_offset()));
+        self.high_watermark =
+            leader_hw.min(self.log.log_end_offset()).max(self.high_watermark.min(self.log.log_end_offset()));
         self.publish();
         Ok(ranges.len())
     }
@@ -311,7 +344,12 @@ impl Partition {
 
     /// Validate and append a produce payload as leader. Nothing is written unless every
     /// batch in it is valid, so a corrupt batch never leaves a partial write behind.
-    pub fn append(&mut self, records: &mut [u8], max_batch_bytes: usize, now_ms: i64) -> Result<AppendInfo, AppendError> {
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        max_batch_bytes: usize,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
         if self.role != Role::Leader {
             return Err(AppendError::Protocol(ResponseError::NotLeaderOrFollower));
         }
@@ -341,10 +379,8 @@ impl Partition {
                 *h = crate::storage::batch::set_log_append_time(&mut records[range.clone()], now_ms);
             }
         }
-        let (base, last) = self
-            .log
-            .append(records, &ranges, self.leader_epoch, now_ms)
-            .map_err(AppendError::Storage)?;
+        let (base, last) =
+            self.log.append(records, &ranges, self.leader_epoch, now_ms).map_err(AppendError::Storage)?;
         let mut offset = base;
         let mut count = 0;
         for (_, h) in &ranges {
@@ -357,7 +393,14 @@ impl Partition {
         }
         self.maybe_advance_high_watermark();
         let log_append_time = if self.log.config.log_append_time { now_ms } else { -1 };
-        Ok(AppendInfo { base_offset: base, last_offset: last, records: count, bytes: records.len(), duplicate: false, log_append_time })
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: last,
+            records: count,
+            bytes: records.len(),
+            duplicate: false,
+            log_append_time,
+        })
     }
 }
 
@@ -371,7 +414,12 @@ pub enum Transition {
 
 /// Wait until `offset` is below the high watermark (replicated to the whole ISR), the
 /// acks=all rule. Fails when leadership moves or the ISR falls below `min_isr` meanwhile.
-pub async fn wait_replicated(mut rx: watch::Receiver<Progress>, offset: i64, min_isr: usize, timeout: std::time::Duration) -> Result<(), ResponseError> {
+pub async fn wait_replicated(
+    mut rx: watch::Receiver<Progress>,
+    offset: i64,
+    min_isr: usize,
+    timeout: std::time::Duration,
+) -> Result<(), ResponseError> {
     let epoch = rx.borrow().leader_epoch;
     let wait = rx.wait_for(|p| p.high_watermark > offset || !p.leader || p.leader_epoch != epoch);
     match tokio::time::timeout(timeout, wait).await {

@@ -84,7 +84,13 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    fn open_partition(&self, broker: &BrokerConfig, topic: &TopicMeta, index: i32, cfg: &LogConfig) -> Result<PartitionRef> {
+    fn open_partition(
+        &self,
+        broker: &BrokerConfig,
+        topic: &TopicMeta,
+        index: i32,
+        cfg: &LogConfig,
+    ) -> Result<PartitionRef> {
         let dir = partition_dir(&self.data_dir, &topic.name, index);
         // A directory left by a deleted topic of the same name is not this topic's data.
         let marker = dir.join(PARTITION_METADATA);
@@ -122,7 +128,8 @@ impl ReplicaManager {
                 let part = match existing {
                     Some(p) if p.lock().topic_id == t.id => {
                         // Topic configs may have changed (AlterConfigs on any node).
-                        p.lock().log.config = cfg.get_or_insert_with(|| topic_config::log_config(broker, &t.configs)).clone();
+                        p.lock().log.config =
+                            cfg.get_or_insert_with(|| topic_config::log_config(broker, &t.configs)).clone();
                         p
                     }
                     _ => {
@@ -140,7 +147,9 @@ impl ReplicaManager {
                     }
                 };
                 let mut p = part.lock();
-                let throttled = |key| t.configs.get(key).is_some_and(|v| crate::replication::throttle::listed(v, i as i32, self.node_id));
+                let throttled = |key| {
+                    t.configs.get(key).is_some_and(|v| crate::replication::throttle::listed(v, i as i32, self.node_id))
+                };
                 p.leader_throttled = throttled(crate::replication::throttle::LEADER_REPLICAS);
                 p.follower_throttled = throttled(crate::replication::throttle::FOLLOWER_REPLICAS);
                 let before = (p.is_leader(), p.leader_epoch, p.isr.len());
@@ -232,7 +241,9 @@ impl ReplicaManager {
             if retention {
                 match p.log.apply_retention(now_ms) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(topic = %p.topic, partition = p.index, segments = n, start = p.log.log_start_offset(), "retention removed segments"),
+                    Ok(n) => {
+                        tracing::info!(topic = %p.topic, partition = p.index, segments = n, start = p.log.log_start_offset(), "retention removed segments")
+                    }
                     Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
                 }
             }

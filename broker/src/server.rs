@@ -25,7 +25,11 @@ pub struct Running {
 struct ControllerRpc(std::sync::Weak<Broker>);
 
 impl Handler for ControllerRpc {
-    fn handle(&self, _from: u64, request: Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> {
+    fn handle(
+        &self,
+        _from: u64,
+        request: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> {
         let b = self.0.upgrade();
         Box::pin(async move {
             let reply = match (b, serde_json::from_slice::<crate::controller::Request>(&request)) {
@@ -51,7 +55,8 @@ fn quorum_config(cfg: &BrokerConfig) -> Result<QuorumConfig> {
         (v, addr, addr.to_string())
     } else {
         let l = cfg.controller_listener.as_ref().context("no controller listener")?;
-        let listen: std::net::SocketAddr = l.bind_addr().parse().with_context(|| format!("controller listener {}", l.bind_addr()))?;
+        let listen: std::net::SocketAddr =
+            l.bind_addr().parse().with_context(|| format!("controller listener {}", l.bind_addr()))?;
         let advertised = cfg
             .voters
             .iter()
@@ -84,7 +89,8 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
 
     let http_addr = match broker.config.http_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding fjord.http.listen {addr}"))?;
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("binding fjord.http.listen {addr}"))?;
             let local = listener.local_addr()?;
             let _ = broker.http_addr.set(local);
             let app = crate::http::router(broker.clone());
@@ -98,7 +104,9 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
         None => None,
     };
 
-    let quorum = Quorum::start(qcfg, metadata.clone(), Arc::new(ControllerRpc(Arc::downgrade(&broker)))).await.context("starting the metadata quorum")?;
+    let quorum = Quorum::start(qcfg, metadata.clone(), Arc::new(ControllerRpc(Arc::downgrade(&broker))))
+        .await
+        .context("starting the metadata quorum")?;
     metadata.set_quorum(quorum);
 
     tokio::spawn(crate::replication::lifecycle::run(broker.clone()));
@@ -150,13 +158,18 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 20;
         if waited % 10_000 == 0 {
-            tracing::info!(waited_ms = waited, caught_up = broker.caught_up.load(Ordering::SeqCst), "waiting to join the cluster");
+            tracing::info!(
+                waited_ms = waited,
+                caught_up = broker.caught_up.load(Ordering::SeqCst),
+                "waiting to join the cluster"
+            );
         }
     }
 
     let mut kafka_addrs = Vec::new();
     for l in &broker.config.listeners {
-        let listener = TcpListener::bind(l.bind_addr()).await.with_context(|| format!("binding listener {}", l.bind_addr()))?;
+        let listener =
+            TcpListener::bind(l.bind_addr()).await.with_context(|| format!("binding listener {}", l.bind_addr()))?;
         kafka_addrs.push(listener.local_addr()?);
         tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str())));
     }
@@ -188,7 +201,8 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, name: Arc<str>)
 /// Wait for SIGINT or SIGTERM, hand leadership over (controlled shutdown), then flush
 /// every log.
 pub async fn wait_for_shutdown(broker: &Arc<Broker>) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -67,7 +67,9 @@ pub fn init(otlp_endpoint: Option<&str>, sample_ratio: f64, node_id: i32) -> any
         None => None,
     };
     let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer("fjord")).with_filter(filter_fn(|m| m.target() == "fjord::request"))
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("fjord"))
+            .with_filter(filter_fn(|m| m.target() == "fjord::request"))
     });
     tracing_subscriber::registry().with(otel).with(fmt).try_init()?;
     TRACING.store(provider.is_some(), Ordering::Relaxed);

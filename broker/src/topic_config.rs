@@ -95,10 +95,16 @@ pub fn broker_key(key: &str) -> Option<&'static str> {
 /// Say so when a topic asks for something this broker stores but does not act on yet.
 pub fn warn_unimplemented(topic: &str, overrides: &BTreeMap<String, String>) {
     if overrides.get("cleanup.policy").is_some_and(|p| p.contains("compact")) {
-        tracing::warn!(topic, "cleanup.policy=compact is recorded but compaction is not implemented yet: the log keeps every record");
+        tracing::warn!(
+            topic,
+            "cleanup.policy=compact is recorded but compaction is not implemented yet: the log keeps every record"
+        );
     }
     if overrides.get("compression.type").is_some_and(|c| c != "producer") {
-        tracing::warn!(topic, "compression.type other than 'producer' is recorded but batches are stored as the producer compressed them");
+        tracing::warn!(
+            topic,
+            "compression.type other than 'producer' is recorded but batches are stored as the producer compressed them"
+        );
     }
 }
 
@@ -116,9 +122,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), (ResponseError, String)> {
         Kind::Long => value.parse::<i64>().is_ok(),
         Kind::Double => value.parse::<f64>().is_ok(),
         Kind::Bool => matches!(value, "true" | "false"),
-        Kind::Policy => {
-            !value.is_empty() && value.split(',').map(str::trim).all(|p| p == "delete" || p == "compact")
-        }
+        Kind::Policy => !value.is_empty() && value.split(',').map(str::trim).all(|p| p == "delete" || p == "compact"),
         Kind::Compression => matches!(value, "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"),
         Kind::TimestampType => matches!(value, "CreateTime" | "LogAppendTime"),
         Kind::Replicas => crate::replication::throttle::valid_replicas(value),

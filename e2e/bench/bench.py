@@ -9,6 +9,7 @@ Output: a table on stdout, target/bench/results.json, and with --write-docs
 docs/benchmarks.md. Exit status 1 if any scenario row is missing or failed for
 any system (a smoke check: no speed thresholds).
 """
+
 import argparse
 import datetime as dt
 import json
@@ -52,11 +53,33 @@ KAFKA_HOME = Path(os.environ.get("KAFKA_HOME", FJORD_CACHE / f"kafka-{KAFKA_VERS
 # Profiles. Counts are per run; each produce scenario runs once per partition count.
 PROFILES = {
     # ~10 minutes for kafka+fjord on 2 cores
-    "default": dict(n_100b=2_000_000, n_1k=400_000, idle_s=5, lat_rate=1000, lat_s=20, lat_warmup_s=3,
-                    topics=1000, topic_batch=100, dd_mib=1024, iperf_s=5, tool_timeout=300),
+    "default": dict(
+        n_100b=2_000_000,
+        n_1k=400_000,
+        idle_s=5,
+        lat_rate=1000,
+        lat_s=20,
+        lat_warmup_s=3,
+        topics=1000,
+        topic_batch=100,
+        dd_mib=1024,
+        iperf_s=5,
+        tool_timeout=300,
+    ),
     # ~2 minutes: smoke check for CI
-    "quick": dict(n_100b=50_000, n_1k=10_000, idle_s=1, lat_rate=500, lat_s=3, lat_warmup_s=1,
-                  topics=1000, topic_batch=100, dd_mib=128, iperf_s=1, tool_timeout=120),
+    "quick": dict(
+        n_100b=50_000,
+        n_1k=10_000,
+        idle_s=1,
+        lat_rate=500,
+        lat_s=3,
+        lat_warmup_s=1,
+        topics=1000,
+        topic_batch=100,
+        dd_mib=128,
+        iperf_s=1,
+        tool_timeout=120,
+    ),
 }
 PARTITIONS = (1, 6)
 PRODUCE = [  # scenario, record size, acks, count key
@@ -65,11 +88,13 @@ PRODUCE = [  # scenario, record size, acks, count key
     ("produce-1k-acksall", 1024, "all", "n_1k"),
 ]
 # (scenario, partitions) rows every system must produce
-EXPECTED = ([("startup-ready", None), ("idle-rss", None)]
-            + [(s, p) for s, *_ in PRODUCE for p in PARTITIONS]
-            + [("loaded-rss", None)]
-            + [("consume-1k", p) for p in PARTITIONS]
-            + [("e2e-latency-1k", 1), ("topics-create-1000", None)])
+EXPECTED = (
+    [("startup-ready", None), ("idle-rss", None)]
+    + [(s, p) for s, *_ in PRODUCE for p in PARTITIONS]
+    + [("loaded-rss", None)]
+    + [("consume-1k", p) for p in PARTITIONS]
+    + [("e2e-latency-1k", 1), ("topics-create-1000", None)]
+)
 
 # Broker settings shared by every system (Kafka's property names; Fjord reads the same).
 # Neither system fsyncs per message: Kafka's log.flush.interval.* stay unset (its
@@ -86,11 +111,39 @@ SHARED_SETTINGS = {
     "num.network.threads": "3",
     "num.io.threads": "8",
 }
-FIELDS = ["scenario", "system", "partitions", "records", "record_size", "records_per_sec", "mb_per_sec",
-          "p50_ms", "p99_ms", "p999_ms", "max_ms", "peak_rss_mb", "rss_mb", "cpu_s", "duration_ms",
-          "ops_per_sec", "disk_fraction", "net_fraction", "error"]
-RATIO_FIELDS = ["records_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "p999_ms", "peak_rss_mb", "rss_mb",
-                "cpu_s", "duration_ms", "ops_per_sec"]
+FIELDS = [
+    "scenario",
+    "system",
+    "partitions",
+    "records",
+    "record_size",
+    "records_per_sec",
+    "mb_per_sec",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
+    "peak_rss_mb",
+    "rss_mb",
+    "cpu_s",
+    "duration_ms",
+    "ops_per_sec",
+    "disk_fraction",
+    "net_fraction",
+    "error",
+]
+RATIO_FIELDS = [
+    "records_per_sec",
+    "mb_per_sec",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "peak_rss_mb",
+    "rss_mb",
+    "cpu_s",
+    "duration_ms",
+    "ops_per_sec",
+]
 
 
 def log(msg):
@@ -105,6 +158,7 @@ def row(scenario, system, partitions=None, **kw):
 
 # ---------------------------------------------------------------------------
 # Process measurement
+
 
 def proc_cpu_s(pid):
     with open(f"/proc/{pid}/stat") as f:
@@ -159,6 +213,7 @@ class RssSampler:
 # ---------------------------------------------------------------------------
 # Systems under test
 
+
 def port_in_use(port):
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -199,16 +254,25 @@ class KafkaSystem(System):
     heap = "-Xmx1G -Xms1G"
 
     def settings(self):
-        return {"process.roles": "broker,controller (KRaft, single node)",
-                "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
-                "log.dirs": str(self.dir / "data"), **SHARED_SETTINGS, "JVM heap": self.heap}
+        return {
+            "process.roles": "broker,controller (KRaft, single node)",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.port + 1}",
+            "log.dirs": str(self.dir / "data"),
+            **SHARED_SETTINGS,
+            "JVM heap": self.heap,
+        }
 
     def start(self):
         self.fresh_dir()
         env = dict(os.environ, KAFKA_HEAP_OPTS=self.heap)
         kv = [f"{k}={v}" for k, v in SHARED_SETTINGS.items()]
-        p = subprocess.run([str(KAFKA_SCRIPTS / "start"), str(self.dir), str(self.port), str(self.port + 1), *kv],
-                           env=env, capture_output=True, text=True, timeout=180)
+        p = subprocess.run(
+            [str(KAFKA_SCRIPTS / "start"), str(self.dir), str(self.port), str(self.port + 1), *kv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         sys.stderr.write(p.stdout)
         if p.returncode != 0:
             raise RuntimeError(f"e2e/kafka/start failed: {p.stderr.strip()[-2000:]}")
@@ -219,8 +283,7 @@ class KafkaSystem(System):
         return float(m.group(2))
 
     def stop(self):
-        subprocess.run([str(KAFKA_SCRIPTS / "stop"), str(self.dir)], timeout=120, check=False,
-                       stdout=sys.stderr)
+        subprocess.run([str(KAFKA_SCRIPTS / "stop"), str(self.dir)], timeout=120, check=False, stdout=sys.stderr)
         self.pid = None
 
     def version(self):
@@ -229,6 +292,7 @@ class KafkaSystem(System):
 
 class ChildSystem(System):
     """A broker run as a child process of the benchmark (Fjord, Tansu)."""
+
     proc = None
 
     def spawn(self, cmd, cwd=None):
@@ -236,8 +300,9 @@ class ChildSystem(System):
         log_path = self.dir / "logs" / f"{self.name}.log"
         out = open(log_path, "wb")
         since = time.time_ns()
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=cwd)
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd
+        )
         out.close()
         self.pid = self.proc.pid
         try:
@@ -267,12 +332,14 @@ class FjordSystem(ChildSystem):
         self.binary = Path(binary)
 
     def overrides(self):
-        return {"node.id": "1",
-                "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-                "log.dirs": str(self.dir / "data"),
-                "fjord.http.listen": f"127.0.0.1:{self.http_port}",
-                **SHARED_SETTINGS}
+        return {
+            "node.id": "1",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "log.dirs": str(self.dir / "data"),
+            "fjord.http.listen": f"127.0.0.1:{self.http_port}",
+            **SHARED_SETTINGS,
+        }
 
     def settings(self):
         return self.overrides()
@@ -303,11 +370,15 @@ class TansuSystem(ChildSystem):
     """Tansu (a Kafka-compatible broker in Rust, from the Rust package registry), built by
     e2e/provision/tansu with its local storage engine (libsql: one SQLite file in the data
     directory). It has no broker properties: it takes a listener URL and a storage URL."""
+
     name = "tansu"
 
     def settings(self):
-        return {"listener": f"tcp://127.0.0.1:{self.port}", "storage-engine": "sqlite://tansu.db (in its data dir)",
-                "build": "cargo install tansu --no-default-features --features libsql"}
+        return {
+            "listener": f"tcp://127.0.0.1:{self.port}",
+            "storage-engine": "sqlite://tansu.db (in its data dir)",
+            "build": "cargo install tansu --no-default-features --features libsql",
+        }
 
     def start(self):
         self.fresh_dir()
@@ -315,8 +386,16 @@ class TansuSystem(ChildSystem):
             raise RuntimeError(f"tansu is not built ({TANSU_BIN}); run e2e/provision/tansu")
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        cmd = [str(TANSU_BIN), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
-               "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}", "--storage-engine", "sqlite://tansu.db"]
+        cmd = [
+            str(TANSU_BIN),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ]
         # the sqlite URL is relative: run in the data directory
         return self.spawn(cmd, cwd=data)
 
@@ -326,6 +405,7 @@ class TansuSystem(ChildSystem):
 
 # ---------------------------------------------------------------------------
 # Tools
+
 
 class Tools:
     def __init__(self, out_dir):
@@ -339,16 +419,23 @@ class Tools:
             return
         self.classes.mkdir(parents=True, exist_ok=True)
         log("compiling e2e/bench/BenchTools.java")
-        subprocess.run(["javac", "-nowarn", "--release", "17", "-d", str(self.classes), "-cp", self.cp, str(src)],
-                       check=True)
+        subprocess.run(
+            ["javac", "-nowarn", "--release", "17", "-d", str(self.classes), "-cp", self.cp, str(src)], check=True
+        )
 
     def java(self, cls, args, timeout, heap="-Xmx512M"):
         env = dict(os.environ, KAFKA_CLASSPATH=f"{self.classes}:{self.cp}", KAFKA_HEAP_OPTS=heap)
-        p = subprocess.run([str(KAFKA_SCRIPTS / "run-class"), cls, *map(str, args)], env=env,
-                           capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [str(KAFKA_SCRIPTS / "run-class"), cls, *map(str, args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if p.returncode != 0:
-            raise RuntimeError(f"{cls.rsplit('.', 1)[-1]} exited {p.returncode}: "
-                               f"{(p.stderr.strip() or p.stdout.strip())[-1500:]}")
+            raise RuntimeError(
+                f"{cls.rsplit('.', 1)[-1]} exited {p.returncode}: {(p.stderr.strip() or p.stdout.strip())[-1500:]}"
+            )
         return p.stdout
 
     def bench_json(self, args, timeout):
@@ -356,30 +443,54 @@ class Tools:
         return json.loads(out.strip().splitlines()[-1])
 
 
-PP_RE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
-                   r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
+PP_RE = re.compile(
+    r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+    r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th"
+)
 
 
 def producer_perf(tools, bootstrap, topic, n, size, acks, timeout):
-    out = tools.java("org.apache.kafka.tools.ProducerPerformance",
-                     ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", n,
-                      "--record-size", size, "--throughput", "-1", "--command-property", f"acks={acks}"],
-                     timeout)
+    out = tools.java(
+        "org.apache.kafka.tools.ProducerPerformance",
+        [
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--num-records",
+            n,
+            "--record-size",
+            size,
+            "--throughput",
+            "-1",
+            "--command-property",
+            f"acks={acks}",
+        ],
+        timeout,
+    )
     m = None
     for m in PP_RE.finditer(out):
         pass
     if not m or int(m.group(1)) != n:
         raise RuntimeError(f"ProducerPerformance: no final summary for {n} records in: {out[-800:]!r}")
     rps = float(m.group(2))
-    return dict(records_per_sec=rps, mb_per_sec=float(m.group(3)), duration_ms=n / rps * 1000 if rps else None,
-                max_ms=float(m.group(5)), p50_ms=float(m.group(6)), p99_ms=float(m.group(8)),
-                p999_ms=float(m.group(9)))
+    return dict(
+        records_per_sec=rps,
+        mb_per_sec=float(m.group(3)),
+        duration_ms=n / rps * 1000 if rps else None,
+        max_ms=float(m.group(5)),
+        p50_ms=float(m.group(6)),
+        p99_ms=float(m.group(8)),
+        p999_ms=float(m.group(9)),
+    )
 
 
 def consumer_perf(tools, bootstrap, topic, n, group, timeout):
-    out = tools.java("org.apache.kafka.tools.ConsumerPerformance",
-                     ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", n,
-                      "--group", group, "--timeout", 30000], timeout)
+    out = tools.java(
+        "org.apache.kafka.tools.ConsumerPerformance",
+        ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", n, "--group", group, "--timeout", 30000],
+        timeout,
+    )
     lines = [ln for ln in out.splitlines() if ln.count(",") >= 9 and not ln.startswith("start.time")]
     if not lines:
         raise RuntimeError(f"ConsumerPerformance: no result line in {out[-800:]!r}")
@@ -388,34 +499,45 @@ def consumer_perf(tools, bootstrap, topic, n, group, timeout):
     if consumed < n:
         raise RuntimeError(f"ConsumerPerformance consumed {consumed} of {n} records")
     # fetch.* excludes the group join (rebalance.time.ms), reported separately as duration_ms
-    return dict(records=consumed, records_per_sec=float(f[9]), mb_per_sec=float(f[8]),
-                duration_ms=float(f[6]) + float(f[7]), rebalance_ms=float(f[6]))
+    return dict(
+        records=consumed,
+        records_per_sec=float(f[9]),
+        mb_per_sec=float(f[8]),
+        duration_ms=float(f[6]) + float(f[7]),
+        rebalance_ms=float(f[6]),
+    )
 
 
 # ---------------------------------------------------------------------------
 # Machine limits
 
+
 def disk_write_mib_s(data_dir, mib):
     data_dir.mkdir(parents=True, exist_ok=True)
     f = data_dir / ".dd-bench"
     t0 = time.monotonic()
-    subprocess.run(["dd", "if=/dev/zero", f"of={f}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"],
-                   check=True)
+    subprocess.run(["dd", "if=/dev/zero", f"of={f}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"], check=True)
     el = time.monotonic() - t0
     f.unlink()
     return mib / el
 
 
 def loopback_mib_s(port, seconds):
-    srv = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = subprocess.Popen(
+        ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(100):  # wait for the listener without connecting to it
             if f":{port:04X} " in Path("/proc/net/tcp").read_text():
                 break
             time.sleep(0.05)
-        p = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
-                           capture_output=True, text=True, timeout=seconds + 30, check=True)
+        p = subprocess.run(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=True,
+        )
         bps = json.loads(p.stdout)["end"]["sum_received"]["bits_per_second"]
         return bps / 8 / MIB
     finally:
@@ -429,6 +551,7 @@ def loopback_mib_s(port, seconds):
 
 # ---------------------------------------------------------------------------
 # One system, all scenarios
+
 
 def run_system(sysobj, tools, prof, limits):
     rows = []
@@ -452,23 +575,48 @@ def run_system(sysobj, tools, prof, limits):
     pid = sysobj.pid
     sampler = RssSampler(pid)
     try:
-        add(row("startup-ready", name, duration_ms=round(startup_ms, 1), cpu_s=proc_cpu_s(pid),
-                peak_rss_mb=(proc_status_kb(pid, "VmHWM") or 0) / 1024, rss_mb=sampler.rss_mb()))
+        add(
+            row(
+                "startup-ready",
+                name,
+                duration_ms=round(startup_ms, 1),
+                cpu_s=proc_cpu_s(pid),
+                peak_rss_mb=(proc_status_kb(pid, "VmHWM") or 0) / 1024,
+                rss_mb=sampler.rss_mb(),
+            )
+        )
 
         # idle
         sampler.reset()
         c0 = proc_cpu_s(pid)
         time.sleep(prof["idle_s"])
-        add(row("idle-rss", name, rss_mb=sampler.rss_mb(), peak_rss_mb=sampler.window_peak_mb(),
-                cpu_s=proc_cpu_s(pid) - c0, duration_ms=prof["idle_s"] * 1000))
+        add(
+            row(
+                "idle-rss",
+                name,
+                rss_mb=sampler.rss_mb(),
+                peak_rss_mb=sampler.window_peak_mb(),
+                cpu_s=proc_cpu_s(pid) - c0,
+                duration_ms=prof["idle_s"] * 1000,
+            )
+        )
 
         def scenario(scn, parts, fn, **fixed):
             sampler.reset()
             c0 = proc_cpu_s(pid)
             try:
                 res = fn()
-                add(row(scn, name, parts, **fixed, **{k: v for k, v in res.items() if k in FIELDS},
-                        peak_rss_mb=sampler.window_peak_mb(), cpu_s=proc_cpu_s(pid) - c0))
+                add(
+                    row(
+                        scn,
+                        name,
+                        parts,
+                        **fixed,
+                        **{k: v for k, v in res.items() if k in FIELDS},
+                        peak_rss_mb=sampler.window_peak_mb(),
+                        cpu_s=proc_cpu_s(pid) - c0,
+                    )
+                )
             except Exception as e:  # noqa: BLE001 - a failed scenario becomes an error row
                 add(row(scn, name, parts, **fixed, error=f"{type(e).__name__}: {e}"[:2000]))
                 if not probe.alive(pid):
@@ -487,40 +635,69 @@ def run_system(sysobj, tools, prof, limits):
             for p in PARTITIONS:
                 n = prof[key]
                 log(f"{name}: {scn} partitions={p} records={n}")
-                scenario(scn, p, lambda: producer_perf(tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size,
-                                                       acks, tmo),
-                         records=n, record_size=size)
+                scenario(
+                    scn,
+                    p,
+                    lambda: producer_perf(tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size, acks, tmo),
+                    records=n,
+                    record_size=size,
+                )
                 r = rows[-1]
                 produce_peak = max(produce_peak, r["peak_rss_mb"] or 0)
                 produce_cpu += r["cpu_s"] or 0
-        add(row("loaded-rss", name, rss_mb=sampler.rss_mb(), peak_rss_mb=produce_peak,
-                cpu_s=round(produce_cpu, 2)))
+        add(row("loaded-rss", name, rss_mb=sampler.rss_mb(), peak_rss_mb=produce_peak, cpu_s=round(produce_cpu, 2)))
 
         # consume what produce-1k-acks1 wrote, from the start
         for p in PARTITIONS:
             n = prof["n_1k"]
             log(f"{name}: consume-1k partitions={p} records={n}")
-            scenario("consume-1k", p, lambda: consumer_perf(tools, sysobj.bootstrap, f"bench-produce-1k-acks1-p{p}",
-                                                            n, f"bench-consume-{p}-{time.time_ns()}", tmo),
-                     record_size=1024)
+            scenario(
+                "consume-1k",
+                p,
+                lambda: consumer_perf(
+                    tools,
+                    sysobj.bootstrap,
+                    f"bench-produce-1k-acks1-p{p}",
+                    n,
+                    f"bench-consume-{p}-{time.time_ns()}",
+                    tmo,
+                ),
+                record_size=1024,
+            )
 
         # end-to-end latency at a fixed rate
         log(f"{name}: e2e-latency-1k rate={prof['lat_rate']}/s for {prof['lat_s']}s")
 
         def latency():
-            r = tools.bench_json(["latency", sysobj.bootstrap, "bench-e2e-latency", prof["lat_rate"], prof["lat_s"],
-                                  1024, "1", prof["lat_warmup_s"]], tmo)
+            r = tools.bench_json(
+                [
+                    "latency",
+                    sysobj.bootstrap,
+                    "bench-e2e-latency",
+                    prof["lat_rate"],
+                    prof["lat_s"],
+                    1024,
+                    "1",
+                    prof["lat_warmup_s"],
+                ],
+                tmo,
+            )
             r["mb_per_sec"] = r["records_per_sec"] * 1024 / MIB
             r["records"] = r["received"]
             return r
+
         scenario("e2e-latency-1k", 1, latency, record_size=1024)
 
         # topic creation through the admin API
         log(f"{name}: topics-create-1000 ({prof['topics']} topics, {prof['topic_batch']} per request)")
-        scenario("topics-create-1000", None,
-                 lambda: tools.bench_json(["create-topics", sysobj.bootstrap, "bench-many-", prof["topics"],
-                                           prof["topic_batch"]], tmo),
-                 records=prof["topics"])
+        scenario(
+            "topics-create-1000",
+            None,
+            lambda: tools.bench_json(
+                ["create-topics", sysobj.bootstrap, "bench-many-", prof["topics"], prof["topic_batch"]], tmo
+            ),
+            records=prof["topics"],
+        )
     finally:
         sampler.close()
         log(f"{name}: stopping")
@@ -530,6 +707,7 @@ def run_system(sysobj, tools, prof, limits):
 
 # ---------------------------------------------------------------------------
 # Reporting
+
 
 def fnum(v, digits=1):
     if v is None:
@@ -545,18 +723,39 @@ def fmt_row_short(r):
     if r.get("error"):
         return f"{r['scenario']} p={r['partitions']}: ERROR {r['error'][:300]}"
     parts = [f"{r['scenario']}" + (f" p={r['partitions']}" if r["partitions"] else "")]
-    for k in ("records_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "p999_ms", "duration_ms", "ops_per_sec",
-              "rss_mb", "peak_rss_mb", "cpu_s"):
+    for k in (
+        "records_per_sec",
+        "mb_per_sec",
+        "p50_ms",
+        "p99_ms",
+        "p999_ms",
+        "duration_ms",
+        "ops_per_sec",
+        "rss_mb",
+        "peak_rss_mb",
+        "cpu_s",
+    ):
         if r.get(k) is not None:
             parts.append(f"{k}={fnum(r[k], 2)}")
     return " ".join(parts)
 
 
-COLS = [("scenario", "scenario", None), ("partitions", "parts", None), ("system", "system", None),
-        ("records_per_sec", "records/s", 0), ("mb_per_sec", "MB/s", 1), ("disk_fraction", "%disk", "pct"),
-        ("net_fraction", "%net", "pct"), ("p50_ms", "p50 ms", 1), ("p99_ms", "p99 ms", 1),
-        ("p999_ms", "p99.9 ms", 1), ("duration_ms", "time ms", 0), ("rss_mb", "RSS MB", 0),
-        ("peak_rss_mb", "peak RSS MB", 0), ("cpu_s", "CPU s", 2)]
+COLS = [
+    ("scenario", "scenario", None),
+    ("partitions", "parts", None),
+    ("system", "system", None),
+    ("records_per_sec", "records/s", 0),
+    ("mb_per_sec", "MB/s", 1),
+    ("disk_fraction", "%disk", "pct"),
+    ("net_fraction", "%net", "pct"),
+    ("p50_ms", "p50 ms", 1),
+    ("p99_ms", "p99 ms", 1),
+    ("p999_ms", "p99.9 ms", 1),
+    ("duration_ms", "time ms", 0),
+    ("rss_mb", "RSS MB", 0),
+    ("peak_rss_mb", "peak RSS MB", 0),
+    ("cpu_s", "CPU s", 2),
+]
 
 
 def cell(r, key, spec):
@@ -576,8 +775,15 @@ def table_rows(rows):
     out = []
     for r in rows:
         if r.get("error"):
-            out.append([str(r["scenario"]), str(r["partitions"] or "-"), r["system"],
-                        "ERROR: " + r["error"].splitlines()[0][:100]] + [""] * (len(COLS) - 4))
+            out.append(
+                [
+                    str(r["scenario"]),
+                    str(r["partitions"] or "-"),
+                    r["system"],
+                    "ERROR: " + r["error"].splitlines()[0][:100],
+                ]
+                + [""] * (len(COLS) - 4)
+            )
         else:
             out.append([cell(r, k, s) if k != "partitions" else str(r["partitions"] or "-") for k, _, s in COLS])
     return out
@@ -589,13 +795,28 @@ def ratio_rows(rows):
         for peer in ("kafka", "tansu"):
             v = r.get(f"vs_{peer}")
             if v:
-                out.append([r["scenario"], str(r["partitions"] or "-"), f"{r['system']}/{peer}"]
-                           + [f"{v[k]:.2f}x" if k in v else "-" for k in RATIO_FIELDS])
+                out.append(
+                    [r["scenario"], str(r["partitions"] or "-"), f"{r['system']}/{peer}"]
+                    + [f"{v[k]:.2f}x" if k in v else "-" for k in RATIO_FIELDS]
+                )
     return out
 
 
-RATIO_HEAD = ["scenario", "parts", "ratio", "records/s", "MB/s", "p50", "p99", "p99.9", "peak RSS", "RSS",
-              "CPU s", "time", "ops/s"]
+RATIO_HEAD = [
+    "scenario",
+    "parts",
+    "ratio",
+    "records/s",
+    "MB/s",
+    "p50",
+    "p99",
+    "p99.9",
+    "peak RSS",
+    "RSS",
+    "CPU s",
+    "time",
+    "ops/s",
+]
 
 
 def text_table(head, body):
@@ -625,8 +846,9 @@ def add_ratios(rows):
             k = base.get((r["scenario"], r["partitions"]))
             if not k:
                 continue
-            r[f"vs_{peer}"] = {f: round(r[f] / k[f], 3) for f in RATIO_FIELDS
-                               if r.get(f) is not None and k.get(f) not in (None, 0)}
+            r[f"vs_{peer}"] = {
+                f: round(r[f] / k[f], 3) for f in RATIO_FIELDS if r.get(f) is not None and k.get(f) not in (None, 0)
+            }
 
 
 def loadavg():
@@ -638,10 +860,15 @@ def loadavg():
 
 def git_rev():
     try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "broker"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "broker"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (rev or "no commit") + ("+dirty" if dirty else "")
     except OSError:
         return "?"
@@ -669,8 +896,11 @@ def machine_info(data_dir):
             if re.match(r"x?vd[a-z]", base):
                 rot = "virtio block device"
             else:
-                rot = ("rotational" if Path(f"/sys/block/{base}/queue/rotational").read_text().strip() == "1"
-                       else "non-rotational")
+                rot = (
+                    "rotational"
+                    if Path(f"/sys/block/{base}/queue/rotational").read_text().strip() == "1"
+                    else "non-rotational"
+                )
         except OSError:
             pass
         info["disk"] = f"{fstype} on {base} ({int(size) / 2**30:.0f} GiB, {rot})"
@@ -686,6 +916,7 @@ def machine_info(data_dir):
 
 def scrub(text):
     """No absolute path of this machine goes into a committed file: repo-relative, ~/..., or a basename."""
+
     def one(m):
         p = Path(m.group(0))
         try:
@@ -696,6 +927,7 @@ def scrub(text):
             return "~/" + str(p.relative_to(Path.home()))
         except ValueError:
             return p.name
+
     return re.sub(r"(?<![\w.~:/])/[^\s`'\",;)]+", one, str(text))
 
 
@@ -711,36 +943,40 @@ def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapse
             shown.append(scrub(x))
     cmd = shlex.join(["e2e/bench/run", *shown])
     sysrows = [r for r in rows if r["system"] != "machine"]
-    lines = [
-        "# Benchmarks: Fjord vs Apache Kafka",
-        "",
-        f"Generated by `{cmd}` on {now:%Y-%m-%d %H:%M} UTC "
-        f"(profile `{prof_name}`, {elapsed / 60:.1f} minutes). Regenerate with "
-        "`e2e/bench/run --write-docs`; the raw figures are in `target/bench/results.json`.",
-        "",
-        "## Machine",
-        "",
-        f"- CPU: {minfo['cores']} cores, {minfo['cpu']}",
-        f"- Memory: {minfo['memory_gib']} GiB",
-        f"- Disk (data directories): {minfo['disk']}",
-        f"- Kernel: Linux {minfo['kernel']}; {minfo.get('java', '?')}",
-        f"- Sequential write with fsync at the end (dd, {prof['dd_mib']} MiB): "
-        f"**{fnum(limits.get('disk'))} MB/s**",
-        f"- Loopback TCP (iperf3, one stream, {prof['iperf_s']} s): **{fnum(limits.get('net'))} MB/s**",
-        f"- 1-minute load average: {limits['load'][0]} when the run started, {limits['load'][1]} when it ended "
-        "(above ~0.5 something else was using the cores, and the figures are low and noisy)",
-        "",
-    ] + ([note, ""] if note else []) + [
-        "The load tools run on the same 2 cores as the broker, so every figure is for broker and "
-        "clients together; `%disk` and `%net` give each throughput as a fraction of the two limits above. "
-        "MB = 2^20 bytes, as Kafka's tools print it.",
-        "",
-        "## Systems",
-        "",
-    ]
+    lines = (
+        [
+            "# Benchmarks: Fjord vs Apache Kafka",
+            "",
+            f"Generated by `{cmd}` on {now:%Y-%m-%d %H:%M} UTC "
+            f"(profile `{prof_name}`, {elapsed / 60:.1f} minutes). Regenerate with "
+            "`e2e/bench/run --write-docs`; the raw figures are in `target/bench/results.json`.",
+            "",
+            "## Machine",
+            "",
+            f"- CPU: {minfo['cores']} cores, {minfo['cpu']}",
+            f"- Memory: {minfo['memory_gib']} GiB",
+            f"- Disk (data directories): {minfo['disk']}",
+            f"- Kernel: Linux {minfo['kernel']}; {minfo.get('java', '?')}",
+            f"- Sequential write with fsync at the end (dd, {prof['dd_mib']} MiB): **{fnum(limits.get('disk'))} MB/s**",
+            f"- Loopback TCP (iperf3, one stream, {prof['iperf_s']} s): **{fnum(limits.get('net'))} MB/s**",
+            f"- 1-minute load average: {limits['load'][0]} when the run started, {limits['load'][1]} when it ended "
+            "(above ~0.5 something else was using the cores, and the figures are low and noisy)",
+            "",
+        ]
+        + ([note, ""] if note else [])
+        + [
+            "The load tools run on the same 2 cores as the broker, so every figure is for broker and "
+            "clients together; `%disk` and `%net` give each throughput as a fraction of the two limits above. "
+            "MB = 2^20 bytes, as Kafka's tools print it.",
+            "",
+            "## Systems",
+            "",
+        ]
+    )
     for s in systems:
-        lines.append(f"- **{s.name}** {scrub(s.version())}: "
-                     + ", ".join(f"`{k}={scrub(v)}`" for k, v in s.settings().items()))
+        lines.append(
+            f"- **{s.name}** {scrub(s.version())}: " + ", ".join(f"`{k}={scrub(v)}`" for k, v in s.settings().items())
+        )
     lines += [
         "",
         "Both run as a single node on the same port and data disk, with the same partition counts and "
@@ -776,9 +1012,14 @@ def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapse
     ]
     rr = ratio_rows(sysrows)
     if rr:
-        lines += ["## Ratios to Kafka", "",
-                  "Above 1 means more: better for records/s, MB/s and ops/s; worse for latency, memory, CPU "
-                  "and time.", "", md_table(RATIO_HEAD, rr), ""]
+        lines += [
+            "## Ratios to Kafka",
+            "",
+            "Above 1 means more: better for records/s, MB/s and ops/s; worse for latency, memory, CPU and time.",
+            "",
+            md_table(RATIO_HEAD, rr),
+            "",
+        ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     log(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
@@ -786,17 +1027,28 @@ def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapse
 
 # ---------------------------------------------------------------------------
 
+
 def main():
     ap = argparse.ArgumentParser(description="Fjord vs Apache Kafka benchmark (issue 3)")
     ap.add_argument("--quick", action="store_true", help="small counts, ~2 minutes: the CI smoke check")
-    ap.add_argument("--systems", default=None,
-                    help="comma-separated: kafka, fjord, tansu (default: kafka,fjord,tansu; --quick: kafka,fjord)")
+    ap.add_argument(
+        "--systems",
+        default=None,
+        help="comma-separated: kafka, fjord, tansu (default: kafka,fjord,tansu; --quick: kafka,fjord)",
+    )
     ap.add_argument("--fjord-bin", default=str(ROOT / "target" / "release" / "fjord"))
     ap.add_argument("--write-docs", action="store_true", help="regenerate docs/benchmarks.md from this run")
-    ap.add_argument("--port", type=int, default=27092,
-                    help="broker port (Kafka's controller uses PORT+1, Fjord's HTTP PORT+2, iperf3 PORT+3)")
-    ap.add_argument("--data-dir", default=str(ROOT / "target" / "bench" / "data"),
-                    help="where the brokers keep their data (same disk for every system)")
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=27092,
+        help="broker port (Kafka's controller uses PORT+1, Fjord's HTTP PORT+2, iperf3 PORT+3)",
+    )
+    ap.add_argument(
+        "--data-dir",
+        default=str(ROOT / "target" / "bench" / "data"),
+        help="where the brokers keep their data (same disk for every system)",
+    )
     ap.add_argument("--out", default=str(ROOT / "target" / "bench" / "results.json"))
     ap.add_argument("--keep-data", action="store_true", help="keep the brokers' data directories")
     ap.add_argument("--skip-machine", action="store_true", help="don't measure disk and loopback bandwidth")
@@ -831,8 +1083,15 @@ def main():
     if not a.skip_machine:
         log(f"machine: sequential write of {prof['dd_mib']} MiB with fsync in {data_dir}")
         limits["disk"] = disk_write_mib_s(data_dir, prof["dd_mib"])
-        rows.append(row("machine-disk-write-fsync", "machine", mb_per_sec=round(limits["disk"], 1),
-                        records=prof["dd_mib"], record_size=MIB))
+        rows.append(
+            row(
+                "machine-disk-write-fsync",
+                "machine",
+                mb_per_sec=round(limits["disk"], 1),
+                records=prof["dd_mib"],
+                record_size=MIB,
+            )
+        )
         log(f"machine: disk {limits['disk']:.0f} MB/s; loopback TCP with iperf3 for {prof['iperf_s']} s")
         try:
             limits["net"] = loopback_mib_s(a.port + 3, prof["iperf_s"])
@@ -864,9 +1123,11 @@ def main():
     limits["load"] = (load_start, loadavg())
 
     print()
-    print(f"Fjord benchmark, profile {prof_name}, {elapsed:.0f} s; machine: disk "
-          f"{fnum(limits.get('disk'))} MB/s (dd fsync), loopback {fnum(limits.get('net'))} MB/s (iperf3); "
-          f"1-min load average {limits['load'][0]} at the start, {limits['load'][1]} at the end")
+    print(
+        f"Fjord benchmark, profile {prof_name}, {elapsed:.0f} s; machine: disk "
+        f"{fnum(limits.get('disk'))} MB/s (dd fsync), loopback {fnum(limits.get('net'))} MB/s (iperf3); "
+        f"1-min load average {limits['load'][0]} at the start, {limits['load'][1]} at the end"
+    )
     print(text_table([h for _, h, _ in COLS], table_rows([r for r in rows if r["system"] != "machine"])))
     rr = ratio_rows(rows)
     if rr:
@@ -875,8 +1136,18 @@ def main():
     print(f"\nresults: {out}")
 
     if a.write_docs:
-        write_docs(ROOT / "docs" / "benchmarks.md", rows, systems, prof_name, prof, limits,
-                   machine_info(data_dir), sys.argv[1:], elapsed, a.note)
+        write_docs(
+            ROOT / "docs" / "benchmarks.md",
+            rows,
+            systems,
+            prof_name,
+            prof,
+            limits,
+            machine_info(data_dir),
+            sys.argv[1:],
+            elapsed,
+            a.note,
+        )
 
     bad = []
     # Tansu is a reference point: scenarios it cannot run are reported, not fatal.

@@ -14,6 +14,7 @@ RF 3, min.insync.replicas 2), in turn, driven by the same clients:
 Output: tables with Fjord/Kafka ratios on stdout; the rows go into target/bench/results.json
 (rows of earlier cluster runs are replaced, the other rows kept). See e2e/bench/README.md.
 """
+
 import argparse
 import base64
 import bisect
@@ -44,13 +45,31 @@ MIB = bench.MIB
 
 PROFILES = {
     # ~12 minutes on 2 cores: kafka, kafka with Fjord's session timeout (failover only), fjord
-    "default": dict(n_1k=400_000, failover_runs=5, failover_rate=2000, failover_settle_s=3,
-                    restart_runs=3, restart_topics=100, restart_partitions=10, seed_per_partition=10,
-                    systems="kafka,kafka-session2500,fjord", tool_timeout=300),
+    "default": dict(
+        n_1k=400_000,
+        failover_runs=5,
+        failover_rate=2000,
+        failover_settle_s=3,
+        restart_runs=3,
+        restart_topics=100,
+        restart_partitions=10,
+        seed_per_partition=10,
+        systems="kafka,kafka-session2500,fjord",
+        tool_timeout=300,
+    ),
     # ~3 minutes: small counts, 1 kill, 1 restart, no kafka-session2500 cluster
-    "quick": dict(n_1k=10_000, failover_runs=1, failover_rate=2000, failover_settle_s=0.5,
-                  restart_runs=1, restart_topics=100, restart_partitions=10, seed_per_partition=2,
-                  systems="kafka,fjord", tool_timeout=120),
+    "quick": dict(
+        n_1k=10_000,
+        failover_runs=1,
+        failover_rate=2000,
+        failover_settle_s=0.5,
+        restart_runs=1,
+        restart_topics=100,
+        restart_partitions=10,
+        seed_per_partition=2,
+        systems="kafka,fjord",
+        tool_timeout=120,
+    ),
 }
 PARTITIONS = (6, 1)
 RECORD = 1024
@@ -62,8 +81,12 @@ REPLICATION = {
     "min.insync.replicas": "2",
     "offsets.topic.replication.factor": "3",
 }
-SHARED = {**REPLICATION, "num.partitions": "1", "group.initial.rebalance.delay.ms": "0",
-          "auto.create.topics.enable": "true"}
+SHARED = {
+    **REPLICATION,
+    "num.partitions": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "true",
+}
 # What e2e/kafka/start-cluster sets besides REPLICATION (Fjord has no such internal topics).
 KAFKA_EXTRA = {
     "transaction.state.log.replication.factor": "3",
@@ -77,23 +100,49 @@ SESSION_DEFAULTS = {"kafka": (9000, 2000), "fjord": (2500, 500)}
 
 SYSTEMS = {
     # name: (kind, extra broker settings, scenarios, label)
-    "kafka": ("kafka", {}, ("produce", "failover", "restart"),
-              "Apache Kafka, default broker.session.timeout.ms=9000 / broker.heartbeat.interval.ms=2000"),
-    "kafka-session2500": ("kafka", {"broker.session.timeout.ms": "2500", "broker.heartbeat.interval.ms": "500"},
-                          ("failover",),
-                          "Apache Kafka with Fjord's liveness settings: broker.session.timeout.ms=2500, "
-                          "broker.heartbeat.interval.ms=500 (failover only)"),
-    "fjord": ("fjord", {}, ("produce", "failover", "restart"),
-              "Fjord, default broker.session.timeout.ms=2500 / broker.heartbeat.interval.ms=500"),
+    "kafka": (
+        "kafka",
+        {},
+        ("produce", "failover", "restart"),
+        "Apache Kafka, default broker.session.timeout.ms=9000 / broker.heartbeat.interval.ms=2000",
+    ),
+    "kafka-session2500": (
+        "kafka",
+        {"broker.session.timeout.ms": "2500", "broker.heartbeat.interval.ms": "500"},
+        ("failover",),
+        "Apache Kafka with Fjord's liveness settings: broker.session.timeout.ms=2500, "
+        "broker.heartbeat.interval.ms=500 (failover only)",
+    ),
+    "fjord": (
+        "fjord",
+        {},
+        ("produce", "failover", "restart"),
+        "Fjord, default broker.session.timeout.ms=2500 / broker.heartbeat.interval.ms=500",
+    ),
 }
 SCENARIO_ROWS = {
     "produce": [("cluster-produce-1k-acksall", p) for p in PARTITIONS],
     "failover": [("cluster-failover-stall", 1)],
     "restart": [("cluster-restart-1000-partitions", None)],
 }
-RATIO_FIELDS = ["records_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "p999_ms", "cpu_s", "peak_rss_mb",
-                "stall_p50_ms", "stall_max_ms", "stall_leader_only_p50_ms", "recovery_p50_ms", "recovery_max_ms",
-                "ready_p50_ms", "ready_max_ms", "api_versions_p50_ms", "shutdown_p50_ms"]
+RATIO_FIELDS = [
+    "records_per_sec",
+    "mb_per_sec",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "cpu_s",
+    "peak_rss_mb",
+    "stall_p50_ms",
+    "stall_max_ms",
+    "stall_leader_only_p50_ms",
+    "recovery_p50_ms",
+    "recovery_max_ms",
+    "ready_p50_ms",
+    "ready_max_ms",
+    "api_versions_p50_ms",
+    "shutdown_p50_ms",
+]
 
 
 def now_ns():
@@ -123,9 +172,11 @@ def http_status(url, timeout=1.0):
 
 def describe_quorum_leader(host, port, timeout=3.0):
     """The KRaft quorum leader id from DescribeQuorum v0 sent to a Kafka controller listener."""
+
     def cstr(s):
         b = s.encode()
         return bytes([len(b) + 1]) + b
+
     cid = 0x51D
     client = b"fjord-bench"
     header = struct.pack(">hhih", 55, 0, cid, len(client)) + client + b"\x00"
@@ -136,11 +187,11 @@ def describe_quorum_leader(host, port, timeout=3.0):
         s.sendall(struct.pack(">i", len(msg)) + msg)
         size = struct.unpack(">i", probe._read(s, 4))[0]
         resp = probe._read(s, size)
-    got, = struct.unpack_from(">i", resp, 0)
+    (got,) = struct.unpack_from(">i", resp, 0)
     if got != cid or resp[4] != 0:
         raise ValueError("DescribeQuorum: unexpected response header")
     pos = 5
-    err, = struct.unpack_from(">h", resp, pos)
+    (err,) = struct.unpack_from(">h", resp, pos)
     pos += 2
     if err:
         raise ValueError(f"DescribeQuorum error_code {err}")
@@ -256,6 +307,7 @@ FOREIGN = None  # the run's ForeignCpu
 # ---------------------------------------------------------------------------
 # Nodes and clusters
 
+
 class Node:
     def __init__(self, cluster, node_id):
         self.cluster, self.id = cluster, node_id
@@ -322,8 +374,9 @@ class Node:
             if not self.alive():
                 raise RuntimeError(f"{self.cluster.system} node {self.id} exited during start\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.cluster.system} node {self.id} does not answer ApiVersions ({last})\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.cluster.system} node {self.id} does not answer ApiVersions ({last})\n{self.log_tail()}"
+                )
             time.sleep(0.02)
 
     def wait_http_ready(self, deadline):
@@ -356,12 +409,18 @@ class FjordNode(Node):
 
     def config(self):
         c = self.cluster
-        return {"node.id": str(self.id), "process.roles": "broker,controller",
-                "controller.quorum.voters": c.voters,
-                "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://127.0.0.1:{self.cport}",
-                "controller.listener.names": "CONTROLLER", "log.dirs": str(self.dir / "data"),
-                "fjord.http.listen": f"127.0.0.1:{self.hport}", "cluster.id": c.cluster_id,
-                **SHARED, **c.extra}
+        return {
+            "node.id": str(self.id),
+            "process.roles": "broker,controller",
+            "controller.quorum.voters": c.voters,
+            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://127.0.0.1:{self.cport}",
+            "controller.listener.names": "CONTROLLER",
+            "log.dirs": str(self.dir / "data"),
+            "fjord.http.listen": f"127.0.0.1:{self.hport}",
+            "cluster.id": c.cluster_id,
+            **SHARED,
+            **c.extra,
+        }
 
     def spawn(self):
         self.starts += 1
@@ -373,8 +432,9 @@ class FjordNode(Node):
             out.write(f"\n===== bench: node {self.id} start #{self.starts} at {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
             t0 = now_ns()
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         return t0
 
     def wait_exit(self, timeout):
@@ -419,10 +479,21 @@ class KafkaNode(Node):
         """e2e/kafka/start as e2e/kafka/start-cluster calls it (the first start formats the storage)."""
         self.starts += 1
         c = self.cluster
-        env = dict(os.environ, KAFKA_NODE_ID=str(self.id), KAFKA_CLUSTER_ID=c.cluster_id,
-                   KAFKA_QUORUM_VOTERS=c.voters, KAFKA_START_NOWAIT="1", KAFKA_HEAP_OPTS=KAFKA_HEAP)
-        cmd = [str(KAFKA_SCRIPTS / "start"), str(self.dir), str(self.port), str(self.cport),
-               *[f"{k}={v}" for k, v in self.settings().items()]]
+        env = dict(
+            os.environ,
+            KAFKA_NODE_ID=str(self.id),
+            KAFKA_CLUSTER_ID=c.cluster_id,
+            KAFKA_QUORUM_VOTERS=c.voters,
+            KAFKA_START_NOWAIT="1",
+            KAFKA_HEAP_OPTS=KAFKA_HEAP,
+        )
+        cmd = [
+            str(KAFKA_SCRIPTS / "start"),
+            str(self.dir),
+            str(self.port),
+            str(self.cport),
+            *[f"{k}={v}" for k, v in self.settings().items()],
+        ]
         (self.dir / "pid").unlink(missing_ok=True)
         t0 = now_ns()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
@@ -494,6 +565,7 @@ class Cluster:
                 n.spawn()
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(e)
+
         threads = [threading.Thread(target=spawn, args=(n,)) for n in self.nodes]
         for t in threads:
             t.start()
@@ -528,10 +600,12 @@ class Cluster:
     def admin(self):
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
+
             live = ",".join(n.bootstrap for n in self.nodes if n.alive()) or self.bootstrap
             # log_level 2: no "connect failed" noise about nodes that are down on purpose
-            self._admin = AdminClient({"bootstrap.servers": live, "socket.timeout.ms": 5000,
-                                       "reconnect.backoff.max.ms": 500, "log_level": 2})
+            self._admin = AdminClient(
+                {"bootstrap.servers": live, "socket.timeout.ms": 5000, "reconnect.backoff.max.ms": 500, "log_level": 2}
+            )
         return self._admin
 
     def reset_admin(self):
@@ -559,6 +633,7 @@ class Cluster:
         """{(topic, partition): (leader, replicas, isr)} via AdminClient.describe_topics, retried
         for up to retry_s (a request can time out while a node is down or just restarted)."""
         from confluent_kafka import TopicCollection
+
         deadline = time.monotonic() + retry_s
         while True:
             try:
@@ -567,8 +642,11 @@ class Cluster:
                 for name, f in futs.items():
                     td = f.result(timeout + 1)
                     for p in td.partitions:
-                        out[(name, p.id)] = (p.leader.id if p.leader is not None else -1,
-                                             [r.id for r in p.replicas], [r.id for r in p.isr])
+                        out[(name, p.id)] = (
+                            p.leader.id if p.leader is not None else -1,
+                            [r.id for r in p.replicas],
+                            [r.id for r in p.isr],
+                        )
                 return out
             except Exception:  # noqa: BLE001
                 self.reset_admin()
@@ -598,10 +676,13 @@ class Cluster:
         """spec: {name: partitions}; RF 3, min.insync.replicas=2; waits for leaders everywhere."""
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import NewTopic
+
         names = list(spec)
         for i in range(0, len(names), batch):
-            nts = [NewTopic(t, num_partitions=spec[t], replication_factor=3,
-                            config={"min.insync.replicas": "2"}) for t in names[i:i + batch]]
+            nts = [
+                NewTopic(t, num_partitions=spec[t], replication_factor=3, config={"min.insync.replicas": "2"})
+                for t in names[i : i + batch]
+            ]
             for t, f in self.admin().create_topics(nts, operation_timeout=60, request_timeout=90).items():
                 try:
                     f.result(timeout)
@@ -644,6 +725,7 @@ class Cluster:
 # ---------------------------------------------------------------------------
 # Scenarios
 
+
 class ProcSamplers:
     """RSS and CPU of the three broker processes during a scenario (summed over the nodes)."""
 
@@ -664,9 +746,19 @@ def base_row(cl, scenario, partitions=None, since=None, **kw):
     """A result row; since (time.monotonic() at the scenario's start) adds other_cpu_cores: the
     mean number of cores other work used meanwhile (ForeignCpu)."""
     other = FOREIGN.mean_since(since) if FOREIGN and since is not None else None
-    return bench.row(scenario, cl.system, partitions, nodes=3, replication_factor=3, min_insync_replicas=2,
-                     session_timeout_ms=cl.session_timeout_ms, heartbeat_interval_ms=cl.heartbeat_ms,
-                     load_1m=bench.loadavg(), other_cpu_cores=other, **kw)
+    return bench.row(
+        scenario,
+        cl.system,
+        partitions,
+        nodes=3,
+        replication_factor=3,
+        min_insync_replicas=2,
+        session_timeout_ms=cl.session_timeout_ms,
+        heartbeat_interval_ms=cl.heartbeat_ms,
+        load_1m=bench.loadavg(),
+        other_cpu_cores=other,
+        **kw,
+    )
 
 
 def scenario_produce(cl, tools, prof):
@@ -680,16 +772,36 @@ def scenario_produce(cl, tools, prof):
         since = time.monotonic()
         s = ProcSamplers(cl)
         try:
-            res = bench.producer_perf(tools, cl.bootstrap, f"bench-cluster-acksall-p{p}", n, RECORD, "all",
-                                      prof["tool_timeout"])
+            res = bench.producer_perf(
+                tools, cl.bootstrap, f"bench-cluster-acksall-p{p}", n, RECORD, "all", prof["tool_timeout"]
+            )
         except Exception as e:  # noqa: BLE001
             s.finish()
-            rows.append(base_row(cl, "cluster-produce-1k-acksall", p, acks="all", records=n, record_size=RECORD,
-                                 error=f"{type(e).__name__}: {e}"[:2000]))
+            rows.append(
+                base_row(
+                    cl,
+                    "cluster-produce-1k-acksall",
+                    p,
+                    acks="all",
+                    records=n,
+                    record_size=RECORD,
+                    error=f"{type(e).__name__}: {e}"[:2000],
+                )
+            )
             continue
-        rows.append(base_row(cl, "cluster-produce-1k-acksall", p, since=since, acks="all", records=n,
-                             record_size=RECORD, **{k: v for k, v in res.items() if k in bench.FIELDS},
-                             **s.finish()))
+        rows.append(
+            base_row(
+                cl,
+                "cluster-produce-1k-acksall",
+                p,
+                since=since,
+                acks="all",
+                records=n,
+                record_size=RECORD,
+                **{k: v for k, v in res.items() if k in bench.FIELDS},
+                **s.finish(),
+            )
+        )
         log(f"{cl.system}: {bench.fmt_row_short(rows[-1])}")
     return rows
 
@@ -701,10 +813,24 @@ class FailoverProducer:
         env = dict(os.environ, KAFKA_CLASSPATH=f"{tools.classes}:{tools.cp}", KAFKA_HEAP_OPTS="-Xmx512M")
         self.err_path = ack_file.with_suffix(".stderr")
         self.err = open(self.err_path, "w")
-        self.proc = subprocess.Popen([str(KAFKA_SCRIPTS / "run-class"), "BenchTools", "failover", cl.bootstrap,
-                                      FAILOVER_TOPIC, str(rate), str(RECORD), str(ack_file), str(max_seconds)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                     env=env)
+        self.proc = subprocess.Popen(
+            [
+                str(KAFKA_SCRIPTS / "run-class"),
+                "BenchTools",
+                "failover",
+                cl.bootstrap,
+                FAILOVER_TOPIC,
+                str(rate),
+                str(RECORD),
+                str(ack_file),
+                str(max_seconds),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            text=True,
+            env=env,
+        )
         self.ready = None
         self.count, self.last_ack, self.errors = 0, 0, 0
         self.final = None
@@ -729,8 +855,10 @@ class FailoverProducer:
         with self.cv:
             while not cond():
                 if self.proc.poll() is not None and not self.t.is_alive():
-                    raise RuntimeError(f"failover producer exited ({self.proc.returncode}) waiting for {what}: "
-                                       f"{self.err_path.read_text()[-1500:]}")
+                    raise RuntimeError(
+                        f"failover producer exited ({self.proc.returncode}) waiting for {what}: "
+                        f"{self.err_path.read_text()[-1500:]}"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise RuntimeError(f"failover producer: {what} not within {timeout} s")
@@ -796,24 +924,33 @@ def scenario_failover(cl, tools, prof, work):
             node.kill9()
             cl.reset_admin()
             # acks flow again: half a second's worth acknowledged after the kill
-            prod.wait(lambda: prod.count >= c0 + rate // 2 and prod.last_ack > t_kill, 120,
-                      "acks after the kill")
+            prod.wait(lambda: prod.count >= c0 + rate // 2 and prod.last_ack > t_kill, 120, "acks after the kill")
             flowing_ms = ms_since(t_kill)
             new_leader = cl.describe([FAILOVER_TOPIC])[(FAILOVER_TOPIC, 0)][0]
             time.sleep(0.5)
             t_restart = now_ns()
             _t0, api, ready = cl.restart_node(node)
-            t_isr = cl.wait_partitions([FAILOVER_TOPIC], lambda v: len(v[2]) == 3, 120, "the ISR back to 3",
-                                       poll=0.1)
-            kills.append(dict(run=r + 1, node=leader, was_controller=(ctrl == leader) if ctrl else None,
-                              isr_before=isr, new_leader=new_leader, t_kill=t_kill, t_restart=t_restart,
-                              restart_api_ms=round((api - t_restart) / 1e6, 1),
-                              isr_full_after_restart_ms=round((t_isr - t_restart) / 1e6, 1),
-                              flowing_seen_ms=round(flowing_ms, 1)))
-            log(f"{cl.system}: failover run {r + 1}: killed node {leader}"
+            t_isr = cl.wait_partitions([FAILOVER_TOPIC], lambda v: len(v[2]) == 3, 120, "the ISR back to 3", poll=0.1)
+            kills.append(
+                dict(
+                    run=r + 1,
+                    node=leader,
+                    was_controller=(ctrl == leader) if ctrl else None,
+                    isr_before=isr,
+                    new_leader=new_leader,
+                    t_kill=t_kill,
+                    t_restart=t_restart,
+                    restart_api_ms=round((api - t_restart) / 1e6, 1),
+                    isr_full_after_restart_ms=round((t_isr - t_restart) / 1e6, 1),
+                    flowing_seen_ms=round(flowing_ms, 1),
+                )
+            )
+            log(
+                f"{cl.system}: failover run {r + 1}: killed node {leader}"
                 f"{' (the active controller)' if ctrl == leader else ''}; acks flowing again within "
                 f"{flowing_ms:.0f} ms (new leader {new_leader}); node back in the ISR "
-                f"{(t_isr - t_restart) / 1e6:.0f} ms after its restart")
+                f"{(t_isr - t_restart) / 1e6:.0f} ms after its restart"
+            )
             time.sleep(prof["failover_settle_s"])
     except BaseException:
         prod.kill()
@@ -825,8 +962,12 @@ def scenario_failover(cl, tools, prof, work):
     stalls, recov = [], []
     for k in kills:
         stall, rec, base, first = analyse_kill(acks, k["t_kill"], k["t_restart"])
-        k.update(stall_ms=round(stall, 1), recovery_ms=round(rec, 1), baseline_gap_ms=round(base, 1),
-                 first_ack_after_kill_ms=None if first is None else round(first, 1))
+        k.update(
+            stall_ms=round(stall, 1),
+            recovery_ms=round(rec, 1),
+            baseline_gap_ms=round(base, 1),
+            first_ack_after_kill_ms=None if first is None else round(first, 1),
+        )
         stalls.append(stall)
         recov.append(rec)
     for k in kills:
@@ -834,15 +975,31 @@ def scenario_failover(cl, tools, prof, work):
     # kills of a leader that was not also the active controller (no metadata quorum election)
     lo = [k["stall_ms"] for k in kills if k["was_controller"] is False]
     leader_only = round(pct(lo, 50), 1) if lo else None
-    return [base_row(cl, "cluster-failover-stall", 1, since=since, acks="all", record_size=RECORD, runs=len(kills),
-                     rate=rate, records=final["acked"], delivery_errors=final["errors"],
-                     first_error=final.get("first_error"), sent=final["sent"],
-                     stall_p50_ms=round(pct(stalls, 50), 1), stall_max_ms=round(max(stalls), 1),
-                     stall_leader_only_p50_ms=leader_only, controller_kills=sum(bool(k["was_controller"]) for k in kills),
-                     recovery_p50_ms=round(pct(recov, 50), 1), recovery_max_ms=round(max(recov), 1),
-                     baseline_gap_max_ms=max(k["baseline_gap_ms"] for k in kills), kills=kills,
-                     error=(f"{final['errors']} records failed: {final.get('first_error')}"
-                            if final["errors"] else None))]
+    return [
+        base_row(
+            cl,
+            "cluster-failover-stall",
+            1,
+            since=since,
+            acks="all",
+            record_size=RECORD,
+            runs=len(kills),
+            rate=rate,
+            records=final["acked"],
+            delivery_errors=final["errors"],
+            first_error=final.get("first_error"),
+            sent=final["sent"],
+            stall_p50_ms=round(pct(stalls, 50), 1),
+            stall_max_ms=round(max(stalls), 1),
+            stall_leader_only_p50_ms=leader_only,
+            controller_kills=sum(bool(k["was_controller"]) for k in kills),
+            recovery_p50_ms=round(pct(recov, 50), 1),
+            recovery_max_ms=round(max(recov), 1),
+            baseline_gap_max_ms=max(k["baseline_gap_ms"] for k in kills),
+            kills=kills,
+            error=(f"{final['errors']} records failed: {final.get('first_error')}" if final["errors"] else None),
+        )
+    ]
 
 
 def scenario_restart(cl, prof):
@@ -854,6 +1011,7 @@ def scenario_restart(cl, prof):
     cl.create_topics({t: npart for t in topics})
     create_ms = ms_since(t0)
     from confluent_kafka import Producer
+
     errs = []
     pr = Producer({"bootstrap.servers": cl.bootstrap, "acks": "all", "linger.ms": 5, "log_level": 2})
     seed = prof["seed_per_partition"]
@@ -870,8 +1028,10 @@ def scenario_restart(cl, prof):
         raise RuntimeError(f"seeding {nt * npart} partitions: {left} unsent, {len(errs)} failed ({errs[:1]})")
     seeded_ms = ms_since(t0)
     cl.wait_full_isr(topics, timeout=180)
-    log(f"{cl.system}: {nt * npart} partitions created in {create_ms:.0f} ms, {seed} records each after "
-        f"{seeded_ms:.0f} ms, ISRs full after {ms_since(t0):.0f} ms")
+    log(
+        f"{cl.system}: {nt * npart} partitions created in {create_ms:.0f} ms, {seed} records each after "
+        f"{seeded_ms:.0f} ms, ISRs full after {ms_since(t0):.0f} ms"
+    )
     time.sleep(prof["failover_settle_s"])
     runs = []
     for r in range(prof["restart_runs"]):
@@ -889,32 +1049,58 @@ def scenario_restart(cl, prof):
         except Exception:  # noqa: BLE001 - informational
             out_of_isr = None
         t0, api, http_ready = cl.restart_node(node)
-        t_isr = cl.wait_partitions(topics, lambda v, me=me: me not in v[1] or me in v[2], 300,
-                                   f"node {me} in the ISR of all {nt * npart} partitions", poll=0.1)
-        run = dict(run=r + 1, node=me, active_controller=ctrl, out_of_isr_when_stopped=out_of_isr,
-                   shutdown_ms=None if shutdown_ms is None
-                   else round(shutdown_ms, 1), api_versions_ms=round((api - t0) / 1e6, 1),
-                   http_ready_ms=None if http_ready is None else round((http_ready - t0) / 1e6, 1),
-                   ready_ms=round((t_isr - t0) / 1e6, 1))
+        t_isr = cl.wait_partitions(
+            topics,
+            lambda v, me=me: me not in v[1] or me in v[2],
+            300,
+            f"node {me} in the ISR of all {nt * npart} partitions",
+            poll=0.1,
+        )
+        run = dict(
+            run=r + 1,
+            node=me,
+            active_controller=ctrl,
+            out_of_isr_when_stopped=out_of_isr,
+            shutdown_ms=None if shutdown_ms is None else round(shutdown_ms, 1),
+            api_versions_ms=round((api - t0) / 1e6, 1),
+            http_ready_ms=None if http_ready is None else round((http_ready - t0) / 1e6, 1),
+            ready_ms=round((t_isr - t0) / 1e6, 1),
+        )
         runs.append(run)
-        log(f"{cl.system}: restart run {r + 1}: node {me} (controller: {ctrl}) stopped in {run['shutdown_ms']} ms; "
+        log(
+            f"{cl.system}: restart run {r + 1}: node {me} (controller: {ctrl}) stopped in {run['shutdown_ms']} ms; "
             f"ApiVersions after {run['api_versions_ms']} ms, "
             + (f"/ready after {run['http_ready_ms']} ms, " if http_ready else "")
-            + f"in every ISR after {run['ready_ms']} ms (it was out of {out_of_isr} ISRs when stopped)")
+            + f"in every ISR after {run['ready_ms']} ms (it was out of {out_of_isr} ISRs when stopped)"
+        )
         if r + 1 < prof["restart_runs"]:
             time.sleep(2)
 
     def agg(key, fn):
         v = [x[key] for x in runs if x[key] is not None]
         return round(fn(v), 1) if v else None
-    return [base_row(cl, "cluster-restart-1000-partitions", None, since=since, partitions_total=nt * npart, topics=nt,
-                     records=nt * npart * seed, runs=len(runs), create_ms=round(create_ms, 1),
-                     ready_p50_ms=agg("ready_ms", statistics.median), ready_max_ms=agg("ready_ms", max),
-                     http_ready_p50_ms=agg("http_ready_ms", statistics.median),
-                     http_ready_max_ms=agg("http_ready_ms", max),
-                     api_versions_p50_ms=agg("api_versions_ms", statistics.median),
-                     shutdown_p50_ms=agg("shutdown_ms", statistics.median),
-                     shutdown_max_ms=agg("shutdown_ms", max), restarts=runs)]
+
+    return [
+        base_row(
+            cl,
+            "cluster-restart-1000-partitions",
+            None,
+            since=since,
+            partitions_total=nt * npart,
+            topics=nt,
+            records=nt * npart * seed,
+            runs=len(runs),
+            create_ms=round(create_ms, 1),
+            ready_p50_ms=agg("ready_ms", statistics.median),
+            ready_max_ms=agg("ready_ms", max),
+            http_ready_p50_ms=agg("http_ready_ms", statistics.median),
+            http_ready_max_ms=agg("http_ready_ms", max),
+            api_versions_p50_ms=agg("api_versions_ms", statistics.median),
+            shutdown_p50_ms=agg("shutdown_ms", statistics.median),
+            shutdown_max_ms=agg("shutdown_ms", max),
+            restarts=runs,
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -987,8 +1173,10 @@ def run_system(cl, tools, prof, work):
     if "produce" in cl.scenarios:
         guarded("produce", lambda: scenario_produce(cl, tools, prof))
     if "failover" in cl.scenarios:
-        log(f"{cl.system}: cluster-failover-stall: {prof['failover_runs']} kills under "
-            f"{prof['failover_rate']} records/s (session timeout {cl.session_timeout_ms} ms)")
+        log(
+            f"{cl.system}: cluster-failover-stall: {prof['failover_runs']} kills under "
+            f"{prof['failover_rate']} records/s (session timeout {cl.session_timeout_ms} ms)"
+        )
         guarded("failover", lambda: scenario_failover(cl, tools, prof, work))
     if "restart" in cl.scenarios:
         guarded("restart", lambda: scenario_restart(cl, prof))
@@ -998,6 +1186,7 @@ def run_system(cl, tools, prof, work):
 # ---------------------------------------------------------------------------
 # Reporting
 
+
 def f1(v, d=0):
     if v is None:
         return "-"
@@ -1006,8 +1195,10 @@ def f1(v, d=0):
 
 def add_ratios(rows):
     """vs_kafka on every non-Kafka row; the Fjord failover row also gets vs_kafka_session2500."""
+
     def index(system):
         return {(r["scenario"], r["partitions"]): r for r in rows if r["system"] == system and not r.get("error")}
+
     bases = {"kafka": index("kafka"), "kafka_session2500": index("kafka-session2500")}
     for r in rows:
         if r["system"] == "kafka" or r.get("error"):
@@ -1018,19 +1209,22 @@ def add_ratios(rows):
             k = base.get((r["scenario"], r["partitions"]))
             if not k:
                 continue
-            r[f"vs_{key}"] = {f: round(r[f] / k[f], 3) for f in RATIO_FIELDS
-                              if r.get(f) is not None and k.get(f) not in (None, 0)}
+            r[f"vs_{key}"] = {
+                f: round(r[f] / k[f], 3) for f in RATIO_FIELDS if r.get(f) is not None and k.get(f) not in (None, 0)
+            }
 
 
 def report(rows, prof_name, elapsed, loads, clusters):
     out = []
     p = out.append
     p("")
-    p(f"Fjord cluster benchmark, profile {prof_name}, {elapsed:.0f} s; 3 nodes each (broker+controller), "
-      "RF 3, min.insync.replicas 2; 1-min load average "
-      f"{loads[0]} at the start, max {max(x for x in loads if x is not None)} sampled, {loads[-1]} at the end; "
-      f"other work took {FOREIGN.mean_since(0)} cores on average, {FOREIGN.max_since(0)} at most "
-      "(CPU outside the benchmark's processes, per 2 s; above ~0.2 the figures are disturbed)")
+    p(
+        f"Fjord cluster benchmark, profile {prof_name}, {elapsed:.0f} s; 3 nodes each (broker+controller), "
+        "RF 3, min.insync.replicas 2; 1-min load average "
+        f"{loads[0]} at the start, max {max(x for x in loads if x is not None)} sampled, {loads[-1]} at the end; "
+        f"other work took {FOREIGN.mean_since(0)} cores on average, {FOREIGN.max_since(0)} at most "
+        "(CPU outside the benchmark's processes, per 2 s; above ~0.2 the figures are disturbed)"
+    )
     for cl in clusters:
         p(f"  {cl.system}: {cl.label}; cluster start {getattr(cl, 'start_seconds', 0):.1f} s")
     body = []
@@ -1040,14 +1234,44 @@ def report(rows, prof_name, elapsed, loads, clusters):
         if r.get("error"):
             body.append([r["scenario"], str(r["partitions"]), r["system"], "ERROR"] + ["-"] * 7)
             continue
-        body.append([r["scenario"], str(r["partitions"]), r["system"], f1(r["records_per_sec"]),
-                     f1(r["mb_per_sec"], 1), f1(r["p50_ms"], 1), f1(r["p99_ms"], 1), f1(r["p999_ms"], 1),
-                     f1(r["cpu_s"], 1), f1(r["peak_rss_mb"]), f1(r["other_cpu_cores"], 2)])
+        body.append(
+            [
+                r["scenario"],
+                str(r["partitions"]),
+                r["system"],
+                f1(r["records_per_sec"]),
+                f1(r["mb_per_sec"], 1),
+                f1(r["p50_ms"], 1),
+                f1(r["p99_ms"], 1),
+                f1(r["p999_ms"], 1),
+                f1(r["cpu_s"], 1),
+                f1(r["peak_rss_mb"]),
+                f1(r["other_cpu_cores"], 2),
+            ]
+        )
     p("")
-    p(f"cluster-produce-1k-acksall: Kafka's ProducerPerformance, {prof_name} {PROFILES[prof_name]['n_1k']:,} "
-      "records of 1 KiB, acks=all, unthrottled; CPU and peak RSS summed over the 3 nodes")
-    p(bench.text_table(["scenario", "parts", "system", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms",
-                        "CPU s", "peak RSS MB", "other cores"], body))
+    p(
+        f"cluster-produce-1k-acksall: Kafka's ProducerPerformance, {prof_name} {PROFILES[prof_name]['n_1k']:,} "
+        "records of 1 KiB, acks=all, unthrottled; CPU and peak RSS summed over the 3 nodes"
+    )
+    p(
+        bench.text_table(
+            [
+                "scenario",
+                "parts",
+                "system",
+                "records/s",
+                "MB/s",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "CPU s",
+                "peak RSS MB",
+                "other cores",
+            ],
+            body,
+        )
+    )
     body = []
     for r in rows:
         if r["scenario"] != "cluster-failover-stall":
@@ -1056,20 +1280,54 @@ def report(rows, prof_name, elapsed, loads, clusters):
             body.append([r["scenario"], "1", r["system"], "ERROR"] + ["-"] * 10)
             continue
         killed = " ".join(f"{k['node']}{'*' if k['was_controller'] else ''}" for k in r["kills"])
-        body.append([r["scenario"], "1", r["system"], f"{r['session_timeout_ms']}/{r['heartbeat_interval_ms']}",
-                     str(r["runs"]), f1(r["stall_p50_ms"]), f1(r["stall_max_ms"]),
-                     f1(r.get("stall_leader_only_p50_ms")), f1(r["recovery_p50_ms"]),
-                     f1(r["recovery_max_ms"]), f1(r["baseline_gap_max_ms"]), killed, str(r["delivery_errors"]),
-                     f1(r["other_cpu_cores"], 2)])
+        body.append(
+            [
+                r["scenario"],
+                "1",
+                r["system"],
+                f"{r['session_timeout_ms']}/{r['heartbeat_interval_ms']}",
+                str(r["runs"]),
+                f1(r["stall_p50_ms"]),
+                f1(r["stall_max_ms"]),
+                f1(r.get("stall_leader_only_p50_ms")),
+                f1(r["recovery_p50_ms"]),
+                f1(r["recovery_max_ms"]),
+                f1(r["baseline_gap_max_ms"]),
+                killed,
+                str(r["delivery_errors"]),
+                f1(r["other_cpu_cores"], 2),
+            ]
+        )
     p("")
-    p(f"cluster-failover-stall: idempotent acks=all producer (Java client defaults otherwise), "
-      f"{PROFILES[prof_name]['failover_rate']} records/s of 1 KiB, 1 partition RF 3; kill -9 of its leader, "
-      "restart, ISR full again, repeat. stall = longest gap between consecutive acks around the kill; "
-      "kill->ack = kill to the ack ending that gap; baseline = largest gap in the 2 s before a kill; "
-      "killed: node ids, * = it was also the active controller (a metadata quorum election too); "
-      "p50 not ctrl = stall p50 of the other kills")
-    p(bench.text_table(["scenario", "parts", "system", "session/hb ms", "runs", "stall p50", "stall max",
-                        "p50 not ctrl", "kill->ack p50", "kill->ack max", "baseline", "killed", "errors", "other cores"], body))
+    p(
+        f"cluster-failover-stall: idempotent acks=all producer (Java client defaults otherwise), "
+        f"{PROFILES[prof_name]['failover_rate']} records/s of 1 KiB, 1 partition RF 3; kill -9 of its leader, "
+        "restart, ISR full again, repeat. stall = longest gap between consecutive acks around the kill; "
+        "kill->ack = kill to the ack ending that gap; baseline = largest gap in the 2 s before a kill; "
+        "killed: node ids, * = it was also the active controller (a metadata quorum election too); "
+        "p50 not ctrl = stall p50 of the other kills"
+    )
+    p(
+        bench.text_table(
+            [
+                "scenario",
+                "parts",
+                "system",
+                "session/hb ms",
+                "runs",
+                "stall p50",
+                "stall max",
+                "p50 not ctrl",
+                "kill->ack p50",
+                "kill->ack max",
+                "baseline",
+                "killed",
+                "errors",
+                "other cores",
+            ],
+            body,
+        )
+    )
     body = []
     for r in rows:
         if r["scenario"] != "cluster-restart-1000-partitions":
@@ -1077,29 +1335,69 @@ def report(rows, prof_name, elapsed, loads, clusters):
         if r.get("error") and r.get("ready_p50_ms") is None:
             body.append([r["scenario"], "-", r["system"], "ERROR"] + ["-"] * 7)
             continue
-        body.append([r["scenario"], str(r["partitions_total"]), r["system"], str(r["runs"]),
-                     f1(r["ready_p50_ms"]), f1(r["ready_max_ms"]), f1(r["http_ready_p50_ms"]),
-                     f1(r["api_versions_p50_ms"]), f1(r["shutdown_p50_ms"]), f1(r["create_ms"]),
-                     f1(r["other_cpu_cores"], 2)])
+        body.append(
+            [
+                r["scenario"],
+                str(r["partitions_total"]),
+                r["system"],
+                str(r["runs"]),
+                f1(r["ready_p50_ms"]),
+                f1(r["ready_max_ms"]),
+                f1(r["http_ready_p50_ms"]),
+                f1(r["api_versions_p50_ms"]),
+                f1(r["shutdown_p50_ms"]),
+                f1(r["create_ms"]),
+                f1(r["other_cpu_cores"], 2),
+            ]
+        )
     p("")
-    p("cluster-restart-1000-partitions: SIGTERM one node (not the active controller), start it again; "
-      "ready = process start -> the node is in the ISR of every partition it hosts (AdminClient "
-      "describe_topics every 100 ms); Fjord's /ready separately; shutdown = SIGTERM -> exit")
-    p(bench.text_table(["scenario", "parts", "system", "runs", "ready p50 ms", "ready max ms", "/ready p50 ms",
-                        "ApiVersions ms", "shutdown ms", "create ms", "other cores"], body))
+    p(
+        "cluster-restart-1000-partitions: SIGTERM one node (not the active controller), start it again; "
+        "ready = process start -> the node is in the ISR of every partition it hosts (AdminClient "
+        "describe_topics every 100 ms); Fjord's /ready separately; shutdown = SIGTERM -> exit"
+    )
+    p(
+        bench.text_table(
+            [
+                "scenario",
+                "parts",
+                "system",
+                "runs",
+                "ready p50 ms",
+                "ready max ms",
+                "/ready p50 ms",
+                "ApiVersions ms",
+                "shutdown ms",
+                "create ms",
+                "other cores",
+            ],
+            body,
+        )
+    )
     rr = []
-    show = {"cluster-produce-1k-acksall": ["records_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "cpu_s",
-                                           "peak_rss_mb"],
-            "cluster-failover-stall": ["stall_p50_ms", "stall_max_ms", "stall_leader_only_p50_ms",
-                                       "recovery_p50_ms", "recovery_max_ms"],
-            "cluster-restart-1000-partitions": ["ready_p50_ms", "ready_max_ms", "api_versions_p50_ms",
-                                                "shutdown_p50_ms"]}
+    show = {
+        "cluster-produce-1k-acksall": ["records_per_sec", "mb_per_sec", "p50_ms", "p99_ms", "cpu_s", "peak_rss_mb"],
+        "cluster-failover-stall": [
+            "stall_p50_ms",
+            "stall_max_ms",
+            "stall_leader_only_p50_ms",
+            "recovery_p50_ms",
+            "recovery_max_ms",
+        ],
+        "cluster-restart-1000-partitions": ["ready_p50_ms", "ready_max_ms", "api_versions_p50_ms", "shutdown_p50_ms"],
+    }
     for r in rows:
         for key, peer in (("vs_kafka", "kafka"), ("vs_kafka_session2500", "kafka-session2500")):
             v = r.get(key)
             if v:
-                rr.append([r["scenario"], str(r["partitions"] or "-"), f"{r['system']}/{peer}",
-                           ", ".join(f"{k} {v[k]:.2f}x" for k in show[r["scenario"]] if k in v)])
+                rr.append(
+                    [
+                        r["scenario"],
+                        str(r["partitions"] or "-"),
+                        f"{r['system']}/{peer}",
+                        ", ".join(f"{k} {v[k]:.2f}x" for k in show[r["scenario"]] if k in v),
+                    ]
+                )
     if rr:
         p("")
         p("Ratios (above 1 means more: better for records/s and MB/s, worse for latency, stall, time, CPU, RSS)")
@@ -1128,23 +1426,33 @@ def merge_results(path, rows):
 
 # ---------------------------------------------------------------------------
 
+
 def main():
     ap = argparse.ArgumentParser(description="Fjord vs Apache Kafka on 3-node clusters (e2e/bench/run --cluster)")
     ap.add_argument("--quick", action="store_true", help="small counts, 1 kill, 1 restart: ~3 minutes")
-    ap.add_argument("--systems", default=None,
-                    help="comma-separated: kafka, kafka-session2500, fjord "
-                         "(default: all three; --quick: kafka,fjord)")
+    ap.add_argument(
+        "--systems",
+        default=None,
+        help="comma-separated: kafka, kafka-session2500, fjord (default: all three; --quick: kafka,fjord)",
+    )
     ap.add_argument("--fjord-bin", default=str(ROOT / "target" / "release" / "fjord"))
-    ap.add_argument("--port", type=int, default=27192,
-                    help="node i: Kafka protocol PORT+i-1, controller PORT+100+i-1, Fjord HTTP PORT+200+i-1; "
-                         "kafka-session2500 adds 10, fjord 20")
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=27192,
+        help="node i: Kafka protocol PORT+i-1, controller PORT+100+i-1, Fjord HTTP PORT+200+i-1; "
+        "kafka-session2500 adds 10, fjord 20",
+    )
     ap.add_argument("--data-dir", default=str(ROOT / "target" / "bench" / "cluster-data"))
     ap.add_argument("--out", default=str(ROOT / "target" / "bench" / "results.json"))
     ap.add_argument("--failover-runs", type=int, help="kills per system (default 5; --quick 1)")
     ap.add_argument("--restart-runs", type=int, help="restarts per system (default 3; --quick 1)")
     ap.add_argument("--keep-data", action="store_true", help="keep the nodes' data directories")
-    ap.add_argument("--scenarios", default=None,
-                    help="comma-separated subset of produce, failover, restart (default: each system's own)")
+    ap.add_argument(
+        "--scenarios",
+        default=None,
+        help="comma-separated subset of produce, failover, restart (default: each system's own)",
+    )
     a = ap.parse_args()
 
     prof_name = "quick" if a.quick else "default"
@@ -1184,6 +1492,7 @@ def main():
     def sample_load():
         while not stop_load.wait(5):
             loads.append(bench.loadavg())
+
     threading.Thread(target=sample_load, daemon=True).start()
 
     rows, clusters, log_notes = [], [], []
@@ -1236,8 +1545,10 @@ def main():
     elapsed = time.monotonic() - t_start
     print(report(rows, prof_name, elapsed, loads, clusters))
     for cl, dest, counts, groups in log_notes:
-        print(f"\n{cl.system} node logs ({bench.scrub(dest)}): "
-              + (", ".join(f"{c} {lvl}" for lvl, c in sorted(counts.items())) or "no WARN/ERROR lines"))
+        print(
+            f"\n{cl.system} node logs ({bench.scrub(dest)}): "
+            + (", ".join(f"{c} {lvl}" for lvl, c in sorted(counts.items())) or "no WARN/ERROR lines")
+        )
         for lvl, c, ex in groups[:15]:
             print(f"  {c:5d} x {ex}")
     print(f"\nresults: {out}")

@@ -13,6 +13,7 @@ than the 20 000 this machine's hard limit allows. Prints, per node and in total:
     e2e/bench/metrics_cost [--topics 100] [--partitions 100] [--groups 1000] [--seconds 20]
 
 A benchmark, not a test: it asserts nothing and prints figures for docs/benchmarks.md."""
+
 import argparse
 import statistics
 import sys
@@ -46,7 +47,7 @@ def create_topics(bootstrap, topics, partitions, rf):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     names = [f"cost-{i:03d}" for i in range(topics)]
     for i in range(0, len(names), 10):
-        fs = admin.create_topics([NewTopic(n, partitions, rf) for n in names[i:i + 10]], operation_timeout=120)
+        fs = admin.create_topics([NewTopic(n, partitions, rf) for n in names[i : i + 10]], operation_timeout=120)
         for n, f in fs.items():
             f.result(timeout=180)
         print(f"  created {min(i + 10, len(names))}/{len(names)} topics", flush=True)
@@ -54,8 +55,15 @@ def create_topics(bootstrap, topics, partitions, rf):
 
 
 def fill(bootstrap, names, partitions, per_partition):
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 50, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 1000000})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "1",
+            "linger.ms": 50,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1000000,
+        }
+    )
     for n in names:
         for part in range(partitions):
             for i in range(per_partition):
@@ -93,9 +101,11 @@ class Load:
     def run(self):
         p = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 5})
         value = b"x" * 1024
+
         def acked(err, _msg):
             if err is None:
                 self.sent += 1
+
         while not self.stop.is_set():
             try:
                 p.produce("cost-load", value=value, on_delivery=acked)
@@ -151,14 +161,30 @@ def main():
                     took.append(d)
                 per_scrape = max(0.0, (cpu_seconds(pid) - c1) - base * (time.monotonic() - w1)) / 20
                 n = series(body)
-                rows.append((i, n, idle[i - 1][0], idle[i - 1][1], statistics.median(took) * 1000, max(took) * 1000, per_scrape * 1000,
-                             per_scrape / 15 * 100, (per_scrape / 15) / base * 100 if base else float("nan"), base * 100))
+                rows.append(
+                    (
+                        i,
+                        n,
+                        idle[i - 1][0],
+                        idle[i - 1][1],
+                        statistics.median(took) * 1000,
+                        max(took) * 1000,
+                        per_scrape * 1000,
+                        per_scrape / 15 * 100,
+                        (per_scrape / 15) / base * 100 if base else float("nan"),
+                        base * 100,
+                    )
+                )
             load.close()
             print(f"\nload: {load.sent:,} records of 1 KiB acknowledged (acks=all) while measuring\n")
-            print("| node | series | scrape p50 / max ms, idle | scrape p50 / max ms, under load | CPU per scrape ms | at 15 s: % of a core | at 15 s: % of broker CPU | broker CPU % of a core |")
+            print(
+                "| node | series | scrape p50 / max ms, idle | scrape p50 / max ms, under load | CPU per scrape ms | at 15 s: % of a core | at 15 s: % of broker CPU | broker CPU % of a core |"
+            )
             print("|---:|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
-                print(f"| {r[0]} | {r[1]:,} | {r[2]:.1f} / {r[3]:.1f} | {r[4]:.1f} / {r[5]:.1f} | {r[6]:.1f} | {r[7]:.3f} | {r[8]:.2f} | {r[9]:.0f} |")
+                print(
+                    f"| {r[0]} | {r[1]:,} | {r[2]:.1f} / {r[3]:.1f} | {r[4]:.1f} / {r[5]:.1f} | {r[6]:.1f} | {r[7]:.3f} | {r[8]:.2f} | {r[9]:.0f} |"
+                )
             print(f"\ntotal series over the three nodes: {sum(r[1] for r in rows):,}")
         finally:
             dev.close()

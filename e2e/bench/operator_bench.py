@@ -13,6 +13,7 @@ as e2e/tests/test_operator.py:
 Needs the provisioned control plane (e2e/provision/kube) and release builds of fjord and
 fjord-operator. Prints a table and writes JSON; asserts nothing (that is the tests' job).
 """
+
 import argparse
 import json
 import os
@@ -49,8 +50,12 @@ def log(msg):
 
 
 def topic(name, partitions=1):
-    return {"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": name, "namespace": NS},
-            "spec": {"cluster": "bench", "partitions": partitions, "replicationFactor": 3}}
+    return {
+        "apiVersion": "fjord.dev/v1alpha1",
+        "kind": "Topic",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"cluster": "bench", "partitions": partitions, "replicationFactor": 3},
+    }
 
 
 class ReadyWatch:
@@ -58,6 +63,7 @@ class ReadyWatch:
 
     def __init__(self, kc):
         from kubernetes import client, watch
+
         self.api = client.CustomObjectsApi(kc.api)
         self.watch = watch.Watch()
         self.ready = {}
@@ -67,8 +73,9 @@ class ReadyWatch:
     def _run(self):
         while True:
             try:
-                for ev in self.watch.stream(self.api.list_namespaced_custom_object, "fjord.dev", "v1alpha1", NS,
-                                            "topics", timeout_seconds=300):
+                for ev in self.watch.stream(
+                    self.api.list_namespaced_custom_object, "fjord.dev", "v1alpha1", NS, "topics", timeout_seconds=300
+                ):
                     obj = ev["object"]
                     conds = (obj.get("status") or {}).get("conditions") or []
                     if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
@@ -104,12 +111,16 @@ def rss_mib(pid, field="VmRSS"):
 
 
 def operator_writes(kc):
-    pod = next(p for p in kc.get("pods", namespace="fjord-system")["items"]
-               if p["metadata"]["name"].startswith("fjord-fjord-operator"))
+    pod = next(
+        p
+        for p in kc.get("pods", namespace="fjord-system")["items"]
+        if p["metadata"]["name"].startswith("fjord-fjord-operator")
+    )
     samples = parse_prometheus(http_get(f"http://{pod['status']['podIP']}:8080/metrics")[1])
 
     def total(name):
         return sum(v for n, _, v in samples if n == name)
+
     out = {k: total(f"fjord_operator_{k}_total") for k in ("api_writes", "kafka_admin_writes", "reconciles")}
     for n, labels, v in samples:
         if n == "fjord_operator_api_writes_total":
@@ -134,18 +145,43 @@ def main():
     try:
         kc.start()
         kc.namespace(NS)
-        subprocess.run([str(kc.bin / "helm"), "--kubeconfig", kc.kubeconfig, "install", "fjord",
-                        str(ROOT / "charts" / "fjord-operator"), "--namespace", "fjord-system", "--create-namespace",
-                        "--set", "image.tag=dev", "--set", f"operator.driftCheckInterval={a.drift}",
-                        "--set", "operator.logLevel=warn", "--wait", "--timeout", "3m"], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [
+                str(kc.bin / "helm"),
+                "--kubeconfig",
+                kc.kubeconfig,
+                "install",
+                "fjord",
+                str(ROOT / "charts" / "fjord-operator"),
+                "--namespace",
+                "fjord-system",
+                "--create-namespace",
+                "--set",
+                "image.tag=dev",
+                "--set",
+                f"operator.driftCheckInterval={a.drift}",
+                "--set",
+                "operator.logLevel=warn",
+                "--wait",
+                "--timeout",
+                "3m",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         pid = operator_pid()
         log(f"operator running (pid {pid}, RSS {rss_mib(pid):.1f} MiB)")
         kc.apply(CLUSTER, NS)
         t0 = time.monotonic()
-        kc.wait_for(lambda: any(c.get("type") == "Ready" and c.get("status") == "True"
-                                for c in (kc.get("cluster", "bench", NS).get("status") or {}).get("conditions", [])),
-                    300, "Cluster bench Ready")
+        kc.wait_for(
+            lambda: any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (kc.get("cluster", "bench", NS).get("status") or {}).get("conditions", [])
+            ),
+            300,
+            "Cluster bench Ready",
+        )
         results["cluster_ready_s"] = round(time.monotonic() - t0, 2)
         log(f"Cluster Ready after {results['cluster_ready_s']} s")
         watch = ReadyWatch(kc)
@@ -158,10 +194,15 @@ def main():
             applied = time.monotonic()
             kc.wait_for(lambda n=name: watch.when(n), 60, f"Topic {name} Ready", interval=0.01)
             lat.append((watch.when(name) - applied) * 1000)
-            log(f"{name}: Ready {lat[-1]:.0f} ms after apply returned (apply itself took {(applied - t) * 1000:.0f} ms)")
-        results["topic_ready_ms"] = {"p50": round(statistics.median(lat), 1),
-                                     "p95": round(sorted(lat)[max(0, int(len(lat) * 0.95) - 1)], 1),
-                                     "max": round(max(lat), 1), "n": len(lat)}
+            log(
+                f"{name}: Ready {lat[-1]:.0f} ms after apply returned (apply itself took {(applied - t) * 1000:.0f} ms)"
+            )
+        results["topic_ready_ms"] = {
+            "p50": round(statistics.median(lat), 1),
+            "p95": round(sorted(lat)[max(0, int(len(lat) * 0.95) - 1)], 1),
+            "max": round(max(lat), 1),
+            "n": len(lat),
+        }
 
         names = [f"bulk-{i:04d}" for i in range(a.topics)]
         manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": [topic(n) for n in names]})
@@ -170,9 +211,12 @@ def main():
         applied = time.monotonic()
         kc.wait_for(lambda: watch.count(names) == len(names), 600, f"{len(names)} Topics Ready", interval=0.5)
         done = max(watch.when(n) for n in names)
-        results["topics_bulk"] = {"topics": len(names), "apply_s": round(applied - t, 2),
-                                  "all_ready_after_apply_s": round(done - applied, 2),
-                                  "all_ready_from_start_s": round(done - t, 2)}
+        results["topics_bulk"] = {
+            "topics": len(names),
+            "apply_s": round(applied - t, 2),
+            "all_ready_after_apply_s": round(done - applied, 2),
+            "all_ready_from_start_s": round(done - t, 2),
+        }
         log(f"{len(names)} Topics: kubectl apply {applied - t:.1f} s, all Ready {done - applied:.1f} s later")
 
         interval = float(a.drift.rstrip("s"))
@@ -198,13 +242,21 @@ def main():
     idle = results.get("idle", {})
     print("\nFjord operator benchmark (3 brokers, node agent, real control plane)")
     print(f"  Cluster applied -> Ready             {results.get('cluster_ready_s')} s")
-    print(f"  Topic applied -> Ready (n={tr.get('n')})     p50 {tr.get('p50')} ms, p95 {tr.get('p95')} ms, max {tr.get('max')} ms")
-    print(f"  {bulk.get('topics')} Topics applied -> all Ready    {bulk.get('all_ready_after_apply_s')} s "
-          f"(kubectl apply took {bulk.get('apply_s')} s)")
-    print(f"  operator memory                      {results.get('operator_rss_mib')} MiB resident, "
-          f"peak {results.get('operator_peak_rss_mib')} MiB")
-    print(f"  idle {idle.get('seconds')} s: API writes {idle.get('api_writes')}, broker admin writes "
-          f"{idle.get('kafka_admin_writes')}, reconciles {idle.get('reconciles')}")
+    print(
+        f"  Topic applied -> Ready (n={tr.get('n')})     p50 {tr.get('p50')} ms, p95 {tr.get('p95')} ms, max {tr.get('max')} ms"
+    )
+    print(
+        f"  {bulk.get('topics')} Topics applied -> all Ready    {bulk.get('all_ready_after_apply_s')} s "
+        f"(kubectl apply took {bulk.get('apply_s')} s)"
+    )
+    print(
+        f"  operator memory                      {results.get('operator_rss_mib')} MiB resident, "
+        f"peak {results.get('operator_peak_rss_mib')} MiB"
+    )
+    print(
+        f"  idle {idle.get('seconds')} s: API writes {idle.get('api_writes')}, broker admin writes "
+        f"{idle.get('kafka_admin_writes')}, reconciles {idle.get('reconciles')}"
+    )
     print(f"results: {a.out}")
 
 

@@ -28,6 +28,7 @@ Also fatal: a node that dies by itself, a cluster that does not heal within --he
 Output: a JSON report (--out) and one summary line; exit 0 when clean, 1 on any anomaly or
 liveness failure, 2 when the harness itself failed (e.g. the cluster did not start).
 """
+
 import argparse
 import json
 import os
@@ -82,10 +83,18 @@ class Checker:
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
-        self.report = {"seed": args.seed, "target": args.target, "nodes": args.nodes,
-                       "partitions": args.partitions, "producers": args.producers,
-                       "consumers": args.consumers, "rate_per_producer": args.rate,
-                       "overrides": OVERRIDES, "ops": [], "liveness_failures": []}
+        self.report = {
+            "seed": args.seed,
+            "target": args.target,
+            "nodes": args.nodes,
+            "partitions": args.partitions,
+            "producers": args.producers,
+            "consumers": args.consumers,
+            "rate_per_producer": args.rate,
+            "overrides": OVERRIDES,
+            "ops": [],
+            "liveness_failures": [],
+        }
         self.factory = None
         self.cluster = None
         self.producers, self.consumers = [], []
@@ -103,13 +112,18 @@ class Checker:
         if dead:
             for nd in dead:
                 nd.expect_running = False
-            raise RuntimeError("node(s) died on their own: "
-                               + "; ".join(f"{nd!r}\n{nd.log_tail(30)}" for nd in dead))
+            raise RuntimeError("node(s) died on their own: " + "; ".join(f"{nd!r}\n{nd.log_tail(30)}" for nd in dead))
 
     def run_op(self, i, fault, node_id, hold, quiet):
         c = self.cluster
-        op = {"i": i, "fault": fault, "node": node_id, "hold_s": hold, "quiet_s": quiet,
-              "t_start": round(time.monotonic() - self.t0, 1)}
+        op = {
+            "i": i,
+            "fault": fault,
+            "node": node_id,
+            "hold_s": hold,
+            "quiet_s": quiet,
+            "t_start": round(time.monotonic() - self.t0, 1),
+        }
         t = time.monotonic()
         if fault == "kill9":
             c.node(node_id).kill9()
@@ -125,8 +139,12 @@ class Checker:
             finally:
                 nd.sigcont()
         else:
-            node_id = wait_for(lambda: (lambda x: x if x in c.ids else None)(c.active_controller()), 30,
-                               interval=0.5, what="the active controller")
+            node_id = wait_for(
+                lambda: (lambda x: x if x in c.ids else None)(c.active_controller()),
+                30,
+                interval=0.5,
+                what="the active controller",
+            )
             op["node"] = node_id
             op["find_controller_s"] = round(time.monotonic() - t, 1)
             t1 = time.monotonic()
@@ -140,11 +158,14 @@ class Checker:
             op["heal_s"] = round(self.healed(self.args.heal_timeout), 1)
         except AssertionError as e:
             op["heal_s"] = None
-            self.report["liveness_failures"].append(f"op {i} ({fault} node {node_id}): not healed within "
-                                                    f"{self.args.heal_timeout}s: {str(e)[:2000]}")
-        log(f"op {i}: {fault} node {op['node']} held {hold}s, took {op['fault_s']}s "
+            self.report["liveness_failures"].append(
+                f"op {i} ({fault} node {node_id}): not healed within {self.args.heal_timeout}s: {str(e)[:2000]}"
+            )
+        log(
+            f"op {i}: {fault} node {op['node']} held {hold}s, took {op['fault_s']}s "
             f"({', '.join(f'{k} {v}' for k, v in op.items() if k.endswith('_s') and k not in ('fault_s', 'hold_s', 'quiet_s', 'heal_s'))}), "
-            f"healed in {op['heal_s']}s")
+            f"healed in {op['heal_s']}s"
+        )
         self.report["ops"].append(op)
         self.check_nodes()
         time.sleep(quiet)
@@ -154,8 +175,10 @@ class Checker:
         a = self.args
         schedule = make_schedule(self.rng, a.duration, list(range(1, a.nodes + 1)), a.faults)
         self.report["schedule"] = [{"fault": f, "node": n, "hold_s": h, "quiet_s": q} for f, n, h, q in schedule]
-        log(f"seed {a.seed}; target {a.target}; schedule: "
-            + ", ".join(f"{f}({n if n else 'active'}{', %ss' % h if h else ''})" for f, n, h, _ in schedule))
+        log(
+            f"seed {a.seed}; target {a.target}; schedule: "
+            + ", ".join(f"{f}({n if n else 'active'}{', %ss' % h if h else ''})" for f, n, h, _ in schedule)
+        )
         tmp = Path(a.tmp) if a.tmp else Path(tempfile.gettempdir())
         tmp.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="fjord-checker-", dir=tmp))
@@ -163,15 +186,20 @@ class Checker:
         t = time.monotonic()
         self.cluster = c = self.factory.start(n=a.nodes, overrides=OVERRIDES)
         self.report["cluster_start_s"] = round(time.monotonic() - t, 1)
-        log(f"{a.nodes}-node {a.target} cluster up in {self.report['cluster_start_s']}s: {c.bootstrap} "
-            f"(dirs under {self.root})")
+        log(
+            f"{a.nodes}-node {a.target} cluster up in {self.report['cluster_start_s']}s: {c.bootstrap} "
+            f"(dirs under {self.root})"
+        )
         self.topic = f"checker-{a.seed}"
         c.create_topic(self.topic, a.partitions, replication_factor=3)
         group = f"checker-group-{a.seed}"
-        self.consumers = [GroupConsumer(c.bootstrap, self.topic, group, f"c{i}", commit="manual").start()
-                          for i in range(a.consumers)]
-        self.producers = [AckingProducer(c.bootstrap, self.topic, a.partitions, rate=a.rate, prefix=f"p{i}",
-                                         name=f"p{i}").start() for i in range(a.producers)]
+        self.consumers = [
+            GroupConsumer(c.bootstrap, self.topic, group, f"c{i}", commit="manual").start() for i in range(a.consumers)
+        ]
+        self.producers = [
+            AckingProducer(c.bootstrap, self.topic, a.partitions, rate=a.rate, prefix=f"p{i}", name=f"p{i}").start()
+            for i in range(a.producers)
+        ]
         for p in self.producers:
             p.wait_acks(50, 60, what="warm-up")
         self.t0 = time.monotonic()
@@ -200,7 +228,8 @@ class Checker:
             time.sleep(0.5)
         else:
             self.report["liveness_failures"].append(
-                f"consumers did not reach the high watermarks {marks} within 90 s after the producers stopped")
+                f"consumers did not reach the high watermarks {marks} within 90 s after the producers stopped"
+            )
         for cons in self.consumers:
             cons.stop()
         log("final read")
@@ -213,7 +242,7 @@ class Checker:
         a = self.args
         acks = [(p.name, ack) for p in self.producers for ack in p.acks_snapshot()]
         polls = [(cons.name, r) for cons in self.consumers for r in cons.snapshot()]
-        at = defaultdict(set)   # (partition, offset) -> values observed there
+        at = defaultdict(set)  # (partition, offset) -> values observed there
         sources = defaultdict(set)
         for name, ack in acks:
             if ack.offset is None:  # delivered, offset not reported (see workload.Ack)
@@ -230,42 +259,62 @@ class Checker:
                 sources[(p, o)].add("final")
                 where[v].append((p, o))
 
-        lost = [{"producer": n, "partition": k.partition, "offset": k.offset, "value": k.value}
-                for n, k in acks if k.value not in where]
+        lost = [
+            {"producer": n, "partition": k.partition, "offset": k.offset, "value": k.value}
+            for n, k in acks
+            if k.value not in where
+        ]
         duplicates = [{"value": v, "at": locs} for v, locs in where.items() if len(locs) > 1]
-        inconsistent = [{"partition": po[0], "offset": po[1], "values": sorted(vs), "seen_by": sorted(sources[po])}
-                        for po, vs in sorted(at.items()) if len(vs) > 1]
-        nonmono = [{"consumer": cons.name, "partition": p, "previous": prev, "offset": o, "generation": g}
-                   for cons in self.consumers for (_, p, prev, o, g) in cons.regressions]
+        inconsistent = [
+            {"partition": po[0], "offset": po[1], "values": sorted(vs), "seen_by": sorted(sources[po])}
+            for po, vs in sorted(at.items())
+            if len(vs) > 1
+        ]
+        nonmono = [
+            {"consumer": cons.name, "partition": p, "previous": prev, "offset": o, "generation": g}
+            for cons in self.consumers
+            for (_, p, prev, o, g) in cons.regressions
+        ]
         # Same value polled at different offsets is covered by `duplicates` (stored twice) or
         # `inconsistent_offsets` (offset content differs); nothing else to count here.
-        anomalies = {"lost": len(lost), "duplicates": len(duplicates),
-                     "inconsistent_offsets": len(inconsistent), "nonmonotonic_polls": len(nonmono)}
+        anomalies = {
+            "lost": len(lost),
+            "duplicates": len(duplicates),
+            "inconsistent_offsets": len(inconsistent),
+            "nonmonotonic_polls": len(nonmono),
+        }
         read_count = sum(len(r) for r in final.values())
         polled_positions = {(r.partition, r.offset) for _, r in polls}
-        self.report.update({
-            "anomalies": anomalies,
-            "examples": {"lost": lost[:20], "duplicates": duplicates[:20],
-                         "inconsistent_offsets": inconsistent[:20], "nonmonotonic_polls": nonmono[:20]},
-            "stats": {
-                "acked": len(acks),
-                "acked_without_offset": sum(1 for _, k in acks if k.offset is None),
-                "sent": sum(p.sent for p in self.producers),
-                "failed_deliveries": sum(len(p.failures_snapshot()) for p in self.producers),
-                "failure_codes": dict(sum((Counter(f.code for f in p.failures_snapshot()) for p in self.producers),
-                                          Counter())),
-                "undelivered_at_stop": sum(p.undelivered or 0 for p in self.producers),
-                "final_read": read_count,
-                "stored_unacked": read_count - len({k.value for _, k in acks} & set(where)),
-                "watermarks": {p: list(m) for p, m in marks.items()},
-                "polled": len(polls),
-                "polled_distinct_offsets": len(polled_positions),
-                "redeliveries": len(polls) - len(polled_positions),
-                "rebalances": sum(len(cons.events) for cons in self.consumers),
-                "commit_errors": sum(len(cons.commit_errors) for cons in self.consumers),
-                "consumer_errors": dict(Counter(e[1] for cons in self.consumers for e in cons.errors)),
-            },
-        })
+        self.report.update(
+            {
+                "anomalies": anomalies,
+                "examples": {
+                    "lost": lost[:20],
+                    "duplicates": duplicates[:20],
+                    "inconsistent_offsets": inconsistent[:20],
+                    "nonmonotonic_polls": nonmono[:20],
+                },
+                "stats": {
+                    "acked": len(acks),
+                    "acked_without_offset": sum(1 for _, k in acks if k.offset is None),
+                    "sent": sum(p.sent for p in self.producers),
+                    "failed_deliveries": sum(len(p.failures_snapshot()) for p in self.producers),
+                    "failure_codes": dict(
+                        sum((Counter(f.code for f in p.failures_snapshot()) for p in self.producers), Counter())
+                    ),
+                    "undelivered_at_stop": sum(p.undelivered or 0 for p in self.producers),
+                    "final_read": read_count,
+                    "stored_unacked": read_count - len({k.value for _, k in acks} & set(where)),
+                    "watermarks": {p: list(m) for p, m in marks.items()},
+                    "polled": len(polls),
+                    "polled_distinct_offsets": len(polled_positions),
+                    "redeliveries": len(polls) - len(polled_positions),
+                    "rebalances": sum(len(cons.events) for cons in self.consumers),
+                    "commit_errors": sum(len(cons.commit_errors) for cons in self.consumers),
+                    "consumer_errors": dict(Counter(e[1] for cons in self.consumers for e in cons.errors)),
+                },
+            }
+        )
         return anomalies
 
     def close(self, keep):
@@ -284,7 +333,8 @@ class Checker:
             dead = self.factory.close()
             if dead:
                 self.report["liveness_failures"].append(
-                    "node(s) dead at the end although they should be running: " + ", ".join(map(repr, dead)))
+                    "node(s) dead at the end although they should be running: " + ", ".join(map(repr, dead))
+                )
         if self.factory is not None and not keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -342,12 +392,15 @@ def main(argv=None):
     else:
         verdict = "OK"
     an = anomalies or {}
-    print(f"checker {verdict}: target={a.target} seed={a.seed} faults={len(ck.report['ops'])} "
-          f"({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}) acked={st.get('acked')} "
-          f"read={st.get('final_read')} polled={st.get('polled')} lost={an.get('lost')} "
-          f"duplicates={an.get('duplicates')} inconsistent_offsets={an.get('inconsistent_offsets')} "
-          f"nonmonotonic_polls={an.get('nonmonotonic_polls')} liveness_failures={len(ck.report['liveness_failures'])} "
-          f"elapsed={ck.report['elapsed_s']}s report={a.out}", flush=True)
+    print(
+        f"checker {verdict}: target={a.target} seed={a.seed} faults={len(ck.report['ops'])} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}) acked={st.get('acked')} "
+        f"read={st.get('final_read')} polled={st.get('polled')} lost={an.get('lost')} "
+        f"duplicates={an.get('duplicates')} inconsistent_offsets={an.get('inconsistent_offsets')} "
+        f"nonmonotonic_polls={an.get('nonmonotonic_polls')} liveness_failures={len(ck.report['liveness_failures'])} "
+        f"elapsed={ck.report['elapsed_s']}s report={a.out}",
+        flush=True,
+    )
     if harness_error:
         print(harness_error, file=sys.stderr)
     for lf in ck.report["liveness_failures"]:

@@ -10,6 +10,7 @@ or --pid exits (exit 3). Elapsed ms is measured from --since (a time.time_ns()
 value, e.g. taken just before the broker process was started) or from the
 probe's own start. Stdlib only, so it runs with any python3.
 """
+
 import argparse
 import os
 import socket
@@ -33,7 +34,7 @@ def api_versions(host, port, timeout=2.0, correlation_id=0x0F1A0D):
     if err != 0:
         raise ValueError(f"ApiVersions error_code {err}")
     (n,) = struct.unpack(">i", resp[6:10])
-    return [struct.unpack(">hhh", resp[10 + 6 * i: 16 + 6 * i]) for i in range(n)]
+    return [struct.unpack(">hhh", resp[10 + 6 * i : 16 + 6 * i]) for i in range(n)]
 
 
 def _read(s, n):

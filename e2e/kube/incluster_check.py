@@ -4,6 +4,7 @@ reads the ServiceAccount token, CA and namespace at the standard paths, as kube-
 do, lists the pods of its namespace at https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT
 with them (the CA must verify the apiserver's certificate for that address) and exits 0 on 200,
 1 otherwise. Standard library only."""
+
 import json
 import os
 import ssl

@@ -37,6 +37,7 @@ Not done: image entrypoints other than the mapped binary, Service ClusterIPs (no
 liveness/startup probes, resource limits, updates of ConfigMap volumes or token rotation after
 a pod started, `kubectl logs/exec` (the logs are in <state>/pods/<ns>/<pod>/<container>.log).
 """
+
 import argparse
 import base64
 import json
@@ -86,8 +87,8 @@ def expand(text, lookup):
             if nxt == "(":
                 j = text.find(")", i + 2)
                 if j >= 0:
-                    v = lookup(text[i + 2:j])
-                    out.append(v if v is not None else text[i:j + 1])
+                    v = lookup(text[i + 2 : j])
+                    out.append(v if v is not None else text[i : j + 1])
                     i = j + 1
                     continue
             out.append("$" if nxt == "$" else "$" + nxt)
@@ -119,13 +120,17 @@ class Api:
         if token:
             self.headers["Authorization"] = token if " " in token else f"Bearer {token}"
 
-    def request(self, method, path, body=None, query=None, ctype="application/json", stream=False,
-                timeout=30):
+    def request(self, method, path, body=None, query=None, ctype="application/json", stream=False, timeout=30):
         url = self.host + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        r = self.pool.request(method, url, body=None if body is None else json.dumps(body),
-                              headers=dict(self.headers, **{"Content-Type": ctype}),
-                              preload_content=not stream, retries=False,
-                              timeout=urllib3.Timeout(connect=5, read=timeout))
+        r = self.pool.request(
+            method,
+            url,
+            body=None if body is None else json.dumps(body),
+            headers=dict(self.headers, **{"Content-Type": ctype}),
+            preload_content=not stream,
+            retries=False,
+            timeout=urllib3.Timeout(connect=5, read=timeout),
+        )
         if stream and r.status < 300:
             return r
         data = r.data if not stream else r.read()
@@ -147,8 +152,13 @@ class Api:
         return self.request("DELETE", path, body)
 
     def watch(self, path, rv):
-        r = self.request("GET", path, stream=True, timeout=150, query={
-            "watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "120"})
+        r = self.request(
+            "GET",
+            path,
+            stream=True,
+            timeout=150,
+            query={"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "120"},
+        )
         try:
             for line in r:  # the apiserver flushes one JSON event per line
                 if line.strip():
@@ -176,7 +186,8 @@ def watcher(api, kind, path, q, stop):
         except Exception as e:  # noqa: BLE001 - logged, then a fresh list
             if not stop.is_set():
                 (log.info if isinstance(e, ApiError) and e.status == 410 else log.warning)(
-                    "watch %s: %s; listing again", path, e)
+                    "watch %s: %s; listing again", path, e
+                )
                 time.sleep(1)
 
 
@@ -191,13 +202,13 @@ class Container:
         self.restarts = restarts
         self.run_id = 0
         self.started_at = None
-        self.exit = None          # last termination: (exitCode, reason, startedAt, finishedAt, id)
-        self.last_exit = None     # the one before, for lastState
+        self.exit = None  # last termination: (exitCode, reason, startedAt, finishedAt, id)
+        self.last_exit = None  # the one before, for lastState
         self.waiting = ("ContainerCreating", "")
         self.next_start = 0.0
         self.backoff = 0.0
-        self.done = False         # will not run again (init finished, or restartPolicy says so)
-        self.ready = False        # readiness probe verdict
+        self.done = False  # will not run again (init finished, or restartPolicy says so)
+        self.ready = False  # readiness probe verdict
         self.spawned_at = 0.0
         self.probe = {"ok": 0, "fail": 0, "due": 0.0}
         self.env, self.argv = {}, []
@@ -220,20 +231,21 @@ class Pod:
         self.subdomain = s.get("subdomain")
         self.ip = None
         self.dir = None
-        self.vols = {}             # volume name -> folder (or file) on the host
+        self.vols = {}  # volume name -> folder (or file) on the host
         self.hosts_text = None
         self.prepared = False
         self.retry_at = 0.0
-        self.problem = None        # (reason, message) while the pod cannot start
+        self.problem = None  # (reason, message) while the pod cannot start
         self.start_time = now_iso()
         self.term_deadline = None  # set when termination starts
         self.killed = False
         self.removed = False
-        self.gone = False          # no longer in the API
+        self.gone = False  # no longer in the API
         self.last_status = None
         # restart counts from the API: the agent may have been restarted under running pods
-        self.restarts = {c["name"]: c.get("restartCount", 0)
-                         for c in (obj.get("status") or {}).get("containerStatuses") or []}
+        self.restarts = {
+            c["name"]: c.get("restartCount", 0) for c in (obj.get("status") or {}).get("containerStatuses") or []
+        }
 
     @property
     def containers(self):
@@ -249,8 +261,10 @@ class Agent:
         self.api = Api(args.kubeconfig)
         self.state = Path(args.state).resolve()
         self.nodes = [f"{args.node_prefix}-{i}" for i in range(args.nodes)]
-        self.images = sorted(((p, str(Path(b).resolve())) for p, b in
-                              (s.split("=", 1) for s in args.image_binary)), key=lambda x: -len(x[0]))
+        self.images = sorted(
+            ((p, str(Path(b).resolve())) for p, b in (s.split("=", 1) for s in args.image_binary)),
+            key=lambda x: -len(x[0]),
+        )
         self.q = queue.Queue()
         self.stop = threading.Event()
         self.lock = threading.RLock()
@@ -304,16 +318,32 @@ case "$cmd" in "$root"/*) [ -z "$root" ] || cmd="$stage/${{cmd#"$root"/}}";; esa
 [ -z "$wd" ] || cd "$wd"
 exec "$cmd" "$@"
 """
-            wrap = [tools["setpriv"], "--pdeathsig", "KILL", tools["unshare"], "--mount", "--uts",
-                    "--propagation", "private", "--", tools["sh"], "-c", script]
-            probe = subprocess.run(wrap + ["probe", "", "", "/etc/hosts", "/etc/hosts", "ro", "--", "true"],
-                                   capture_output=True, text=True)
+            wrap = [
+                tools["setpriv"],
+                "--pdeathsig",
+                "KILL",
+                tools["unshare"],
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "--",
+                tools["sh"],
+                "-c",
+                script,
+            ]
+            probe = subprocess.run(
+                wrap + ["probe", "", "", "/etc/hosts", "/etc/hosts", "ro", "--", "true"], capture_output=True, text=True
+            )
             if probe.returncode == 0:
                 return wrap
             why = probe.stderr.strip()
-        log.error("no private mount namespace for pods (%s): without it a pod sees neither its "
-                  "volumes at their mount paths nor its hosts file; run the agent as root with "
-                  "util-linux installed", why)
+        log.error(
+            "no private mount namespace for pods (%s): without it a pod sees neither its "
+            "volumes at their mount paths nor its hosts file; run the agent as root with "
+            "util-linux installed",
+            why,
+        )
         raise SystemExit(1)
 
     def setup(self):
@@ -335,27 +365,44 @@ exec "$cmd" "$@"
             staged.append((prefix, str(dest)))
         self.images = staged
         self.server_version = self.api.get("/version")["gitVersion"]
-        sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-              "metadata": {"name": "standard",
-                           "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-              "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}
+        sc = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
         self.create_ok("/apis/storage.k8s.io/v1/storageclasses", sc)
         for i, n in enumerate(self.nodes):
-            labels = {"kubernetes.io/hostname": n, "kubernetes.io/os": "linux",
-                      "kubernetes.io/arch": "amd64", "topology.kubernetes.io/zone": f"zone-{i}"}
-            node = self.create_ok("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
-                                                    "metadata": {"name": n, "labels": labels}})
+            labels = {
+                "kubernetes.io/hostname": n,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/zone": f"zone-{i}",
+            }
+            node = self.create_ok(
+                "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": n, "labels": labels}}
+            )
             if node is None:  # exists from an earlier run: keep our labels on it
                 node = self.api.patch(f"/api/v1/nodes/{n}", {"metadata": {"labels": labels}})
             self.node_uids[n] = node["metadata"]["uid"]
         self.heartbeat()
-        for kind, path in (("pod", "/api/v1/pods"), ("pvc", "/api/v1/persistentvolumeclaims"),
-                           ("pv", "/api/v1/persistentvolumes")):
-            threading.Thread(target=watcher, args=(self.api, kind, path, self.q, self.stop),
-                             daemon=True, name=f"watch-{kind}").start()
+        for kind, path in (
+            ("pod", "/api/v1/pods"),
+            ("pvc", "/api/v1/persistentvolumeclaims"),
+            ("pv", "/api/v1/persistentvolumes"),
+        ):
+            threading.Thread(
+                target=watcher, args=(self.api, kind, path, self.q, self.stop), daemon=True, name=f"watch-{kind}"
+            ).start()
         threading.Thread(target=self.prober, daemon=True, name="prober").start()
-        log.info("nodes %s ready; images %s; pods in %s", ", ".join(self.nodes),
-                 ", ".join(f"{p}*={b}" for p, b in self.images), self.state / "pods")
+        log.info(
+            "nodes %s ready; images %s; pods in %s",
+            ", ".join(self.nodes),
+            ", ".join(f"{p}*={b}" for p, b in self.images),
+            self.state / "pods",
+        )
 
     def create_ok(self, path, body):
         """Create; None if it already exists."""
@@ -371,23 +418,47 @@ exec "$cmd" "$@"
         """Node status and Lease: the node-lifecycle controller marks a node NotReady (and
         evicts its pods) when its Lease is not renewed within the grace period."""
         now, u = now_iso(), os.uname()
-        cap = {"cpu": self.args.cpu, "memory": self.args.memory, "pods": str(self.args.max_pods),
-               "ephemeral-storage": "100Gi"}
+        cap = {
+            "cpu": self.args.cpu,
+            "memory": self.args.memory,
+            "pods": str(self.args.max_pods),
+            "ephemeral-storage": "100Gi",
+        }
         for n in self.nodes:
-            conds = [("Ready", "True", "KubeletReady", "fjord e2e node agent is posting ready status"),
-                     ("MemoryPressure", "False", "KubeletHasSufficientMemory", ""),
-                     ("DiskPressure", "False", "KubeletHasNoDiskPressure", ""),
-                     ("PIDPressure", "False", "KubeletHasSufficientPID", "")]
+            conds = [
+                ("Ready", "True", "KubeletReady", "fjord e2e node agent is posting ready status"),
+                ("MemoryPressure", "False", "KubeletHasSufficientMemory", ""),
+                ("DiskPressure", "False", "KubeletHasNoDiskPressure", ""),
+                ("PIDPressure", "False", "KubeletHasSufficientPID", ""),
+            ]
             status = {
-                "capacity": cap, "allocatable": cap,
-                "conditions": [{"type": t, "status": s, "reason": r, "message": m, "lastHeartbeatTime": now,
-                                "lastTransitionTime": self.transition(("node", n, t), s)} for t, s, r, m in conds],
+                "capacity": cap,
+                "allocatable": cap,
+                "conditions": [
+                    {
+                        "type": t,
+                        "status": s,
+                        "reason": r,
+                        "message": m,
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": self.transition(("node", n, t), s),
+                    }
+                    for t, s, r, m in conds
+                ],
                 "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": n}],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
-                "nodeInfo": {"machineID": n, "systemUUID": n, "bootID": n, "kernelVersion": u.release,
-                             "osImage": "fjord e2e node agent", "containerRuntimeVersion": RUNTIME,
-                             "kubeletVersion": self.server_version, "operatingSystem": "linux",
-                             "architecture": "amd64"}}
+                "nodeInfo": {
+                    "machineID": n,
+                    "systemUUID": n,
+                    "bootID": n,
+                    "kernelVersion": u.release,
+                    "osImage": "fjord e2e node agent",
+                    "containerRuntimeVersion": RUNTIME,
+                    "kubeletVersion": self.server_version,
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                },
+            }
             self.api.patch(f"/api/v1/nodes/{n}/status", {"status": status})
             lease = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n}"
             spec = {"holderIdentity": n, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now_iso(True)}
@@ -396,10 +467,18 @@ exec "$cmd" "$@"
             except ApiError as e:
                 if e.status != 404:
                     raise
-                self.create_ok(lease.rsplit("/", 1)[0], {
-                    "metadata": {"name": n, "ownerReferences": [
-                        {"apiVersion": "v1", "kind": "Node", "name": n, "uid": self.node_uids[n]}]},
-                    "spec": spec})
+                self.create_ok(
+                    lease.rsplit("/", 1)[0],
+                    {
+                        "metadata": {
+                            "name": n,
+                            "ownerReferences": [
+                                {"apiVersion": "v1", "kind": "Node", "name": n, "uid": self.node_uids[n]}
+                            ],
+                        },
+                        "spec": spec,
+                    },
+                )
 
     def transition(self, key, status):
         """lastTransitionTime: when this condition last changed status."""
@@ -414,8 +493,11 @@ exec "$cmd" "$@"
         classes = {}
         for (ns, name), pvc in list(self.pvcs.items()):
             spec, meta = pvc["spec"], pvc["metadata"]
-            if (pvc.get("status") or {}).get("phase") != "Pending" or spec.get("volumeName") \
-                    or meta.get("deletionTimestamp"):
+            if (
+                (pvc.get("status") or {}).get("phase") != "Pending"
+                or spec.get("volumeName")
+                or meta.get("deletionTimestamp")
+            ):
                 continue
             cls = spec.get("storageClassName")
             if cls:
@@ -427,8 +509,9 @@ exec "$cmd" "$@"
                 sc = classes[cls]
                 if not sc or sc.get("provisioner") != PROVISIONER:
                     continue
-                if sc.get("volumeBindingMode") == "WaitForFirstConsumer" and \
-                        "volume.kubernetes.io/selected-node" not in meta.get("annotations", {}):
+                if sc.get(
+                    "volumeBindingMode"
+                ) == "WaitForFirstConsumer" and "volume.kubernetes.io/selected-node" not in meta.get("annotations", {}):
                     continue
             else:
                 sc = {}
@@ -437,15 +520,26 @@ exec "$cmd" "$@"
                 continue
             path = self.state / "volumes" / pv_name
             path.mkdir(parents=True, exist_ok=True)
-            pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-                  "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
-                  "spec": {"capacity": {"storage": spec["resources"]["requests"]["storage"]},
-                           "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                           "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
-                           "storageClassName": cls or "", "volumeMode": spec.get("volumeMode", "Filesystem"),
-                           "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
-                           "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                                        "namespace": ns, "name": name, "uid": meta["uid"]}}}
+            pv = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                "spec": {
+                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                    "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
+                    "storageClassName": cls or "",
+                    "volumeMode": spec.get("volumeMode", "Filesystem"),
+                    "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
+                    "claimRef": {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "namespace": ns,
+                        "name": name,
+                        "uid": meta["uid"],
+                    },
+                },
+            }
             if self.create_ok("/api/v1/persistentvolumes", pv) is not None:
                 log.info("provisioned %s for PVC %s/%s at %s", pv_name, ns, name, path)
             self.pvs[pv_name] = pv
@@ -454,10 +548,12 @@ exec "$cmd" "$@"
         """Our released PVs with policy Delete: the PV controller waits for their provisioner."""
         for name, pv in list(self.pvs.items()):
             spec = pv["spec"]
-            if (pv.get("status") or {}).get("phase") not in ("Released", "Failed") \
-                    or pv["metadata"].get("deletionTimestamp") \
-                    or spec.get("persistentVolumeReclaimPolicy") != "Delete" \
-                    or pv["metadata"].get("annotations", {}).get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
+            if (
+                (pv.get("status") or {}).get("phase") not in ("Released", "Failed")
+                or pv["metadata"].get("deletionTimestamp")
+                or spec.get("persistentVolumeReclaimPolicy") != "Delete"
+                or pv["metadata"].get("annotations", {}).get("pv.kubernetes.io/provisioned-by") != PROVISIONER
+            ):
                 continue
             path = Path(spec.get("hostPath", {}).get("path", ""))
             if (self.state / "volumes") in path.parents:
@@ -491,13 +587,19 @@ exec "$cmd" "$@"
         ref = re.fullmatch(r"metadata\.(labels|annotations)\['(.*)'\]", path)
         if ref:
             return (m.get(ref[1]) or {}).get(ref[2], "")
-        return {"metadata.name": p.name, "metadata.namespace": p.ns, "metadata.uid": p.uid,
-                "spec.nodeName": s.get("nodeName", ""), "spec.serviceAccountName": s.get("serviceAccountName", ""),
-                "status.podIP": p.ip or "", "status.podIPs": p.ip or "", "status.hostIP": "127.0.0.1",
-                "status.hostIPs": "127.0.0.1",
-                "metadata.labels": "\n".join(f'{k}="{v}"' for k, v in sorted((m.get("labels") or {}).items())),
-                "metadata.annotations": "\n".join(f'{k}="{v}"' for k, v in
-                                                  sorted((m.get("annotations") or {}).items()))}.get(path, "")
+        return {
+            "metadata.name": p.name,
+            "metadata.namespace": p.ns,
+            "metadata.uid": p.uid,
+            "spec.nodeName": s.get("nodeName", ""),
+            "spec.serviceAccountName": s.get("serviceAccountName", ""),
+            "status.podIP": p.ip or "",
+            "status.podIPs": p.ip or "",
+            "status.hostIP": "127.0.0.1",
+            "status.hostIPs": "127.0.0.1",
+            "metadata.labels": "\n".join(f'{k}="{v}"' for k, v in sorted((m.get("labels") or {}).items())),
+            "metadata.annotations": "\n".join(f'{k}="{v}"' for k, v in sorted((m.get("annotations") or {}).items())),
+        }.get(path, "")
 
     # --- pods -------------------------------------------------------------------
     def image_binary(self, image):
@@ -512,8 +614,10 @@ exec "$cmd" "$@"
         p.dir = self.state / "pods" / p.ns / p.name
         unmapped = [c.spec.get("image") for c in p.containers if not c.binary]
         if unmapped:
-            p.problem = ("ErrImageNeverPull", f"the fjord e2e node agent cannot run image {unmapped[0]!r}: "
-                         "no --image-binary prefix matches it")
+            p.problem = (
+                "ErrImageNeverPull",
+                f"the fjord e2e node agent cannot run image {unmapped[0]!r}: no --image-binary prefix matches it",
+            )
             for c in p.containers:
                 c.waiting = p.problem if not c.binary else ("PodInitializing", "")
         return p
@@ -547,8 +651,10 @@ exec "$cmd" "$@"
                 pv = self.pvs.get((pvc or {}).get("spec", {}).get("volumeName") or "")
                 if not pv or (pvc.get("status") or {}).get("phase") != "Bound":
                     raise Missing(f'persistentvolumeclaim "{claim}" is not bound')
-                d = Path((pv["spec"].get("hostPath") or pv["spec"].get("local") or {}).get("path")
-                         or self.state / "pvc" / p.ns / claim)  # keyed by claim: survives the pod
+                d = Path(
+                    (pv["spec"].get("hostPath") or pv["spec"].get("local") or {}).get("path")
+                    or self.state / "pvc" / p.ns / claim
+                )  # keyed by claim: survives the pod
             elif "hostPath" in v:
                 d = Path(v["hostPath"]["path"])
             vols[name] = d
@@ -569,20 +675,25 @@ exec "$cmd" "$@"
 
     def write_volume(self, p, v, d):
         sources = v["projected"]["sources"] if "projected" in v else [v]
-        mode = (v.get("projected") or v.get("configMap") or v.get("secret") or v.get("downwardAPI") or {}) \
-            .get("defaultMode", 0o644)
+        mode = (v.get("projected") or v.get("configMap") or v.get("secret") or v.get("downwardAPI") or {}).get(
+            "defaultMode", 0o644
+        )
         for src in sources:
             files = {}
             if "configMap" in src or "secret" in src:
                 kind = "configMap" if "configMap" in src else "secret"
                 ref = src[kind]
-                data = self.fetch(kind.lower(), p.ns, ref.get("name") or ref.get("secretName"),
-                                  ref.get("optional", False)) or {}
+                data = (
+                    self.fetch(kind.lower(), p.ns, ref.get("name") or ref.get("secretName"), ref.get("optional", False))
+                    or {}
+                )
                 items = ref.get("items")
                 if items:
                     for it in items:
                         if it["key"] not in data and not ref.get("optional"):
-                            raise Missing(f'key "{it["key"]}" not in {kind} "{ref.get("name") or ref.get("secretName")}"')
+                            raise Missing(
+                                f'key "{it["key"]}" not in {kind} "{ref.get("name") or ref.get("secretName")}"'
+                            )
                     files = {it["path"]: (data[it["key"]], it.get("mode")) for it in items if it["key"] in data}
                 else:
                     files = {k: (b, None) for k, b in data.items()}
@@ -593,9 +704,14 @@ exec "$cmd" "$@"
             elif "serviceAccountToken" in src:
                 t = src["serviceAccountToken"]
                 sa = p.obj["spec"].get("serviceAccountName", "default")
-                req = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
-                    "expirationSeconds": t.get("expirationSeconds", 3607),
-                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": p.name, "uid": p.uid}}}
+                req = {
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {
+                        "expirationSeconds": t.get("expirationSeconds", 3607),
+                        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": p.name, "uid": p.uid},
+                    },
+                }
                 if t.get("audience"):
                     req["spec"]["audiences"] = [t["audience"]]
                 tok = self.api.create(f"/api/v1/namespaces/{p.ns}/serviceaccounts/{sa}/token", req)
@@ -656,8 +772,11 @@ exec "$cmd" "$@"
             src = p.vols[vm["name"]] / sub if sub else p.vols[vm["name"]]
             if not src.exists():
                 src.mkdir(parents=True)
-            ro = vm.get("readOnly") or bool(ro_kinds & v.keys()) or \
-                (v.get("persistentVolumeClaim") or {}).get("readOnly", False)
+            ro = (
+                vm.get("readOnly")
+                or bool(ro_kinds & v.keys())
+                or (v.get("persistentVolumeClaim") or {}).get("readOnly", False)
+            )
             out.append((str(src), os.path.normpath(vm["mountPath"]), "ro" if ro else "rw"))
         out.append((str(p.dir / "hosts"), "/etc/hosts", "rw"))
         return sorted(out, key=lambda m: len(Path(m[1]).parts))
@@ -665,19 +784,39 @@ exec "$cmd" "$@"
     def spawn(self, p, c):
         env = self.container_env(p, c)
         c.argv = self.argv(c, env, c.spec.get("command"), c.spec.get("args"))
-        c.env = dict({"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": p.hostname,
-                      "KUBERNETES_SERVICE_HOST": self.api_host, "KUBERNETES_SERVICE_PORT": self.api_port}, **env)
+        c.env = dict(
+            {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOSTNAME": p.hostname,
+                "KUBERNETES_SERVICE_HOST": self.api_host,
+                "KUBERNETES_SERVICE_PORT": self.api_port,
+            },
+            **env,
+        )
         mounts = self.mounts(p, c, env)
         self.write_hosts(p)
         c.run_id += 1
         with open(p.dir / f"{c.name}.log", "ab") as out:
-            out.write(f"===== {now_iso()} node agent: pod uid {p.uid}, start #{c.run_id}: {' '.join(c.argv)}\n"
-                      f"===== mounts: {', '.join(f'{t} <- {s} ({m})' for s, t, m in mounts)}\n".encode())
+            out.write(
+                f"===== {now_iso()} node agent: pod uid {p.uid}, start #{c.run_id}: {' '.join(c.argv)}\n"
+                f"===== mounts: {', '.join(f'{t} <- {s} ({m})' for s, t, m in mounts)}\n".encode()
+            )
             out.flush()
-            wrap = self.wrap + [p.hostname, c.spec.get("workingDir") or "", str(self.state.resolve())] + \
-                [x for m in mounts for x in m] + ["--"]
-            c.proc = subprocess.Popen(wrap + c.argv, cwd=p.dir, env=c.env, stdin=subprocess.DEVNULL,
-                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            wrap = (
+                self.wrap
+                + [p.hostname, c.spec.get("workingDir") or "", str(self.state.resolve())]
+                + [x for m in mounts for x in m]
+                + ["--"]
+            )
+            c.proc = subprocess.Popen(
+                wrap + c.argv,
+                cwd=p.dir,
+                env=c.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         c.started_at, c.waiting, c.ready = now_iso(), None, False
         c.restarts += c.exit is not None  # every start after an exit is a restart
         probe = c.spec.get("readinessProbe") or {}
@@ -688,8 +827,10 @@ exec "$cmd" "$@"
         """Record an exited process; plan its restart as restartPolicy says."""
         code = c.proc.returncode
         code = 128 - code if code < 0 else code
-        c.last_exit, c.exit = c.exit, (code, "Completed" if code == 0 else "Error", c.started_at, now_iso(),
-                                       f"process://{c.proc.pid}")
+        c.last_exit, c.exit = (
+            c.exit,
+            (code, "Completed" if code == 0 else "Error", c.started_at, now_iso(), f"process://{c.proc.pid}"),
+        )
         ran = time.monotonic() - c.spawned_at
         c.proc, c.ready = None, False
         policy = p.obj["spec"].get("restartPolicy", "Always")
@@ -702,10 +843,19 @@ exec "$cmd" "$@"
         if not c.done:
             c.backoff = 1.0 if ran > 60 or not c.backoff else min(c.backoff * 2, BACKOFF_MAX)
             c.next_start = time.monotonic() + c.backoff
-            c.waiting = ("CrashLoopBackOff", f"back-off {c.backoff:.0f}s restarting failed container={c.name} "
-                         f"pod={p.name}_{p.ns}({p.uid})")
-        log.info("pod %s/%s: %s exited with %d after %.1fs%s", p.ns, p.name, c.name, code, ran,
-                 "" if c.done else f"; restart in {c.backoff:.0f}s")
+            c.waiting = (
+                "CrashLoopBackOff",
+                f"back-off {c.backoff:.0f}s restarting failed container={c.name} pod={p.name}_{p.ns}({p.uid})",
+            )
+        log.info(
+            "pod %s/%s: %s exited with %d after %.1fs%s",
+            p.ns,
+            p.name,
+            c.name,
+            code,
+            ran,
+            "" if c.done else f"; restart in {c.backoff:.0f}s",
+        )
 
     def step(self, p):
         now = time.monotonic()
@@ -723,7 +873,7 @@ exec "$cmd" "$@"
             if not p.prepared:
                 self.prepare(p)
             todo = next((c for c in p.init_containers if not c.done), None)
-            for c in ([todo] if todo else p.main_containers):
+            for c in [todo] if todo else p.main_containers:
                 if c.proc is None and not c.done and now >= c.next_start:
                     c.spawned_at = now
                     self.spawn(p, c)
@@ -759,8 +909,10 @@ exec "$cmd" "$@"
             return
         if not p.gone:
             try:
-                self.api.delete(f"/api/v1/namespaces/{p.ns}/pods/{p.name}",
-                                {"gracePeriodSeconds": 0, "preconditions": {"uid": p.uid}})
+                self.api.delete(
+                    f"/api/v1/namespaces/{p.ns}/pods/{p.name}",
+                    {"gracePeriodSeconds": 0, "preconditions": {"uid": p.uid}},
+                )
             except ApiError as e:
                 if e.status not in (404, 409):
                     raise
@@ -771,8 +923,9 @@ exec "$cmd" "$@"
         for uid, obj in self.api_pods.items():
             p = self.pods.get(uid)
             if p is None and uid not in self.removed:
-                if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed") \
-                        and not obj["metadata"].get("deletionTimestamp"):
+                if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed") and not obj["metadata"].get(
+                    "deletionTimestamp"
+                ):
                     continue  # finished before we (re)started: nothing to run
                 p = self.pods[uid] = self.new_pod(obj)
             if p is not None:
@@ -797,8 +950,11 @@ exec "$cmd" "$@"
                 self.write_hosts(p)
 
     def write_hosts(self, p):
-        lines = [f"# {p.ns}/{p.name}: written by the fjord e2e node agent", "127.0.0.1\tlocalhost",
-                 "::1\tlocalhost ip6-localhost ip6-loopback"]
+        lines = [
+            f"# {p.ns}/{p.name}: written by the fjord e2e node agent",
+            "127.0.0.1\tlocalhost",
+            "::1\tlocalhost ip6-localhost ip6-loopback",
+        ]
         if not p.subdomain:
             lines.append(f"{p.ip}\t{p.hostname}")
         for q in sorted(self.pods.values(), key=lambda q: q.name):
@@ -816,8 +972,14 @@ exec "$cmd" "$@"
 
     # --- status -------------------------------------------------------------------
     def container_status(self, p, c):
-        st = {"name": c.name, "image": c.spec.get("image", ""), "imageID": f"file://{c.binary or ''}",
-              "ready": c.is_ready, "started": c.running, "restartCount": c.restarts}
+        st = {
+            "name": c.name,
+            "image": c.spec.get("image", ""),
+            "imageID": f"file://{c.binary or ''}",
+            "ready": c.is_ready,
+            "started": c.running,
+            "restartCount": c.restarts,
+        }
         if c.running:
             st["containerID"] = f"process://{c.proc.pid}"
             st["state"] = {"running": {"startedAt": c.started_at}}
@@ -847,16 +1009,21 @@ exec "$cmd" "$@"
             phase = "Succeeded" if all(c.exit[0] == 0 for c in mains) else "Failed"
         else:
             phase = "Running"
-        status = {"phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "startTime": p.start_time,
-                  "conditions": list(theirs), "containerStatuses": [self.container_status(p, c) for c in mains]}
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "startTime": p.start_time,
+            "conditions": list(theirs),
+            "containerStatuses": [self.container_status(p, c) for c in mains],
+        }
         if p.init_containers:
             status["initContainerStatuses"] = [self.container_status(p, c) for c in p.init_containers]
         if p.ip and any(c.exit or c.running for c in p.containers):
             status.update(podIP=p.ip, podIPs=[{"ip": p.ip}])
         for t, ok in zip(OWN_CONDITIONS, (True, init_done, cready, ready)):
             s = "True" if ok else "False"
-            cond = {"type": t, "status": s, "lastProbeTime": None,
-                    "lastTransitionTime": self.transition((p.uid, t), s)}
+            cond = {"type": t, "status": s, "lastProbeTime": None, "lastTransitionTime": self.transition((p.uid, t), s)}
             if not ok and t != "Initialized":
                 cond["reason"] = "ContainersNotReady"
             status["conditions"].append(cond)
@@ -870,8 +1037,9 @@ exec "$cmd" "$@"
             if st == p.last_status:
                 continue
             try:  # metadata.uid in the patch: a same-named newer pod is never written to
-                self.api.patch(f"/api/v1/namespaces/{p.ns}/pods/{p.name}/status",
-                               {"metadata": {"uid": p.uid}, "status": st})
+                self.api.patch(
+                    f"/api/v1/namespaces/{p.ns}/pods/{p.name}/status", {"metadata": {"uid": p.uid}, "status": st}
+                )
                 p.last_status = st
             except ApiError as e:
                 if e.status not in (404, 409, 422):
@@ -882,9 +1050,12 @@ exec "$cmd" "$@"
     def prober(self):
         while not self.stop.is_set():
             with self.lock:
-                due = [(p, c, c.run_id, c.spec["readinessProbe"]) for p in self.pods.values()
-                       for c in p.main_containers if c.running and c.spec.get("readinessProbe")
-                       and time.monotonic() >= c.probe["due"]]
+                due = [
+                    (p, c, c.run_id, c.spec["readinessProbe"])
+                    for p in self.pods.values()
+                    for c in p.main_containers
+                    if c.running and c.spec.get("readinessProbe") and time.monotonic() >= c.probe["due"]
+                ]
             for p, c, run_id, pr in due:
                 ok = self.probe(p, c, pr)
                 with self.lock:
@@ -906,8 +1077,10 @@ exec "$cmd" "$@"
                 port = self.port(c, g["port"])
                 url = f"{g.get('scheme', 'HTTP').lower()}://{g.get('host') or p.ip}:{port}{g.get('path', '/')}"
                 req = urllib.request.Request(url, headers={h["name"]: h["value"] for h in g.get("httpHeaders") or []})
-                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                     urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+                opener = urllib.request.build_opener(
+                    urllib.request.ProxyHandler({}),
+                    urllib.request.HTTPSHandler(context=ssl._create_unverified_context()),
+                )
                 try:
                     with opener.open(req, timeout=timeout) as r:
                         return 200 <= r.status < 400
@@ -919,8 +1092,9 @@ exec "$cmd" "$@"
                     return True
             if "exec" in pr:
                 # In the container's namespaces and working directory, as kubelet's exec.
-                argv = [self.nsenter, "--target", str(c.proc.pid), "--mount", "--uts", "--wd", "--"] + \
-                    self.argv(c, c.env, pr["exec"]["command"], [])
+                argv = [self.nsenter, "--target", str(c.proc.pid), "--mount", "--uts", "--wd", "--"] + self.argv(
+                    c, c.env, pr["exec"]["command"], []
+                )
                 return subprocess.run(argv, env=c.env, cwd=p.dir, capture_output=True, timeout=timeout).returncode == 0
             return True  # grpc: not supported, counts as passing
         except Exception:  # noqa: BLE001 - whatever broke (refused, timeout, no such port name) is a failure
@@ -935,9 +1109,11 @@ exec "$cmd" "$@"
     # --- main loop ----------------------------------------------------------------
     def apply(self, kind, typ, data):
         ours = lambda o: (o.get("spec") or {}).get("nodeName") in self.node_uids  # noqa: E731
-        key = {"pod": lambda o: o["metadata"]["uid"],
-               "pvc": lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]),
-               "pv": lambda o: o["metadata"]["name"]}[kind]
+        key = {
+            "pod": lambda o: o["metadata"]["uid"],
+            "pvc": lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]),
+            "pv": lambda o: o["metadata"]["name"],
+        }[kind]
         cache = {"pod": self.api_pods, "pvc": self.pvcs, "pv": self.pvs}[kind]
         if typ == "SYNC":
             cache.clear()

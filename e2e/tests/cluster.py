@@ -22,6 +22,7 @@ every node is ready and Metadata lists all n brokers.
 No pytest dependency: conftest.py wraps this in the `cluster_factory` fixture and the checker
 uses it directly.
 """
+
 import base64
 import os
 import signal
@@ -121,9 +122,9 @@ def new_cluster_id():
 
 def _admin(bootstrap, **conf):
     from confluent_kafka.admin import AdminClient
+
     # log_level 2: no "Connect ... failed" noise for nodes that are down on purpose.
-    cfg = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000,
-           "reconnect.backoff.max.ms": 1000, "log_level": 2}
+    cfg = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, "reconnect.backoff.max.ms": 1000, "log_level": 2}
     cfg.update(conf)
     return AdminClient(cfg)
 
@@ -240,8 +241,9 @@ class Node:
         last = None
         while True:
             if not self.alive():
-                raise ClusterStartError(f"node {self.id} exited while waiting to be listed in Metadata\n"
-                                        f"{self.log_tail()}")
+                raise ClusterStartError(
+                    f"node {self.id} exited while waiting to be listed in Metadata\n{self.log_tail()}"
+                )
             try:
                 md = a.list_topics(timeout=5)
                 if self.id in md.brokers:
@@ -250,8 +252,9 @@ class Node:
             except Exception as e:  # noqa: BLE001
                 last = e
             if time.monotonic() > deadline:
-                raise ClusterStartError(f"node {self.id} ({self.bootstrap}) not listed in Metadata in time: "
-                                        f"{last}\n{self.log_tail()}")
+                raise ClusterStartError(
+                    f"node {self.id} ({self.bootstrap}) not listed in Metadata in time: {last}\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     # --- logs ----------------------------------------------------------
@@ -309,18 +312,30 @@ class FjordNode(Node):
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         with open(self.log_path, "ab") as log:
-            log.write(f"\n===== e2e: node {self.id} start #{self.starts} at {time.strftime('%H:%M:%S')}: "
-                      f"{' '.join(cmd)}\n".encode())
+            log.write(
+                f"\n===== e2e: node {self.id} start #{self.starts} at {time.strftime('%H:%M:%S')}: "
+                f"{' '.join(cmd)}\n".encode()
+            )
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
         (self.root / "pid").write_text(f"{self.proc.pid}\n")  # for the watchdog
         self.expect_running = True
         self.paused = False
 
     def _wait_ready(self, deadline):
-        kproto.wait_fjord_ready(self.proc, self.host, self.port, http_status, self.http_base + "/ready",
-                                deadline, f"fjord node {self.id}", self.log_tail, ClusterStartError)
+        kproto.wait_fjord_ready(
+            self.proc,
+            self.host,
+            self.port,
+            http_status,
+            self.http_base + "/ready",
+            deadline,
+            f"fjord node {self.id}",
+            self.log_tail,
+            ClusterStartError,
+        )
 
     def kill9(self):
         assert self.alive(), f"kill9: node {self.id} is not running"
@@ -342,6 +357,7 @@ class FjordNode(Node):
     def metrics(self, timeout=5.0):
         """Parsed /metrics: [(name, labels, value)]."""
         from kclients import parse_prometheus
+
         return parse_prometheus(http_text(self.metrics_url, timeout))
 
     def log_files(self):
@@ -378,15 +394,21 @@ class KafkaNode(Node):
         cmd = [str(self.start_script), str(self.root), str(self.port), str(self.controller_port)]
         cmd += [f"{k}={v}" for k, v in self.config().items()]
         env = dict(os.environ)
-        env.update(KAFKA_NODE_ID=str(self.id), KAFKA_CLUSTER_ID=self.cluster.cluster_id,
-                   KAFKA_QUORUM_VOTERS=self.cluster.quorum_voters, KAFKA_START_NOWAIT="1",
-                   KAFKA_HEAP_OPTS=os.environ.get("FJORD_TEST_KAFKA_HEAP", KAFKA_HEAP))
+        env.update(
+            KAFKA_NODE_ID=str(self.id),
+            KAFKA_CLUSTER_ID=self.cluster.cluster_id,
+            KAFKA_QUORUM_VOTERS=self.cluster.quorum_voters,
+            KAFKA_START_NOWAIT="1",
+            KAFKA_HEAP_OPTS=os.environ.get("FJORD_TEST_KAFKA_HEAP", KAFKA_HEAP),
+        )
         (self.root / "pid").unlink(missing_ok=True)
         # The script formats the storage (a JVM of its own) and starts Kafka in the background.
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
         if p.returncode != 0:
-            raise ClusterStartError(f"e2e/kafka/start for node {self.id} failed ({p.returncode}):\n"
-                                    f"{p.stdout}\n{p.stderr}\n{self.log_tail()}")
+            raise ClusterStartError(
+                f"e2e/kafka/start for node {self.id} failed ({p.returncode}):\n"
+                f"{p.stdout}\n{p.stderr}\n{self.log_tail()}"
+            )
         self.expect_running = True
         self.paused = False
 
@@ -401,8 +423,9 @@ class KafkaNode(Node):
             except (OSError, ValueError, ConnectionError) as e:
                 last = e
             if time.monotonic() > deadline:
-                raise ClusterStartError(f"kafka node {self.id} does not answer ApiVersions in time ({last})\n"
-                                        f"{self.log_tail()}")
+                raise ClusterStartError(
+                    f"kafka node {self.id} does not answer ApiVersions in time ({last})\n{self.log_tail()}"
+                )
             time.sleep(0.05)
 
     def _after_exit(self):
@@ -427,10 +450,15 @@ NODE_CLASSES = {"fjord": FjordNode, "kafka": KafkaNode}
 def kafka_quorum_leader(host, controller_port, timeout=5.0):
     """The KRaft quorum leader id from a DescribeQuorum v0 request sent to a controller listener
     (what `MetadataQuorumCommand --bootstrap-controller ... describe --status` does, without a JVM)."""
-    body = (kproto.uvarint(2) + kproto.compact_string("__cluster_metadata")
-            + kproto.uvarint(2) + struct.pack(">i", 0) + kproto.uvarint(0)  # partition 0, no tags
-            + kproto.uvarint(0)      # topic tags
-            + kproto.uvarint(0))     # request tags
+    body = (
+        kproto.uvarint(2)
+        + kproto.compact_string("__cluster_metadata")
+        + kproto.uvarint(2)
+        + struct.pack(">i", 0)
+        + kproto.uvarint(0)  # partition 0, no tags
+        + kproto.uvarint(0)  # topic tags
+        + kproto.uvarint(0)
+    )  # request tags
     cid = 0x51D
     with kproto.RawConn(host, controller_port, timeout) as conn:
         resp = conn.request(kproto.header_v2(55, 0, cid) + body, timeout)
@@ -487,15 +515,16 @@ class Cluster:
         if target == "fjord":
             self.fjord_bin = os.environ.get("FJORD_BIN") or str(REPO / "target" / "release" / "fjord")
             if not (Path(self.fjord_bin).is_file() and os.access(self.fjord_bin, os.X_OK)):
-                raise ClusterStartError(f"fjord binary {self.fjord_bin} not found: build it with "
-                                        "`cargo build --release -p fjord` or set FJORD_BIN")
+                raise ClusterStartError(
+                    f"fjord binary {self.fjord_bin} not found: build it with "
+                    "`cargo build --release -p fjord` or set FJORD_BIN"
+                )
         ports = free_ports(3 * n)
         self.nodes = []
         for i in range(1, n + 1):
-            node_ports = ports[3 * (i - 1): 3 * i]
+            node_ports = ports[3 * (i - 1) : 3 * i]
             self.nodes.append(NODE_CLASSES[target](self, i, self.root / f"n{i}", node_ports, i <= voters))
-        self.quorum_voters = ",".join(f"{nd.id}@127.0.0.1:{nd.controller_port}"
-                                      for nd in self.nodes if nd.voter)
+        self.quorum_voters = ",".join(f"{nd.id}@127.0.0.1:{nd.controller_port}" for nd in self.nodes if nd.voter)
         self.bootstrap = ",".join(nd.bootstrap for nd in self.nodes)
 
     def node(self, node_id):
@@ -557,8 +586,9 @@ class Cluster:
         while True:
             for nd in self.nodes:
                 if nd.expect_running and not nd.alive():
-                    raise ClusterStartError(f"node {nd.id} died while waiting for brokers {sorted(want)}\n"
-                                            f"{nd.log_tail()}")
+                    raise ClusterStartError(
+                        f"node {nd.id} died while waiting for brokers {sorted(want)}\n{nd.log_tail()}"
+                    )
             try:
                 md = self.metadata(timeout=5, exclude=exclude)
                 if set(md.brokers) == want:
@@ -567,8 +597,10 @@ class Cluster:
             except Exception as e:  # noqa: BLE001
                 last = e
             if time.monotonic() > deadline:
-                raise ClusterStartError(f"Metadata did not list brokers {sorted(want)} within {timeout:.0f}s: "
-                                        f"{last}\n" + "\n".join(nd.log_tail(15) for nd in self.nodes))
+                raise ClusterStartError(
+                    f"Metadata did not list brokers {sorted(want)} within {timeout:.0f}s: "
+                    f"{last}\n" + "\n".join(nd.log_tail(15) for nd in self.nodes)
+                )
             time.sleep(0.25)
 
     def partition(self, topic, partition, exclude=()):
@@ -596,27 +628,32 @@ class Cluster:
             except Exception as e:  # noqa: BLE001
                 last = e
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic}[{partition}]: timed out after {timeout}s waiting for {what}; "
-                                     f"last (leader, replicas, isr): {last}")
+                raise AssertionError(
+                    f"{topic}[{partition}]: timed out after {timeout}s waiting for {what}; "
+                    f"last (leader, replicas, isr): {last}"
+                )
             time.sleep(0.25)
 
     def wait_full_isr(self, topic, partitions, timeout=90):
         """Every partition has a leader and its ISR equals its replica set."""
         for p in range(partitions):
-            self.wait_partition(topic, p, lambda l, r, i: l >= 0 and set(i) == set(r),
-                                timeout=timeout, what="full ISR")
+            self.wait_partition(topic, p, lambda l, r, i: l >= 0 and set(i) == set(r), timeout=timeout, what="full ISR")
 
-    def create_topic(self, topic, partitions=1, replication_factor=3, config=None,
-                     replica_assignment=None, timeout=60):
+    def create_topic(self, topic, partitions=1, replication_factor=3, config=None, replica_assignment=None, timeout=60):
         from confluent_kafka.admin import NewTopic
+
         if replica_assignment is not None:
             # confluent-kafka 2.16 wants the partition count with an assignment (-1 is refused).
-            nt = NewTopic(topic, num_partitions=len(replica_assignment), replication_factor=-1,
-                          replica_assignment=replica_assignment, config=config or {})
+            nt = NewTopic(
+                topic,
+                num_partitions=len(replica_assignment),
+                replication_factor=-1,
+                replica_assignment=replica_assignment,
+                config=config or {},
+            )
             partitions = len(replica_assignment)
         else:
-            nt = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
-                          config=config or {})
+            nt = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
         a = self.admin()  # keep the client referenced until the futures complete
         fs = a.create_topics([nt], operation_timeout=timeout)
         fs[topic].result(timeout)
@@ -627,6 +664,7 @@ class Cluster:
     def topic_configs(self, topic, timeout=30):
         """{name: value} of a topic's configs (DescribeConfigs)."""
         from confluent_kafka.admin import ConfigResource
+
         res = ConfigResource("TOPIC", topic)
         a = self.admin()  # keep the client referenced until the future completes
         got = a.describe_configs([res])[res].result(timeout)
@@ -690,9 +728,14 @@ for pidfile in Path(root).rglob("pid"):
 class _Watchdog:
     def __init__(self, root):
         import sys
-        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(root)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def close(self):
         try:
@@ -709,15 +752,14 @@ class ClusterFactory:
         self.target = target or TARGET
         self.clusters = []
         self.registry = registry  # a list every node is added to (conftest's _LIVE_BROKERS)
-        self.base = None       # this factory's directory; every cluster of it lives below
+        self.base = None  # this factory's directory; every cluster of it lives below
         self.watchdog = None
 
     def start(self, n=3, overrides=None, voters=None, timeout=240):
         voters = n if voters is None else voters
         assert 1 <= voters <= n, f"voters must be 1..{n}"
         if self.base is None:
-            self.base = Path(tempfile.mkdtemp(prefix=f"{self.target}-{self.label}-",
-                                              dir=self.tmp_root)).resolve()
+            self.base = Path(tempfile.mkdtemp(prefix=f"{self.target}-{self.label}-", dir=self.tmp_root)).resolve()
             self.watchdog = _Watchdog(self.base)
         root = Path(tempfile.mkdtemp(prefix="cluster-", dir=self.base))
         c = Cluster(root, n, voters, overrides, self.target)

@@ -9,6 +9,7 @@ FJORD_PROM_OPERATOR_CRDS, FJORD_KUBE_BIN, DASHBOARD_LINTER) come from the enviro
 there, from ~/.cache/fjord/env.sh (FJORD_ENV_SH overrides the path); write it with
 `bash e2e/provision/all`. A missing tool fails the test, never skips it.
 """
+
 import os
 import shutil
 import signal
@@ -31,8 +32,18 @@ import cluster as cluster_mod  # noqa: E402
 # kube.py: the kube_cluster fixture (a Kubernetes control plane + node agent).
 pytest_plugins = ["kube"]
 
-TOOL_VARS = ("KAFKA_HOME", "KAFKA_CLASSPATH", "FJORD_NODE_PATH", "FJORD_PY", "KCAT", "PROMTOOL",
-             "PROMETHEUS", "FJORD_PROM_OPERATOR_CRDS", "FJORD_KUBE_BIN", "DASHBOARD_LINTER")
+TOOL_VARS = (
+    "KAFKA_HOME",
+    "KAFKA_CLASSPATH",
+    "FJORD_NODE_PATH",
+    "FJORD_PY",
+    "KCAT",
+    "PROMTOOL",
+    "PROMETHEUS",
+    "FJORD_PROM_OPERATOR_CRDS",
+    "FJORD_KUBE_BIN",
+    "DASHBOARD_LINTER",
+)
 TARGET = os.environ.get("FJORD_TEST_TARGET", "fjord").strip().lower()
 if TARGET not in ("fjord", "kafka"):
     raise pytest.UsageError(f"FJORD_TEST_TARGET must be 'fjord' or 'kafka', not {TARGET!r}")
@@ -48,8 +59,9 @@ def _load_env_sh():
     path = _env_sh_path()
     if not path.is_file():
         return f"{path} does not exist (run: bash e2e/provision/all)"
-    p = subprocess.run(["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; env -0', "_", str(path)],
-                       capture_output=True, timeout=60)
+    p = subprocess.run(
+        ["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; env -0', "_", str(path)], capture_output=True, timeout=60
+    )
     if p.returncode != 0:
         return f"sourcing {path} failed: {p.stderr.decode(errors='replace')}"
     for item in p.stdout.split(b"\0"):
@@ -68,9 +80,12 @@ def require_env(name):
     """The value of a tool variable; fails the test loudly if it is missing."""
     v = os.environ.get(name)
     if not v:
-        pytest.fail(f"{name} is not set and not in {_env_sh_path()}"
-                    + (f" ({ENV_SH_PROBLEM})" if ENV_SH_PROBLEM else "")
-                    + "; provision with: bash e2e/provision/all", pytrace=False)
+        pytest.fail(
+            f"{name} is not set and not in {_env_sh_path()}"
+            + (f" ({ENV_SH_PROBLEM})" if ENV_SH_PROBLEM else "")
+            + "; provision with: bash e2e/provision/all",
+            pytrace=False,
+        )
     return v
 
 
@@ -78,13 +93,17 @@ def require_path(name, executable=False):
     v = require_env(name)
     p = Path(v)
     if not p.exists() or (executable and not os.access(p, os.X_OK)):
-        pytest.fail(f"{name}={v} does not exist{' or is not executable' if executable else ''}; "
-                    "provision with: bash e2e/provision/all", pytrace=False)
+        pytest.fail(
+            f"{name}={v} does not exist{' or is not executable' if executable else ''}; "
+            "provision with: bash e2e/provision/all",
+            pytrace=False,
+        )
     return p
 
 
 # ---------------------------------------------------------------------------
 # Ports / waiting
+
 
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -103,6 +122,7 @@ def _pid_alive(pid):
 def _http_status(url, timeout=2.0):
     import urllib.error
     import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status
@@ -147,6 +167,7 @@ class Broker:
     def _wait_usable(self, timeout=30):
         """Metadata answers and lists this broker (for Kafka: registration done)."""
         from confluent_kafka.admin import AdminClient
+
         a = AdminClient({"bootstrap.servers": self.bootstrap})
         deadline = time.monotonic() + timeout
         last = None
@@ -161,8 +182,9 @@ class Broker:
             except Exception as e:  # noqa: BLE001
                 last = e
             time.sleep(0.2)
-        raise BrokerStartError(f"{self.target} on {self.bootstrap}: Metadata not usable within "
-                               f"{timeout}s: {last}\n{self.log_tail()}")
+        raise BrokerStartError(
+            f"{self.target} on {self.bootstrap}: Metadata not usable within {timeout}s: {last}\n{self.log_tail()}"
+        )
 
     def alive(self):
         pid = self.pid
@@ -213,8 +235,10 @@ class FjordBroker(Broker):
         super().__init__(root, overrides)
         binary = os.environ.get("FJORD_BIN") or str(REPO / "target" / "release" / "fjord")
         if not (Path(binary).is_file() and os.access(binary, os.X_OK)):
-            pytest.fail(f"fjord binary {binary} not found: build it with `cargo build --release -p fjord` "
-                        "or set FJORD_BIN", pytrace=False)
+            pytest.fail(
+                f"fjord binary {binary} not found: build it with `cargo build --release -p fjord` or set FJORD_BIN",
+                pytrace=False,
+            )
         self.binary = binary
         self.http_port = free_port()
         self.http_base = f"http://127.0.0.1:{self.http_port}"
@@ -229,11 +253,18 @@ class FjordBroker(Broker):
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def command(self):
-        cmd = [self.binary, "broker",
-               "--override", f"node.id={NODE_ID}",
-               "--override", f"listeners=PLAINTEXT://{self.bootstrap}",
-               "--override", f"log.dirs={self.data_dir}",
-               "--override", f"fjord.http.listen=127.0.0.1:{self.http_port}"]
+        cmd = [
+            self.binary,
+            "broker",
+            "--override",
+            f"node.id={NODE_ID}",
+            "--override",
+            f"listeners=PLAINTEXT://{self.bootstrap}",
+            "--override",
+            f"log.dirs={self.data_dir}",
+            "--override",
+            f"fjord.http.listen=127.0.0.1:{self.http_port}",
+        ]
         for k, v in self.overrides.items():
             cmd += ["--override", f"{k}={v}"]
         return cmd
@@ -244,13 +275,22 @@ class FjordBroker(Broker):
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         with open(self.log_path, "ab") as log:
-            log.write(f"\n===== e2e: start #{self.starts} at {time.strftime('%H:%M:%S')}: "
-                      f"{' '.join(cmd)}\n".encode())
+            log.write(f"\n===== e2e: start #{self.starts} at {time.strftime('%H:%M:%S')}: {' '.join(cmd)}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        kproto.wait_fjord_ready(self.proc, self.host, self.port, _http_status, self.http_base + "/ready",
-                                time.monotonic() + timeout, "fjord", self.log_tail, BrokerStartError)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+        kproto.wait_fjord_ready(
+            self.proc,
+            self.host,
+            self.port,
+            _http_status,
+            self.http_base + "/ready",
+            time.monotonic() + timeout,
+            "fjord",
+            self.log_tail,
+            BrokerStartError,
+        )
 
     def kill9(self):
         assert self.proc is not None and self.proc.poll() is None, "kill9: fjord is not running"
@@ -308,16 +348,18 @@ class KafkaBroker(Broker):
         env["KAFKA_START_TIMEOUT"] = str(timeout or 120)
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=(timeout or 120) + 60)
         if p.returncode != 0:
-            raise BrokerStartError(f"e2e/kafka/start failed ({p.returncode}):\n{p.stdout}\n{p.stderr}\n"
-                                   f"{self.log_tail()}")
+            raise BrokerStartError(
+                f"e2e/kafka/start failed ({p.returncode}):\n{p.stdout}\n{p.stderr}\n{self.log_tail()}"
+            )
 
     def stop(self, timeout=30):
         self.expect_running = False
         if not self.alive():
             return None
         env = dict(os.environ, KAFKA_STOP_TIMEOUT=str(timeout))
-        subprocess.run([str(self.stop_script), str(self.root)], capture_output=True, text=True,
-                       env=env, timeout=timeout + 30)
+        subprocess.run(
+            [str(self.stop_script), str(self.root)], capture_output=True, text=True, env=env, timeout=timeout + 30
+        )
         return 0
 
     def log_files(self):
@@ -353,8 +395,9 @@ class BrokerFactory:
                 if b in _LIVE_BROKERS:
                     _LIVE_BROKERS.remove(b)
         if dead:
-            pytest.fail("broker process died unexpectedly: "
-                        + "; ".join(f"{b!r}\n{b.log_tail()}" for b in dead), pytrace=False)
+            pytest.fail(
+                "broker process died unexpectedly: " + "; ".join(f"{b!r}\n{b.log_tail()}" for b in dead), pytrace=False
+            )
 
 
 def _keep_dirs():
@@ -410,13 +453,18 @@ def cluster_factory(e2e_tmp, request):
     """Function-scoped: factory.start(n=3, overrides={...}, voters=None) -> a fresh multi-node
     cluster (see cluster.py). Every node is SIGKILLed at teardown; a node that died although it
     should have been running fails the test."""
-    f = _PytestClusterFactory(e2e_tmp, request.node.name[:40].replace("/", "_").replace("[", "_")
-                              .replace("]", ""), TARGET, registry=_LIVE_BROKERS)
+    f = _PytestClusterFactory(
+        e2e_tmp,
+        request.node.name[:40].replace("/", "_").replace("[", "_").replace("]", ""),
+        TARGET,
+        registry=_LIVE_BROKERS,
+    )
     yield f
     dead = f.close()
     if dead:
-        pytest.fail("cluster node died unexpectedly: "
-                    + "; ".join(f"{nd!r}\n{nd.log_tail()}" for nd in dead), pytrace=False)
+        pytest.fail(
+            "cluster node died unexpectedly: " + "; ".join(f"{nd!r}\n{nd.log_tail()}" for nd in dead), pytrace=False
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -427,8 +475,9 @@ def _broker_must_survive():
     for b in dead:
         b.expect_running = False
     if dead:
-        pytest.fail("broker process died during the test: "
-                    + "; ".join(f"{b!r}\n{b.log_tail()}" for b in dead), pytrace=False)
+        pytest.fail(
+            "broker process died during the test: " + "; ".join(f"{b!r}\n{b.log_tail()}" for b in dead), pytrace=False
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -469,10 +518,12 @@ class Tools:
     def run_class(self, cls, *args, timeout=120, input=None, check=True, env=None):
         """Run a Kafka Java tool class through e2e/kafka/run-class."""
         from kclients import run
+
         require_path("KAFKA_HOME")
         require_env("KAFKA_CLASSPATH")
-        return run([REPO / "e2e" / "kafka" / "run-class", cls, *args], timeout=timeout, input=input,
-                   check=check, env=env)
+        return run(
+            [REPO / "e2e" / "kafka" / "run-class", cls, *args], timeout=timeout, input=input, check=check, env=env
+        )
 
 
 @pytest.fixture(scope="session")
@@ -490,14 +541,18 @@ def target():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "fjord_only: checks Fjord-specific behaviour (its HTTP "
-                            "endpoints/metrics); deselected with a reason when FJORD_TEST_TARGET=kafka")
+    config.addinivalue_line(
+        "markers",
+        "fjord_only: checks Fjord-specific behaviour (its HTTP "
+        "endpoints/metrics); deselected with a reason when FJORD_TEST_TARGET=kafka",
+    )
 
 
 def pytest_report_header(config):
-    return [f"fjord e2e target: {TARGET}"
-            + (f" (FJORD_BIN={os.environ.get('FJORD_BIN') or REPO / 'target/release/fjord'})"
-               if TARGET == "fjord" else "")]
+    return [
+        f"fjord e2e target: {TARGET}"
+        + (f" (FJORD_BIN={os.environ.get('FJORD_BIN') or REPO / 'target/release/fjord'})" if TARGET == "fjord" else "")
+    ]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -519,5 +574,6 @@ def pytest_runtest_makereport(item, call):
         rep.longrepr = f"skipping is not allowed under FJORD_TEST_TARGET=fjord: {reason}"
     if rep.failed and _LIVE_BROKERS:
         for b in list(_LIVE_BROKERS):
-            rep.sections.append((f"{b.target} broker {b.bootstrap} log tail ({rep.when})",
-                                 f"data: {b.data_dir}\n{b.log_tail()}"))
+            rep.sections.append(
+                (f"{b.target} broker {b.bootstrap} log tail ({rep.when})", f"data: {b.data_dir}\n{b.log_tail()}")
+            )

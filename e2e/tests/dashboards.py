@@ -12,6 +12,7 @@ rendered to a PNG per dashboard (panel layout, titles and units from the JSON).
 
 `e2e/dashboards/render` runs the loaded observability test with FJORD_DASHBOARD_PNGS set,
 which renders into docs/dashboards/. No pytest dependency."""
+
 import json
 import math
 import re
@@ -22,8 +23,16 @@ DASHBOARDS = REPO / "dashboards"
 
 # "All" for every selector variable; a rate window fit for a 1 s scrape interval (Grafana's
 # $__rate_interval is at least four scrape intervals).
-DEFAULT_VARS = {"namespace": ".*", "cluster": ".*", "pod": ".*", "topic": ".*", "group": ".*",
-                "__rate_interval": "8s", "__interval": "2s", "__range": "5m"}
+DEFAULT_VARS = {
+    "namespace": ".*",
+    "cluster": ".*",
+    "pod": ".*",
+    "topic": ".*",
+    "group": ".*",
+    "__rate_interval": "8s",
+    "__interval": "2s",
+    "__range": "5m",
+}
 
 
 def load_dashboards():
@@ -49,6 +58,7 @@ def substitute(expr, variables):
         if name not in variables:
             raise KeyError(f"variable ${name} has no value in {sorted(variables)}")
         return variables[name]
+
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
 
 
@@ -75,7 +85,13 @@ def fmt_value(v, unit):
         return f"{v:.3g}%"
     if unit in ("s", "ms", "µs"):
         s = v / 1000 if unit == "ms" else v / 1e6 if unit == "µs" else v
-        for limit, div, suffix in ((3600, 3600, " h"), (60, 60, " min"), (1, 1, " s"), (1e-3, 1e-3, " ms"), (0, 1e-6, " µs")):
+        for limit, div, suffix in (
+            (3600, 3600, " h"),
+            (60, 60, " min"),
+            (1, 1, " s"),
+            (1e-3, 1e-3, " ms"),
+            (0, 1e-6, " µs"),
+        ):
             if abs(s) >= limit:
                 return f"{s / div:.3g}{suffix}"
         return "0 s"
@@ -96,6 +112,7 @@ def fmt_value(v, unit):
 def render(dash, prom, start, end, out, variables=None, step=None):
     """Plot every panel of `dash` in its grid position; returns {panel title: series count}."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
@@ -131,7 +148,16 @@ def render(dash, prom, start, end, out, variables=None, step=None):
         ax.tick_params(labelsize=7)
         ax.set_xlabel("seconds before the end of the run", fontsize=6)
         if p.get("type") == "stat" and last is not None:
-            ax.text(0.98, 0.85, fmt_value(last, unit), transform=ax.transAxes, ha="right", va="top", fontsize=14, weight="bold")
+            ax.text(
+                0.98,
+                0.85,
+                fmt_value(last, unit),
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=14,
+                weight="bold",
+            )
         elif 0 < n <= 6:
             ax.legend(fontsize=6, loc="upper left")
         if n == 0:

@@ -8,6 +8,7 @@ node.id for kill -9.
     dev.close()                              # SIGKILLs the whole process group
 
 No pytest dependency."""
+
 import os
 import random
 import signal
@@ -45,9 +46,22 @@ class DevCluster:
         self.port, self.http_port = _base_ports()
         self.log = open(self.root / "fjord-dev.out", "w")
         self.proc = subprocess.Popen(
-            [binary, "dev", "--nodes", "3", "--dir", str(self.root / "data"), "--port", str(self.port),
-             "--http-port", str(self.http_port)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                binary,
+                "dev",
+                "--nodes",
+                "3",
+                "--dir",
+                str(self.root / "data"),
+                "--port",
+                str(self.port),
+                "--http-port",
+                str(self.http_port),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         # Should this process die, the watchdog kills every pid recorded under root.
         (self.root / "pid").write_text(str(self.proc.pid))
         self.watchdog = _Watchdog(self.root)
@@ -56,8 +70,11 @@ class DevCluster:
 
     def wait_ready(self, timeout=120):
         out = self.root / "fjord-dev.out"
-        wait_for(lambda: "is ready" in out.read_text() or self.proc.poll() is not None, timeout,
-                 what="fjord dev to print that it is ready")
+        wait_for(
+            lambda: "is ready" in out.read_text() or self.proc.poll() is not None,
+            timeout,
+            what="fjord dev to print that it is ready",
+        )
         assert self.proc.poll() is None, f"fjord dev exited:\n{out.read_text()[-3000:]}"
         for i in (1, 2, 3):
             d = self.root / f"node-{i}"

@@ -1,4 +1,5 @@
 """Client-side helpers shared by the acceptance tests (confluent-kafka, subprocesses, HTTP)."""
+
 import os
 import re
 import subprocess
@@ -26,8 +27,11 @@ class RunResult:
     def describe(self, limit=6000):
         def cut(s):
             return s if len(s) <= limit else f"...({len(s) - limit} chars cut)...\n" + s[-limit:]
-        return (f"command: {' '.join(map(str, self.cmd))}\nexit code: {self.rc} after {self.seconds:.1f}s\n"
-                f"--- stdout ---\n{cut(self.stdout)}\n--- stderr ---\n{cut(self.stderr)}")
+
+        return (
+            f"command: {' '.join(map(str, self.cmd))}\nexit code: {self.rc} after {self.seconds:.1f}s\n"
+            f"--- stdout ---\n{cut(self.stdout)}\n--- stderr ---\n{cut(self.stderr)}"
+        )
 
 
 def run(cmd, timeout, input=None, env=None, check=True, cwd=None):
@@ -38,8 +42,9 @@ def run(cmd, timeout, input=None, env=None, check=True, cwd=None):
     if env:
         full_env.update(env)
     try:
-        p = subprocess.run([str(c) for c in cmd], input=input, capture_output=True, text=True,
-                           timeout=timeout, env=full_env, cwd=cwd)
+        p = subprocess.run(
+            [str(c) for c in cmd], input=input, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd
+        )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
@@ -85,7 +90,7 @@ def http_get(url, timeout=5.0, headers=None):
         return e.code, e.read().decode(errors="replace")
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
 
@@ -136,8 +141,10 @@ def wait_topic(bootstrap, topic, partitions, timeout=30):
 
 def create_topic(bootstrap, topic, partitions=1, config=None, timeout=30, replication_factor=1):
     a = admin(bootstrap)
-    fs = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
-                                   config=config or {})], operation_timeout=timeout)
+    fs = a.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})],
+        operation_timeout=timeout,
+    )
     fs[topic].result(timeout)
     wait_topic(bootstrap, topic, partitions, timeout)
     return topic
@@ -146,8 +153,7 @@ def create_topic(bootstrap, topic, partitions=1, config=None, timeout=30, replic
 def produce(bootstrap, topic, values, partition=None, keys=None, conf=None, timeout=60):
     """Produce values (str/bytes) and wait for every delivery report.
     Returns [(partition, offset, value_bytes)] in delivery order; raises on any error."""
-    cfg = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-           "linger.ms": 5}
+    cfg = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
     cfg.update(conf or {})
     p = Producer(cfg)
     delivered, errors = [], []
@@ -181,8 +187,7 @@ def produce(bootstrap, topic, values, partition=None, keys=None, conf=None, time
 
 def watermarks(bootstrap, topic, partition, timeout=10):
     """(low, high) = (log start offset, high watermark) via ListOffsets."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("wm"),
-                  "enable.auto.commit": False})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("wm"), "enable.auto.commit": False})
     try:
         return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
     finally:
@@ -193,9 +198,13 @@ def read_partition(bootstrap, topic, partition, start, end, timeout=60, conf=Non
     """Read [start, end) of one partition with assign(); returns [(offset, value_bytes)]."""
     if end <= start:
         return []
-    cfg = {"bootstrap.servers": bootstrap, "group.id": unique("reader"),
-           "enable.auto.commit": False, "auto.offset.reset": "error",
-           "enable.partition.eof": False}
+    cfg = {
+        "bootstrap.servers": bootstrap,
+        "group.id": unique("reader"),
+        "enable.auto.commit": False,
+        "auto.offset.reset": "error",
+        "enable.partition.eof": False,
+    }
     cfg.update(conf or {})
     c = Consumer(cfg)
     out = []
@@ -208,7 +217,8 @@ def read_partition(bootstrap, topic, partition, start, end, timeout=60, conf=Non
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"read {topic}[{partition}] from {start} to {end}: only got {len(out)} records "
-                    f"(last offset {out[-1][0] if out else None}) within {timeout}s")
+                    f"(last offset {out[-1][0] if out else None}) within {timeout}s"
+                )
             for m in c.consume(num_messages=5000, timeout=0.5):
                 if m.error():
                     raise AssertionError(f"consume {topic}[{partition}]: {m.error()}")
@@ -219,7 +229,23 @@ def read_partition(bootstrap, topic, partition, start, end, timeout=60, conf=Non
 
 
 __all__ = [
-    "Consumer", "KafkaError", "KafkaException", "Producer", "TopicPartition", "AdminClient", "NewTopic",
-    "unique", "run", "wait_for", "http_get", "parse_prometheus", "admin", "wait_topic",
-    "create_topic", "produce", "watermarks", "read_partition", "RunResult",
+    "Consumer",
+    "KafkaError",
+    "KafkaException",
+    "Producer",
+    "TopicPartition",
+    "AdminClient",
+    "NewTopic",
+    "unique",
+    "run",
+    "wait_for",
+    "http_get",
+    "parse_prometheus",
+    "admin",
+    "wait_topic",
+    "create_topic",
+    "produce",
+    "watermarks",
+    "read_partition",
+    "RunResult",
 ]

@@ -5,6 +5,7 @@ Only what the acceptance tests need: request headers v1/v2, ApiVersions v0
 (non-flexible) with a v2 record batch and a pure-Python, table-driven CRC32C.
 No third-party packages, so it also runs under any python3.
 """
+
 import socket
 import struct
 import time
@@ -108,7 +109,7 @@ def parse_api_versions_v0_response(payload):
     cid, err, n = struct.unpack(">ihi", payload[:10])
     apis = {}
     for i in range(n):
-        k, lo, hi = struct.unpack(">hhh", payload[10 + 6 * i:16 + 6 * i])
+        k, lo, hi = struct.unpack(">hhh", payload[10 + 6 * i : 16 + 6 * i])
         apis[k] = (lo, hi)
     return cid, err, apis
 
@@ -129,10 +130,13 @@ def record_batch(values, keys=None, timestamp_ms=None, base_offset=0):
         records += varint(len(body)) + body
     after_crc = struct.pack(
         ">hiqqqhii",
-        0,                  # attributes: no compression, CreateTime, not transactional
-        len(values) - 1,    # lastOffsetDelta
-        ts, ts,             # baseTimestamp, maxTimestamp
-        -1, -1, -1,         # producerId, producerEpoch, baseSequence
+        0,  # attributes: no compression, CreateTime, not transactional
+        len(values) - 1,  # lastOffsetDelta
+        ts,
+        ts,  # baseTimestamp, maxTimestamp
+        -1,
+        -1,
+        -1,  # producerId, producerEpoch, baseSequence
         len(values),
     ) + bytes(records)
     after_length = struct.pack(">ibI", -1, 2, crc32c(after_crc)) + after_crc
@@ -140,12 +144,11 @@ def record_batch(values, keys=None, timestamp_ms=None, base_offset=0):
 
 
 # Offsets inside a v2 batch (from the batch start).
-BATCH_CRC_OFFSET = 8 + 4 + 4 + 1          # baseOffset, batchLength, leaderEpoch, magic
+BATCH_CRC_OFFSET = 8 + 4 + 4 + 1  # baseOffset, batchLength, leaderEpoch, magic
 BATCH_RECORDS_OFFSET = BATCH_CRC_OFFSET + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4
 
 
-def produce_v3_request(correlation_id, topic, partition, batch, acks=-1, timeout_ms=30000,
-                       client_id="fjord-e2e"):
+def produce_v3_request(correlation_id, topic, partition, batch, acks=-1, timeout_ms=30000, client_id="fjord-e2e"):
     body = kstring(None)  # transactional_id
     body += struct.pack(">hi", acks, timeout_ms)
     body += struct.pack(">i", 1) + kstring(topic)
@@ -169,7 +172,7 @@ def parse_produce_v3_response(payload):
     (nt,) = take(">i")
     for _ in range(nt):
         (ln,) = take(">h")
-        name = payload[pos:pos + ln].decode()
+        name = payload[pos : pos + ln].decode()
         pos += ln
         (np_,) = take(">i")
         for _ in range(np_):
@@ -240,8 +243,7 @@ class RawConn:
 def api_versions_probe(host, port, timeout=2.0):
     """One ApiVersions v0 round trip; returns {api_key: (min, max)} or raises."""
     with RawConn(host, port, timeout) as c:
-        cid, err, apis = parse_api_versions_v0_response(
-            c.request(api_versions_v0_request(0x0F1A0D), timeout))
+        cid, err, apis = parse_api_versions_v0_response(c.request(api_versions_v0_request(0x0F1A0D), timeout))
     if cid != 0x0F1A0D:
         raise ValueError(f"ApiVersions: correlation id {cid:#x} != 0xf1a0d")
     if err != 0:
@@ -254,11 +256,11 @@ def wait_fjord_ready(proc, host, port, http_status, ready_url, deadline, what, l
     once it has joined the cluster) and its /ready says 200. Raises `error` with the log
     tail if the process exits or the deadline passes."""
     import time
+
     stage, last = "ApiVersions", None
     while True:
         if proc.poll() is not None:
-            raise error(f"{what} exited with code {proc.returncode} during start "
-                        f"(waiting for {stage})\n{log_tail()}")
+            raise error(f"{what} exited with code {proc.returncode} during start (waiting for {stage})\n{log_tail()}")
         try:
             if stage == "ApiVersions":
                 api_versions_probe(host, port, timeout=1.0)
@@ -279,6 +281,7 @@ def log_tail(files, lines, label):
     """The last `lines` lines of each log file, headed by its name; `label` names the
     process when there is no log at all."""
     from pathlib import Path
+
     out = []
     for f in files:
         try:

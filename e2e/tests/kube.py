@@ -17,6 +17,7 @@ its own 127.0.10.x address. Missing binaries fail the test (provision: e2e/provi
 A watchdog runs e2e/kube/stop if the test process dies; the agent's pods die with the agent.
 Loaded by conftest.py as a plugin; imports nothing heavy at module level.
 """
+
 import json
 import os
 import signal
@@ -38,23 +39,32 @@ def kube_bin():
     d = os.environ.get("FJORD_KUBE_BIN")
     if not d:
         versions = (REPO / "e2e" / "provision" / "versions").read_text()
-        ver = next(line.split("=", 1)[1].split()[0] for line in versions.splitlines()
-                   if line.startswith("KUBE_VERSION="))
+        ver = next(
+            line.split("=", 1)[1].split()[0] for line in versions.splitlines() if line.startswith("KUBE_VERSION=")
+        )
         cache = os.environ.get("FJORD_CACHE") or str(Path.home() / ".cache" / "fjord")
         d = f"{cache}/kube-{ver}/bin"
-    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-               if not os.access(Path(d) / b, os.X_OK)]
+    missing = [
+        b
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+        if not os.access(Path(d) / b, os.X_OK)
+    ]
     if missing:
-        pytest.fail(f"Kubernetes binaries missing in {d}: {', '.join(missing)}; build them with "
-                    "`bash e2e/provision/kube` (or set FJORD_KUBE_BIN)", pytrace=False)
+        pytest.fail(
+            f"Kubernetes binaries missing in {d}: {', '.join(missing)}; build them with "
+            "`bash e2e/provision/kube` (or set FJORD_KUBE_BIN)",
+            pytrace=False,
+        )
     return Path(d)
 
 
 def fjord_bin():
     b = os.environ.get("FJORD_BIN") or str(REPO / "target" / "release" / "fjord")
     if not os.access(b, os.X_OK):
-        pytest.fail(f"fjord binary {b} not found: build it with `cargo build --release -p fjord` "
-                    "or set FJORD_BIN", pytrace=False)
+        pytest.fail(
+            f"fjord binary {b} not found: build it with `cargo build --release -p fjord` or set FJORD_BIN",
+            pytrace=False,
+        )
     return b
 
 
@@ -93,8 +103,11 @@ class KubeCluster:
         try:
             import kubernetes  # noqa: F401 - the node agent's API client, from the e2e venv
         except ImportError:
-            pytest.fail(f"{sys.executable} has no `kubernetes` package: provision the venv with "
-                        "`bash e2e/provision/clients` and run the tests with $FJORD_PY", pytrace=False)
+            pytest.fail(
+                f"{sys.executable} has no `kubernetes` package: provision the venv with "
+                "`bash e2e/provision/clients` and run the tests with $FJORD_PY",
+                pytrace=False,
+            )
         self.root = Path(root)
         self.bin = kube_bin()
         self.images = {"fjord": fjord_bin(), **(images or {})}
@@ -110,20 +123,34 @@ class KubeCluster:
     def start(self, timeout=120):
         self.root.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, FJORD_KUBE_BIN=str(self.bin))
-        self.watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(KUBE_DIR / "stop"), str(self.root)],
-                                         stdin=subprocess.PIPE, start_new_session=True)
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(KUBE_DIR / "stop"), str(self.root)],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
         p = subprocess.run([KUBE_DIR / "start", self.root], capture_output=True, text=True, env=env, timeout=timeout)
         if p.returncode != 0:
             pytest.fail(f"e2e/kube/start failed ({p.returncode}):\n{p.stderr}", pytrace=False)
         self.kubeconfig = p.stdout.strip().splitlines()[-1]
         self.start_report = p.stderr.strip()
-        cmd = [sys.executable, str(KUBE_DIR / "node_agent.py"), "--kubeconfig", self.kubeconfig,
-               "--state", str(self.agent_state), "--nodes", str(self.nodes), "--ip-base", POD_IP_BASE]
+        cmd = [
+            sys.executable,
+            str(KUBE_DIR / "node_agent.py"),
+            "--kubeconfig",
+            self.kubeconfig,
+            "--state",
+            str(self.agent_state),
+            "--nodes",
+            str(self.nodes),
+            "--ip-base",
+            POD_IP_BASE,
+        ]
         for prefix, binary in self.images.items():
             cmd += ["--image-binary", f"{prefix}={binary}"]
         with open(self.agent_log, "ab") as out:
-            self.agent = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            self.agent = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         (self.root / "pids" / "node-agent").write_text(f"{self.agent.pid}\n")  # for e2e/kube/stop
         self.wait_for(lambda: self._nodes_ready(), timeout=60, what=f"{self.nodes} Ready nodes")
         return self
@@ -132,9 +159,14 @@ class KubeCluster:
         if self.agent.poll() is not None:
             raise AssertionError(f"node agent exited with {self.agent.returncode}:\n{_tail(self.agent_log)}")
         items = self.get("nodes")["items"]
-        return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
-                   and not any(t["effect"] == "NoSchedule" for t in n["spec"].get("taints", []))
-                   for n in items) >= self.nodes
+        return (
+            sum(
+                any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+                and not any(t["effect"] == "NoSchedule" for t in n["spec"].get("taints", []))
+                for n in items
+            )
+            >= self.nodes
+        )
 
     def stop(self):
         """Agent first (it stops the pods' processes), then the control plane."""
@@ -164,8 +196,13 @@ class KubeCluster:
 
     # --- API ---------------------------------------------------------------------
     def kubectl(self, *args, input=None, check=True, timeout=60):
-        p = subprocess.run([str(self.bin / "kubectl"), "--kubeconfig", self.kubeconfig, *map(str, args)],
-                           input=input, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [str(self.bin / "kubectl"), "--kubeconfig", self.kubeconfig, *map(str, args)],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and p.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}{p.stderr}")
         return p
@@ -189,14 +226,18 @@ class KubeCluster:
         """A kubernetes.client.ApiClient for typed calls (CoreV1Api(kube.api), ...)."""
         if self._api is None:
             from kubernetes import config
+
             self._api = config.new_client_from_config(config_file=self.kubeconfig)
         return self._api
 
     def namespace(self, name):
         self.apply(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n")
         # Pods are refused until the ServiceAccount controller made the default account.
-        self.wait_for(lambda: self.get("serviceaccount", "default", name, missing_ok=True), 30,
-                      what=f"ServiceAccount default in {name}")
+        self.wait_for(
+            lambda: self.get("serviceaccount", "default", name, missing_ok=True),
+            30,
+            what=f"ServiceAccount default in {name}",
+        )
         return name
 
     # --- waiting -----------------------------------------------------------------
@@ -204,17 +245,19 @@ class KubeCluster:
         """kclients.wait_for, ending at once on an AssertionError (a failed kubectl) and
         adding the cluster's diagnostics to a timeout."""
         from kclients import wait_for
-        return wait_for(cond, timeout, interval=interval, what=what, fatal=AssertionError,
-                        details=self.diagnostics)
+
+        return wait_for(cond, timeout, interval=interval, what=what, fatal=AssertionError, details=self.diagnostics)
 
     def wait_pod_ready(self, namespace, name, timeout=120, not_uid=None):
         """The pod once its Ready condition is True (a pod other than uid not_uid)."""
+
         def ready():
             pod = self.get("pod", name, namespace, missing_ok=True)
             if pod is None or pod["metadata"]["uid"] == not_uid or pod["metadata"].get("deletionTimestamp"):
                 return None
             conds = pod.get("status", {}).get("conditions", [])
             return pod if any(c["type"] == "Ready" and c["status"] == "True" for c in conds) else None
+
         return self.wait_for(ready, timeout, what=f"pod {namespace}/{name} Ready")
 
     def pod_dir(self, namespace, name):
@@ -226,14 +269,35 @@ class KubeCluster:
         with extra helm args (`--set k=v`); waits until the Deployment is ready and returns it."""
         binary = self.images.get("fjord/operator")
         if not binary or not os.access(binary, os.X_OK):
-            raise AssertionError(f"operator binary missing: {binary} (cargo build --release -p fjord-operator, "
-                                 "or set FJORD_OPERATOR_BIN; the module needs KUBE_IMAGES = "
-                                 "{'fjord/operator': kube.operator_bin()})")
-        p = subprocess.run([str(self.bin / "helm"), "--kubeconfig", self.kubeconfig, "install", OPERATOR_RELEASE,
-                            str(REPO / "charts" / "fjord-operator"), "--namespace", OPERATOR_NS, "--create-namespace",
-                            "--set", "image.tag=dev", "--set", "operator.logFormat=text", *map(str, args),
-                            "--wait", "--timeout", f"{timeout - 30}s"],
-                           capture_output=True, text=True, timeout=timeout)
+            raise AssertionError(
+                f"operator binary missing: {binary} (cargo build --release -p fjord-operator, "
+                "or set FJORD_OPERATOR_BIN; the module needs KUBE_IMAGES = "
+                "{'fjord/operator': kube.operator_bin()})"
+            )
+        p = subprocess.run(
+            [
+                str(self.bin / "helm"),
+                "--kubeconfig",
+                self.kubeconfig,
+                "install",
+                OPERATOR_RELEASE,
+                str(REPO / "charts" / "fjord-operator"),
+                "--namespace",
+                OPERATOR_NS,
+                "--create-namespace",
+                "--set",
+                "image.tag=dev",
+                "--set",
+                "operator.logFormat=text",
+                *map(str, args),
+                "--wait",
+                "--timeout",
+                f"{timeout - 30}s",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert p.returncode == 0, f"helm install failed:\n{p.stdout}{p.stderr}\n{self.diagnostics()}"
         dep = self.get("deployment", OPERATOR_DEPLOYMENT, OPERATOR_NS)
         assert dep["status"].get("readyReplicas") == 1, dep["status"]
@@ -242,8 +306,12 @@ class KubeCluster:
     def operator_metrics(self, raw=False):
         """The operator pod's /metrics: [(name, labels, value)], or the text with raw=True."""
         from kclients import http_get, parse_prometheus
-        pod = next(p for p in self.get("pods", namespace=OPERATOR_NS)["items"]
-                   if p["metadata"]["name"].startswith(OPERATOR_DEPLOYMENT))
+
+        pod = next(
+            p
+            for p in self.get("pods", namespace=OPERATOR_NS)["items"]
+            if p["metadata"]["name"].startswith(OPERATOR_DEPLOYMENT)
+        )
         text = http_get(f"http://{pod['status']['podIP']}:8080/metrics")[1]
         return text if raw else parse_prometheus(text)
 
@@ -252,9 +320,11 @@ class KubeCluster:
 def kube_cluster(e2e_tmp, request):
     """A control plane + node agent shared by the tests of a module (KUBE_NODES nodes, default 3)."""
     import tempfile
+
     root = Path(tempfile.mkdtemp(prefix=f"kube-{request.module.__name__}-", dir=e2e_tmp))
-    kc = KubeCluster(root, nodes=getattr(request.module, "KUBE_NODES", 3),
-                     images=getattr(request.module, "KUBE_IMAGES", None))
+    kc = KubeCluster(
+        root, nodes=getattr(request.module, "KUBE_NODES", 3), images=getattr(request.module, "KUBE_IMAGES", None)
+    )
     try:
         kc.start()
         yield kc

@@ -1,5 +1,6 @@
 """A bare OTLP/HTTP receiver for the tests: keeps every body POSTed to it (protobuf, not
 decoded: the tests look for ids and names in the bytes)."""
+
 import http.server
 import threading
 

@@ -46,6 +46,7 @@ process dies.
 
 No pytest dependency (like cluster.py).
 """
+
 import json
 import os
 import signal
@@ -73,8 +74,18 @@ class PromQueryError(PrometheusError):
 
 
 class Prometheus:
-    def __init__(self, binary, root, targets=(), scrape_interval="1s", evaluation_interval=None,
-                 rule_files=(), scrape_self=False, self_labels=None, extra_args=()):
+    def __init__(
+        self,
+        binary,
+        root,
+        targets=(),
+        scrape_interval="1s",
+        evaluation_interval=None,
+        rule_files=(),
+        scrape_self=False,
+        self_labels=None,
+        extra_args=(),
+    ):
         self.binary = str(binary)
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -104,26 +115,38 @@ class Prometheus:
         jobs = {}
         for t in self.targets_config:
             key = (t.get("job", "fjord"), t.get("metrics_path", "/metrics"))
-            jobs.setdefault(key, []).append({"targets": [t["address"]],
-                                             "labels": {k: str(v) for k, v in t.get("labels", {}).items()}})
-        scrape_configs = [{"job_name": job, "metrics_path": path, "static_configs": groups}
-                          for (job, path), groups in jobs.items()]
+            jobs.setdefault(key, []).append(
+                {"targets": [t["address"]], "labels": {k: str(v) for k, v in t.get("labels", {}).items()}}
+            )
+        scrape_configs = [
+            {"job_name": job, "metrics_path": path, "static_configs": groups} for (job, path), groups in jobs.items()
+        ]
         names = [job for job, _ in jobs]
         if len(set(names)) != len(names):
             raise ValueError(f"one job with two metrics paths: {sorted(jobs)}")
         if self.scrape_self:
-            scrape_configs.append({"job_name": "prometheus", "static_configs": [
-                {"targets": [f"127.0.0.1:{self.port}"], "labels": self.self_labels}]})
-        return {"global": {"scrape_interval": self.scrape_interval,
-                           "scrape_timeout": self.scrape_interval,
-                           "evaluation_interval": self.evaluation_interval},
-                "rule_files": self.rule_files,
-                "scrape_configs": scrape_configs}
+            scrape_configs.append(
+                {
+                    "job_name": "prometheus",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.port}"], "labels": self.self_labels}],
+                }
+            )
+        return {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.evaluation_interval,
+            },
+            "rule_files": self.rule_files,
+            "scrape_configs": scrape_configs,
+        }
 
     def start(self, timeout=60):
         if not (Path(self.binary).is_file() and os.access(self.binary, os.X_OK)):
-            raise PrometheusError(f"Prometheus binary {self.binary} is missing or not executable "
-                                  "(provision it: bash e2e/provision/all prometheus)")
+            raise PrometheusError(
+                f"Prometheus binary {self.binary} is missing or not executable "
+                "(provision it: bash e2e/provision/all prometheus)"
+            )
         # Prometheus takes rule_files as globs: a missing file would be no rules, silently.
         missing = [f for f in self.rule_files if not Path(f).is_file()]
         if missing:
@@ -135,21 +158,25 @@ class Prometheus:
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             self.config_path.write_text(json.dumps(self.config(), indent=1))
-            cmd = [self.binary, f"--config.file={self.config_path}",
-                   f"--storage.tsdb.path={self.data_dir}",
-                   f"--web.listen-address=127.0.0.1:{self.port}", *self.extra_args]
+            cmd = [
+                self.binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.data_dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                *self.extra_args,
+            ]
             with open(self.log_path, "ab") as log:
                 log.write(f"\n===== e2e: start at {_time.strftime('%H:%M:%S')}: {' '.join(cmd)}\n".encode())
                 log.flush()
-                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
             (self.root / "pid").write_text(str(self.proc.pid))
             try:
                 self._wait_ready(timeout)
                 return self
             except PrometheusError:
-                if self.proc.poll() is not None and "address already in use" in self.log_tail(5) \
-                        and attempt < 2:
+                if self.proc.poll() is not None and "address already in use" in self.log_tail(5) and attempt < 2:
                     continue
                 self.stop()
                 raise
@@ -159,8 +186,9 @@ class Prometheus:
         last = None
         while True:
             if self.proc.poll() is not None:
-                raise PrometheusError(f"Prometheus exited with code {self.proc.returncode} during "
-                                      f"start\n{self.log_tail()}")
+                raise PrometheusError(
+                    f"Prometheus exited with code {self.proc.returncode} during start\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
                     if r.status == 200:
@@ -171,8 +199,9 @@ class Prometheus:
             except OSError as e:
                 last = e
             if _time.monotonic() > deadline:
-                raise PrometheusError(f"Prometheus on {self.url} not ready within {timeout}s: {last}\n"
-                                      f"{self.log_tail()}")
+                raise PrometheusError(
+                    f"Prometheus on {self.url} not ready within {timeout}s: {last}\n{self.log_tail()}"
+                )
             _time.sleep(0.1)
 
     def alive(self):
@@ -201,8 +230,7 @@ class Prometheus:
             data = self.log_path.read_bytes()[-200_000:].decode(errors="replace").splitlines()
         except OSError:
             return f"(no Prometheus log at {self.log_path})"
-        return f"--- Prometheus: last {min(lines, len(data))} lines of {self.log_path} ---\n" \
-            + "\n".join(data[-lines:])
+        return f"--- Prometheus: last {min(lines, len(data))} lines of {self.log_path} ---\n" + "\n".join(data[-lines:])
 
     # --------------------------------------------------------------------- API
 
@@ -211,8 +239,9 @@ class Prometheus:
         url = f"{self.url}/api/v1/{path}"
         body = urllib.parse.urlencode(params or {}).encode()
         if post:
-            req = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            req = urllib.request.Request(
+                url, data=body, method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"}
+            )
         else:
             req = urllib.request.Request(url + (f"?{body.decode()}" if params else ""))
         try:
@@ -221,18 +250,21 @@ class Prometheus:
         except urllib.error.HTTPError as e:
             raw = e.read()
             if not raw.startswith(b"{"):
-                raise PrometheusError(f"{path} {params or ''}: HTTP {e.code}: {raw[:2000]!r}\n"
-                                      f"{self.log_tail()}") from None
+                raise PrometheusError(
+                    f"{path} {params or ''}: HTTP {e.code}: {raw[:2000]!r}\n{self.log_tail()}"
+                ) from None
         except OSError as e:
             state = "running" if self.alive() else f"exited ({self.proc and self.proc.returncode})"
-            raise PrometheusError(f"{path} {params or ''}: {e} (Prometheus {state})\n"
-                                  f"{self.log_tail()}") from None
+            raise PrometheusError(f"{path} {params or ''}: {e} (Prometheus {state})\n{self.log_tail()}") from None
         doc = json.loads(raw)
         self.last_warnings = doc.get("warnings", []) + doc.get("infos", [])
         if doc.get("status") != "success":
             what = params.get("query") if params else None
-            raise PromQueryError(f"{path} {what if what is not None else ''}: {doc.get('errorType')}: "
-                                 f"{doc.get('error')}", doc.get("errorType"), doc.get("error"))
+            raise PromQueryError(
+                f"{path} {what if what is not None else ''}: {doc.get('errorType')}: {doc.get('error')}",
+                doc.get("errorType"),
+                doc.get("error"),
+            )
         return doc["data"]
 
     def query(self, expr, time=None):
@@ -242,8 +274,7 @@ class Prometheus:
         return self._api("query", params, post=True)["result"]
 
     def query_range(self, expr, start, end, step):
-        params = {"query": expr, "start": f"{float(start):.3f}", "end": f"{float(end):.3f}",
-                  "step": str(step)}
+        params = {"query": expr, "start": f"{float(start):.3f}", "end": f"{float(end):.3f}", "step": str(step)}
         return self._api("query_range", params, post=True)["result"]
 
     def selectors(self, expr):
@@ -254,13 +285,17 @@ class Prometheus:
         def walk(node):
             if isinstance(node, dict):
                 if node.get("type") in ("vectorSelector", "matrixSelector"):
-                    out.append("{" + ", ".join(f'{m["name"]}{m["type"]}{json.dumps(m["value"])}'
-                                               for m in node["matchers"]) + "}")
+                    out.append(
+                        "{"
+                        + ", ".join(f"{m['name']}{m['type']}{json.dumps(m['value'])}" for m in node["matchers"])
+                        + "}"
+                    )
                 for v in node.values():
                     walk(v)
             elif isinstance(node, list):
                 for v in node:
                     walk(v)
+
         walk(self._api("parse_query", {"query": expr}, post=True))
         return sorted(set(out))
 
@@ -285,10 +320,15 @@ class Prometheus:
             if not self.alive():
                 raise PrometheusError(f"Prometheus exited\n{self.log_tail()}")
             if _time.monotonic() > deadline:
-                lines = [f"  {t.get('scrapeUrl')} {t.get('labels')} health={t.get('health')} "
-                         f"lastError={t.get('lastError')!r}" for t in ts]
-                raise PrometheusError(f"targets not all up within {timeout}s ({len(ts)} of {want} "
-                                      "known):\n" + "\n".join(lines) + f"\n{self.log_tail()}")
+                lines = [
+                    f"  {t.get('scrapeUrl')} {t.get('labels')} health={t.get('health')} "
+                    f"lastError={t.get('lastError')!r}"
+                    for t in ts
+                ]
+                raise PrometheusError(
+                    f"targets not all up within {timeout}s ({len(ts)} of {want} "
+                    "known):\n" + "\n".join(lines) + f"\n{self.log_tail()}"
+                )
             _time.sleep(0.25)
 
     def wait_for_alert(self, name, state="firing", labels=None, timeout=120):
@@ -299,21 +339,30 @@ class Prometheus:
             alerts = self.alerts()
             for a in alerts:
                 al = a.get("labels", {})
-                if al.get("alertname") == name and a.get("state") == state \
-                        and all(al.get(k) == v for k, v in labels.items()):
+                if (
+                    al.get("alertname") == name
+                    and a.get("state") == state
+                    and all(al.get(k) == v for k, v in labels.items())
+                ):
                     return a
             if not self.alive():
                 raise PrometheusError(f"Prometheus exited while waiting for alert {name}\n{self.log_tail()}")
             if _time.monotonic() > deadline:
-                rule_state = [f"  {r.get('name')} health={r.get('health')} state={r.get('state')} "
-                              f"lastError={r.get('lastError')!r} query={r.get('query')!r}"
-                              for g in self.rules() for r in g.get("rules", []) if r.get("name") == name]
-                active = [f"  {a.get('labels')} state={a.get('state')} value={a.get('value')}"
-                          for a in alerts]
+                rule_state = [
+                    f"  {r.get('name')} health={r.get('health')} state={r.get('state')} "
+                    f"lastError={r.get('lastError')!r} query={r.get('query')!r}"
+                    for g in self.rules()
+                    for r in g.get("rules", [])
+                    if r.get("name") == name
+                ]
+                active = [f"  {a.get('labels')} state={a.get('state')} value={a.get('value')}" for a in alerts]
                 raise PrometheusError(
                     f"alert {name} {labels} not {state} within {timeout}s\nrule:\n"
                     + ("\n".join(rule_state) or "  (no rule of that name loaded)")
-                    + "\nactive alerts:\n" + ("\n".join(active) or "  (none)") + f"\n{self.log_tail()}")
+                    + "\nactive alerts:\n"
+                    + ("\n".join(active) or "  (none)")
+                    + f"\n{self.log_tail()}"
+                )
             _time.sleep(0.5)
 
 
@@ -321,6 +370,7 @@ def fast_rules(src, dst, duration="3s"):
     """A copy of rule file `src` at `dst` with every `for:` cut to `duration`, so a test sees
     alerts fire without waiting out production durations (promtool test rules checks those)."""
     import re
+
     text = Path(src).read_text()
     fast, n = re.subn(r"(?m)^(\s+for:\s*)\S+", lambda m: m.group(1) + duration, text)
     if n == 0:

@@ -4,6 +4,7 @@ summary, a description, a runbook_url whose anchor is a section of docs/alerts.m
 the rule's own expression, and unit tests in dashboards/tests/alerts.test.yaml both firing
 and not firing. (That the expressions return data from a real cluster is for the
 Prometheus end-to-end test.)"""
+
 import re
 import subprocess
 from pathlib import Path
@@ -20,12 +21,28 @@ SEVERITIES = {"critical", "warning"}
 # What the issue asks for; the end-to-end test waits for FjordConsumerLagHigh and
 # FjordUnderReplicatedPartitions by name.
 EXPECTED = {
-    "FjordBrokerDown", "FjordNoActiveController", "FjordOfflinePartitions", "FjordUnderMinIsrPartitions",
-    "FjordUnderReplicatedPartitions", "FjordIsrFlapping", "FjordUncleanLeaderElection", "FjordDiskLow",
-    "FjordDiskFillPredicted", "FjordConsumerLagHigh", "FjordConsumerGroupStalled", "FjordProduceLatencyHigh",
-    "FjordOperatorReconcileErrors", "FjordClusterNotReady",
+    "FjordBrokerDown",
+    "FjordNoActiveController",
+    "FjordOfflinePartitions",
+    "FjordUnderMinIsrPartitions",
+    "FjordUnderReplicatedPartitions",
+    "FjordIsrFlapping",
+    "FjordUncleanLeaderElection",
+    "FjordDiskLow",
+    "FjordDiskFillPredicted",
+    "FjordConsumerLagHigh",
+    "FjordConsumerGroupStalled",
+    "FjordProduceLatencyHigh",
+    "FjordOperatorReconcileErrors",
+    "FjordClusterNotReady",
 }
-RUNBOOK_PARTS = ("**Meaning.**", "**Likely causes.**", "**What to check.**", "**How to fix.**", "**Threshold to tune.**")
+RUNBOOK_PARTS = (
+    "**Meaning.**",
+    "**Likely causes.**",
+    "**What to check.**",
+    "**How to fix.**",
+    "**Threshold to tune.**",
+)
 
 
 def alerts():
@@ -67,7 +84,9 @@ def test_alert_unit_tests_pass_promtool(tools):
 def test_the_issues_alerts_and_no_others():
     names = [a["alert"] for a in alerts()]
     assert len(names) == len(set(names)), f"alert names repeat: {sorted(names)}"
-    assert set(names) == EXPECTED, f"missing {sorted(EXPECTED - set(names))}, unexpected {sorted(set(names) - EXPECTED)}"
+    assert set(names) == EXPECTED, (
+        f"missing {sorted(EXPECTED - set(names))}, unexpected {sorted(set(names) - EXPECTED)}"
+    )
 
 
 @pytest.mark.parametrize("alert", alerts(), ids=lambda a: a["alert"])
@@ -79,7 +98,7 @@ def test_alert_has_severity_annotations_and_runbook(alert):
         assert str(ann.get(key, "")).strip(), f"{name}: no {key} annotation"
     url = ann["runbook_url"]
     assert url.startswith(RUNBOOK_URL), f"{name}: runbook_url {url} is not a section of docs/alerts.md"
-    anchor = url[len(RUNBOOK_URL):]
+    anchor = url[len(RUNBOOK_URL) :]
     assert anchor == name.lower(), f"{name}: runbook anchor {anchor!r}, expected {name.lower()!r}"
     sections = runbook_sections()
     assert anchor in sections, f"{name}: docs/alerts.md has no heading for #{anchor}"
@@ -89,10 +108,12 @@ def test_alert_has_severity_annotations_and_runbook(alert):
     row = re.search(rf"^\| \[{name}\]\(#{anchor}\) \| (\w+) \|.*\| (\w+) \|$", RUNBOOK.read_text(), re.M)
     assert row, f"{name}: no row in the table at the top of docs/alerts.md"
     assert row.groups() == (alert["labels"]["severity"], alert.get("for", "0")), (
-        f"{name}: the table says severity {row[1]}, for {row[2]}; the rule {alert['labels']['severity']}, {alert.get('for', '0')}")
+        f"{name}: the table says severity {row[1]}, for {row[2]}; the rule {alert['labels']['severity']}, {alert.get('for', '0')}"
+    )
     shown = [squash(b) for b in re.findall(r"```promql\n(.*?)```", body, re.S)]
-    assert squash(alert["expr"]) in shown, (f"{name}: docs/alerts.md does not show the rule's expression:\n"
-                                            f"{alert['expr']}\nshown: {shown}")
+    assert squash(alert["expr"]) in shown, (
+        f"{name}: docs/alerts.md does not show the rule's expression:\n{alert['expr']}\nshown: {shown}"
+    )
 
 
 @pytest.mark.parametrize("alert", alerts(), ids=lambda a: a["alert"])
@@ -116,6 +137,9 @@ def test_alert_is_unit_tested_firing_and_not(alert):
     for c in firing:
         for exp in c["exp_alerts"]:
             labels = exp.get("exp_labels", {})
-            assert labels.get("severity") == alert["labels"]["severity"], f"{name}: a firing test does not check severity"
+            assert labels.get("severity") == alert["labels"]["severity"], (
+                f"{name}: a firing test does not check severity"
+            )
             assert set(exp.get("exp_annotations", {})) == {"summary", "description", "runbook_url"}, (
-                f"{name}: a firing test does not check the rendered annotations")
+                f"{name}: a firing test does not check the rendered annotations"
+            )

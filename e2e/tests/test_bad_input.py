@@ -1,6 +1,7 @@
 """Hostile and broken input on raw sockets. The broker must answer or drop the bad
 connection, never crash, never hang other clients; a corrupt record batch must be
 rejected with CORRUPT_MESSAGE and leave the log untouched."""
+
 import struct
 import time
 
@@ -45,7 +46,7 @@ def test_garbage_frame_is_rejected(broker):
     _still_serving(broker)
 
 
-@pytest.mark.parametrize("size", [2 ** 31 - 1, 200 * 1024 * 1024, -1, -2 ** 31])
+@pytest.mark.parametrize("size", [2**31 - 1, 200 * 1024 * 1024, -1, -(2**31)])
 def test_absurd_size_prefix_closes_connection(broker, size):
     rss0 = broker.rss_bytes()
     with RawConn(broker.host, broker.port) as c:
@@ -75,8 +76,9 @@ def test_unsupported_metadata_version(broker):
         c.send_frame(kproto.header_v2(kproto.API_METADATA, bad, 77) + body)
         kind, payload = _closed_or_error(c, 77, f"Metadata v{bad}")
         if kind == "response":
-            assert struct.pack(">h", UNSUPPORTED_VERSION) in payload, \
+            assert struct.pack(">h", UNSUPPORTED_VERSION) in payload, (
                 f"Metadata v{bad} answered without UNSUPPORTED_VERSION: {payload[:64].hex()}"
+            )
     _still_serving(broker)
 
 
@@ -123,12 +125,16 @@ def test_corrupt_record_batch_is_rejected_and_not_stored(broker):
 
     corruptions = {
         "flipped value bytes": lambda b: b[:-6] + bytes(x ^ 0xFF for x in b[-6:-2]) + b[-2:],
-        "flipped record byte": lambda b: (b[:kproto.BATCH_RECORDS_OFFSET + 3]
-                                                + bytes([b[kproto.BATCH_RECORDS_OFFSET + 3] ^ 0x01])
-                                                + b[kproto.BATCH_RECORDS_OFFSET + 4:]),
-        "flipped crc": lambda b: (b[:kproto.BATCH_CRC_OFFSET] + bytes(x ^ 0x5A for x in
-                                  b[kproto.BATCH_CRC_OFFSET:kproto.BATCH_CRC_OFFSET + 4])
-                                  + b[kproto.BATCH_CRC_OFFSET + 4:]),
+        "flipped record byte": lambda b: (
+            b[: kproto.BATCH_RECORDS_OFFSET + 3]
+            + bytes([b[kproto.BATCH_RECORDS_OFFSET + 3] ^ 0x01])
+            + b[kproto.BATCH_RECORDS_OFFSET + 4 :]
+        ),
+        "flipped crc": lambda b: (
+            b[: kproto.BATCH_CRC_OFFSET]
+            + bytes(x ^ 0x5A for x in b[kproto.BATCH_CRC_OFFSET : kproto.BATCH_CRC_OFFSET + 4])
+            + b[kproto.BATCH_CRC_OFFSET + 4 :]
+        ),
     }
     before = watermarks(broker.bootstrap, topic, 0)
     assert before == (0, 0)
@@ -188,10 +194,10 @@ def test_broker_healthy_after_bad_input(broker):
     """Runs last in this module: the process survived everything above and real clients work."""
     _still_serving(broker)
     topic = create_topic(broker.bootstrap, unique("after-bad"), 3)
-    delivered = produce(broker.bootstrap, topic, [f"after {i}" for i in range(300)],
-                        keys=[f"k{i}" for i in range(300)])
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("after-bad"),
-                  "auto.offset.reset": "earliest"})
+    delivered = produce(broker.bootstrap, topic, [f"after {i}" for i in range(300)], keys=[f"k{i}" for i in range(300)])
+    c = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": unique("after-bad"), "auto.offset.reset": "earliest"}
+    )
     c.subscribe([topic])
     got = set()
     deadline = time.monotonic() + 60

@@ -2,6 +2,7 @@
 CRDs, alert rules and dashboards equal the originals, and everything it renders, in
 cluster-wide and in namespaced mode, passes a server-side dry run against a real
 kube-apiserver (schema validation, RBAC objects, the CRDs themselves)."""
+
 import filecmp
 import subprocess
 from pathlib import Path
@@ -39,11 +40,19 @@ def test_chart_copies_equal_their_sources():
     pairs += [(p, CHART / "files" / "dashboards" / p.name) for p in sorted((ROOT / "dashboards").glob("*.json"))]
     pairs += [(p, CHART / "crds" / p.name) for p in sorted((ROOT / "crds").glob("*.yaml"))]
     assert len(pairs) >= 4
-    stale = [str(copy.relative_to(ROOT)) for src, copy in pairs if not copy.exists() or not filecmp.cmp(src, copy, shallow=False)]
-    extra = {p.name for p in (CHART / "files" / "dashboards").glob("*.json")} - {p.name for p in (ROOT / "dashboards").glob("*.json")}
-    assert not stale and not extra, (f"chart copies differ from their sources: {stale}, extra {sorted(extra)}; "
-                                     "copy dashboards/alerts.yaml and dashboards/*.json into charts/fjord-operator/files/ "
-                                     "(CRDs: cargo run -p fjord-crds --bin crdgen)")
+    stale = [
+        str(copy.relative_to(ROOT))
+        for src, copy in pairs
+        if not copy.exists() or not filecmp.cmp(src, copy, shallow=False)
+    ]
+    extra = {p.name for p in (CHART / "files" / "dashboards").glob("*.json")} - {
+        p.name for p in (ROOT / "dashboards").glob("*.json")
+    }
+    assert not stale and not extra, (
+        f"chart copies differ from their sources: {stale}, extra {sorted(extra)}; "
+        "copy dashboards/alerts.yaml and dashboards/*.json into charts/fjord-operator/files/ "
+        "(CRDs: cargo run -p fjord-crds --bin crdgen)"
+    )
 
 
 @pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
@@ -54,8 +63,13 @@ def test_rendered_manifests_pass_server_side_dry_run(kube_cluster, kube_bin, mod
         kube_cluster.namespace("apps")
     manifests = helm(kube_bin, "template", "fjord", CHART, "--namespace", ns, "--include-crds", *sets)
     kinds = sorted({line.split(":", 1)[1].strip() for line in manifests.splitlines() if line.startswith("kind:")})
-    want = {"CustomResourceDefinition", "Deployment", "Service", "ServiceAccount",
-            "Role" if mode == "namespaced" else "ClusterRole"}
+    want = {
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "Role" if mode == "namespaced" else "ClusterRole",
+    }
     assert want <= set(kinds), kinds
     p = kube_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=manifests, check=False)
     assert p.returncode == 0, f"server-side dry run refused the chart ({mode}):\n{p.stdout}{p.stderr}"

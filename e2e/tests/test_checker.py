@@ -4,6 +4,7 @@ non-monotonic polls, no liveness failure.
 
 FJORD_CHECKER_SEED fixes the schedule (default: random, printed); FJORD_CHECKER_DURATION the
 nemesis time in seconds (default 60). The JSON report is printed on failure."""
+
 import json
 import os
 import random
@@ -20,8 +21,20 @@ def test_checker_finds_no_anomaly(e2e_tmp, tmp_path):
     seed = int(os.environ.get("FJORD_CHECKER_SEED") or random.SystemRandom().randrange(1, 10**9))
     duration = os.environ.get("FJORD_CHECKER_DURATION", "60")
     report = tmp_path / "checker-report.json"
-    cmd = [sys.executable, str(CHECKER), "--target", TARGET, "--seed", str(seed), "--duration", duration,
-           "--out", str(report), "--tmp", str(e2e_tmp)]
+    cmd = [
+        sys.executable,
+        str(CHECKER),
+        "--target",
+        TARGET,
+        "--seed",
+        str(seed),
+        "--duration",
+        duration,
+        "--out",
+        str(report),
+        "--tmp",
+        str(e2e_tmp),
+    ]
     print(f"checker seed {seed}: {' '.join(cmd)}")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -31,11 +44,14 @@ def test_checker_finds_no_anomaly(e2e_tmp, tmp_path):
     print(p.stdout[-4000:])
     assert report.exists(), f"no report (exit {p.returncode}, seed {seed}):\n{p.stdout[-5000:]}\n{p.stderr[-5000:]}"
     rep = json.loads(report.read_text())
-    details = (f"seed {seed}, exit {p.returncode}: {summary[-1] if summary else '(no summary)'}\n"
-               f"--- report ---\n{json.dumps(rep, indent=1)[:12000]}\n--- stderr ---\n{p.stderr[-5000:]}")
+    details = (
+        f"seed {seed}, exit {p.returncode}: {summary[-1] if summary else '(no summary)'}\n"
+        f"--- report ---\n{json.dumps(rep, indent=1)[:12000]}\n--- stderr ---\n{p.stderr[-5000:]}"
+    )
     assert p.returncode == 0, details
-    assert rep.get("anomalies") == {"lost": 0, "duplicates": 0, "inconsistent_offsets": 0,
-                                    "nonmonotonic_polls": 0}, details
+    assert rep.get("anomalies") == {"lost": 0, "duplicates": 0, "inconsistent_offsets": 0, "nonmonotonic_polls": 0}, (
+        details
+    )
     assert not rep["liveness_failures"], details
     assert rep["ops"], f"the nemesis ran no fault: {details}"
     assert rep["stats"]["acked"] > 0 and rep["stats"]["final_read"] >= rep["stats"]["acked"], details
@@ -43,6 +59,7 @@ def test_checker_finds_no_anomaly(e2e_tmp, tmp_path):
 
 def _load_checker():
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("fjord_checker", CHECKER)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -55,14 +72,17 @@ def test_checker_analysis_reports_each_anomaly_kind():
     from types import SimpleNamespace as NS
 
     from workload import Ack, Polled
+
     mod = _load_checker()
 
     def run(acks, polls, final, regressions=()):
         ck = mod.Checker(NS(seed=1, target="kafka", nodes=3, partitions=2, producers=1, consumers=1, rate=1))
-        ck.producers = [NS(name="p0", acks_snapshot=lambda: acks, sent=len(acks), failures_snapshot=lambda: [],
-                           undelivered=0)]
-        ck.consumers = [NS(name="c0", snapshot=lambda: polls, regressions=list(regressions), events=[],
-                           commit_errors=[], errors=[])]
+        ck.producers = [
+            NS(name="p0", acks_snapshot=lambda: acks, sent=len(acks), failures_snapshot=lambda: [], undelivered=0)
+        ]
+        ck.consumers = [
+            NS(name="c0", snapshot=lambda: polls, regressions=list(regressions), events=[], commit_errors=[], errors=[])
+        ]
         return ck.analyse(final, {0: (0, 3), 1: (0, 1)})
 
     acks = [Ack(0, 0, 0, "a", 0), Ack(0, 0, 1, "b", 1), Ack(0, 1, 0, "c", 2)]

@@ -1,4 +1,5 @@
 """The `fjord` command line: Kafka property names, clear startup errors, and `fjord dev`."""
+
 import os
 import re
 import signal
@@ -21,15 +22,27 @@ def run(*args, timeout=30):
     return subprocess.run([FJORD, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("override, named", [
-    ("log.retention.mss=5", "log.retention.mss"),           # unknown key
-    ("num.partitions=many", "num.partitions"),              # invalid number
-    ("auto.create.topics.enable=yes", "auto.create.topics.enable"),
-    ("listeners=PLAINTEXT://127.0.0.1", "listener"),        # no port
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("log.retention.mss=5", "log.retention.mss"),  # unknown key
+        ("num.partitions=many", "num.partitions"),  # invalid number
+        ("auto.create.topics.enable=yes", "auto.create.topics.enable"),
+        ("listeners=PLAINTEXT://127.0.0.1", "listener"),  # no port
+    ],
+)
 def test_bad_settings_are_a_clear_startup_error(tmp_path, override, named):
-    p = run("broker", "--override", "node.id=1", "--override", f"log.dirs={tmp_path}",
-            "--override", "listeners=PLAINTEXT://127.0.0.1:0", "--override", override)
+    p = run(
+        "broker",
+        "--override",
+        "node.id=1",
+        "--override",
+        f"log.dirs={tmp_path}",
+        "--override",
+        "listeners=PLAINTEXT://127.0.0.1:0",
+        "--override",
+        override,
+    )
     assert p.returncode != 0, p.stdout + p.stderr
     assert named in p.stderr, p.stderr
 
@@ -43,7 +56,7 @@ node.id=1
 controller.quorum.voters=1@127.0.0.1:{free_port()}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{free_port()}
 controller.listener.names=CONTROLLER
-log.dirs={tmp_path / 'data'}
+log.dirs={tmp_path / "data"}
 num.partitions=3
 fjord.http.listen=127.0.0.1:{http}
 """)
@@ -70,9 +83,15 @@ fjord.http.listen=127.0.0.1:{http}
 def test_dev_starts_a_three_node_cluster(tmp_path):
     """`fjord dev` is three nodes, each broker and controller: RF 3 and min ISR 2 by default."""
     from kclients import admin
+
     port, http = free_port(), free_port()
-    proc = subprocess.Popen([FJORD, "dev", "--port", str(port), "--http-port", str(http)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [FJORD, "dev", "--port", str(port), "--http-port", str(http)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
         text = "".join(lines)
@@ -92,8 +111,11 @@ def test_dev_starts_a_three_node_cluster(tmp_path):
         for u in urls:
             status, body = http_get(u)
             assert status == 200
-            total += sum(float(l.split()[-1]) for l in body.splitlines()
-                         if l.startswith("fjord_topic_records_in_total") and topic in l)
+            total += sum(
+                float(l.split()[-1])
+                for l in body.splitlines()
+                if l.startswith("fjord_topic_records_in_total") and topic in l
+            )
         assert total == 1, "the leader counted the record once"
         assert (tmp_path / ".fjord-dev" / "node-1").is_dir(), "dev keeps its data in ./.fjord-dev"
     finally:

@@ -1,5 +1,6 @@
 """Compressed batches (gzip, snappy, lz4, zstd) from librdkafka and from the Java client
 are accepted, stored as received and served back intact, to both clients."""
+
 import pytest
 
 from kclients import create_topic, produce, read_partition, unique, watermarks
@@ -21,9 +22,21 @@ def test_librdkafka_round_trip(broker, codec):
 def test_java_producer_batches_read_by_librdkafka(broker, tools, codec):
     topic = create_topic(broker.bootstrap, unique(f"jcomp-{codec}"), 1)
     n = 20000
-    r = tools.run_class("org.apache.kafka.tools.ProducerPerformance", "--topic", topic, "--num-records", str(n),
-                        "--record-size", "200", "--throughput", "-1", "--command-property",
-                        f"bootstrap.servers={broker.bootstrap}", f"compression.type={codec}", timeout=180)
+    r = tools.run_class(
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        str(n),
+        "--record-size",
+        "200",
+        "--throughput",
+        "-1",
+        "--command-property",
+        f"bootstrap.servers={broker.bootstrap}",
+        f"compression.type={codec}",
+        timeout=180,
+    )
     assert f"{n} records sent" in r.stdout, r.stdout + r.stderr
     assert watermarks(broker.bootstrap, topic, 0) == (0, n)
     got = read_partition(broker.bootstrap, topic, 0, 0, n)

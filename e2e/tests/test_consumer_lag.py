@@ -5,6 +5,7 @@ and the Burrow-style status, members, state and commits follow what the group do
 The broker runs at partition granularity, so each partition's lag can be compared with the
 tool's row; the per-(group, topic) series of the default granularity are checked in
 test_java_tools.py and test_metrics.py."""
+
 import time
 
 import pytest
@@ -42,8 +43,13 @@ def produce_at(bootstrap, topic, partition, timestamps_ms):
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20})
     errors = []
     for i, ts in enumerate(timestamps_ms):
-        p.produce(topic, value=f"v{i}".encode(), partition=partition, timestamp=int(ts),
-                  on_delivery=lambda err, msg: err and errors.append(err))
+        p.produce(
+            topic,
+            value=f"v{i}".encode(),
+            partition=partition,
+            timestamp=int(ts),
+            on_delivery=lambda err, msg: err and errors.append(err),
+        )
     assert p.flush(30) == 0 and not errors, errors
 
 
@@ -58,12 +64,14 @@ def commit(bootstrap, group, topic, offsets):
 
 
 def describe(tools, bootstrap, group):
-    r = tools.run_class(CONSUMER_GROUP_COMMAND, "--bootstrap-server", bootstrap, "--describe", "--group", group, timeout=90)
+    r = tools.run_class(
+        CONSUMER_GROUP_COMMAND, "--bootstrap-server", bootstrap, "--describe", "--group", group, timeout=90
+    )
     lines = r.stdout.splitlines()
     hdr = next((i for i, line in enumerate(lines) if "LAG" in line.split()), None)
     assert hdr is not None, r.describe()
     header = lines[hdr].split()
-    return [dict(zip(header, line.split())) for line in lines[hdr + 1:] if line.split()[:1] == [group]], r
+    return [dict(zip(header, line.split())) for line in lines[hdr + 1 :] if line.split()[:1] == [group]], r
 
 
 def test_lag_equals_consumer_group_command_and_record_age(lag_broker, tools):
@@ -83,9 +91,15 @@ def test_lag_equals_consumer_group_command_and_record_age(lag_broker, tools):
     assert tool == {0: 15, 1: 18, 2: 0}, r.describe()
 
     samples, before, after = scrape(b)
-    records = {int(lab["partition"]): v for lab, v in series(samples, "fjord_consumer_group_lag_records", group=group, topic=topic)}
+    records = {
+        int(lab["partition"]): v
+        for lab, v in series(samples, "fjord_consumer_group_lag_records", group=group, topic=topic)
+    }
     assert records == tool, f"metric {records} != ConsumerGroupCommand {tool}"
-    seconds = {int(lab["partition"]): v for lab, v in series(samples, "fjord_consumer_group_lag_seconds", group=group, topic=topic)}
+    seconds = {
+        int(lab["partition"]): v
+        for lab, v in series(samples, "fjord_consumer_group_lag_seconds", group=group, topic=topic)
+    }
     for p, c in committed.items():
         if p == 2:
             assert seconds[p] == 0, seconds
@@ -94,7 +108,9 @@ def test_lag_equals_consumer_group_command_and_record_age(lag_broker, tools):
         low, high = before - stamps[p][c] / 1000, after - stamps[p][c] / 1000
         assert low - 1 <= seconds[p] <= high + 1, f"partition {p}: lag {seconds[p]} s, true age {low:.2f}..{high:.2f} s"
     # Partition granularity replaces the per-topic series, it does not add to them.
-    assert all("partition" in lab for lab, _ in series(samples, "fjord_consumer_group_lag_records", group=group)), samples
+    assert all("partition" in lab for lab, _ in series(samples, "fjord_consumer_group_lag_records", group=group)), (
+        samples
+    )
 
 
 def test_group_members_state_and_commits(lag_broker):
@@ -102,8 +118,15 @@ def test_group_members_state_and_commits(lag_broker):
     topic = create_topic(b.bootstrap, unique("members"), 1)
     produce_at(b.bootstrap, topic, 0, [time.time() * 1000] * 10)
     group = unique("members-group")
-    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False, "session.timeout.ms": 6000})
+    c = Consumer(
+        {
+            "bootstrap.servers": b.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
     c.subscribe([topic])
     try:
         got, deadline = 0, time.monotonic() + 60
@@ -118,9 +141,10 @@ def test_group_members_state_and_commits(lag_broker):
             samples, _, _ = scrape(b)
             members = series(samples, "fjord_consumer_group_members", group=group)
             return members == [({"group": group, "state": "Stable"}, 1.0)] and samples
+
         samples = wait_for(stable, 30, what="the group to show 1 Stable member")
         assert series(samples, "fjord_consumer_group_commits_total", group=group) == [({"group": group}, 2.0)]
-        (_, last), = series(samples, "fjord_consumer_group_last_commit_timestamp_seconds", group=group)
+        ((_, last),) = series(samples, "fjord_consumer_group_last_commit_timestamp_seconds", group=group)
         assert abs(last - commit_time) < 5, (last, commit_time)
         assert series(samples, "fjord_consumer_group_status", group=group) == [({"group": group}, 0.0)]
     finally:
@@ -128,7 +152,10 @@ def test_group_members_state_and_commits(lag_broker):
 
     def empty():
         samples, _, _ = scrape(b)
-        return series(samples, "fjord_consumer_group_members", group=group) == [({"group": group, "state": "Empty"}, 0.0)]
+        return series(samples, "fjord_consumer_group_members", group=group) == [
+            ({"group": group, "state": "Empty"}, 0.0)
+        ]
+
     wait_for(empty, 30, what="the group to be Empty after its member left")
 
 
@@ -156,5 +183,7 @@ def test_burrow_status(lag_broker):
     got = {name: status_of(b, group) for name, group in groups.items()}
     assert got == {"ok": "ok", "warn": "warn", "stall": "stall", "rewind": "rewind"}, got
     # No commit for longer than the window spans, with records left: stopped.
-    wait_for(lambda: status_of(b, groups["warn"]) == "stop", 15, interval=0.5, what="the silent lagging group to be stop")
+    wait_for(
+        lambda: status_of(b, groups["warn"]) == "stop", 15, interval=0.5, what="the silent lagging group to be stop"
+    )
     assert status_of(b, groups["ok"]) == "ok", "a caught-up group is never stopped"

@@ -1,18 +1,29 @@
 """Crash safety: SIGKILL the broker mid-stream, restart it on the same data, check that
 every acknowledged record and every committed offset survived."""
+
 import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from conftest import DEFAULT_OVERRIDES
-from kclients import (AdminClient, Consumer, KafkaException, TopicPartition, create_topic, produce,
-                      read_partition, unique, wait_for, watermarks)
+from kclients import (
+    AdminClient,
+    Consumer,
+    KafkaException,
+    TopicPartition,
+    create_topic,
+    produce,
+    read_partition,
+    unique,
+    wait_for,
+    watermarks,
+)
 
 PY_DIR = Path(__file__).resolve().parent / "py"
 PARTITIONS = 3
-RATE = 15000          # messages/s offered by the producer
-BEFORE_KILL = 10000   # acks seen before the SIGKILL
+RATE = 15000  # messages/s offered by the producer
+BEFORE_KILL = 10000  # acks seen before the SIGKILL
 AFTER_RESTART = 10000  # further acks required after the restart
 
 
@@ -21,7 +32,7 @@ class AckLog:
 
     def __init__(self, path):
         self.path, self.pos, self.buf = Path(path), 0, b""
-        self.acks = defaultdict(dict)     # partition -> {offset: value}
+        self.acks = defaultdict(dict)  # partition -> {offset: value}
         self.ack_order = defaultdict(list)  # partition -> [value] in delivery order
         self.errors, self.fatal, self.done = [], [], None
         self.n_acks = 0
@@ -60,17 +71,22 @@ def test_acked_records_survive_kill9_during_idempotent_produce(broker_factory, t
     out, stop = tmp_path / "producer.out", tmp_path / "stop"
     err_path = tmp_path / "producer.err"
     log = AckLog(out)
-    proc = subprocess.Popen([tools.py, PY_DIR / "crash_producer.py", broker.bootstrap, topic,
-                             str(PARTITIONS), out, stop, str(RATE)],
-                            stdout=subprocess.DEVNULL, stderr=open(err_path, "w"))
+    proc = subprocess.Popen(
+        [tools.py, PY_DIR / "crash_producer.py", broker.bootstrap, topic, str(PARTITIONS), out, stop, str(RATE)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(err_path, "w"),
+    )
     timeline = []
     try:
+
         def acks_at_least(n):
             def cond():
                 if proc.poll() is not None:
                     raise AssertionError(f"producer exited early: {err_path.read_text()[-3000:]}")
                 return log.update() >= n
+
             return cond
+
         wait_for(acks_at_least(BEFORE_KILL), 90, what=f"{BEFORE_KILL} acks before the kill")
         timeline.append(("acked before kill", log.update()))
         broker.kill9()
@@ -81,8 +97,7 @@ def test_acked_records_survive_kill9_during_idempotent_produce(broker_factory, t
         t0 = time.monotonic()
         broker.restart()
         timeline.append(("restart took s", round(time.monotonic() - t0, 1)))
-        wait_for(acks_at_least(at_kill + AFTER_RESTART), 150,
-                 what=f"{AFTER_RESTART} more acks after the restart")
+        wait_for(acks_at_least(at_kill + AFTER_RESTART), 150, what=f"{AFTER_RESTART} more acks after the restart")
         timeline.append(("acked after restart", log.update()))
     finally:
         stop.touch()
@@ -105,8 +120,7 @@ def test_acked_records_survive_kill9_during_idempotent_produce(broker_factory, t
         values = [int(v) for _, v in records]
         dups = len(values) - len(set(values))
         assert dups == 0, f"partition {p}: {dups} duplicate values in the log (idempotence broken)"
-        disorder = [(offsets[i], values[i - 1], values[i]) for i in range(1, len(values))
-                    if values[i] <= values[i - 1]]
+        disorder = [(offsets[i], values[i - 1], values[i]) for i in range(1, len(values)) if values[i] <= values[i - 1]]
         assert not disorder, f"partition {p}: values out of order at (offset, prev, value) {disorder[:10]}"
         stored = dict(records)
         lost = [(o, v) for o, v in log.acks[p].items() if o not in stored]
@@ -129,8 +143,12 @@ def test_committed_offsets_survive_kill9(broker_factory):
     for p in range(2):
         produce(broker.bootstrap, topic, [f"{p}-{i}" for i in range(40)], partition=p)
     group = unique("crash-group")
-    conf = {"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest"}
+    conf = {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
     c = Consumer(conf)
     c.subscribe([topic])
     consumed = []
@@ -146,8 +164,7 @@ def test_committed_offsets_survive_kill9(broker_factory):
         expected[p] = max(expected[p], o + 1)
     res = c.commit(offsets=[TopicPartition(topic, p, o) for p, o in expected.items()], asynchronous=False)
     assert all(tp.error is None for tp in res), res
-    before = {tp.partition: tp.offset for tp in
-              c.committed([TopicPartition(topic, p) for p in range(2)], timeout=30)}
+    before = {tp.partition: tp.offset for tp in c.committed([TopicPartition(topic, p) for p in range(2)], timeout=30)}
     assert before == expected, f"committed() before the kill: {before} != {expected}"
     c.close()
 
@@ -162,11 +179,13 @@ def test_committed_offsets_survive_kill9(broker_factory):
             return {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
         except KafkaException as e:
             return f"committed() failed: {e}"
+
     after = wait_for(lambda: isinstance(fetch(), dict) and fetch(), 60, what="OffsetFetch after restart")
     assert after == expected, f"committed offsets after kill -9 + restart: {after}, before: {expected}"
 
     a = AdminClient({"bootstrap.servers": broker.bootstrap})
     from confluent_kafka import ConsumerGroupTopicPartitions
+
     fut = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
     listed = {tp.partition: tp.offset for tp in fut.result(30).topic_partitions}
     assert listed == expected, f"ListConsumerGroupOffsets after restart: {listed} != {expected}"

@@ -3,6 +3,7 @@ passes on each with --strict, and the rules of the observability issue hold: sta
 datasource/namespace/cluster/pod variables, a title, description and unit on every panel,
 every query on the templated data source and filtered by the variables, every rate over
 $__rate_interval, only documented series. No broker needed."""
+
 import json
 import re
 import subprocess
@@ -23,8 +24,13 @@ UIDS = {
 }
 EXTRA_VARS = {"fjord-topics": "topic", "fjord-consumer-groups": "group"}
 # Each variable's values are those of the variables it depends on (operator pods have no cluster).
-FILTERED_BY = {"namespace": [], "cluster": ["namespace"], "pod": ["namespace", "cluster"],
-               "topic": ["namespace", "cluster"], "group": ["namespace", "cluster"]}
+FILTERED_BY = {
+    "namespace": [],
+    "cluster": ["namespace"],
+    "pod": ["namespace", "cluster"],
+    "topic": ["namespace", "cluster"],
+    "group": ["namespace", "cluster"],
+}
 DS = "${datasource}"
 # The linter rules .lint may exclude: job/instance do not fit the namespace/cluster/pod model.
 ALLOWED_EXCLUSIONS = {"template-job-rule", "template-instance-rule", "target-job-rule", "target-instance-rule"}
@@ -73,13 +79,18 @@ def dashboards():
 
 @pytest.mark.parametrize("name", sorted(UIDS.values()))
 def test_dashboard_linter_strict(tools, name):
-    p = subprocess.run([tools.dashboard_linter, "lint", "--strict", str(DASHBOARDS / name)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [tools.dashboard_linter, "lint", "--strict", str(DASHBOARDS / name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, f"dashboard-linter lint --strict {name} failed:\n{p.stdout}{p.stderr}"
 
 
 def test_linter_exclusions_are_only_job_and_instance():
     import yaml  # noqa: PLC0415  (PyYAML comes with the kubernetes client in the venv)
+
     cfg = yaml.safe_load((DASHBOARDS / ".lint").read_text())
     assert set(cfg) <= {"exclusions", "warnings"}, cfg
     assert not cfg.get("warnings"), "no rule may be downgraded to a warning"
@@ -155,8 +166,11 @@ def test_every_query_filters_on_the_variables(dashboards):
                 missing = [v for v in need if f'{v}=~"${v}"' not in matchers]
                 if missing:
                     bad.append(f"{uid} / {p['title']!r}: {name}{matchers} lacks {missing}")
-            if extra and f'{extra}=~"${extra}"' not in expr and not any(
-                    f'{extra}=~"${extra}"' in tt["expr"] for tt in p["targets"]):
+            if (
+                extra
+                and f'{extra}=~"${extra}"' not in expr
+                and not any(f'{extra}=~"${extra}"' in tt["expr"] for tt in p["targets"])
+            ):
                 bad.append(f"{uid} / {p['title']!r}: no query of the panel filters on ${extra}")
     assert not bad, "\n".join(bad)
 
@@ -170,8 +184,11 @@ def test_every_rate_uses_rate_interval(dashboards):
             ranges = RANGE_FN.findall(expr)
             if n_fn != len([r for r in ranges if r[0] != "deriv"]):
                 bad.append(f"{uid} / {p['title']!r}: a rate over something other than a plain selector: {expr}")
-            bad += [f"{uid} / {p['title']!r}: {fn}(...[{r}]) should use [$__rate_interval]: {expr}"
-                    for fn, r in ranges if r != "$__rate_interval"]
+            bad += [
+                f"{uid} / {p['title']!r}: {fn}(...[{r}]) should use [$__rate_interval]: {expr}"
+                for fn, r in ranges
+                if r != "$__rate_interval"
+            ]
     assert not bad, "\n".join(bad)
 
 

@@ -1,4 +1,5 @@
 """The kafkajs seed program (create topic, produce, consume in a group) against the broker."""
+
 import json
 import re
 import shutil
@@ -13,10 +14,17 @@ def test_kafkajs_seed_program(broker, tools):
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not installed", pytrace=False)
-    r = run([node, Path(__file__).resolve().parent / "js" / "seed.js"], timeout=120,
-            env={"NODE_PATH": tools.node_path, "FJORD_BOOTSTRAP": broker.bootstrap,
-                 "FJORD_TIMEOUT_MS": "60000", "KAFKAJS_NO_PARTITIONER_WARNING": "1"},
-            check=False)
+    r = run(
+        [node, Path(__file__).resolve().parent / "js" / "seed.js"],
+        timeout=120,
+        env={
+            "NODE_PATH": tools.node_path,
+            "FJORD_BOOTSTRAP": broker.bootstrap,
+            "FJORD_TIMEOUT_MS": "60000",
+            "KAFKAJS_NO_PARTITIONER_WARNING": "1",
+        },
+        check=False,
+    )
     assert r.rc == 0, f"kafkajs seed program failed\n{r.describe()}"
     assert "Hello KafkaJS!" in r.stdout, r.describe()
 

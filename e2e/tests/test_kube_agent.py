@@ -1,6 +1,7 @@
 """The node agent's container-like view for pods (e2e/kube/node_agent.py): volumes at their real
 mount paths in a private mount namespace per pod, and in-cluster API access through the
 ServiceAccount volume the admission plugin adds plus KUBERNETES_SERVICE_HOST/PORT."""
+
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,8 +72,9 @@ def _pid(pod):
 
 
 def _in_pod(pid, *cmd):
-    return subprocess.run(["nsenter", "--target", str(pid), "--mount", "--uts", *cmd], capture_output=True, text=True,
-                          timeout=10)
+    return subprocess.run(
+        ["nsenter", "--target", str(pid), "--mount", "--uts", *cmd], capture_output=True, text=True, timeout=10
+    )
 
 
 def test_pod_reaches_the_apiserver_with_its_service_account(kube_cluster):
@@ -87,6 +89,7 @@ def test_pod_reaches_the_apiserver_with_its_service_account(kube_cluster):
     def finished():
         pod = kube.get("pod", "incluster-check", ns)
         return pod if pod.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
     pod = kube.wait_for(finished, 60, what=f"pod {ns}/incluster-check to finish")
     log = (kube.pod_dir(ns, "incluster-check") / "check.log").read_text()
     assert pod["status"]["phase"] == "Succeeded", log
@@ -107,8 +110,13 @@ def test_pods_mount_their_own_configmaps_at_the_same_path(kube_cluster):
         pid = _pid(pod)
         r = _in_pod(pid, "cat", "/etc/fjord-e2e-agent/value", "/etc/fjord-e2e-agent-file/extra")
         assert r.stdout == f"content of {name}\nextra of {name}\n", r.stdout + r.stderr
-        kube.wait_for(lambda: f"content of {name}\nextra of {name}\n" in
-                      (kube.pod_dir(ns, f"pod-{name}") / "main.log").read_text(), 10, what=f"pod-{name} output")
+        kube.wait_for(
+            lambda: (
+                f"content of {name}\nextra of {name}\n" in (kube.pod_dir(ns, f"pod-{name}") / "main.log").read_text()
+            ),
+            10,
+            what=f"pod-{name} output",
+        )
         w = _in_pod(pid, "sh", "-c", "echo x > /etc/fjord-e2e-agent/new")
         assert w.returncode != 0 and "Read-only file system" in w.stderr, w
         # Its mounts and hosts file are private to its namespace; the pod IP is its own.

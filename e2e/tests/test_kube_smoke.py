@@ -2,6 +2,7 @@
 agent run a one-replica Fjord StatefulSet the way the operator will deploy brokers (ConfigMap,
 headless Service, volumeClaimTemplate, $(VAR) expansion, readiness probe); a real client
 produces and consumes through the pod IP; a deleted pod comes back with its data."""
+
 import subprocess
 
 import pytest
@@ -89,13 +90,19 @@ def test_statefulset_broker_serves_and_keeps_data_across_pod_deletion(kube_clust
     assert pod["spec"]["nodeName"] == "fjord-e2e-0"
 
     # The hosts file the broker sees (its own mount namespace) names the StatefulSet pod.
-    hosts = subprocess.run(["nsenter", "--target", str(_pid(pod)), "--mount", "cat", "/etc/hosts"],
-                           capture_output=True, text=True, timeout=10)
-    assert f"{ip}\tfjord-0.fjord.{ns}.svc.cluster.local fjord-0.fjord.{ns}.svc fjord-0.fjord" in hosts.stdout, \
+    hosts = subprocess.run(
+        ["nsenter", "--target", str(_pid(pod)), "--mount", "cat", "/etc/hosts"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert f"{ip}\tfjord-0.fjord.{ns}.svc.cluster.local fjord-0.fjord.{ns}.svc fjord-0.fjord" in hosts.stdout, (
         hosts.stdout + hosts.stderr
+    )
 
     # node.id=$(NODE_ID) came from the pod-index label, advertised.listeners from status.podIP.
     from kclients import admin
+
     md = admin(f"{ip}:9092").list_topics(timeout=10)
     assert {b.id: (b.host, b.port) for b in md.brokers.values()} == {0: (ip, 9092)}
 
@@ -109,6 +116,7 @@ def test_statefulset_broker_serves_and_keeps_data_across_pod_deletion(kube_clust
     assert pvc["status"]["phase"] == "Bound"
     pv = kube.get("pv", pvc["spec"]["volumeName"])
     from pathlib import Path
+
     assert (Path(pv["spec"]["hostPath"]["path"]) / "data" / f"{topic}-0").is_dir()
 
     # Deleting the pod: the agent stops the broker, the StatefulSet makes a new fjord-0 on the

@@ -1,5 +1,6 @@
 """librdkafka clients against the broker: confluent-kafka (idempotent producer, a group of
 three consumer processes, commit/resume) and kcat (metadata, produce, consume)."""
+
 import json
 import re
 import subprocess
@@ -7,8 +8,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from kclients import (Consumer, TopicPartition, create_topic, produce, run, unique, wait_for,
-                      watermarks)
+from kclients import Consumer, TopicPartition, create_topic, produce, run, unique, wait_for, watermarks
 
 PY_DIR = Path(__file__).resolve().parent / "py"
 N_RECORDS = 100_000
@@ -44,40 +44,51 @@ def test_idempotent_100k_consumed_exactly_once_by_group_of_three(broker, tools, 
     procs = []
     try:
         for i, out in enumerate(outs):
-            procs.append(subprocess.Popen(
-                [tools.py, PY_DIR / "group_member.py", broker.bootstrap, topic, group, out, stop, "300"],
-                stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"member{i}.err", "w")))
+            procs.append(
+                subprocess.Popen(
+                    [tools.py, PY_DIR / "group_member.py", broker.bootstrap, topic, group, out, stop, "300"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(tmp_path / f"member{i}.err", "w"),
+                )
+            )
 
         # 1. Wait for a stable group: three members, disjoint, non-empty, covering all partitions.
         def stable():
             owned = []
             for i, out in enumerate(outs):
                 if procs[i].poll() is not None:
-                    raise AssertionError(f"member {i} exited early: "
-                                         f"{(tmp_path / f'member{i}.err').read_text()[-3000:]}")
+                    raise AssertionError(
+                        f"member {i} exited early: {(tmp_path / f'member{i}.err').read_text()[-3000:]}"
+                    )
                 if not out.exists():
                     return False
                 owned.append(_current_assignment(_parse_member(out)[1]))
             covered = set().union(*owned)
-            return (all(owned) and covered == set(range(N_PARTITIONS))
-                    and sum(map(len, owned)) == N_PARTITIONS and owned)
-        assignment = wait_for(stable, 120, interval=0.5,
-                              what="a stable group of 3 members owning the 6 partitions")
+            return all(owned) and covered == set(range(N_PARTITIONS)) and sum(map(len, owned)) == N_PARTITIONS and owned
+
+        assignment = wait_for(stable, 120, interval=0.5, what="a stable group of 3 members owning the 6 partitions")
 
         # 2. Produce 100 000 keyed records, idempotent, acks=all; values carry the sequence number.
         t0 = time.monotonic()
-        delivered = produce(broker.bootstrap, topic, [str(i) for i in range(N_RECORDS)],
-                            keys=[f"key-{i % 9973}" for i in range(N_RECORDS)],
-                            conf={"enable.idempotence": True, "acks": "all", "linger.ms": 10},
-                            timeout=120)
+        delivered = produce(
+            broker.bootstrap,
+            topic,
+            [str(i) for i in range(N_RECORDS)],
+            keys=[f"key-{i % 9973}" for i in range(N_RECORDS)],
+            conf={"enable.idempotence": True, "acks": "all", "linger.ms": 10},
+            timeout=120,
+        )
         produce_s = time.monotonic() - t0
 
         # 3. Wait until the group has consumed as many records as were produced (+1 s for strays).
         def consumed_count():
-            return sum(sum(1 for line in out.read_text().splitlines() if line.startswith("R "))
-                       for out in outs if out.exists())
-        wait_for(lambda: consumed_count() >= N_RECORDS, 180, interval=0.5,
-                 what=f"the group to consume {N_RECORDS} records")
+            return sum(
+                sum(1 for line in out.read_text().splitlines() if line.startswith("R ")) for out in outs if out.exists()
+            )
+
+        wait_for(
+            lambda: consumed_count() >= N_RECORDS, 180, interval=0.5, what=f"the group to consume {N_RECORDS} records"
+        )
         time.sleep(1.0)
     finally:
         stop.touch()
@@ -116,8 +127,10 @@ def test_idempotent_100k_consumed_exactly_once_by_group_of_three(broker, tools, 
             last[p] = o
             seen[(p, o)].append((i, v))
     dups = {k: v for k, v in seen.items() if len(v) > 1}
-    assert not dups, (f"{len(dups)} records delivered more than once, e.g. "
-                      f"{list(dups.items())[:5]}; assignment {assignment}; errors {errors[:5]}")
+    assert not dups, (
+        f"{len(dups)} records delivered more than once, e.g. "
+        f"{list(dups.items())[:5]}; assignment {assignment}; errors {errors[:5]}"
+    )
     expected = {(p, o) for p, by_off in produced.items() for o in by_off}
     missing = expected - set(seen)
     extra = set(seen) - expected
@@ -134,8 +147,12 @@ def test_committed_offsets_resume_after_restart_of_consumer(broker):
     for p in range(3):
         produce(broker.bootstrap, topic, [f"p{p}-{i}" for i in range(100)], partition=p)
     group = unique("resume")
-    conf = {"bootstrap.servers": broker.bootstrap, "group.id": group,
-            "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    conf = {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
 
     # First consumer: consume 120 records, commit exactly what it consumed, close.
     a = Consumer(conf)
@@ -168,7 +185,8 @@ def test_committed_offsets_resume_after_restart_of_consumer(broker):
     remaining_expected = 300 - sum(next_off.values())
     while len(consumed_b) < remaining_expected:
         assert time.monotonic() < deadline, (
-            f"second consumer got {len(consumed_b)} of {remaining_expected} records in 60s")
+            f"second consumer got {len(consumed_b)} of {remaining_expected} records in 60s"
+        )
         m = b.poll(0.5)
         if m is None:
             continue
@@ -187,7 +205,8 @@ def test_committed_offsets_resume_after_restart_of_consumer(broker):
         offs = [o for o, _ in by_part[p]]
         assert offs == list(range(start, 100)), (
             f"partition {p}: committed {start}, resumed consumer read offsets "
-            f"{offs[:5]}...{offs[-5:]} ({len(offs)} records); expected {start}..99 with no gap/re-delivery")
+            f"{offs[:5]}...{offs[-5:]} ({len(offs)} records); expected {start}..99 with no gap/re-delivery"
+        )
         assert [v for _, v in by_part[p]] == [f"p{p}-{i}" for i in range(start, 100)]
 
 
@@ -198,7 +217,7 @@ def test_kcat_metadata_produce_consume(broker, tools):
     m = re.search(rf'topic "{re.escape(multi)}" with (\d+) partitions:', r.stdout)
     assert m, f"topic {multi} not in kcat -L\n{r.describe()}"
     assert m.group(1) == "4", r.describe()
-    block = r.stdout[m.end():].split("  topic ")[0]
+    block = r.stdout[m.end() :].split("  topic ")[0]
     parts = re.findall(r"partition (\d+), leader (-?\d+)", block)
     assert sorted(int(p) for p, _ in parts) == [0, 1, 2, 3], r.describe()
     assert all(int(leader) >= 0 for _, leader in parts), r.describe()
@@ -211,10 +230,11 @@ def test_kcat_metadata_produce_consume(broker, tools):
 
     topic = create_topic(broker.bootstrap, unique("kcat-rt"), 1)
     lines = [f"line {i} from kcat" for i in range(200)]
-    run([kcat, "-b", broker.bootstrap, "-P", "-t", topic, "-p", "0"], timeout=60,
-        input="\n".join(lines) + "\n")
-    r = run([kcat, "-b", broker.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
-             "-f", "%p %o %s\n"], timeout=60)
+    run([kcat, "-b", broker.bootstrap, "-P", "-t", topic, "-p", "0"], timeout=60, input="\n".join(lines) + "\n")
+    r = run(
+        [kcat, "-b", broker.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %o %s\n"], timeout=60
+    )
     got = r.stdout.splitlines()
     assert got == [f"0 {i} {line}" for i, line in enumerate(lines)], (
-        f"kcat -C returned {len(got)} lines, first {got[:3]}\n{r.describe(2000)}")
+        f"kcat -C returned {len(got)} lines, first {got[:3]}\n{r.describe(2000)}"
+    )

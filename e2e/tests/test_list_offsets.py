@@ -1,5 +1,6 @@
 """ListOffsets: earliest, latest and by timestamp (offsetsForTimes), exact to the record
 for uncompressed batches."""
+
 from kclients import Consumer, Producer, TopicPartition, create_topic, unique, watermarks
 
 
@@ -12,7 +13,12 @@ def test_offsets_for_times(broker):
     assert watermarks(broker.bootstrap, topic, 0) == (0, 1000)
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("lo")})
     try:
-        for ts, want in [(1_700_000_000_000, 0), (1_700_000_000_500, 500), (1_700_000_000_999, 999), (1_800_000_000_000, -1)]:
+        for ts, want in [
+            (1_700_000_000_000, 0),
+            (1_700_000_000_500, 500),
+            (1_700_000_000_999, 999),
+            (1_800_000_000_000, -1),
+        ]:
             got = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=10)[0]
             assert got.error is None, got.error
             assert got.offset == want, f"timestamp {ts}: offset {got.offset}, want {want}"

@@ -1,5 +1,6 @@
 """Metric names are an API: docs/metrics.md lists exactly what the broker exports after
 real traffic, and the dashboards and alert rules use only those names."""
+
 import re
 import time
 from pathlib import Path
@@ -39,11 +40,19 @@ def family(name, histograms):
 def exported(module_broker_factory):
     """Sample names after traffic that touches every metric: produce, consume, commit; at
     partition granularity, so the opt-in per-partition series are there too."""
-    broker = module_broker_factory.start({"group.initial.rebalance.delay.ms": "0", "fjord.metrics.granularity": "partition"})
+    broker = module_broker_factory.start(
+        {"group.initial.rebalance.delay.ms": "0", "fjord.metrics.granularity": "partition"}
+    )
     topic = create_topic(broker.bootstrap, unique("contract"), 2)
     produce(broker.bootstrap, topic, [f"v{i}" for i in range(200)], keys=[f"k{i}" for i in range(200)])
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("contract-group"),
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": unique("contract-group"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     c.subscribe([topic])
     n, deadline = 0, time.monotonic() + 60
     while n < 100 and time.monotonic() < deadline:
@@ -69,7 +78,9 @@ def test_dashboards_and_alerts_use_only_documented_names(exported):
     # The operator's alerts use its own series (test_operator.py checks those are exported).
     docs = documented() | documented("operator-metrics")
     files = sorted((REPO / "dashboards").glob("*.json")) + sorted((REPO / "dashboards").glob("*.yaml"))
-    files += sorted((REPO / "charts").rglob("*.json")) + sorted((REPO / "charts" / "fjord-operator" / "files").rglob("*.yaml"))
+    files += sorted((REPO / "charts").rglob("*.json")) + sorted(
+        (REPO / "charts" / "fjord-operator" / "files").rglob("*.yaml")
+    )
     assert files, "no dashboards or alert rules found"
     used = {}
     for f in files:

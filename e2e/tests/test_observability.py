@@ -15,6 +15,7 @@ its lag in seconds is over the alert's 300 s threshold from the start, as the re
 
 The operator's dashboard and alerts are checked against a running operator in
 test_operator_monitoring.py."""
+
 import os
 import signal
 import threading
@@ -61,16 +62,27 @@ class Load:
         i = 0
         while not self.stop.is_set():
             for topic in ("orders", "audit"):
-                p.produce(topic, value=b"x" * 512, key=b"k%d" % i,
-                          on_delivery=lambda err, msg: err and self.errors.append(str(err)))
+                p.produce(
+                    topic,
+                    value=b"x" * 512,
+                    key=b"k%d" % i,
+                    on_delivery=lambda err, msg: err and self.errors.append(str(err)),
+                )
             i += 1
             p.poll(0)
             time.sleep(0.005)
         p.flush(30)
 
     def _consumer(self, group, topics, **conf):
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                      "auto.commit.interval.ms": 1000, **conf})
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "auto.commit.interval.ms": 1000,
+                **conf,
+            }
+        )
         c.subscribe(topics)
         return c
 
@@ -107,17 +119,28 @@ def observed(tools, e2e_tmp):
         create_topic(dev.bootstrap, "orders", 6, replication_factor=3)
         create_topic(dev.bootstrap, "audit", 3, replication_factor=3)
         targets = [{"address": a, "labels": {**LABELS, "pod": f"fjord-dev-{i + 1}"}} for i, a in enumerate(dev.http)]
-        prom = Prometheus(tools.prometheus, root / "prometheus", targets=targets, scrape_interval="1s",
-                          rule_files=[fast_rules(REPO / "dashboards" / "alerts.yaml", root / "alerts-fast.yaml")])
+        prom = Prometheus(
+            tools.prometheus,
+            root / "prometheus",
+            targets=targets,
+            scrape_interval="1s",
+            rule_files=[fast_rules(REPO / "dashboards" / "alerts.yaml", root / "alerts-fast.yaml")],
+        )
         prom.start()
         prom.targets_up()
         load = Load(dev.bootstrap)
         load.start()
         started = time.time()
         # Rates need a few scrapes, the lag gauges a first commit of each group.
-        wait_for(lambda: prom.query(f'fjord_consumer_group_lag_seconds{{group="{LAGGING}"}}')
-                 and prom.query(f'fjord_consumer_group_commits_total{{group="{KEEPING_UP}"}}'), 90,
-                 interval=1, what="both groups' series in Prometheus")
+        wait_for(
+            lambda: (
+                prom.query(f'fjord_consumer_group_lag_seconds{{group="{LAGGING}"}}')
+                and prom.query(f'fjord_consumer_group_commits_total{{group="{KEEPING_UP}"}}')
+            ),
+            90,
+            interval=1,
+            what="both groups' series in Prometheus",
+        )
         # Long enough for rates and predictions; e2e/dashboards/render asks for more history.
         time.sleep(max(0, float(os.environ.get("FJORD_OBSERVE_SECONDS", "25")) - (time.time() - started)))
         yield dev, load, prom, started
@@ -154,6 +177,7 @@ def test_every_dashboard_query_returns_data(observed):
 
 def test_every_alert_expression_parses_and_reads_existing_series(observed):
     import yaml
+
     _, _, prom, _ = observed
     groups = yaml.safe_load((REPO / "dashboards" / "alerts.yaml").read_text())["groups"]
     missing, checked = [], 0
@@ -168,13 +192,17 @@ def test_every_alert_expression_parses_and_reads_existing_series(observed):
                     missing.append(f"{rule['alert']}: {sel}")
     assert checked >= 15, checked
     assert not missing, "alert expressions read series that do not exist:\n" + "\n".join(missing)
-    rule_health = [(r["name"], r.get("lastError")) for g in prom.rules() for r in g["rules"] if r.get("health") == "err"]
+    rule_health = [
+        (r["name"], r.get("lastError")) for g in prom.rules() for r in g["rules"] if r.get("health") == "err"
+    ]
     assert not rule_health, rule_health
 
 
 def test_lag_alert_fires_for_the_lagging_group(observed):
     _, _, prom, _ = observed
-    alert = prom.wait_for_alert("FjordConsumerLagHigh", labels={"group": LAGGING, "topic": "audit", **LABELS}, timeout=90)
+    alert = prom.wait_for_alert(
+        "FjordConsumerLagHigh", labels={"group": LAGGING, "topic": "audit", **LABELS}, timeout=90
+    )
     assert float(alert["value"]) > 300, alert
     assert not [a for a in prom.alerts() if a["labels"].get("group") == KEEPING_UP], prom.alerts()
     # The lagging group moves while its lag grows: Burrow's warn, not stall.

@@ -7,6 +7,7 @@ annotation, a namesake topic left alone until adopted, and the operator's traces
 an OTLP receiver.
 
 The tests of this module run in order against one control plane and build on each other."""
+
 import json
 import time
 from pathlib import Path
@@ -43,8 +44,14 @@ spec:
 
 
 def topic_yaml(name, partitions=3, rf=3, config=None, policy="Delete", topic_name=None, adopt=False):
-    spec = {"cluster": "events", "partitions": partitions, "replicationFactor": rf,
-            "config": config or {}, "deletionPolicy": policy, "adopt": adopt}
+    spec = {
+        "cluster": "events",
+        "partitions": partitions,
+        "replicationFactor": rf,
+        "config": config or {},
+        "deletionPolicy": policy,
+        "adopt": adopt,
+    }
     if topic_name:
         spec["topicName"] = topic_name
     return json.dumps({"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": name}, "spec": spec})
@@ -60,6 +67,7 @@ def bootstrap(kc):
 def kafka_topic(bs, name):
     """(partitions, {config: value}) of a topic as the brokers see it, or None."""
     from confluent_kafka.admin import AdminClient, ConfigResource
+
     a = AdminClient({"bootstrap.servers": bs})
     md = a.list_topics(timeout=10)
     t = md.topics.get(name)
@@ -97,6 +105,7 @@ def test_cluster_becomes_ready(kc):
         c = kc.get("cluster", "events", NS)
         cond = condition(c, "Ready")
         return cond and cond["status"] == "True" and c
+
     c = kc.wait_for(ready, 300, "Cluster events Ready")
     print(f"Cluster Ready {time.monotonic() - t0:.1f}s after apply; status {json.dumps(c['status'])}")
     st = c["status"]
@@ -112,8 +121,11 @@ def test_cluster_becomes_ready(kc):
 def test_topic_applied_and_used(kc):
     kc.apply(topic_yaml("orders", partitions=3, config={"retention.ms": "3600000"}), NS)
     t0 = time.monotonic()
-    kc.wait_for(lambda: (condition(kc.get("topic", "orders", NS), "Ready") or {}).get("status") == "True", 60,
-                "Topic orders Ready")
+    kc.wait_for(
+        lambda: (condition(kc.get("topic", "orders", NS), "Ready") or {}).get("status") == "True",
+        60,
+        "Topic orders Ready",
+    )
     print(f"Topic Ready {time.monotonic() - t0:.2f}s after apply")
     bs = bootstrap(kc)
     parts, cfg = kafka_topic(bs, "orders")
@@ -129,18 +141,35 @@ def test_topic_applied_and_used(kc):
 def test_topic_changes_applied(kc):
     kc.apply(topic_yaml("orders", partitions=6, config={"retention.ms": "7200000"}), NS)
     bs = bootstrap(kc)
-    kc.wait_for(lambda: kafka_topic(bs, "orders") and kafka_topic(bs, "orders")[0] == 6
-                and kafka_topic(bs, "orders")[1]["retention.ms"] == "7200000", 60,
-                "6 partitions and retention.ms=7200000 on the brokers")
+    kc.wait_for(
+        lambda: (
+            kafka_topic(bs, "orders")
+            and kafka_topic(bs, "orders")[0] == 6
+            and kafka_topic(bs, "orders")[1]["retention.ms"] == "7200000"
+        ),
+        60,
+        "6 partitions and retention.ms=7200000 on the brokers",
+    )
 
 
 def test_change_made_with_kafka_tool_is_reverted(kc, tools):
     bs = bootstrap(kc)
-    r = tools.run_class("kafka.admin.ConfigCommand", "--bootstrap-server", bs, "--alter", "--entity-type", "topics",
-                        "--entity-name", "orders", "--add-config", "retention.ms=1000")
+    r = tools.run_class(
+        "kafka.admin.ConfigCommand",
+        "--bootstrap-server",
+        bs,
+        "--alter",
+        "--entity-type",
+        "topics",
+        "--entity-name",
+        "orders",
+        "--add-config",
+        "retention.ms=1000",
+    )
     assert "Completed updating config" in r.stdout, r.describe()
-    kc.wait_for(lambda: kafka_topic(bs, "orders")[1]["retention.ms"] == "7200000", 60,
-                "the operator to revert retention.ms")
+    kc.wait_for(
+        lambda: kafka_topic(bs, "orders")[1]["retention.ms"] == "7200000", 60, "the operator to revert retention.ms"
+    )
     events = kc.get("events", namespace=NS)["items"]
     assert any(e.get("reason") == "DriftReverted" for e in events), [e.get("reason") for e in events]
 
@@ -160,7 +189,9 @@ def test_deletion_policies(kc):
 def test_invalid_resources_refused_with_cel_message(kc):
     p = kc.kubectl("apply", "-n", NS, "-f", "-", input=topic_yaml("orders", partitions=2), check=False)
     assert p.returncode != 0 and "partitions can only be increased" in p.stderr, p.stderr
-    p = kc.kubectl("apply", "-n", NS, "-f", "-", input=topic_yaml("bad", partitions=1, topic_name="no spaces"), check=False)
+    p = kc.kubectl(
+        "apply", "-n", NS, "-f", "-", input=topic_yaml("bad", partitions=1, topic_name="no spaces"), check=False
+    )
     assert p.returncode != 0 and "topicName may only contain" in p.stderr, p.stderr
     p = kc.kubectl("apply", "-n", NS, "-f", "-", input=topic_yaml("bad2", partitions=1, rf=40), check=False)
     assert p.returncode != 0 and "replicationFactor must be between 1 and 32" in p.stderr, p.stderr
@@ -196,8 +227,10 @@ def test_operator_metrics_and_no_writes_when_nothing_changes(kc):
     for name in ("fjord_operator_api_writes_total", "fjord_operator_kafka_admin_writes_total"):
         assert _sum(after, name) == _sum(before, name), f"{name} moved while nothing changed"
     assert _sum(after, "fjord_operator_reconciles_total") > _sum(before, "fjord_operator_reconciles_total")
-    print(f"idle 8 s: reconciles {_sum(before, 'fjord_operator_reconciles_total'):.0f} -> "
-          f"{_sum(after, 'fjord_operator_reconciles_total'):.0f}, API and admin writes unchanged")
+    print(
+        f"idle 8 s: reconciles {_sum(before, 'fjord_operator_reconciles_total'):.0f} -> "
+        f"{_sum(after, 'fjord_operator_reconciles_total'):.0f}, API and admin writes unchanged"
+    )
 
 
 def test_config_change_rolls_brokers_without_a_failed_send(kc):
@@ -209,8 +242,16 @@ def test_config_change_rolls_brokers_without_a_failed_send(kc):
     prod = AckingProducer(bs, topic, 3, rate=200).start()
     try:
         prod.wait_acks(300, 60, what="before the roll")
-        kc.kubectl("patch", "cluster", "events", "-n", NS, "--type=merge", "-p",
-                   json.dumps({"spec": {"config": {"log.retention.ms": "86400000"}}}))
+        kc.kubectl(
+            "patch",
+            "cluster",
+            "events",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"config": {"log.retention.ms": "86400000"}}}),
+        )
 
         def rolled():
             pods = {p["metadata"]["name"]: p for p in kc.get("pods", namespace=NS)["items"]}
@@ -218,6 +259,7 @@ def test_config_change_rolls_brokers_without_a_failed_send(kc):
             c = kc.get("cluster", "events", NS)
             ready = (condition(c, "Ready") or {}).get("status") == "True"
             return len(fresh) == 3 and ready
+
         kc.wait_for(rolled, 600, "every broker restarted and the Cluster Ready again", interval=1)
         prod.wait_acks(300, 60, after=time.monotonic(), what="after the roll")
     finally:
@@ -256,6 +298,7 @@ def test_namesake_topic_left_alone_until_adopted(kc):
     def refused():
         cond = condition(kc.get("topic", "legacy", NS), "Ready")
         return cond and cond["reason"] == "TopicExistsNotManaged" and cond
+
     kc.apply(topic_yaml("legacy", partitions=4), NS)
     cond = kc.wait_for(refused, 60, "Topic legacy refused as not managed")
     assert cond["status"] == "False" and "spec.adopt" in cond["message"], cond
@@ -275,9 +318,14 @@ def test_namesake_topic_left_alone_until_adopted(kc):
 def test_operator_traces_reach_the_otlp_receiver(kc, otlp):
     """Both controllers' reconcile spans, with the object's name, under service.name
     fjord-operator."""
+
     def spans():
         bodies = otlp.traces()
-        return bodies and any(b"fjord-operator" in b and b"reconcile" in b and b"events" in b for b in bodies) \
+        return (
+            bodies
+            and any(b"fjord-operator" in b and b"reconcile" in b and b"events" in b for b in bodies)
             and any(b"reconcile" in b and b"orders" in b for b in bodies)
+        )
+
     kc.wait_for(spans, 60, "Cluster and Topic reconcile spans at the OTLP receiver", interval=1)
     print(f"{len(otlp.traces())} trace exports received")

@@ -19,6 +19,7 @@ why; each broker then advertises its own Service's address, and a client bootstr
 status.externalBootstrap (the bootstrap Service's address) produces and consumes.
 
 The tests run in order against one control plane and build on each other."""
+
 import json
 import socket
 import threading
@@ -109,13 +110,17 @@ def kc(kube_cluster):
 def brokers(kc, cluster="edge"):
     """{ordinal: pod} of a Cluster's brokers."""
     pods = kc.get("pods", namespace=NS)["items"]
-    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith(f"{cluster}-")}
+    return {
+        int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith(f"{cluster}-")
+    }
 
 
 def node_addresses(kc):
     """{node name: InternalIP}."""
-    return {n["metadata"]["name"]: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
-            for n in kc.get("nodes")["items"]}
+    return {
+        n["metadata"]["name"]: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+        for n in kc.get("nodes")["items"]
+    }
 
 
 def ready_with_external(kc, replicas):
@@ -123,8 +128,14 @@ def ready_with_external(kc, replicas):
         c = kc.get("cluster", "edge", NS)
         cond = condition(c, "Ready")
         ext = (c.get("status") or {}).get("externalBootstrap") or ""
-        return cond and cond["status"] == "True" and c["status"].get("readyBrokers") == replicas \
-            and len(ext.split(",")) == replicas and c
+        return (
+            cond
+            and cond["status"] == "True"
+            and c["status"].get("readyBrokers") == replicas
+            and len(ext.split(",")) == replicas
+            and c
+        )
+
     return kc.wait_for(ok, 300, f"Cluster edge Ready with {replicas} external addresses")
 
 
@@ -153,6 +164,7 @@ def expected_addresses(kc, replicas):
 def advertised(bootstrap):
     """{broker id: (host, port)} from a Metadata response through `bootstrap`."""
     from confluent_kafka.admin import AdminClient
+
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15)
     return {b.id: (b.host, b.port) for b in md.brokers.values()}
 
@@ -236,8 +248,17 @@ def lb_cluster_yaml(replicas):
 
 def assign_lb_address(kc, service, ip):
     """What a cloud controller or MetalLB does once the load balancer exists."""
-    kc.kubectl("patch", "service", service, "-n", NS, "--subresource=status", "--type=merge",
-               "-p", f'{{"status": {{"loadBalancer": {{"ingress": [{{"ip": "{ip}"}}]}}}}}}')
+    kc.kubectl(
+        "patch",
+        "service",
+        service,
+        "-n",
+        NS,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        f'{{"status": {{"loadBalancer": {{"ingress": [{{"ip": "{ip}"}}]}}}}}}',
+    )
 
 
 def sts_replicas(kc):
@@ -254,8 +275,11 @@ def test_load_balancer_brokers_wait_for_their_addresses(kc):
         c = kc.get("cluster", LB_NAME, NS)
         p = condition(c, "Progressing")
         return p and p["reason"] == "WaitingForLoadBalancer" and p
+
     p = kc.wait_for(waiting, 60, "Progressing=WaitingForLoadBalancer")
-    assert p["message"] == f"waiting for a load balancer address on Service {LB_NAME}-0-external, {LB_NAME}-1-external", p
+    assert (
+        p["message"] == f"waiting for a load balancer address on Service {LB_NAME}-0-external, {LB_NAME}-1-external"
+    ), p
     for name in (f"{LB_NAME}-external-bootstrap", f"{LB_NAME}-0-external", f"{LB_NAME}-1-external"):
         svc = kc.get("service", name, NS)
         assert svc["spec"]["type"] == "LoadBalancer", svc["spec"]
@@ -281,8 +305,14 @@ def test_load_balancer_addresses_are_advertised_and_serve_a_client(kc):
     def ready():
         c = kc.get("cluster", LB_NAME, NS)
         cond = condition(c, "Ready")
-        return cond and cond["status"] == "True" and c["status"].get("readyBrokers") == 2 \
-            and c["status"].get("externalBootstrap") and c
+        return (
+            cond
+            and cond["status"] == "True"
+            and c["status"].get("readyBrokers") == 2
+            and c["status"].get("externalBootstrap")
+            and c
+        )
+
     c = kc.wait_for(ready, 300, f"Cluster {LB_NAME} Ready with its external bootstrap")
     assert c["status"]["externalBootstrap"] == f"{LB_ADDR}1:{EXTERNAL_PORT}", c["status"]
     assert condition(c, "Progressing")["status"] == "False", c["status"]

@@ -13,6 +13,7 @@ Order matters: the operator looks the CRDs up by API discovery in each reconcile
 a minute), so they are installed and Established before the operator starts; the chart's
 ServiceMonitor and PrometheusRule need them to install at all. The tests run in order and
 build on each other."""
+
 import json
 import time
 from pathlib import Path
@@ -33,12 +34,23 @@ NS = "observed"
 CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
 USER_LABELS = {"release": "kube-prometheus-stack", "team": "streaming"}
 CLUSTER = {
-    "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "events"},
-    "spec": {"image": "fjord/broker:dev", "replicas": 1, "storage": {"size": "1Gi"}, "advertise": "PodIp",
-             "metrics": {"labels": USER_LABELS, "dashboards": True, "granularity": "partition"}},
+    "apiVersion": "fjord.dev/v1alpha1",
+    "kind": "Cluster",
+    "metadata": {"name": "events"},
+    "spec": {
+        "image": "fjord/broker:dev",
+        "replicas": 1,
+        "storage": {"size": "1Gi"},
+        "advertise": "PodIp",
+        "metrics": {"labels": USER_LABELS, "dashboards": True, "granularity": "partition"},
+    },
 }
-TOPIC = {"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": "orders"},
-         "spec": {"cluster": "events", "partitions": 2, "replicationFactor": 1}}
+TOPIC = {
+    "apiVersion": "fjord.dev/v1alpha1",
+    "kind": "Topic",
+    "metadata": {"name": "orders"},
+    "spec": {"cluster": "events", "partitions": 2, "replicationFactor": 1},
+}
 
 
 def alert_groups():
@@ -62,8 +74,9 @@ def kc(kube_cluster, tools):
     assert not missing, f"Prometheus Operator CRDs missing: {missing} (provision: bash e2e/provision/all prometheus)"
     # Server-side: the CRDs are too big for kubectl's last-applied annotation.
     kube_cluster.kubectl("apply", "--server-side", *[a for f in files for a in ("-f", f)])
-    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                         *[f"crd/{c}.monitoring.coreos.com" for c in CRDS])
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{c}.monitoring.coreos.com" for c in CRDS]
+    )
     kube_cluster.namespace(NS)
     return kube_cluster
 
@@ -92,23 +105,35 @@ def test_operator_creates_monitoring_objects_owned_by_the_cluster(kc):
     kc.apply(json.dumps(CLUSTER), NS)
 
     def created():
-        objs = [kc.get(kind, name, NS, missing_ok=True)
-                for kind, name in (("servicemonitor", "events"), ("prometheusrule", "events"),
-                                   ("configmap", "events-dashboards"))]
+        objs = [
+            kc.get(kind, name, NS, missing_ok=True)
+            for kind, name in (
+                ("servicemonitor", "events"),
+                ("prometheusrule", "events"),
+                ("configmap", "events-dashboards"),
+            )
+        ]
         return None if None in objs else objs
+
     sm, rule, cm = kc.wait_for(created, 60, "ServiceMonitor, PrometheusRule and dashboards ConfigMap of events")
     uid = kc.get("cluster", "events", NS)["metadata"]["uid"]
     for obj in (sm, rule, cm):
         what = f"{obj['kind']}/{obj['metadata']['name']}"
-        assert has_labels(obj, {**USER_LABELS, "app.kubernetes.io/instance": "events",
-                                "app.kubernetes.io/managed-by": "fjord-operator"}), (what, obj["metadata"])
+        assert has_labels(
+            obj,
+            {**USER_LABELS, "app.kubernetes.io/instance": "events", "app.kubernetes.io/managed-by": "fjord-operator"},
+        ), (what, obj["metadata"])
         owners = obj["metadata"].get("ownerReferences", [])
-        assert [(o["kind"], o["name"], o["uid"], o.get("controller")) for o in owners] == \
-            [("Cluster", "events", uid, True)], (what, owners)
+        assert [(o["kind"], o["name"], o["uid"], o.get("controller")) for o in owners] == [
+            ("Cluster", "events", uid, True)
+        ], (what, owners)
     ep = sm["spec"]["endpoints"]
     assert len(ep) == 1 and ep[0]["port"] == "http" and ep[0]["path"] == "/metrics", ep
-    assert {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
-            "targetLabel": "cluster"} in ep[0]["relabelings"], ep
+    assert {
+        "action": "replace",
+        "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+        "targetLabel": "cluster",
+    } in ep[0]["relabelings"], ep
     assert "metricRelabelings" not in ep[0], "series are not dropped by the ServiceMonitor"
     assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "events", sm["spec"]
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NS]}, sm["spec"]
@@ -123,27 +148,41 @@ def test_operator_creates_monitoring_objects_owned_by_the_cluster(kc):
 def test_granularity_reaches_the_brokers(kc):
     props = kc.get("configmap", "events-config", NS)["data"]["server.properties"]
     assert "\nfjord.metrics.granularity=partition\n" in props, props
-    kc.wait_for(lambda: (condition(kc.get("cluster", "events", NS), "Ready") or {}).get("status") == "True",
-                300, "Cluster events Ready")
+    kc.wait_for(
+        lambda: (condition(kc.get("cluster", "events", NS), "Ready") or {}).get("status") == "True",
+        300,
+        "Cluster events Ready",
+    )
     kc.apply(json.dumps(TOPIC), NS)
-    kc.wait_for(lambda: (condition(kc.get("topic", "orders", NS), "Ready") or {}).get("status") == "True", 60,
-                "Topic orders Ready")
+    kc.wait_for(
+        lambda: (condition(kc.get("topic", "orders", NS), "Ready") or {}).get("status") == "True",
+        60,
+        "Topic orders Ready",
+    )
     ip = kc.get("pod", "events-0", NS)["status"]["podIP"]
 
     def partition_series():
         samples = parse_prometheus(http_get(f"http://{ip}:9644/metrics")[1])
-        return sorted(s[1]["partition"] for s in samples
-                      if s[0] == "fjord_partition_high_watermark" and s[1].get("topic") == "orders")
+        return sorted(
+            s[1]["partition"]
+            for s in samples
+            if s[0] == "fjord_partition_high_watermark" and s[1].get("topic") == "orders"
+        )
+
     assert kc.wait_for(partition_series, 30, "per-partition series of orders") == ["0", "1"]
 
 
 def test_operator_resources_are_labelled_with_the_cluster(kc):
     def resources():
-        got = {(s[1]["kind"], s[1].get("cluster"), s[1]["ready"]): s[2] for s in kc.operator_metrics()
-               if s[0] == "fjord_operator_resources"}
+        got = {
+            (s[1]["kind"], s[1].get("cluster"), s[1]["ready"]): s[2]
+            for s in kc.operator_metrics()
+            if s[0] == "fjord_operator_resources"
+        }
         want = {("Cluster", "events", "true"): 1, ("Topic", "events", "true"): 1}
         return got if all(got.get(k) == v for k, v in want.items()) else None
-    got = kc.wait_for(resources, 30, "fjord_operator_resources{cluster=\"events\"} ready")
+
+    got = kc.wait_for(resources, 30, 'fjord_operator_resources{cluster="events"} ready')
     assert {c for _, c, _ in got} == {"events"}, got
 
 
@@ -155,15 +194,26 @@ def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
     import os
     from dashboards import load_dashboards, panels, queries, render
     from prometheus import Prometheus, fast_rules
+
     ghost = {**TOPIC, "metadata": {"name": "stray"}, "spec": {**TOPIC["spec"], "cluster": "ghost"}}
     kc.apply(json.dumps(ghost), NS)
-    op = next(p for p in kc.get("pods", namespace=kube.OPERATOR_NS)["items"]
-              if p["metadata"]["name"].startswith(kube.OPERATOR_DEPLOYMENT))
+    op = next(
+        p
+        for p in kc.get("pods", namespace=kube.OPERATOR_NS)["items"]
+        if p["metadata"]["name"].startswith(kube.OPERATOR_DEPLOYMENT)
+    )
     broker = kc.get("pod", "events-0", NS)
-    targets = [{"address": f"{op['status']['podIP']}:8080", "job": "fjord-operator",
-                "labels": {"namespace": kube.OPERATOR_NS, "pod": op["metadata"]["name"]}},
-               {"address": f"{broker['status']['podIP']}:9644",
-                "labels": {"namespace": NS, "cluster": "events", "pod": "events-0"}}]
+    targets = [
+        {
+            "address": f"{op['status']['podIP']}:8080",
+            "job": "fjord-operator",
+            "labels": {"namespace": kube.OPERATOR_NS, "pod": op["metadata"]["name"]},
+        },
+        {
+            "address": f"{broker['status']['podIP']}:9644",
+            "labels": {"namespace": NS, "cluster": "events", "pod": "events-0"},
+        },
+    ]
     operator_rules = {"groups": [g for g in alert_groups() if g["name"] == "fjord-operator"]}
     assert operator_rules["groups"], "no fjord-operator rule group in dashboards/alerts.yaml"
     (tmp_path / "operator-rules.yaml").write_text(yaml.safe_dump(operator_rules))
@@ -178,8 +228,13 @@ def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
         for panel in panels(dash):
             empty += [f"{panel['title']}: {q}" for q in queries(panel) if not prom.query(q)]
         assert not empty, "Operator dashboard queries without data:\n" + "\n".join(empty)
-        missing = [f"{r['alert']}: {s}" for g in operator_rules["groups"] for r in g["rules"]
-                   for s in prom.selectors(r["expr"]) if not prom.query(s)]
+        missing = [
+            f"{r['alert']}: {s}"
+            for g in operator_rules["groups"]
+            for r in g["rules"]
+            for s in prom.selectors(r["expr"])
+            if not prom.query(s)
+        ]
         assert not missing, "operator alert expressions read series that do not exist:\n" + "\n".join(missing)
         out = Path(os.environ.get("FJORD_DASHBOARD_PNGS") or tmp_path)
         out.mkdir(parents=True, exist_ok=True)
@@ -189,12 +244,23 @@ def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
 
 
 def test_metrics_disabled_removes_the_monitoring_objects(kc):
-    kc.kubectl("patch", "cluster", "events", "-n", NS, "--type=merge", "-p",
-               json.dumps({"spec": {"metrics": {"enabled": False}}}))
+    kc.kubectl(
+        "patch",
+        "cluster",
+        "events",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"metrics": {"enabled": False}}}),
+    )
     kinds = (("servicemonitor", "events"), ("prometheusrule", "events"), ("configmap", "events-dashboards"))
     t0 = time.monotonic()
-    kc.wait_for(lambda: all(kc.get(k, n, NS, missing_ok=True) is None for k, n in kinds), 60,
-                "the monitoring objects of events deleted")
+    kc.wait_for(
+        lambda: all(kc.get(k, n, NS, missing_ok=True) is None for k, n in kinds),
+        60,
+        "the monitoring objects of events deleted",
+    )
     print(f"monitoring objects deleted {time.monotonic() - t0:.1f}s after metrics.enabled=false")
     assert kc.get("statefulset", "events", NS, missing_ok=True) is not None
 
@@ -202,6 +268,14 @@ def test_metrics_disabled_removes_the_monitoring_objects(kc):
 def test_deleted_cluster_leaves_no_resource_series(kc):
     kc.kubectl("delete", "topic", "orders", "-n", NS, "--wait=true", timeout=90)
     kc.kubectl("delete", "cluster", "events", "-n", NS, "--wait=true", timeout=90)
-    kc.wait_for(lambda: not [s for s in kc.operator_metrics()
-                             if s[0] == "fjord_operator_resources" and s[1].get("cluster") == "events"],
-                30, "no fjord_operator_resources series of the deleted cluster")
+    kc.wait_for(
+        lambda: (
+            not [
+                s
+                for s in kc.operator_metrics()
+                if s[0] == "fjord_operator_resources" and s[1].get("cluster") == "events"
+            ]
+        ),
+        30,
+        "no fjord_operator_resources series of the deleted cluster",
+    )

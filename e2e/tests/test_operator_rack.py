@@ -10,6 +10,7 @@ So: each pod carries its Node's zone, a real client's DescribeCluster reports th
 broker's rack, and a topic with replication factor 3 has its replicas in three racks.
 
 The tests run in order against one control plane and build on each other."""
+
 import json
 
 import pytest
@@ -24,9 +25,16 @@ pytestmark = pytest.mark.fjord_only
 NS = "racks"
 ZONE = "topology.kubernetes.io/zone"
 CLUSTER = {
-    "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "events"},
-    "spec": {"image": "fjord/broker:dev", "replicas": 3, "storage": {"size": "1Gi"}, "advertise": "PodIp",
-             "rack": {"topologyKey": ZONE}},
+    "apiVersion": "fjord.dev/v1alpha1",
+    "kind": "Cluster",
+    "metadata": {"name": "events"},
+    "spec": {
+        "image": "fjord/broker:dev",
+        "replicas": 3,
+        "storage": {"size": "1Gi"},
+        "advertise": "PodIp",
+        "rack": {"topologyKey": ZONE},
+    },
 }
 
 
@@ -37,8 +45,10 @@ def kc(kube_cluster):
 
 
 def broker_pods(kc):
-    return sorted((p for p in kc.get("pods", namespace=NS)["items"] if p["metadata"]["name"].startswith("events-")),
-                  key=lambda p: p["metadata"]["name"])
+    return sorted(
+        (p for p in kc.get("pods", namespace=NS)["items"] if p["metadata"]["name"].startswith("events-")),
+        key=lambda p: p["metadata"]["name"],
+    )
 
 
 def bootstrap(kc):
@@ -60,8 +70,12 @@ def test_nodes_labelled_and_cluster_ready(kc):
 
     def ready():
         c = kc.get("cluster", "events", NS)
-        return c if ((condition(c, "Ready") or {}).get("status") == "True"
-                     and c["status"].get("readyBrokers") == 3) else None
+        return (
+            c
+            if ((condition(c, "Ready") or {}).get("status") == "True" and c["status"].get("readyBrokers") == 3)
+            else None
+        )
+
     kc.wait_for(ready, 300, "Cluster events Ready with 3 brokers", interval=1)
 
 
@@ -72,13 +86,18 @@ def test_each_pod_carries_the_zone_of_its_node(kc):
     for p in pods:
         node = p["spec"].get("nodeName")
         assert node in zones, (p["metadata"]["name"], node)
-        assert p["metadata"].get("labels", {}).get(ZONE) == zones[node], \
-            (p["metadata"]["name"], node, zones[node], p["metadata"].get("labels"))
+        assert p["metadata"].get("labels", {}).get(ZONE) == zones[node], (
+            p["metadata"]["name"],
+            node,
+            zones[node],
+            p["metadata"].get("labels"),
+        )
         env = {e["name"]: e for e in p["spec"]["containers"][0].get("env", [])}
         assert env["FJORD_RACK"]["valueFrom"]["fieldRef"]["fieldPath"] == f"metadata.labels['{ZONE}']", env
     # The default anti-affinity spreads the brokers over the three nodes, hence three racks.
-    assert sorted(zones[p["spec"]["nodeName"]] for p in pods) == ["zone-a", "zone-b", "zone-c"], \
-        {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
+    assert sorted(zones[p["spec"]["nodeName"]] for p in pods) == ["zone-a", "zone-b", "zone-c"], {
+        p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods
+    }
 
 
 def expected_racks(kc):
@@ -89,6 +108,7 @@ def expected_racks(kc):
 
 def test_brokers_report_their_rack_to_a_client(kc):
     from confluent_kafka.admin import AdminClient
+
     want = expected_racks(kc)
     admin = AdminClient({"bootstrap.servers": bootstrap(kc)})  # held: the future fails if the client goes
     res = admin.describe_cluster(request_timeout=15).result(timeout=20)
@@ -99,11 +119,23 @@ def test_brokers_report_their_rack_to_a_client(kc):
 
 def test_replicas_of_an_rf3_topic_land_in_three_racks(kc):
     from confluent_kafka.admin import AdminClient
-    kc.apply(json.dumps({"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": "spread"},
-                         "spec": {"cluster": "events", "partitions": 6, "replicationFactor": 3,
-                                  "deletionPolicy": "Delete"}}), NS)
-    kc.wait_for(lambda: (condition(kc.get("topic", "spread", NS), "Ready") or {}).get("status") == "True", 60,
-                "Topic spread Ready")
+
+    kc.apply(
+        json.dumps(
+            {
+                "apiVersion": "fjord.dev/v1alpha1",
+                "kind": "Topic",
+                "metadata": {"name": "spread"},
+                "spec": {"cluster": "events", "partitions": 6, "replicationFactor": 3, "deletionPolicy": "Delete"},
+            }
+        ),
+        NS,
+    )
+    kc.wait_for(
+        lambda: (condition(kc.get("topic", "spread", NS), "Ready") or {}).get("status") == "True",
+        60,
+        "Topic spread Ready",
+    )
     racks = expected_racks(kc)
     md = AdminClient({"bootstrap.servers": bootstrap(kc)}).list_topics("spread", timeout=10)
     parts = md.topics["spread"].partitions
@@ -111,5 +143,6 @@ def test_replicas_of_an_rf3_topic_land_in_three_racks(kc):
     for p in parts.values():
         assert sorted(racks[r] for r in p.replicas) == ["zone-a", "zone-b", "zone-c"], (p.id, p.replicas, racks)
     # Leaders spread over the racks as well.
-    assert {racks[p.leader] for p in parts.values()} == {"zone-a", "zone-b", "zone-c"}, \
-        {p.id: p.leader for p in parts.values()}
+    assert {racks[p.leader] for p in parts.values()} == {"zone-a", "zone-b", "zone-c"}, {
+        p.id: p.leader for p in parts.values()
+    }

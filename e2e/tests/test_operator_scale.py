@@ -13,6 +13,7 @@ Topic (deletionPolicy Delete) empties brokers 1 and 2, and the scale-down procee
 replica and Ready.
 
 The tests run in order against one control plane and build on each other."""
+
 import json
 import time
 
@@ -28,37 +29,62 @@ pytestmark = pytest.mark.fjord_only
 
 NS = "scaling"
 CLUSTER = {
-    "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "events"},
-    "spec": {"image": "fjord/broker:dev", "replicas": 1, "storage": {"size": "1Gi"}, "advertise": "PodIp",
-             "config": {"group.initial.rebalance.delay.ms": "0"}},
+    "apiVersion": "fjord.dev/v1alpha1",
+    "kind": "Cluster",
+    "metadata": {"name": "events"},
+    "spec": {
+        "image": "fjord/broker:dev",
+        "replicas": 1,
+        "storage": {"size": "1Gi"},
+        "advertise": "PodIp",
+        "config": {"group.initial.rebalance.delay.ms": "0"},
+    },
 }
 
 
 def topic(name, partitions, rf):
-    return json.dumps({"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": name},
-                       "spec": {"cluster": "events", "partitions": partitions, "replicationFactor": rf,
-                                "deletionPolicy": "Delete"}})
+    return json.dumps(
+        {
+            "apiVersion": "fjord.dev/v1alpha1",
+            "kind": "Topic",
+            "metadata": {"name": name},
+            "spec": {
+                "cluster": "events",
+                "partitions": partitions,
+                "replicationFactor": rf,
+                "deletionPolicy": "Delete",
+            },
+        }
+    )
 
 
 def bootstrap(kc):
     """Ready broker pods' addresses (no cluster DNS here)."""
     pods = kc.get("pods", namespace=NS)["items"]
-    return ",".join(f"{p['status']['podIP']}:9092" for p in pods
-                    if p["metadata"]["name"].startswith("events-") and p["status"].get("podIP")
-                    and not p["metadata"].get("deletionTimestamp")
-                    and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])))
+    return ",".join(
+        f"{p['status']['podIP']}:9092"
+        for p in pods
+        if p["metadata"]["name"].startswith("events-")
+        and p["status"].get("podIP")
+        and not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    )
 
 
 def cluster_ready(kc, brokers):
     c = kc.get("cluster", "events", NS)
-    ok = ((condition(c, "Ready") or {}).get("status") == "True" and c["status"].get("readyBrokers") == brokers
-          and c["status"].get("observedGeneration") == c["metadata"]["generation"])
+    ok = (
+        (condition(c, "Ready") or {}).get("status") == "True"
+        and c["status"].get("readyBrokers") == brokers
+        and c["status"].get("observedGeneration") == c["metadata"]["generation"]
+    )
     return c if ok else None
 
 
 def scale(kc, replicas):
-    kc.kubectl("patch", "cluster", "events", "-n", NS, "--type=merge", "-p",
-               json.dumps({"spec": {"replicas": replicas}}))
+    kc.kubectl(
+        "patch", "cluster", "events", "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"replicas": replicas}})
+    )
 
 
 def sts_replicas(kc):
@@ -84,6 +110,7 @@ def test_operator_and_one_broker(kc):
 
 def test_topic_status_lists_a_lagging_group_with_lag_seconds(kc):
     from confluent_kafka import Consumer, TopicPartition
+
     kc.apply(topic("lagging", 1, 1), NS)
     kc.wait_for(lambda: topic_ready(kc, "lagging"), 60, "Topic lagging Ready")
     bs = bootstrap(kc)
@@ -99,13 +126,18 @@ def test_topic_status_lists_a_lagging_group_with_lag_seconds(kc):
         groups = kc.get("topic", "lagging", NS)["status"].get("groups", [])
         g = next((g for g in groups if g["group"] == "slow-readers"), None)
         return g if g and g["lag"] == 15 and g["lagSeconds"] > 0 else None
+
     g = kc.wait_for(lagging, 60, "Topic status: group slow-readers with lag 15 and lagSeconds > 0", interval=1)
     print(f"Topic lagging status group: {g}")
     # The brokers' own figure, which the operator copies (rounded to 0.1 s).
     from kclients import http_get, parse_prometheus
+
     ip = bs.split(",")[0].rsplit(":", 1)[0]
-    series = [v for n, labels, v in parse_prometheus(http_get(f"http://{ip}:9644/metrics")[1])
-              if n == "fjord_consumer_group_lag_seconds" and labels.get("group") == "slow-readers"]
+    series = [
+        v
+        for n, labels, v in parse_prometheus(http_get(f"http://{ip}:9644/metrics")[1])
+        if n == "fjord_consumer_group_lag_seconds" and labels.get("group") == "slow-readers"
+    ]
     assert series and max(series) >= g["lagSeconds"] - 0.1, (series, g)
 
 
@@ -119,16 +151,19 @@ def test_scale_up_to_three(kc):
     assert sts_replicas(kc) == 3
     assert c["status"].get("voters") == [0], "the voter set is fixed at creation"
     from confluent_kafka.admin import AdminClient
+
     bs = bootstrap(kc)
 
     def three_brokers():
         md = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10)
         return sorted(md.brokers) if len(md.brokers) == 3 else None
+
     assert kc.wait_for(three_brokers, 60, "Metadata listing 3 brokers") == [0, 1, 2]
 
 
 def test_scale_down_refused_while_removed_brokers_hold_partitions(kc):
     from confluent_kafka.admin import AdminClient
+
     kc.apply(topic("spread", 3, 3), NS)
     kc.wait_for(lambda: topic_ready(kc, "spread"), 60, "Topic spread Ready")
     md = AdminClient({"bootstrap.servers": bootstrap(kc)}).list_topics(timeout=10)
@@ -138,6 +173,7 @@ def test_scale_down_refused_while_removed_brokers_hold_partitions(kc):
     def blocked():
         d = condition(kc.get("cluster", "events", NS), "Degraded") or {}
         return d if d.get("reason") == "ScaleDownBlocked" else None
+
     d = kc.wait_for(blocked, 60, "Degraded reason ScaleDownBlocked", interval=1)
     print(f"Degraded: {d['message']}")
     assert d["status"] == "True"
@@ -152,8 +188,9 @@ def test_scale_down_refused_while_removed_brokers_hold_partitions(kc):
     time.sleep(5)
     assert sts_replicas(kc) == 3
     pods = [p for p in kc.get("pods", namespace=NS)["items"] if p["metadata"]["name"].startswith("events-")]
-    assert len(pods) == 3 and not any(p["metadata"].get("deletionTimestamp") for p in pods), \
-        [p["metadata"]["name"] for p in pods]
+    assert len(pods) == 3 and not any(p["metadata"].get("deletionTimestamp") for p in pods), [
+        p["metadata"]["name"] for p in pods
+    ]
     c = kc.get("cluster", "events", NS)
     assert (condition(c, "Ready") or {}).get("status") == "False", c["status"]
     # One Event per refusal, not one per reconcile.
@@ -164,11 +201,17 @@ def test_scale_down_refused_while_removed_brokers_hold_partitions(kc):
 def test_scale_down_proceeds_once_the_partitions_are_gone(kc):
     kc.kubectl("delete", "topic", "spread", "-n", NS, "--wait=true", timeout=90)
     t0 = time.monotonic()
-    c = kc.wait_for(lambda: sts_replicas(kc) == 1 and cluster_ready(kc, 1), 300,
-                    "scale-down to 1 broker and Ready", interval=1)
+    c = kc.wait_for(
+        lambda: sts_replicas(kc) == 1 and cluster_ready(kc, 1), 300, "scale-down to 1 broker and Ready", interval=1
+    )
     print(f"scaled 3 -> 1 in {time.monotonic() - t0:.1f}s after the Topic went; status {json.dumps(c['status'])}")
     assert (condition(c, "Degraded") or {}).get("reason") != "ScaleDownBlocked", c["status"]
-    kc.wait_for(lambda: not any(p["metadata"]["name"] in ("events-1", "events-2")
-                                for p in kc.get("pods", namespace=NS)["items"]), 120, "pods events-1 and -2 gone")
+    kc.wait_for(
+        lambda: (
+            not any(p["metadata"]["name"] in ("events-1", "events-2") for p in kc.get("pods", namespace=NS)["items"])
+        ),
+        120,
+        "pods events-1 and -2 gone",
+    )
     # The group and its topic on broker 0 survived.
     kc.wait_for(lambda: topic_ready(kc, "lagging"), 60, "Topic lagging still Ready")

@@ -1,6 +1,7 @@
 """Self-test of prometheus.py: a real Prometheus scrapes itself and one broker; the broker's
 series carry the static target labels, range queries and rule evaluation work, and a bad
 expression is reported as a PromQueryError."""
+
 import json
 import time
 
@@ -18,13 +19,36 @@ def prom(broker, tools, e2e_tmp):
     root = e2e_tmp / "prometheus-harness"
     root.mkdir()
     rules = root / "rules.yml"
-    rules.write_text(json.dumps({"groups": [{"name": "harness", "rules": [
-        {"alert": "HarnessBrokerUp", "expr": "fjord_uptime_seconds > 0", "for": "1s",
-         "labels": {"severity": "info"}, "annotations": {"summary": "{{ $labels.pod }} is up"}}]}]}))
+    rules.write_text(
+        json.dumps(
+            {
+                "groups": [
+                    {
+                        "name": "harness",
+                        "rules": [
+                            {
+                                "alert": "HarnessBrokerUp",
+                                "expr": "fjord_uptime_seconds > 0",
+                                "for": "1s",
+                                "labels": {"severity": "info"},
+                                "annotations": {"summary": "{{ $labels.pod }} is up"},
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     address = broker.http_base.removeprefix("http://")
-    p = Prometheus(tools.prometheus, root, targets=[{"address": address, "labels": LABELS}],
-                   scrape_interval="1s", rule_files=[rules], scrape_self=True,
-                   self_labels={"namespace": "monitoring"})
+    p = Prometheus(
+        tools.prometheus,
+        root,
+        targets=[{"address": address, "labels": LABELS}],
+        scrape_interval="1s",
+        rule_files=[rules],
+        scrape_self=True,
+        self_labels={"namespace": "monitoring"},
+    )
     with p:
         yield p
 
@@ -56,12 +80,10 @@ def test_query_range_and_scalar(prom):
 
 
 def test_alert_fires_with_target_labels(prom):
-    a = prom.wait_for_alert("HarnessBrokerUp", labels={"cluster": "harness", "pod": "fjord-0"},
-                            timeout=60)
+    a = prom.wait_for_alert("HarnessBrokerUp", labels={"cluster": "harness", "pod": "fjord-0"}, timeout=60)
     assert a["labels"]["severity"] == "info" and a["labels"]["namespace"] == "e2e"
     assert a["annotations"]["summary"] == "fjord-0 is up"
-    assert any(r["name"] == "HarnessBrokerUp" and r["health"] == "ok"
-               for g in prom.rules() for r in g["rules"])
+    assert any(r["name"] == "HarnessBrokerUp" and r["health"] == "ok" for g in prom.rules() for r in g["rules"])
 
 
 def test_bad_expression_is_a_query_error(prom):

@@ -1,5 +1,6 @@
 """read_committed consumers see every record: with no transactions the last stable offset
 is the high watermark."""
+
 from kclients import create_topic, produce, read_partition, unique, watermarks
 
 

@@ -5,6 +5,7 @@ beginning (read_uncommitted): every acknowledged value is there exactly once, at
 offset, in acknowledgement order per partition, and no value is stored twice.
 
 Timings (failover, fencing, elections) are printed: run with -s (or -rP) to see them."""
+
 import json
 import threading
 import time
@@ -25,14 +26,20 @@ FAST = {
     "replica.lag.time.max.ms": "5000",
 }
 PARTS = 3
-RATE = 300            # records/s offered by the producer (all partitions together)
+RATE = 300  # records/s offered by the producer (all partitions together)
 FAILOVER_BOUND_S = 15
 QUIET = {"log_level": 2}  # librdkafka: no stderr noise about nodes that are down on purpose
 REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 
 # What a producer may report while only one of three nodes is alive (min ISR 2, no quorum).
-OUTAGE_ERRORS = {"NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND", "_MSG_TIMED_OUT",
-                 "REQUEST_TIMED_OUT", "_TIMED_OUT", "_TIMED_OUT_QUEUE"}
+OUTAGE_ERRORS = {
+    "NOT_ENOUGH_REPLICAS",
+    "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "_MSG_TIMED_OUT",
+    "REQUEST_TIMED_OUT",
+    "_TIMED_OUT",
+    "_TIMED_OUT_QUEUE",
+}
 
 
 def _stop_and_check(cluster, topic, partitions, prod, label, allow_failures=False):
@@ -70,11 +77,14 @@ def test_leader_kill9_new_leader_serves(cluster_factory):
         victim.kill9()
         first = _wait_first_ack(prod, 0, cut, 60, "an acknowledged write on partition 0 after the kill")
         failover_ms = (first.t - t_kill) * 1000
-        new_leader = c.wait_partition(topic, 0, lambda l, r, i: l >= 0 and l != leader, 30,
-                                      "a new leader", exclude=[leader])[0]
+        new_leader = c.wait_partition(
+            topic, 0, lambda l, r, i: l >= 0 and l != leader, 30, "a new leader", exclude=[leader]
+        )[0]
         timeline["new leader serves ms"] = round(failover_ms)
-        print(f"new leader serves within {failover_ms:.0f} ms (partition 0: leader {leader} killed, "
-              f"new leader {new_leader})")
+        print(
+            f"new leader serves within {failover_ms:.0f} ms (partition 0: leader {leader} killed, "
+            f"new leader {new_leader})"
+        )
         prod.wait_acks(600, 60, after=first.t, what="after the failover")
         t0 = time.monotonic()
         victim.restart()
@@ -87,8 +97,9 @@ def test_leader_kill9_new_leader_serves(cluster_factory):
         prod.stop()
     _stop_and_check(c, topic, PARTS, prod, "leader kill9")
     print(f"timeline: {timeline}")
-    assert failover_ms < FAILOVER_BOUND_S * 1000, \
+    assert failover_ms < FAILOVER_BOUND_S * 1000, (
         f"first acknowledged write on partition 0 only {failover_ms:.0f} ms after the leader was killed"
+    )
 
 
 class OutageProbe:
@@ -99,10 +110,21 @@ class OutageProbe:
 
     def __init__(self, bootstrap, topic, partitions, interval=0.25):
         from confluent_kafka import Producer
+
         self.topic, self.partitions, self.interval = topic, partitions, interval
-        self.p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
-                           "retries": 0, "message.timeout.ms": 6000, "request.timeout.ms": 5000,
-                           "socket.timeout.ms": 5000, "linger.ms": 0, "log_level": 2})
+        self.p = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": False,
+                "retries": 0,
+                "message.timeout.ms": 6000,
+                "request.timeout.ms": 5000,
+                "socket.timeout.ms": 5000,
+                "linger.ms": 0,
+                "log_level": 2,
+            }
+        )
         self.results = []  # (partition, error name or None, offset)
         self.n = 0
 
@@ -112,8 +134,9 @@ class OutageProbe:
     def run_for(self, seconds):
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            self.p.produce(self.topic, value=f"probe-{self.n}".encode(), partition=self.n % self.partitions,
-                           on_delivery=self._dr)
+            self.p.produce(
+                self.topic, value=f"probe-{self.n}".encode(), partition=self.n % self.partitions, on_delivery=self._dr
+            )
             self.n += 1
             self.p.poll(self.interval)
 
@@ -154,10 +177,13 @@ def test_two_of_three_down_refuses_writes_then_resumes(cluster_factory):
         codes = {}
         for _, code, _ in probes:
             codes[code] = codes.get(code, 0) + 1
-        print(f"outage {t_restart - t_down:.1f}s: the idempotent producer got {len(in_flight)} acks for records "
-              f"sent before the kills and {len(during)} for records sent after; probe results {codes}")
-        assert not during, (f"{len(during)} writes sent while only node {survivor} was alive were acknowledged, "
-                            f"e.g. {during[:5]}")
+        print(
+            f"outage {t_restart - t_down:.1f}s: the idempotent producer got {len(in_flight)} acks for records "
+            f"sent before the kills and {len(during)} for records sent after; probe results {codes}"
+        )
+        assert not during, (
+            f"{len(during)} writes sent while only node {survivor} was alive were acknowledged, e.g. {during[:5]}"
+        )
         ok_probes = [r for r in probes if r[1] is None]
         assert not ok_probes, f"probe writes acknowledged while only node {survivor} was alive: {ok_probes[:5]}"
         assert len(probes) == probe.n, f"{probe.n - len(probes)} probes without a delivery report"
@@ -170,8 +196,10 @@ def test_two_of_three_down_refuses_writes_then_resumes(cluster_factory):
         t_back = time.monotonic()
         first = _wait_first_ack(prod, 0, cut2, 90, "an acknowledged write after one node came back")
         prod.wait_acks(300, 90, min_seq=cut2, what="after one node came back")
-        print(f"node {first_victim} restarted in {t_back - t_restart:.1f}s; first new write acknowledged "
-              f"{first.t - t_back:.1f}s later")
+        print(
+            f"node {first_victim} restarted in {t_back - t_restart:.1f}s; first new write acknowledged "
+            f"{first.t - t_back:.1f}s later"
+        )
         # (node second_victim stays down: the read-back below works with two of three.)
     finally:
         prod.stop()
@@ -194,21 +222,32 @@ def test_sigstop_leader_past_session_timeout(cluster_factory):
         cut = prod.sent
         t_stop = time.monotonic()
         node.sigstop()
-        new_leader = c.wait_partition(topic, 0, lambda l, r, i: l >= 0 and l != leader, 40,
-                                      "a new leader while the old one is stopped", exclude=[leader])[0]
+        new_leader = c.wait_partition(
+            topic,
+            0,
+            lambda l, r, i: l >= 0 and l != leader,
+            40,
+            "a new leader while the old one is stopped",
+            exclude=[leader],
+        )[0]
         t_elected = time.monotonic()
         first = _wait_first_ack(prod, 0, cut, 60, "an acknowledged write on partition 0 after the SIGSTOP")
-        print(f"leader {leader} stopped; new leader {new_leader} elected after {t_elected - t_stop:.1f}s, "
-              f"serves after {first.t - t_stop:.1f}s")
+        print(
+            f"leader {leader} stopped; new leader {new_leader} elected after {t_elected - t_stop:.1f}s, "
+            f"serves after {first.t - t_stop:.1f}s"
+        )
         prod.wait_acks(300, 60, partition=None, after=first.t, what="while the old leader is stopped")
         pause = max(0.0, t_stop + 2 * SESSION_MS / 1000 + 2 - time.monotonic())
         time.sleep(pause)
         t_cont = time.monotonic()
         node.sigcont()
-        c.wait_partition(topic, 0, lambda l, r, i: l >= 0 and leader in i and set(i) == set(r), 90,
-                         f"node {leader} back in the ISR")
-        print(f"stopped for {t_cont - t_stop:.1f}s; node {leader} back in the ISR of partition 0 "
-              f"{time.monotonic() - t_cont:.1f}s after SIGCONT")
+        c.wait_partition(
+            topic, 0, lambda l, r, i: l >= 0 and leader in i and set(i) == set(r), 90, f"node {leader} back in the ISR"
+        )
+        print(
+            f"stopped for {t_cont - t_stop:.1f}s; node {leader} back in the ISR of partition 0 "
+            f"{time.monotonic() - t_cont:.1f}s after SIGCONT"
+        )
         c.wait_full_isr(topic, PARTS, 90)
         prod.wait_acks(300, 60, after=time.monotonic(), what="after SIGCONT")
     finally:
@@ -232,25 +271,37 @@ def test_kill_active_controller(cluster_factory):
     """kill -9 the active controller: another node becomes controller; topics can still be
     created (RF 2 while one node is down, RF 3 after it is back) and used."""
     c = cluster_factory.start(3, FAST)
-    old = wait_for(lambda: (lambda x: x if x in c.ids else None)(c.active_controller()), 30,
-                   interval=0.5, what="an active controller")
+    old = wait_for(
+        lambda: (lambda x: x if x in c.ids else None)(c.active_controller()),
+        30,
+        interval=0.5,
+        what="an active controller",
+    )
     if c.target == "fjord":
         m = _controller_metric(c)
-        assert m == {i: (1.0 if i == old else 0.0) for i in c.ids}, \
+        assert m == {i: (1.0 if i == old else 0.0) for i in c.ids}, (
             f"fjord_controller_active {m} does not match DescribeCluster's controller {old}"
+        )
     t_kill = time.monotonic()
     c.node(old).kill9()
-    new = wait_for(lambda: (lambda x: x if x in c.ids and x != old else None)(c.active_controller()), 40,
-                   interval=0.5, what="a new active controller")
+    new = wait_for(
+        lambda: (lambda x: x if x in c.ids and x != old else None)(c.active_controller()),
+        40,
+        interval=0.5,
+        what="a new active controller",
+    )
     t_new = time.monotonic()
     c.wait_brokers([i for i in c.ids if i != old], timeout=40)
     t_fenced = time.monotonic()
-    print(f"controller {old} killed; node {new} active controller after {t_new - t_kill:.1f}s; "
-          f"node {old} gone from Metadata after {t_fenced - t_kill:.1f}s")
+    print(
+        f"controller {old} killed; node {new} active controller after {t_new - t_kill:.1f}s; "
+        f"node {old} gone from Metadata after {t_fenced - t_kill:.1f}s"
+    )
     if c.target == "fjord":
         m = _controller_metric(c)
-        assert m == {i: (1.0 if i == new else 0.0) for i in c.ids if i != old}, \
+        assert m == {i: (1.0 if i == new else 0.0) for i in c.ids if i != old}, (
             f"fjord_controller_active {m} after failover, DescribeCluster says {new}"
+        )
 
     topic = c.create_topic(unique("after-controller-kill"), 2, replication_factor=2)
     for p in range(2):
@@ -271,6 +322,7 @@ def test_kill_active_controller(cluster_factory):
 
 def _as_acks(delivered):
     from workload import Ack
+
     return [Ack(0, p, o, v.decode(), i) for i, (p, o, v) in enumerate(delivered)]
 
 
@@ -297,12 +349,16 @@ def test_group_coordinator_failover(cluster_factory):
             except Exception:  # noqa: BLE001 - the coordinator may be moving
                 pass
             time.sleep(0.5)
+
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
         prod.wait_acks(900, 60, what="before the kill")
-        wait_for(lambda: sum(m.n_records for m in members) >= 600 and commits
-                 and len(commits[-1][1]) == parts, 60, what="the group consuming and committing everywhere")
+        wait_for(
+            lambda: sum(m.n_records for m in members) >= 600 and commits and len(commits[-1][1]) == parts,
+            60,
+            what="the group consuming and committing everywhere",
+        )
         coord = admin.describe_consumer_groups([group])[group].result(20).coordinator.id
         before = dict(commits[-1][1])
         consumed_before = sum(m.n_records for m in members)
@@ -312,8 +368,12 @@ def test_group_coordinator_failover(cluster_factory):
 
         def carried_on():
             recent = [cm for t, cm in commits if t > t_kill]
-            return (sum(m.n_records for m in members) >= consumed_before + 600 and recent
-                    and all(recent[-1].get(p, -1) > before.get(p, -1) for p in range(parts)))
+            return (
+                sum(m.n_records for m in members) >= consumed_before + 600
+                and recent
+                and all(recent[-1].get(p, -1) > before.get(p, -1) for p in range(parts))
+            )
+
         wait_for(carried_on, 90, interval=0.5, what="consumption and commits to carry on after the kill")
         t_on = time.monotonic()
         admin2 = c.admin(exclude=[coord])
@@ -333,6 +393,7 @@ def test_group_coordinator_failover(cluster_factory):
             for r in m.snapshot():
                 last[r.partition] = max(last[r.partition], r.offset)
         return all(last[p] >= marks[p][1] - 1 for p in range(parts))
+
     try:
         wait_for(caught_up, 90, interval=0.5, what="the group to consume up to the high watermarks")
     finally:
@@ -363,11 +424,14 @@ def test_group_coordinator_failover(cluster_factory):
 
     final = reader.read(topic, parts, 20)
     reader.close()
-    assert final == {p: marks[p][1] for p in range(parts)}, \
+    assert final == {p: marks[p][1] for p in range(parts)}, (
         f"committed offsets after close {final} != high watermarks {marks}"
+    )
     dup_consumed = len(consumed) - len({(r.partition, r.offset) for r in consumed})
-    print(f"group consumed {len(consumed)} records ({dup_consumed} re-deliveries); {len(commits)} commit samples; "
-          f"read-back {summary}")
+    print(
+        f"group consumed {len(consumed)} records ({dup_consumed} re-deliveries); {len(commits)} commit samples; "
+        f"read-back {summary}"
+    )
 
     # A new member resumes exactly at the committed offsets.
     extra = produce(c.bootstrap, topic, [f"extra-{i}" for i in range(60)], conf=QUIET, timeout=60)
@@ -384,13 +448,15 @@ def test_group_coordinator_failover(cluster_factory):
     early = [r for r in got if r.offset < final[r.partition]]
     assert not early, f"restarted consumer re-read records before the committed offsets: {early[:5]}"
     assert all(first[p] == final[p] for p in first), f"resumed at {first}, committed {final}"
-    assert sorted(r.value for r in got) == sorted(v.decode() for _, _, v in extra), \
+    assert sorted(r.value for r in got) == sorted(v.decode() for _, _, v in extra), (
         "the restarted consumer did not read exactly the new records"
+    )
 
 
 def _reassign(tools, bootstrap, json_path, *args):
-    return tools.run_class(REASSIGN, "--bootstrap-server", bootstrap, "--reassignment-json-file",
-                           str(json_path), *args, timeout=120)
+    return tools.run_class(
+        REASSIGN, "--bootstrap-server", bootstrap, "--reassignment-json-file", str(json_path), *args, timeout=120
+    )
 
 
 def test_reassign_partition_to_fourth_broker(cluster_factory, tools, tmp_path):
@@ -405,8 +471,9 @@ def test_reassign_partition_to_fourth_broker(cluster_factory, tools, tmp_path):
     try:
         prod.wait_acks(1500, 60, what="before the reassignment")
         plan = tmp_path / "reassign.json"
-        plan.write_text(json.dumps({"version": 1, "partitions": [
-            {"topic": topic, "partition": 0, "replicas": [2, 3, 4]}]}))
+        plan.write_text(
+            json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": [2, 3, 4]}]})
+        )
         r = _reassign(tools, c.bootstrap, plan, "--execute")
         t0 = time.monotonic()
         assert "Successfully started partition reassignment" in r.stdout, r.describe()
@@ -419,15 +486,19 @@ def test_reassign_partition_to_fourth_broker(cluster_factory, tools, tmp_path):
                 states.append((round(time.monotonic() - t0, 1), st))
             leader, replicas, isr = st
             return leader in (2, 3, 4) and replicas == [2, 3, 4] and sorted(isr) == [2, 3, 4]
+
         wait_for(moved, 120, interval=0.2, what=f"{topic}[0] reassigned to [2, 3, 4] with a full ISR")
         t_moved = time.monotonic() - t0
 
         def none_listed():
             lst = tools.run_class(REASSIGN, "--bootstrap-server", c.bootstrap, "--list", timeout=90)
             return "No partition reassignments found" in lst.stdout
+
         wait_for(none_listed, 60, interval=1.0, what="ListPartitionReassignments to list none")
-        print(f"reassignment of {topic}[0] to [2,3,4] complete {t_moved:.1f}s after the --execute tool "
-              f"returned (it ran {r.seconds:.1f}s); (s, (leader, replicas, isr)) seen: {states}")
+        print(
+            f"reassignment of {topic}[0] to [2,3,4] complete {t_moved:.1f}s after the --execute tool "
+            f"returned (it ran {r.seconds:.1f}s); (s, (leader, replicas, isr)) seen: {states}"
+        )
         prod.wait_acks(300, 60, partition=0, after=time.monotonic(), what="after the reassignment")
     finally:
         prod.stop()
@@ -435,9 +506,9 @@ def test_reassign_partition_to_fourth_broker(cluster_factory, tools, tmp_path):
 
     def gone():
         return not [d for d in c.node(1).data_dir.rglob(f"{topic}-0") if d.is_dir()]
+
     wait_for(gone, 60, interval=0.5, what=f"broker 1 to remove its {topic}-0 directory")
-    assert [d for d in c.node(4).data_dir.rglob(f"{topic}-0") if d.is_dir()], \
-        f"broker 4 has no {topic}-0 directory"
+    assert [d for d in c.node(4).data_dir.rglob(f"{topic}-0") if d.is_dir()], f"broker 4 has no {topic}-0 directory"
 
 
 def test_reassignment_throttle(cluster_factory, tools, tmp_path):
@@ -447,20 +518,26 @@ def test_reassignment_throttle(cluster_factory, tools, tmp_path):
     c = cluster_factory.start(4, FAST, voters=3)
     topic = unique("repl-throttle")
     c.create_topic(topic, replica_assignment=[[1, 2, 3], [2, 3, 1]])
-    size, rate = 4000, 400_000   # 4000 records of 1 KiB per partition; 400 kB/s
+    size, rate = 4000, 400_000  # 4000 records of 1 KiB per partition; 400 kB/s
     value = bytes(range(256)) * 4
     for part in (0, 1):
         produce(c.bootstrap, topic, [value] * size, partition=part)
 
     def move(part, target, *args):
         plan = tmp_path / f"reassign-{part}.json"
-        plan.write_text(json.dumps({"version": 1, "partitions": [
-            {"topic": topic, "partition": part, "replicas": target}]}))
+        plan.write_text(
+            json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": part, "replicas": target}]})
+        )
         r = _reassign(tools, c.bootstrap, plan, "--execute", *args)
         assert "Successfully started partition reassignment" in r.stdout, r.describe()
         t0 = time.monotonic()
-        c.wait_partition(topic, part, lambda _l, r, i: r == target and sorted(i) == sorted(target), 120,
-                         what=f"replicas {target} with a full ISR")
+        c.wait_partition(
+            topic,
+            part,
+            lambda _l, r, i: r == target and sorted(i) == sorted(target),
+            120,
+            what=f"replicas {target} with a full ISR",
+        )
         return time.monotonic() - t0, plan, r
 
     fast, _, _ = move(1, [2, 3, 4])
@@ -474,8 +551,9 @@ def test_reassignment_throttle(cluster_factory, tools, tmp_path):
     v = _reassign(tools, c.bootstrap, plan, "--verify")
     assert "Clearing broker-level throttles" in v.stdout and "Clearing topic-level throttles" in v.stdout, v.describe()
     cfgs = c.topic_configs(topic)
-    assert not cfgs.get("leader.replication.throttled.replicas") and \
-        not cfgs.get("follower.replication.throttled.replicas"), cfgs
+    assert not cfgs.get("leader.replication.throttled.replicas") and not cfgs.get(
+        "follower.replication.throttled.replicas"
+    ), cfgs
 
 
 def _metric_sum(node, name):
@@ -485,8 +563,11 @@ def _metric_sum(node, name):
 
 
 @pytest.mark.fjord_only
-@pytest.mark.skipif(TARGET != "fjord", reason="Fjord's Prometheus /metrics; Apache Kafka exposes its ISR "
-                    "metrics (UnderReplicatedPartitions, IsrShrinksPerSec, IsrExpandsPerSec) over JMX only")
+@pytest.mark.skipif(
+    TARGET != "fjord",
+    reason="Fjord's Prometheus /metrics; Apache Kafka exposes its ISR "
+    "metrics (UnderReplicatedPartitions, IsrShrinksPerSec, IsrExpandsPerSec) over JMX only",
+)
 def test_isr_metrics_follow_a_node_failure(cluster_factory):
     """Fjord's /metrics (Kafka's are JMX): kill a node: under-replicated partitions > 0 and ISR
     shrinks counted on the others, no offline partition; restart it: back to 0 under-replicated,
@@ -499,29 +580,47 @@ def test_isr_metrics_follow_a_node_failure(cluster_factory):
 
     def total(nodes, name):
         return sum(_metric_sum(nd, name) for nd in nodes)
+
     try:
         prod.wait_acks(600, 60, what="before the kill")
-        wait_for(lambda: total(c.nodes, "fjord_under_replicated_partitions") == 0, 30,
-                 what="no under-replicated partition with all nodes up")
+        wait_for(
+            lambda: total(c.nodes, "fjord_under_replicated_partitions") == 0,
+            30,
+            what="no under-replicated partition with all nodes up",
+        )
         assert total(c.nodes, "fjord_controller_active") == 1, _controller_metric(c)
         assert total(c.nodes, "fjord_offline_partitions") == 0
         shrinks0 = total(others, "fjord_isr_shrinks_total")
         expands0 = total(others, "fjord_isr_expands_total")
         victim.kill9()
         t0 = time.monotonic()
-        wait_for(lambda: total(others, "fjord_under_replicated_partitions") > 0
-                 and total(others, "fjord_isr_shrinks_total") > shrinks0, 60, interval=0.5,
-                 what="fjord_under_replicated_partitions > 0 and fjord_isr_shrinks_total increasing")
-        print(f"under-replicated and ISR shrink visible {time.monotonic() - t0:.1f}s after the kill: "
-              f"{ {nd.id: _metric_sum(nd, 'fjord_under_replicated_partitions') for nd in others} }")
+        wait_for(
+            lambda: (
+                total(others, "fjord_under_replicated_partitions") > 0
+                and total(others, "fjord_isr_shrinks_total") > shrinks0
+            ),
+            60,
+            interval=0.5,
+            what="fjord_under_replicated_partitions > 0 and fjord_isr_shrinks_total increasing",
+        )
+        print(
+            f"under-replicated and ISR shrink visible {time.monotonic() - t0:.1f}s after the kill: "
+            f"{ {nd.id: _metric_sum(nd, 'fjord_under_replicated_partitions') for nd in others} }"
+        )
         assert total(others, "fjord_offline_partitions") == 0, "partitions offline with 2 of 3 nodes up"
         assert total(others, "fjord_controller_active") == 1
         prod.wait_acks(300, 60, after=time.monotonic(), what="with one node down")
         victim.restart()
         t0 = time.monotonic()
-        wait_for(lambda: total(c.nodes, "fjord_under_replicated_partitions") == 0
-                 and total(others, "fjord_isr_expands_total") > expands0, 90, interval=0.5,
-                 what="fjord_under_replicated_partitions back to 0 and fjord_isr_expands_total increasing")
+        wait_for(
+            lambda: (
+                total(c.nodes, "fjord_under_replicated_partitions") == 0
+                and total(others, "fjord_isr_expands_total") > expands0
+            ),
+            90,
+            interval=0.5,
+            what="fjord_under_replicated_partitions back to 0 and fjord_isr_expands_total increasing",
+        )
         print(f"ISR full again {time.monotonic() - t0:.1f}s after the restart")
         assert total(c.nodes, "fjord_controller_active") == 1
     finally:

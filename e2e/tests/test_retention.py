@@ -1,5 +1,6 @@
 """Retention (time and size), DeleteRecords, and auto.offset.reset for an offset that fell
 out of the log."""
+
 import json
 import os
 import time
@@ -8,8 +9,17 @@ from pathlib import Path
 import pytest
 
 from conftest import TARGET
-from kclients import (AdminClient, Consumer, TopicPartition, create_topic, produce, read_partition,
-                      unique, wait_for, watermarks)
+from kclients import (
+    AdminClient,
+    Consumer,
+    TopicPartition,
+    create_topic,
+    produce,
+    read_partition,
+    unique,
+    wait_for,
+    watermarks,
+)
 
 # Kafka 4.x rejects log.segment.bytes below 1 MiB (KIP-1030); Fjord is tested with 100 kB.
 SEGMENT_BYTES = 1048576 if TARGET == "kafka" else 100_000
@@ -82,16 +92,24 @@ def _wait_log_start(broker, topic, ok, timeout, what):
         low, high = watermarks(broker.bootstrap, topic, 0)
         last["wm"] = (low, high)
         return ok(low, high) and (low, high)
+
     try:
         return wait_for(cond, timeout, interval=0.5, what=what)
     except AssertionError as e:
-        raise AssertionError(f"{e}\nlast watermarks (low, high): {last.get('wm')}\n"
-                             f"files: {_files(broker.data_dir, topic)}") from None
+        raise AssertionError(
+            f"{e}\nlast watermarks (low, high): {last.get('wm')}\nfiles: {_files(broker.data_dir, topic)}"
+        ) from None
 
 
 def _first_offset(bootstrap, topic, partition=0, timeout=30):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("first"),
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("first"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         c.assign([TopicPartition(topic, partition, -2)])  # OFFSET_BEGINNING
         deadline = time.monotonic() + timeout
@@ -114,10 +132,15 @@ def test_time_retention_removes_old_segments(rbroker):
 
     # Everything is older than retention.ms after 4 s: all closed segments must go (the active
     # segment may stay), so the log start moves to within the last ~2 segments.
-    _wait_log_start(rbroker, topic, lambda lo, hi: lo >= n - 2 * PER_SEGMENT, 60,
-                    f"retention.ms=4000 to move the log start past {n - 2 * PER_SEGMENT} "
-                    f"(after producing {n} x {VALUE_BYTES} B with segment.bytes={SEGMENT_BYTES}; "
-                    f"watermarks were {(low0, high0)})")
+    _wait_log_start(
+        rbroker,
+        topic,
+        lambda lo, hi: lo >= n - 2 * PER_SEGMENT,
+        60,
+        f"retention.ms=4000 to move the log start past {n - 2 * PER_SEGMENT} "
+        f"(after producing {n} x {VALUE_BYTES} B with segment.bytes={SEGMENT_BYTES}; "
+        f"watermarks were {(low0, high0)})",
+    )
     low, high = watermarks(rbroker.bootstrap, topic, 0)
     assert high == n, f"high watermark moved from {n} to {high}"
     assert 0 < low <= high
@@ -127,8 +150,12 @@ def test_time_retention_removes_old_segments(rbroker):
     # The bytes went away on disk too.
     goal = disk0 - (n - 2 * PER_SEGMENT) * VALUE_BYTES // 2
     try:
-        wait_for(lambda: _disk_bytes(rbroker.data_dir, topic) <= goal, 30, interval=0.5,
-                 what=f"the topic's files on disk to shrink from {disk0} to <= {goal} bytes")
+        wait_for(
+            lambda: _disk_bytes(rbroker.data_dir, topic) <= goal,
+            30,
+            interval=0.5,
+            what=f"the topic's files on disk to shrink from {disk0} to <= {goal} bytes",
+        )
     except AssertionError as e:
         raise AssertionError(f"{e}\nfiles: {_files(rbroker.data_dir, topic)}") from None
 
@@ -142,20 +169,22 @@ def test_time_retention_removes_old_segments(rbroker):
 
 def test_size_retention_keeps_the_partition_near_retention_bytes(rbroker):
     retention = 3 * SEGMENT_BYTES
-    topic = create_topic(rbroker.bootstrap, unique("ret-bytes"), 1,
-                         config={"retention.bytes": str(retention)})
+    topic = create_topic(rbroker.bootstrap, unique("ret-bytes"), 1, config={"retention.bytes": str(retention)})
     n = 10 * PER_SEGMENT
     produce(rbroker.bootstrap, topic, _values(n, "b"), partition=0, conf=SMALL_BATCHES)
 
     low, high = _wait_log_start(
-        rbroker, topic, lambda lo, hi: lo > 0 and (hi - lo) * VALUE_BYTES <= retention + SEGMENT_BYTES, 60,
-        f"retention.bytes={retention} to trim the log (produced {n} x {VALUE_BYTES} B, "
-        f"segment.bytes={SEGMENT_BYTES})")
+        rbroker,
+        topic,
+        lambda lo, hi: lo > 0 and (hi - lo) * VALUE_BYTES <= retention + SEGMENT_BYTES,
+        60,
+        f"retention.bytes={retention} to trim the log (produced {n} x {VALUE_BYTES} B, segment.bytes={SEGMENT_BYTES})",
+    )
     assert high == n
     kept = (high - low) * VALUE_BYTES
     assert kept >= retention - 2 * SEGMENT_BYTES, (
-        f"retention.bytes deleted too much: kept {high - low} records (~{kept} bytes) of "
-        f"retention {retention}")
+        f"retention.bytes deleted too much: kept {high - low} records (~{kept} bytes) of retention {retention}"
+    )
     assert _first_offset(rbroker.bootstrap, topic) == low
 
 
@@ -173,8 +202,14 @@ def test_delete_records_moves_log_start(rbroker, tools):
     spec = {"version": 1, "partitions": [{"topic": topic, "partition": 0, "offset": 60}]}
     spec_file = rbroker.root / f"{topic}-delete.json"
     spec_file.write_text(json.dumps(spec))
-    r = tools.run_class("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server",
-                        rbroker.bootstrap, "--offset-json-file", spec_file, timeout=90)
+    r = tools.run_class(
+        "org.apache.kafka.tools.DeleteRecordsCommand",
+        "--bootstrap-server",
+        rbroker.bootstrap,
+        "--offset-json-file",
+        spec_file,
+        timeout=90,
+    )
     assert "low_watermark: 60" in r.stdout, r.describe()
     assert watermarks(rbroker.bootstrap, topic, 0) == (60, 100)
     got = read_partition(rbroker.bootstrap, topic, 0, 60, 100)
@@ -205,8 +240,14 @@ def _out_of_range_setup(rbroker, tag):
 
 def test_out_of_range_committed_offset_reset_earliest(rbroker):
     topic, group = _out_of_range_setup(rbroker, "oor-earliest")
-    c = Consumer({"bootstrap.servers": rbroker.bootstrap, "group.id": group,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": rbroker.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     c.subscribe([topic])
     got = []
     deadline = time.monotonic() + 60
@@ -220,7 +261,8 @@ def test_out_of_range_committed_offset_reset_earliest(rbroker):
         c.close()
     assert got == [(o, f"v{o}") for o in range(50, 100)], (
         f"with committed offset 10 < log start 50 and auto.offset.reset=earliest the consumer "
-        f"must start at 50; got offsets {[o for o, _ in got][:10]}...")
+        f"must start at 50; got offsets {[o for o, _ in got][:10]}..."
+    )
 
 
 def test_out_of_range_committed_offset_reset_latest(rbroker):
@@ -232,9 +274,16 @@ def test_out_of_range_committed_offset_reset_latest(rbroker):
         if p:
             stats.update(fetch_state=p.get("fetch_state"), next_offset=p.get("next_offset"))
 
-    c = Consumer({"bootstrap.servers": rbroker.bootstrap, "group.id": group,
-                  "auto.offset.reset": "latest", "enable.auto.commit": False,
-                  "statistics.interval.ms": 200, "stats_cb": on_stats})
+    c = Consumer(
+        {
+            "bootstrap.servers": rbroker.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+            "statistics.interval.ms": 200,
+            "stats_cb": on_stats,
+        }
+    )
     c.subscribe([topic])
     early = []
     try:

@@ -1,6 +1,7 @@
 """Topic configs through the Admin API (librdkafka): describe shows Kafka's keys and their
 sources, alter and incremental alter change them, and a LogAppendTime topic stamps records
 with the broker's clock."""
+
 import time
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
@@ -18,24 +19,39 @@ def describe(bootstrap, topic):
 def test_describe_and_alter_topic_configs(broker):
     topic = create_topic(broker.bootstrap, unique("cfg"), 1, config={"retention.ms": "3600000"})
     cfg = describe(broker.bootstrap, topic)
-    for key in ("retention.ms", "retention.bytes", "segment.bytes", "cleanup.policy", "min.insync.replicas",
-                "max.message.bytes", "message.timestamp.type"):
+    for key in (
+        "retention.ms",
+        "retention.bytes",
+        "segment.bytes",
+        "cleanup.policy",
+        "min.insync.replicas",
+        "max.message.bytes",
+        "message.timestamp.type",
+    ):
         assert key in cfg, f"{key} missing from DescribeConfigs: {sorted(cfg)}"
     assert cfg["retention.ms"].value == "3600000"
     assert cfg["retention.ms"].source == 1, "an override reports as a topic config"  # TOPIC_CONFIG
     assert cfg["cleanup.policy"].value == "delete"
 
     a = admin(broker.bootstrap)
-    r = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-        ConfigEntry("retention.bytes", "1048576", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)])
+    r = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("retention.bytes", "1048576", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
     a.incremental_alter_configs([r])[r].result(30)
     cfg = describe(broker.bootstrap, topic)
     assert cfg["retention.bytes"].value == "1048576"
     assert cfg["retention.ms"].value == str(7 * 24 * 3600 * 1000), "deleting an override restores the default"
 
-    bad = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
+    bad = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)],
+    )
     try:
         a.incremental_alter_configs([bad])[bad].result(30)
         raise AssertionError("an invalid value was accepted")

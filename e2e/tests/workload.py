@@ -7,6 +7,7 @@
 - read_all / check_acked: read a topic back from the beginning (read_uncommitted) and compare it
   with what was acknowledged.
 """
+
 import threading
 import time
 import uuid
@@ -51,11 +52,11 @@ class AckingProducer:
         cfg.update(conf or {})
         self.producer = Producer(cfg)
         self.lock = threading.Lock()
-        self.acks = []         # Ack, in delivery-report order
-        self.failures = []     # Failure
+        self.acks = []  # Ack, in delivery-report order
+        self.failures = []  # Failure
         self.client_errors = []  # (t, code name, str, fatal)
-        self.sent = 0          # produce() calls accepted so far (= next seq)
-        self.send_times = []   # monotonic time each seq was handed to the client
+        self.sent = 0  # produce() calls accepted so far (= next seq)
+        self.send_times = []  # monotonic time each seq was handed to the client
         self.undelivered = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-{topic}", daemon=True)
@@ -86,8 +87,12 @@ class AckingProducer:
                     continue
                 seq = self.sent
                 try:
-                    self.producer.produce(self.topic, value=f"{self.prefix}-{seq:09d}".encode(),
-                                          partition=seq % self.partitions, on_delivery=self._on_delivery)
+                    self.producer.produce(
+                        self.topic,
+                        value=f"{self.prefix}-{seq:09d}".encode(),
+                        partition=seq % self.partitions,
+                        on_delivery=self._on_delivery,
+                    )
                 except BufferError:
                     self.producer.poll(0.05)
                     continue
@@ -151,26 +156,36 @@ class AckingProducer:
             if self._exc is not None:
                 raise AssertionError(f"{self.name} thread failed: {self._exc!r}")
             with self.lock:
-                k = sum(1 for a in self.acks
-                        if (partition is None or a.partition == partition)
-                        and (after is None or a.t > after) and (min_seq is None or a.seq >= min_seq))
+                k = sum(
+                    1
+                    for a in self.acks
+                    if (partition is None or a.partition == partition)
+                    and (after is None or a.t > after)
+                    and (min_seq is None or a.seq >= min_seq)
+                )
             if k >= n:
                 return k
             if _now() > deadline:
                 with self.lock:
                     fails = Counter(f.code for f in self.failures)
                     cerrs = self.client_errors[-5:]
-                raise AssertionError(f"{self.name}: only {k} of {n} acks {what or ''} within {timeout}s "
-                                     f"(sent {self.sent}, acked {len(self.acks)}, failed {dict(fails)}, "
-                                     f"recent client errors {cerrs})")
+                raise AssertionError(
+                    f"{self.name}: only {k} of {n} acks {what or ''} within {timeout}s "
+                    f"(sent {self.sent}, acked {len(self.acks)}, failed {dict(fails)}, "
+                    f"recent client errors {cerrs})"
+                )
             time.sleep(0.05)
 
     def summary(self):
         with self.lock:
-            return {"sent": self.sent, "acked": len(self.acks), "failed": len(self.failures),
-                    "failure_codes": dict(Counter(f.code for f in self.failures)),
-                    "undelivered_at_stop": self.undelivered,
-                    "fatal_client_errors": [e for e in self.client_errors if e[3]]}
+            return {
+                "sent": self.sent,
+                "acked": len(self.acks),
+                "failed": len(self.failures),
+                "failure_codes": dict(Counter(f.code for f in self.failures)),
+                "undelivered_at_stop": self.undelivered,
+                "fatal_client_errors": [e for e in self.client_errors if e[3]],
+            }
 
 
 class GroupConsumer:
@@ -204,9 +219,9 @@ class GroupConsumer:
         self.events = []
         self.errors = []
         self.commit_errors = []
-        self.regressions = []   # (t, partition, previous offset, offset, gen)
+        self.regressions = []  # (t, partition, previous offset, offset, gen)
         self.gen = 0
-        self._last = {}         # partition -> last offset within the current gen
+        self._last = {}  # partition -> last offset within the current gen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"consumer-{name}", daemon=True)
         self._exc = None
@@ -221,10 +236,12 @@ class GroupConsumer:
     def _run(self):
         c = self.consumer
         try:
-            c.subscribe([self.topic],
-                        on_assign=lambda _c, ps: self._event("assign", ps),
-                        on_revoke=lambda _c, ps: self._event("revoke", ps),
-                        on_lost=lambda _c, ps: self._event("lost", ps))
+            c.subscribe(
+                [self.topic],
+                on_assign=lambda _c, ps: self._event("assign", ps),
+                on_revoke=lambda _c, ps: self._event("revoke", ps),
+                on_lost=lambda _c, ps: self._event("lost", ps),
+            )
             while not self._stop.is_set():
                 msgs = c.consume(num_messages=500, timeout=0.2)
                 got = False
@@ -287,8 +304,14 @@ class GroupConsumer:
 
 
 def high_watermarks(bootstrap, topic, partitions, timeout=30):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "log_level": 2})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"hw-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "log_level": 2,
+        }
+    )
     try:
         out = {}
         for p in range(partitions):
@@ -310,10 +333,17 @@ def read_all(bootstrap, topic, partitions, timeout=120):
     """{partition: [(offset, value str)]} for offsets [log start, high watermark), read from the
     beginning by a fresh consumer with isolation.level=read_uncommitted."""
     marks = high_watermarks(bootstrap, topic, partitions)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"readback-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                  "isolation.level": "read_uncommitted", "enable.partition.eof": False,
-                  "log_level": 2})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"readback-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_uncommitted",
+            "enable.partition.eof": False,
+            "log_level": 2,
+        }
+    )
     out = {p: [] for p in range(partitions)}
     try:
         c.assign([TopicPartition(topic, p, lo) for p, (lo, hi) in marks.items() if hi > lo])
@@ -321,9 +351,11 @@ def read_all(bootstrap, topic, partitions, timeout=120):
         deadline = _now() + timeout
         while pending:
             if _now() > deadline:
-                raise AssertionError(f"read-back of {topic}: partitions {sorted(pending)} incomplete after "
-                                     f"{timeout}s; watermarks {marks}; got "
-                                     f"{ {p: (out[p][-1][0] if out[p] else None) for p in pending} }")
+                raise AssertionError(
+                    f"read-back of {topic}: partitions {sorted(pending)} incomplete after "
+                    f"{timeout}s; watermarks {marks}; got "
+                    f"{ {p: (out[p][-1][0] if out[p] else None) for p in pending} }"
+                )
             for m in c.consume(num_messages=5000, timeout=0.5):
                 if m.error():
                     if m.error().code() == KafkaError._PARTITION_EOF:
@@ -369,11 +401,14 @@ def check_acked(bootstrap, topic, partitions, acks, timeout=120, label=""):
         elif locs[0] != (a.partition, a.offset):
             misplaced.append((a, locs))
     if lost:
-        problems.append(f"{len(lost)} acknowledged records lost, e.g. "
-                        f"{[(a.partition, a.offset, a.value) for a in lost[:8]]}")
+        problems.append(
+            f"{len(lost)} acknowledged records lost, e.g. {[(a.partition, a.offset, a.value) for a in lost[:8]]}"
+        )
     if misplaced:
-        problems.append(f"{len(misplaced)} acknowledged records at another offset than acknowledged, e.g. "
-                        f"{[((a.partition, a.offset, a.value), locs) for a, locs in misplaced[:5]]}")
+        problems.append(
+            f"{len(misplaced)} acknowledged records at another offset than acknowledged, e.g. "
+            f"{[((a.partition, a.offset, a.value), locs) for a, locs in misplaced[:5]]}"
+        )
     by_part = defaultdict(list)  # partition -> stored offsets of its acked values, in ack order
     for a in acks:
         if where.get(a.value):
@@ -382,10 +417,13 @@ def check_acked(bootstrap, topic, partitions, acks, timeout=120, label=""):
         bad = [(offs[i - 1], offs[i]) for i in range(1, len(offs)) if offs[i] <= offs[i - 1]]
         if bad:
             problems.append(f"partition {p}: acknowledgements out of log order, e.g. (prev, next) {bad[:5]}")
-    summary = {"acked": len(acks), "acked_without_offset": sum(1 for a in acks if a.offset is None),
-               "stored": sum(len(r) for r in log.values()),
-               "watermarks": {p: list(m) for p, m in marks.items()},
-               "stored_unacked": sum(len(r) for r in log.values()) - len(acks)}
+    summary = {
+        "acked": len(acks),
+        "acked_without_offset": sum(1 for a in acks if a.offset is None),
+        "stored": sum(len(r) for r in log.values()),
+        "watermarks": {p: list(m) for p, m in marks.items()},
+        "stored_unacked": sum(len(r) for r in log.values()) - len(acks),
+    }
     assert not problems, f"{label} read-back of {topic} failed: " + "; ".join(problems) + f" ({summary})"
     return summary
 
@@ -402,9 +440,16 @@ class CommitReader:
 
     def _consumer(self):
         if self.c is None:
-            self.c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                               "enable.auto.commit": False, "socket.timeout.ms": 5000,
-                               "reconnect.backoff.max.ms": 1000, "log_level": 2})
+            self.c = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": self.group,
+                    "enable.auto.commit": False,
+                    "socket.timeout.ms": 5000,
+                    "reconnect.backoff.max.ms": 1000,
+                    "log_level": 2,
+                }
+            )
         return self.c
 
     def read(self, topic, partitions, timeout=10):
@@ -413,8 +458,9 @@ class CommitReader:
         deadline = _now() + timeout
         while True:
             try:
-                tps = self._consumer().committed([TopicPartition(topic, p) for p in range(partitions)],
-                                                 timeout=max(1.0, deadline - _now()))
+                tps = self._consumer().committed(
+                    [TopicPartition(topic, p) for p in range(partitions)], timeout=max(1.0, deadline - _now())
+                )
                 return {tp.partition: tp.offset for tp in tps if tp.error is None and tp.offset >= 0}
             except KafkaException:
                 self.close()

@@ -2,13 +2,13 @@
 //! and `/metrics`. `--print cluster.yaml` renders the objects a Cluster becomes, without a
 //! Kubernetes API (for reviews and for checking the pod contract).
 
+mod cache;
 mod cluster;
 mod http;
 mod kafka;
 mod metrics;
 mod telemetry;
 mod topic;
-mod cache;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -27,7 +27,10 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Fjord Kubernetes operator: Cluster and Topic resources become brokers, Services and topics")]
+#[command(
+    version,
+    about = "Fjord Kubernetes operator: Cluster and Topic resources become brokers, Services and topics"
+)]
 struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "FJORD_NAMESPACE")]
@@ -61,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let telemetry = telemetry::init(args.log_format, args.otlp_endpoint.as_deref())?;
-    let client = Client::try_default().await.context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
+    let client =
+        Client::try_default().await.context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
     if args.install_crds {
         install_crds(&client).await?;
     }
@@ -73,11 +77,14 @@ async fn main() -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let listener = tokio::net::TcpListener::bind(args.http_addr).await.with_context(|| format!("binding {}", args.http_addr))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.http_addr).await.with_context(|| format!("binding {}", args.http_addr))?;
     let app = http::router(http::AppState { metrics: metrics.clone(), ready: ready.clone() });
-    let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let server =
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
 
-    let clusters = tokio::spawn(cluster::run(client.clone(), metrics.clone(), args.namespace.clone(), stopped(stop_rx.clone())));
+    let clusters =
+        tokio::spawn(cluster::run(client.clone(), metrics.clone(), args.namespace.clone(), stopped(stop_rx.clone())));
     let topic_opts = topic::Options { namespace: args.namespace.clone(), drift_interval: args.drift_check_interval };
     let topics = tokio::spawn(topic::run(client.clone(), metrics.clone(), topic_opts));
     tokio::spawn(mark_ready(client.clone(), args.namespace.clone(), ready.clone()));
@@ -150,10 +157,15 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for (_, crd) in fjord_crds::crds() {
         let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply(cluster::model::MANAGER).force(), &Patch::Apply(&crd)).await.with_context(|| format!("applying CRD {name}"))?;
-        tokio::time::timeout(Duration::from_secs(30), await_condition(api.clone(), &name, conditions::is_crd_established()))
+        api.patch(&name, &PatchParams::apply(cluster::model::MANAGER).force(), &Patch::Apply(&crd))
             .await
-            .with_context(|| format!("CRD {name} not established after 30 s"))??;
+            .with_context(|| format!("applying CRD {name}"))?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not established after 30 s"))??;
         tracing::info!(crd = %name, "CRD installed");
     }
     Ok(())

@@ -75,18 +75,49 @@ impl Metrics {
         let mut registry = Registry::default();
         let reconciles = Family::<ResultLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+        let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
         let queue_depth = Family::<ControllerLabel, Gauge>::default();
         let resources = Family::<ResourceLabels, Gauge>::default();
         let api_writes = Family::<WriteLabels, Counter>::default();
         let admin_writes = Family::<WriteLabels, Counter>::default();
-        registry.register("fjord_operator_reconciles", "Reconciles by controller and result (ok, error, requeue)", reconciles.clone());
-        registry.register("fjord_operator_reconcile_errors", "Reconcile errors by controller and reason", errors.clone());
-        registry.register_with_unit("fjord_operator_reconcile_duration", "Time one reconcile took", prometheus_client::registry::Unit::Seconds, duration.clone());
-        registry.register("fjord_operator_queue_depth", "Objects waiting for a reconcile, by controller", queue_depth.clone());
-        registry.register("fjord_operator_resources", "Cluster and Topic resources by Fjord cluster and readiness (ready: true, false, unknown)", resources.clone());
-        registry.register("fjord_operator_api_writes", "Writes to the Kubernetes API, by controller and object kind", api_writes.clone());
-        registry.register("fjord_operator_kafka_admin_writes", "Admin writes to brokers (CreateTopics, IncrementalAlterConfigs, ...), by controller and Kafka API", admin_writes.clone());
+        registry.register(
+            "fjord_operator_reconciles",
+            "Reconciles by controller and result (ok, error, requeue)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "fjord_operator_reconcile_errors",
+            "Reconcile errors by controller and reason",
+            errors.clone(),
+        );
+        registry.register_with_unit(
+            "fjord_operator_reconcile_duration",
+            "Time one reconcile took",
+            prometheus_client::registry::Unit::Seconds,
+            duration.clone(),
+        );
+        registry.register(
+            "fjord_operator_queue_depth",
+            "Objects waiting for a reconcile, by controller",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "fjord_operator_resources",
+            "Cluster and Topic resources by Fjord cluster and readiness (ready: true, false, unknown)",
+            resources.clone(),
+        );
+        registry.register(
+            "fjord_operator_api_writes",
+            "Writes to the Kubernetes API, by controller and object kind",
+            api_writes.clone(),
+        );
+        registry.register(
+            "fjord_operator_kafka_admin_writes",
+            "Admin writes to brokers (CreateTopics, IncrementalAlterConfigs, ...), by controller and Kafka API",
+            admin_writes.clone(),
+        );
         Arc::new(Metrics {
             registry,
             reconciles,
@@ -166,7 +197,8 @@ mod tests {
 
     /// The `fjord_operator_resources` samples of the exposition, sorted.
     fn resources(m: &Metrics) -> Vec<String> {
-        let mut v: Vec<String> = m.encode().lines().filter(|l| l.starts_with("fjord_operator_resources{")).map(String::from).collect();
+        let mut v: Vec<String> =
+            m.encode().lines().filter(|l| l.starts_with("fjord_operator_resources{")).map(String::from).collect();
         v.sort();
         v
     }

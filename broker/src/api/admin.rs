@@ -19,7 +19,10 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
     let mut early: Vec<Option<CreatableTopicResult>> = Vec::new();
     let mut wanted = Vec::new();
     for t in &req.topics {
-        let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
         let configs: BTreeMap<String, String> =
             t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
         let (mut partitions, mut rf) = (t.num_partitions, t.replication_factor);
@@ -35,7 +38,8 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
             partitions = t.assignments.len() as i32;
             rf = t.assignments[0].broker_ids.len() as i16;
         }
-        let mut assignment: Vec<(i32, Vec<i32>)> = t.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
+        let mut assignment: Vec<(i32, Vec<i32>)> =
+            t.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
         assignment.sort_by_key(|a| a.0);
         let assignment = (!assignment.is_empty()).then(|| assignment.into_iter().map(|a| a.1).collect());
         early.push(None);
@@ -50,12 +54,20 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
             if let Some(r) = early {
                 return r;
             }
-            let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+            let result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
             match created.next().expect("a result per topic") {
                 Ok(meta) => {
                     let cfgs = super::configs::topic_entries(b, &meta.configs)
                         .into_iter()
-                        .map(|e| CreatableTopicConfigs::default().with_name(str(&e.name)).with_value(Some(str(&e.value))).with_config_source(e.source))
+                        .map(|e| {
+                            CreatableTopicConfigs::default()
+                                .with_name(str(&e.name))
+                                .with_value(Some(str(&e.value)))
+                                .with_config_source(e.source)
+                        })
                         .collect();
                     result
                         .with_topic_id(meta.id)
@@ -72,7 +84,8 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
 
 pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let b = ctx.broker;
-    let mut wanted: Vec<(Option<TopicName>, uuid::Uuid)> = req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect();
+    let mut wanted: Vec<(Option<TopicName>, uuid::Uuid)> =
+        req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect();
     wanted.extend(req.topics.into_iter().map(|t| (t.name, t.topic_id)));
     let mut responses = Vec::new();
     for (name, id) in wanted {
@@ -84,7 +97,11 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
             let r = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
             match meta {
                 None => {
-                    let e = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+                    let e = if name.is_some() {
+                        ResponseError::UnknownTopicOrPartition
+                    } else {
+                        ResponseError::UnknownTopicId
+                    };
                     r.with_error_code(ctx.err(e))
                 }
                 Some(m) => match b.delete_topic(&m.name).await {
@@ -108,19 +125,29 @@ pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> C
         };
         if t.count > crate::broker::MAX_PARTITIONS_PER_TOPIC {
             let msg = format!("Number of partitions must be at most {}.", crate::broker::MAX_PARTITIONS_PER_TOPIC);
-            results.push(r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg))));
+            results.push(
+                r.with_error_code(ctx.err(ResponseError::InvalidPartitions))
+                    .with_error_message(Some(StrBytes::from_string(msg))),
+            );
             continue;
         }
         if t.count <= meta.partitions {
-            let msg = format!("Topic currently has {} partitions, which is higher than the requested {}.", meta.partitions, t.count);
-            results.push(r.with_error_code(ctx.err(ResponseError::InvalidPartitions)).with_error_message(Some(StrBytes::from_string(msg))));
+            let msg = format!(
+                "Topic currently has {} partitions, which is higher than the requested {}.",
+                meta.partitions, t.count
+            );
+            results.push(
+                r.with_error_code(ctx.err(ResponseError::InvalidPartitions))
+                    .with_error_message(Some(StrBytes::from_string(msg))),
+            );
             continue;
         }
         if req.validate_only {
             results.push(r);
             continue;
         }
-        let assignment = t.assignments.map(|a| a.into_iter().map(|a| a.broker_ids.into_iter().map(|b| b.0).collect()).collect());
+        let assignment =
+            t.assignments.map(|a| a.into_iter().map(|a| a.broker_ids.into_iter().map(|b| b.0).collect()).collect());
         results.push(match b.add_partitions(&meta, t.count, assignment).await {
             Ok(_) => r,
             Err((e, msg)) => r.with_error_code(ctx.err(e)).with_error_message(msg.map(StrBytes::from_string)),
@@ -138,7 +165,9 @@ pub async fn delete_records(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteR
                 .partitions
                 .iter()
                 .map(|dp| {
-                    let r = DeleteRecordsPartitionResult::default().with_partition_index(dp.partition_index).with_low_watermark(-1);
+                    let r = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(dp.partition_index)
+                        .with_low_watermark(-1);
                     let part = match super::leader_partition(ctx, t.name.as_str(), dp.partition_index, -1) {
                         Ok(p) => p,
                         Err(code) => return r.with_error_code(code),

@@ -43,7 +43,11 @@ pub fn topic_entries(b: &Broker, overrides: &BTreeMap<String, String>) -> Vec<En
             Some(v) => Entry { name: k.into(), value: v.clone(), source: SOURCE_TOPIC },
             None => {
                 let from_broker = topic_config::broker_key(k).is_some_and(|bk| b.config.explicit.contains(bk));
-                Entry { name: k.into(), value: defaults[k].clone(), source: if from_broker { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT } }
+                Entry {
+                    name: k.into(),
+                    value: defaults[k].clone(),
+                    source: if from_broker { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT },
+                }
             }
         })
         .collect()
@@ -53,10 +57,16 @@ pub fn topic_entries(b: &Broker, overrides: &BTreeMap<String, String>) -> Vec<En
 /// "" is the cluster-wide dynamic default, as in Kafka.
 fn broker_entries(b: &Broker, resource: &str) -> Vec<Entry> {
     let (own, default) = b.metadata.read(|img| {
-        (img.broker_configs.get(resource).cloned().unwrap_or_default(), img.broker_configs.get("").cloned().unwrap_or_default())
+        (
+            img.broker_configs.get(resource).cloned().unwrap_or_default(),
+            img.broker_configs.get("").cloned().unwrap_or_default(),
+        )
     });
     if resource.is_empty() {
-        return default.into_iter().map(|(name, value)| Entry { name, value, source: SOURCE_DYNAMIC_DEFAULT_BROKER }).collect();
+        return default
+            .into_iter()
+            .map(|(name, value)| Entry { name, value, source: SOURCE_DYNAMIC_DEFAULT_BROKER })
+            .collect();
     }
     let mut entries: Vec<Entry> = b
         .config
@@ -77,16 +87,30 @@ fn broker_entries(b: &Broker, resource: &str) -> Vec<Entry> {
 }
 
 /// Validate and store a broker's (or, for "", every broker's) new dynamic config set.
-async fn apply_broker(b: &Arc<Broker>, resource: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), (ResponseError, Option<String>)> {
+async fn apply_broker(
+    b: &Arc<Broker>,
+    resource: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, Option<String>)> {
     if !resource.is_empty() && resource.parse::<i32>().is_err() {
         return Err((ResponseError::InvalidRequest, Some(format!("Invalid broker id {resource}"))));
     }
     for (k, v) in &configs {
         if !DYNAMIC_BROKER_KEYS.contains(&k.as_str()) {
-            return Err((ResponseError::InvalidConfig, Some(format!("Cannot update these configs dynamically: {k} (dynamic broker configs: {})", DYNAMIC_BROKER_KEYS.join(", ")))));
+            return Err((
+                ResponseError::InvalidConfig,
+                Some(format!(
+                    "Cannot update these configs dynamically: {k} (dynamic broker configs: {})",
+                    DYNAMIC_BROKER_KEYS.join(", ")
+                )),
+            ));
         }
         if v.parse::<i64>().map_or(true, |r| r < 0) {
-            return Err((ResponseError::InvalidConfig, Some(format!("Invalid value {v} for configuration {k}: a byte rate, at least 0"))));
+            return Err((
+                ResponseError::InvalidConfig,
+                Some(format!("Invalid value {v} for configuration {k}: a byte rate, at least 0")),
+            ));
         }
     }
     if validate_only {
@@ -103,7 +127,9 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeCon
         .resources
         .into_iter()
         .map(|r| {
-            let res = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+            let res = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
                 TOPIC => match b.metadata.topic(r.resource_name.as_str()) {
                     Some(t) => topic_entries(b, &t.configs),
@@ -111,16 +137,21 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeCon
                 },
                 BROKER => {
                     let known = r.resource_name.is_empty()
-                        || r.resource_name.as_str().parse::<i32>().is_ok_and(|id| id == b.node_id() || b.metadata.broker(id).is_some());
+                        || r.resource_name
+                            .as_str()
+                            .parse::<i32>()
+                            .is_ok_and(|id| id == b.node_id() || b.metadata.broker(id).is_some());
                     if !known {
-                        return res.with_error_code(ctx.err(ResponseError::InvalidRequest)).with_error_message(Some(str("Unknown broker id")));
+                        return res
+                            .with_error_code(ctx.err(ResponseError::InvalidRequest))
+                            .with_error_message(Some(str("Unknown broker id")));
                     }
                     broker_entries(b, r.resource_name.as_str())
                 }
                 _ => {
-                    return res
-                        .with_error_code(ctx.err(ResponseError::InvalidRequest))
-                        .with_error_message(Some(StrBytes::from_string(format!("Unsupported resource type {}", r.resource_type))))
+                    return res.with_error_code(ctx.err(ResponseError::InvalidRequest)).with_error_message(Some(
+                        StrBytes::from_string(format!("Unsupported resource type {}", r.resource_type)),
+                    ))
                 }
             };
             let configs = entries
@@ -141,7 +172,12 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeCon
 }
 
 /// Validate and store a topic's new override set.
-async fn apply_topic(b: &Arc<Broker>, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), (ResponseError, Option<String>)> {
+async fn apply_topic(
+    b: &Arc<Broker>,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, Option<String>)> {
     if b.metadata.topic(name).is_none() {
         return Err((ResponseError::UnknownTopicOrPartition, None));
     }
@@ -157,7 +193,12 @@ async fn apply_topic(b: &Arc<Broker>, name: &str, configs: BTreeMap<String, Stri
     Ok(())
 }
 
-fn respond(ctx: &Ctx<'_>, resource_type: i8, name: StrBytes, r: Result<(), (ResponseError, Option<String>)>) -> AlterConfigsResourceResponse {
+fn respond(
+    ctx: &Ctx<'_>,
+    resource_type: i8,
+    name: StrBytes,
+    r: Result<(), (ResponseError, Option<String>)>,
+) -> AlterConfigsResourceResponse {
     let resp = AlterConfigsResourceResponse::default().with_resource_type(resource_type).with_resource_name(name);
     match r {
         Ok(()) => resp,
@@ -166,13 +207,17 @@ fn respond(ctx: &Ctx<'_>, resource_type: i8, name: StrBytes, r: Result<(), (Resp
 }
 
 fn unsupported(resource_type: i8) -> Result<(), (ResponseError, Option<String>)> {
-    Err((ResponseError::InvalidRequest, Some(format!("Fjord alters topic and broker configs only, not resource type {resource_type}"))))
+    Err((
+        ResponseError::InvalidRequest,
+        Some(format!("Fjord alters topic and broker configs only, not resource type {resource_type}")),
+    ))
 }
 
 pub async fn alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for r in req.resources {
-        let configs = r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+        let configs =
+            r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
         let result = match r.resource_type {
             TOPIC => apply_topic(ctx.broker, r.resource_name.as_str(), configs, req.validate_only).await,
             BROKER => apply_broker(ctx.broker, r.resource_name.as_str(), configs, req.validate_only).await,
@@ -201,7 +246,12 @@ fn apply_ops(
                 configs.remove(&key);
             }
             op @ (2 | 3) => {
-                let mut items: Vec<String> = current(&configs, &key).split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+                let mut items: Vec<String> = current(&configs, &key)
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
                 for v in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if op == 2 && !items.iter().any(|i| i == v) {
                         items.push(v.to_string());

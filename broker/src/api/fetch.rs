@@ -22,7 +22,13 @@ struct Resolved {
     topic: Option<String>,
 }
 
-fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_committed: bool, first: bool) -> (Vec<FetchableTopicResponse>, usize, bool) {
+fn read_once(
+    ctx: &Ctx<'_>,
+    req: &FetchRequest,
+    topics: &[Resolved],
+    read_committed: bool,
+    first: bool,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let b = ctx.broker;
     let replica = req.replica_id.0;
     // The broker's fetch.max.bytes bounds what one response may hold (and allocate),
@@ -35,17 +41,26 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
     for (ft, r) in req.topics.iter().zip(topics) {
         let mut parts = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
-            let mut pd = PartitionData::default().with_partition_index(fp.partition).with_high_watermark(-1).with_last_stable_offset(-1).with_log_start_offset(-1);
+            let mut pd = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1);
             let part = r.topic.as_ref().and_then(|t| b.replicas.get(t, fp.partition));
             let Some(part) = part else {
                 any_error = true;
-                parts.push(pd.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition)).with_records(Some(Bytes::new())));
+                parts.push(
+                    pd.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition))
+                        .with_records(Some(Bytes::new())),
+                );
                 continue;
             };
             let mut p = part.lock();
             if !p.is_leader() {
                 any_error = true;
-                parts.push(pd.with_error_code(ctx.err(ResponseError::NotLeaderOrFollower)).with_records(Some(Bytes::new())));
+                parts.push(
+                    pd.with_error_code(ctx.err(ResponseError::NotLeaderOrFollower)).with_records(Some(Bytes::new())),
+                );
                 continue;
             }
             pd = pd
@@ -64,7 +79,9 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                 let (epoch, end) = p.log.end_offset_for_epoch(fp.last_fetched_epoch);
                 if epoch != fp.last_fetched_epoch || end < fp.fetch_offset {
                     // The follower's log diverged from ours: tell it where to truncate.
-                    let div = kafka_protocol::messages::fetch_response::EpochEndOffset::default().with_epoch(epoch).with_end_offset(end);
+                    let div = kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end);
                     parts.push(pd.with_diverging_epoch(div).with_records(Some(Bytes::new())));
                     any_error = true;
                     continue;
@@ -122,16 +139,25 @@ fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, topics: &[Resolved], read_commit
                 }
                 Ok(Err(ReadError::OffsetOutOfRange)) => {
                     any_error = true;
-                    parts.push(pd.with_error_code(ctx.err(ResponseError::OffsetOutOfRange)).with_records(Some(Bytes::new())));
+                    parts.push(
+                        pd.with_error_code(ctx.err(ResponseError::OffsetOutOfRange)).with_records(Some(Bytes::new())),
+                    );
                 }
                 Err(e) => {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "read failed");
                     any_error = true;
-                    parts.push(pd.with_error_code(ctx.err(ResponseError::KafkaStorageError)).with_records(Some(Bytes::new())));
+                    parts.push(
+                        pd.with_error_code(ctx.err(ResponseError::KafkaStorageError)).with_records(Some(Bytes::new())),
+                    );
                 }
             }
         }
-        out.push(FetchableTopicResponse::default().with_topic(r.name.clone()).with_topic_id(r.topic_id).with_partitions(parts));
+        out.push(
+            FetchableTopicResponse::default()
+                .with_topic(r.name.clone())
+                .with_topic_id(r.topic_id)
+                .with_partitions(parts),
+        );
     }
     (out, total, any_error)
 }
@@ -144,7 +170,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         .topics
         .iter()
         .map(|t| {
-            let meta = if ctx.version >= 13 { b.metadata.topic_by_id(t.topic_id) } else { b.metadata.topic(t.topic.as_str()) };
+            let meta =
+                if ctx.version >= 13 { b.metadata.topic_by_id(t.topic_id) } else { b.metadata.topic(t.topic.as_str()) };
             Resolved { name: t.topic.clone(), topic_id: t.topic_id, topic: meta.map(|m| m.name) }
         })
         .collect();
@@ -186,8 +213,12 @@ pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsets
                 .partitions
                 .iter()
                 .map(|lp| {
-                    let resp = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index).with_timestamp(-1).with_offset(-1);
-                    let part = match leader_partition(ctx, t.name.as_str(), lp.partition_index, lp.current_leader_epoch) {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(lp.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let part = match leader_partition(ctx, t.name.as_str(), lp.partition_index, lp.current_leader_epoch)
+                    {
                         Ok(p) => p,
                         Err(code) => return resp.with_error_code(code),
                     };
@@ -202,7 +233,11 @@ pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsets
                     match found {
                         Ok(Some((ts, off))) => {
                             let resp = resp.with_timestamp(ts).with_offset(off);
-                            if ctx.version >= 4 { resp.with_leader_epoch(p.leader_epoch) } else { resp }
+                            if ctx.version >= 4 {
+                                resp.with_leader_epoch(p.leader_epoch)
+                            } else {
+                                resp
+                            }
                         }
                         Ok(None) => resp,
                         Err(e) => {
@@ -227,7 +262,10 @@ pub async fn offset_for_leader_epoch(ctx: &Ctx<'_>, req: OffsetForLeaderEpochReq
                 .partitions
                 .iter()
                 .map(|op| {
-                    let resp = EpochEndOffset::default().with_partition(op.partition).with_leader_epoch(-1).with_end_offset(-1);
+                    let resp = EpochEndOffset::default()
+                        .with_partition(op.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
                     let part = match leader_partition(ctx, t.topic.as_str(), op.partition, op.current_leader_epoch) {
                         Ok(p) => p,
                         Err(code) => return resp.with_error_code(code),

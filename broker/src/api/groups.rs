@@ -34,7 +34,11 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> Fin
     let keys: Vec<StrBytes> = if ctx.version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
     let mut found = Vec::with_capacity(keys.len());
     for k in &keys {
-        let r = if req.key_type == 1 { Err(ResponseError::CoordinatorNotAvailable) } else { coordinator_of(ctx, k.as_str()).await };
+        let r = if req.key_type == 1 {
+            Err(ResponseError::CoordinatorNotAvailable)
+        } else {
+            coordinator_of(ctx, k.as_str()).await
+        };
         found.push(r);
     }
     if ctx.version >= 4 {
@@ -52,14 +56,21 @@ pub async fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> Fin
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     match found.pop().expect("one key") {
-        Ok((id, host, port)) => FindCoordinatorResponse::default().with_node_id(BrokerId(id)).with_host(str(&host)).with_port(port),
-        Err(e) => FindCoordinatorResponse::default().with_error_code(ctx.err(e)).with_node_id(BrokerId(-1)).with_port(-1),
+        Ok((id, host, port)) => {
+            FindCoordinatorResponse::default().with_node_id(BrokerId(id)).with_host(str(&host)).with_port(port)
+        }
+        Err(e) => {
+            FindCoordinatorResponse::default().with_error_code(ctx.err(e)).with_node_id(BrokerId(-1)).with_port(-1)
+        }
     }
 }
 
 pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
     if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
-        return JoinGroupResponse::default().with_error_code(ctx.err(e)).with_generation_id(-1).with_protocol_name(Some(StrBytes::default()));
+        return JoinGroupResponse::default()
+            .with_error_code(ctx.err(e))
+            .with_generation_id(-1)
+            .with_protocol_name(Some(StrBytes::default()));
     }
     let r = ctx
         .broker
@@ -81,7 +92,12 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
     let members = r
         .members
         .into_iter()
-        .map(|(id, inst, meta)| JoinGroupResponseMember::default().with_member_id(StrBytes::from_string(id)).with_group_instance_id(opt(inst)).with_metadata(meta))
+        .map(|(id, inst, meta)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(StrBytes::from_string(id))
+                .with_group_instance_id(opt(inst))
+                .with_metadata(meta)
+        })
         .collect();
     let error = r.error.map(|e| ctx.err(e)).unwrap_or(0);
     JoinGroupResponse::default()
@@ -120,13 +136,21 @@ pub async fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatRespons
         return HeartbeatResponse::default().with_error_code(ctx.err(e));
     }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-    let r = ctx.broker.groups.heartbeat(req.group_id.as_str(), req.generation_id, req.member_id.as_str(), instance.as_deref());
+    let r = ctx.broker.groups.heartbeat(
+        req.group_id.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+        instance.as_deref(),
+    );
     HeartbeatResponse::default().with_error_code(ctx.code(r))
 }
 
 pub async fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
-        req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+        req.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .collect()
     } else {
         vec![(req.member_id.to_string(), None)]
     };
@@ -142,7 +166,12 @@ pub async fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse 
             }
             let members = results
                 .into_iter()
-                .map(|(id, inst, r)| MemberResponse::default().with_member_id(StrBytes::from_string(id)).with_group_instance_id(opt(inst)).with_error_code(ctx.code(r)))
+                .map(|(id, inst, r)| {
+                    MemberResponse::default()
+                        .with_member_id(StrBytes::from_string(id))
+                        .with_group_instance_id(opt(inst))
+                        .with_error_code(ctx.code(r))
+                })
                 .collect();
             LeaveGroupResponse::default().with_members(members)
         }
@@ -155,8 +184,12 @@ pub async fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(state)))
-        .filter(|_| req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic")))
+        .filter(|(_, _, state)| {
+            req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(state))
+        })
+        .filter(|_| {
+            req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic"))
+        })
         .map(|(id, ptype, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(id)))
@@ -174,7 +207,10 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGrou
         .into_iter()
         .map(|gid| {
             if let Err(e) = ctx.broker.groups.check(gid.as_str()) {
-                return DescribedGroup::default().with_group_id(gid).with_error_code(ctx.err(e)).with_authorized_operations(i32::MIN);
+                return DescribedGroup::default()
+                    .with_group_id(gid)
+                    .with_error_code(ctx.err(e))
+                    .with_authorized_operations(i32::MIN);
             }
             let described = ctx.broker.groups.with_group(gid.as_str(), |g| {
                 let members = g

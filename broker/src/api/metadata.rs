@@ -2,7 +2,9 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::*;
 
 use super::{str, Ctx};
@@ -73,31 +75,41 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
             let found = match (&rt.name, rt.topic_id.is_nil()) {
                 (Some(n), _) => match b.metadata.topic(n.as_str()) {
                     Some(t) => Some(t),
-                    None if allow_auto && crate::metadata::valid_topic_name(n.as_str()) => b.auto_create(n.as_str()).await,
+                    None if allow_auto && crate::metadata::valid_topic_name(n.as_str()) => {
+                        b.auto_create(n.as_str()).await
+                    }
                     None => None,
                 },
                 (None, false) => b.metadata.topic_by_id(rt.topic_id),
                 (None, true) => None,
             };
-            out.push(
-                match found {
-                    Some(t) => topic_response(ctx, &t, &fenced),
-                    None => {
-                        let invalid = rt.name.as_ref().is_some_and(|n| !crate::metadata::valid_topic_name(n.as_str()));
-                        let e = if invalid { ResponseError::InvalidTopicException } else { ResponseError::UnknownTopicOrPartition };
-                        MetadataResponseTopic::default()
-                            .with_name(rt.name.clone())
-                            .with_topic_id(rt.topic_id)
-                            .with_error_code(ctx.err(e))
-                    }
-                },
-            );
+            out.push(match found {
+                Some(t) => topic_response(ctx, &t, &fenced),
+                None => {
+                    let invalid = rt.name.as_ref().is_some_and(|n| !crate::metadata::valid_topic_name(n.as_str()));
+                    let e = if invalid {
+                        ResponseError::InvalidTopicException
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    MetadataResponseTopic::default()
+                        .with_name(rt.name.clone())
+                        .with_topic_id(rt.topic_id)
+                        .with_error_code(ctx.err(e))
+                }
+            });
         }
         out
     };
     let brokers = live
         .into_iter()
-        .map(|(id, host, port, rack)| MetadataResponseBroker::default().with_node_id(BrokerId(id)).with_host(str(&host)).with_port(port).with_rack(rack.as_deref().map(str)))
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str(&host))
+                .with_port(port)
+                .with_rack(rack.as_deref().map(str))
+        })
         .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
@@ -112,7 +124,13 @@ pub async fn describe_cluster(ctx: &Ctx<'_>, _req: DescribeClusterRequest) -> De
     let (live, _) = brokers(ctx);
     let brokers = live
         .into_iter()
-        .map(|(id, host, port, rack)| DescribeClusterBroker::default().with_broker_id(BrokerId(id)).with_host(str(&host)).with_port(port).with_rack(rack.as_deref().map(str)))
+        .map(|(id, host, port, rack)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(str(&host))
+                .with_port(port)
+                .with_rack(rack.as_deref().map(str))
+        })
         .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(str(&b.metadata.cluster_id()))
@@ -130,7 +148,8 @@ pub async fn describe_quorum(ctx: &Ctx<'_>, _req: DescribeQuorumRequest) -> Desc
     };
     let st = q.status();
     let state = |id: u64| {
-        let leo = if Some(id) == st.leader { Some(st.last_log_index) } else { st.replication.get(&id).copied().flatten() };
+        let leo =
+            if Some(id) == st.leader { Some(st.last_log_index) } else { st.replication.get(&id).copied().flatten() };
         ReplicaState::default()
             .with_replica_id(BrokerId(id as i32))
             .with_log_end_offset(leo.map(|i| i as i64).unwrap_or(-1))
@@ -149,12 +168,20 @@ pub async fn describe_quorum(ctx: &Ctx<'_>, _req: DescribeQuorumRequest) -> Desc
             .iter()
             .filter_map(|v| img.brokers.get(&(*v as i32)))
             .map(|b| {
-                let listeners = b.endpoints.iter().map(|e| Listener::default().with_name(str(&e.name)).with_host(str(&e.host)).with_port(e.port as u16)).collect();
+                let listeners = b
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        Listener::default().with_name(str(&e.name)).with_host(str(&e.host)).with_port(e.port as u16)
+                    })
+                    .collect();
                 Node::default().with_node_id(BrokerId(b.id)).with_listeners(listeners)
             })
             .collect()
     });
-    let resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default().with_topic_name(TopicName(str("__cluster_metadata"))).with_partitions(vec![part])]);
+    let resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(str("__cluster_metadata")))
+        .with_partitions(vec![part])]);
     if ctx.version >= 2 {
         resp.with_nodes(nodes)
     } else {

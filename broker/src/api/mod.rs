@@ -71,7 +71,12 @@ impl Ctx<'_> {
 
 /// The partition a request names, checked against the client's view of its leader epoch
 /// (-1: no view), or the error code to answer for it.
-pub fn leader_partition(ctx: &Ctx<'_>, topic: &str, index: i32, current_leader_epoch: i32) -> Result<crate::replica_manager::PartitionRef, i16> {
+pub fn leader_partition(
+    ctx: &Ctx<'_>,
+    topic: &str,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<crate::replica_manager::PartitionRef, i16> {
     let part = ctx.broker.replicas.get(topic, index).ok_or_else(|| ctx.err(ResponseError::UnknownTopicOrPartition))?;
     let (epoch, leader) = {
         let p = part.lock();
@@ -173,7 +178,8 @@ pub struct Timing {
 impl Timing {
     /// The response is written (or there is none): record the request.
     pub fn finish(self, metrics: &Metrics) {
-        let phases = Phases { queue: self.queue, local: self.local, remote: self.remote, send: self.answered.elapsed() };
+        let phases =
+            Phases { queue: self.queue, local: self.local, remote: self.remote, send: self.answered.elapsed() };
         metrics.request_done(self.api, phases, self.trace_id);
     }
 }
@@ -181,7 +187,13 @@ impl Timing {
 /// Handle one request frame (without its size prefix), read completely at `received`.
 /// `Ok(None)` means no response (acks=0 produce); `Err` means the connection must be
 /// closed.
-pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, listener: &str, received: Instant) -> Result<Option<Reply>, ProtocolError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+    client_host: &str,
+    listener: &str,
+    received: Instant,
+) -> Result<Option<Reply>, ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Short);
     }
@@ -194,7 +206,14 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, l
     if version < range.0 || version > range.1 {
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            let timing = Timing { api: versions::name(api), queue: received.elapsed(), local: Duration::ZERO, remote: Duration::ZERO, answered: Instant::now(), trace_id: None };
+            let timing = Timing {
+                api: versions::name(api),
+                queue: received.elapsed(),
+                local: Duration::ZERO,
+                remote: Duration::ZERO,
+                answered: Instant::now(),
+                trace_id: None,
+            };
             return unsupported_api_versions(correlation_id).map(|frame| Some(Reply { frame, timing }));
         }
         return Err(ProtocolError::UnsupportedVersion(api, version));
@@ -214,37 +233,39 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str, l
     };
     let span = crate::telemetry::request_span(api_name, &ctx.client_id);
     let mut buf = frame;
-    let dispatched = async { dispatch!(ctx, buf, header, api, version, {
-        ApiVersions => ApiVersionsRequest => versions::handle,
-        Metadata => MetadataRequest => metadata::handle,
-        Fetch => FetchRequest => fetch::handle,
-        ListOffsets => ListOffsetsRequest => fetch::list_offsets,
-        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => fetch::offset_for_leader_epoch,
-        CreateTopics => CreateTopicsRequest => admin::create_topics,
-        DeleteTopics => DeleteTopicsRequest => admin::delete_topics,
-        CreatePartitions => CreatePartitionsRequest => admin::create_partitions,
-        DeleteRecords => DeleteRecordsRequest => admin::delete_records,
-        DescribeCluster => DescribeClusterRequest => metadata::describe_cluster,
-        DescribeConfigs => DescribeConfigsRequest => configs::describe,
-        AlterConfigs => AlterConfigsRequest => configs::alter,
-        IncrementalAlterConfigs => IncrementalAlterConfigsRequest => configs::incremental_alter,
-        FindCoordinator => FindCoordinatorRequest => groups::find_coordinator,
-        JoinGroup => JoinGroupRequest => groups::join,
-        SyncGroup => SyncGroupRequest => groups::sync,
-        Heartbeat => HeartbeatRequest => groups::heartbeat,
-        LeaveGroup => LeaveGroupRequest => groups::leave,
-        ListGroups => ListGroupsRequest => groups::list,
-        DescribeGroups => DescribeGroupsRequest => groups::describe,
-        DeleteGroups => DeleteGroupsRequest => groups::delete,
-        OffsetCommit => OffsetCommitRequest => offsets::commit,
-        OffsetFetch => OffsetFetchRequest => offsets::fetch,
-        InitProducerId => InitProducerIdRequest => producer_id::init,
-        DescribeQuorum => DescribeQuorumRequest => metadata::describe_quorum,
-        ElectLeaders => ElectLeadersRequest => partitions::elect_leaders,
-        AlterPartitionReassignments => AlterPartitionReassignmentsRequest => partitions::alter_reassignments,
-        ListPartitionReassignments => ListPartitionReassignmentsRequest => partitions::list_reassignments,
-        DescribeLogDirs => DescribeLogDirsRequest => partitions::describe_log_dirs,
-    }) };
+    let dispatched = async {
+        dispatch!(ctx, buf, header, api, version, {
+            ApiVersions => ApiVersionsRequest => versions::handle,
+            Metadata => MetadataRequest => metadata::handle,
+            Fetch => FetchRequest => fetch::handle,
+            ListOffsets => ListOffsetsRequest => fetch::list_offsets,
+            OffsetForLeaderEpoch => OffsetForLeaderEpochRequest => fetch::offset_for_leader_epoch,
+            CreateTopics => CreateTopicsRequest => admin::create_topics,
+            DeleteTopics => DeleteTopicsRequest => admin::delete_topics,
+            CreatePartitions => CreatePartitionsRequest => admin::create_partitions,
+            DeleteRecords => DeleteRecordsRequest => admin::delete_records,
+            DescribeCluster => DescribeClusterRequest => metadata::describe_cluster,
+            DescribeConfigs => DescribeConfigsRequest => configs::describe,
+            AlterConfigs => AlterConfigsRequest => configs::alter,
+            IncrementalAlterConfigs => IncrementalAlterConfigsRequest => configs::incremental_alter,
+            FindCoordinator => FindCoordinatorRequest => groups::find_coordinator,
+            JoinGroup => JoinGroupRequest => groups::join,
+            SyncGroup => SyncGroupRequest => groups::sync,
+            Heartbeat => HeartbeatRequest => groups::heartbeat,
+            LeaveGroup => LeaveGroupRequest => groups::leave,
+            ListGroups => ListGroupsRequest => groups::list,
+            DescribeGroups => DescribeGroupsRequest => groups::describe,
+            DeleteGroups => DeleteGroupsRequest => groups::delete,
+            OffsetCommit => OffsetCommitRequest => offsets::commit,
+            OffsetFetch => OffsetFetchRequest => offsets::fetch,
+            InitProducerId => InitProducerIdRequest => producer_id::init,
+            DescribeQuorum => DescribeQuorumRequest => metadata::describe_quorum,
+            ElectLeaders => ElectLeadersRequest => partitions::elect_leaders,
+            AlterPartitionReassignments => AlterPartitionReassignmentsRequest => partitions::alter_reassignments,
+            ListPartitionReassignments => ListPartitionReassignmentsRequest => partitions::list_reassignments,
+            DescribeLogDirs => DescribeLogDirsRequest => partitions::describe_log_dirs,
+        })
+    };
     let (out, trace_id) = match span {
         Some((span, trace_id)) => (dispatched.instrument(span).await, trace_id),
         None => (dispatched.await, None),

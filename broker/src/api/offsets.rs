@@ -36,11 +36,22 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     // Answer once the ISR has the commit: a coordinator failover must not lose it.
-    let result = match b.groups.commit(b, req.group_id.as_str(), req.generation_id_or_member_epoch, req.member_id.as_str(), instance.as_deref(), entries) {
-        Ok(Some((rx, last))) => ctx.remote.wait(crate::partition::wait_replicated(rx, last, 1, std::time::Duration::from_secs(5))).await.map_err(|e| match e {
-            ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
-            e => e,
-        }),
+    let result = match b.groups.commit(
+        b,
+        req.group_id.as_str(),
+        req.generation_id_or_member_epoch,
+        req.member_id.as_str(),
+        instance.as_deref(),
+        entries,
+    ) {
+        Ok(Some((rx, last))) => ctx
+            .remote
+            .wait(crate::partition::wait_replicated(rx, last, 1, std::time::Duration::from_secs(5)))
+            .await
+            .map_err(|e| match e {
+                ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
+                e => e,
+            }),
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
@@ -57,7 +68,9 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
                     } else {
                         ctx.code(result)
                     };
-                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code)
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
                 })
                 .collect();
             OffsetCommitResponseTopic::default().with_name(t.name).with_topic_id(t.topic_id).with_partitions(parts)
@@ -67,7 +80,11 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
 }
 
 /// The committed offsets of one group for the requested partitions (all when `None`).
-fn lookup(ctx: &Ctx<'_>, group: &str, wanted: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)> {
+fn lookup(
+    ctx: &Ctx<'_>,
+    group: &str,
+    wanted: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)> {
     let committed = ctx.broker.groups.fetch_offsets(group);
     match wanted {
         Some(topics) => topics
@@ -111,7 +128,11 @@ pub async fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespons
                             .into_iter()
                             .map(|(p, c)| {
                                 let (offset, epoch, meta) = values(c);
-                                OffsetFetchResponsePartitions::default().with_partition_index(p).with_committed_offset(offset).with_committed_leader_epoch(epoch).with_metadata(meta)
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(meta)
                             })
                             .collect();
                         OffsetFetchResponseTopics::default().with_name(t).with_partitions(partitions)
@@ -133,7 +154,11 @@ pub async fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespons
                 .into_iter()
                 .map(|(p, c)| {
                     let (offset, epoch, meta) = values(c);
-                    OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(offset).with_committed_leader_epoch(epoch).with_metadata(meta)
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(meta)
                 })
                 .collect();
             OffsetFetchResponseTopic::default().with_name(t).with_partitions(partitions)

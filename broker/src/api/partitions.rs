@@ -5,9 +5,13 @@
 //! old ones are removed once the new ones are in the ISR).
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::alter_partition_reassignments_response::{ReassignablePartitionResponse, ReassignableTopicResponse};
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
-use kafka_protocol::messages::list_partition_reassignments_response::{OngoingPartitionReassignment, OngoingTopicReassignment};
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
 use kafka_protocol::messages::*;
 
 use super::{str, Ctx};
@@ -44,7 +48,10 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, req: ElectLeadersRequest) -> ElectLead
     ElectLeadersResponse::default().with_replica_election_results(results)
 }
 
-pub async fn alter_reassignments(ctx: &Ctx<'_>, req: AlterPartitionReassignmentsRequest) -> AlterPartitionReassignmentsResponse {
+pub async fn alter_reassignments(
+    ctx: &Ctx<'_>,
+    req: AlterPartitionReassignmentsRequest,
+) -> AlterPartitionReassignmentsResponse {
     let b = ctx.broker;
     let known: Vec<i32> = b.metadata.brokers().iter().filter(|m| !m.fenced).map(|m| m.id).collect();
     let mut responses = Vec::new();
@@ -65,7 +72,10 @@ pub async fn alter_reassignments(ctx: &Ctx<'_>, req: AlterPartitionReassignments
                 let original = current.replicas.len() - current.adding.len();
                 let bad = t.is_empty() || dedup.len() != t.len() || t.iter().any(|id| !known.contains(id));
                 if bad {
-                    parts.push(resp.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment)).with_error_message(Some(str("replicas must be distinct live brokers"))));
+                    parts.push(
+                        resp.with_error_code(ctx.err(ResponseError::InvalidReplicaAssignment))
+                            .with_error_message(Some(str("replicas must be distinct live brokers"))),
+                    );
                     continue;
                 }
                 if !req.allow_replication_factor_change && ctx.version >= 1 && t.len() != original {
@@ -83,18 +93,25 @@ pub async fn alter_reassignments(ctx: &Ctx<'_>, req: AlterPartitionReassignments
         responses.push(ReassignableTopicResponse::default().with_name(t.name).with_partitions(parts));
     }
     b.sync_replicas().await;
-    AlterPartitionReassignmentsResponse::default().with_allow_replication_factor_change(req.allow_replication_factor_change).with_responses(responses)
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(req.allow_replication_factor_change)
+        .with_responses(responses)
 }
 
-pub async fn list_reassignments(ctx: &Ctx<'_>, req: ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse {
+pub async fn list_reassignments(
+    ctx: &Ctx<'_>,
+    req: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
     let b = ctx.broker;
-    let filter: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
+    let filter: Option<Vec<(String, Vec<i32>)>> =
+        req.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
     let topics = b
         .metadata
         .topics()
         .into_iter()
         .filter_map(|t| {
-            let wanted = |i: i32| filter.as_ref().is_none_or(|f| f.iter().any(|(n, ps)| *n == t.name && ps.contains(&i)));
+            let wanted =
+                |i: i32| filter.as_ref().is_none_or(|f| f.iter().any(|(n, ps)| *n == t.name && ps.contains(&i)));
             let parts: Vec<OngoingPartitionReassignment> = t
                 .assignment
                 .iter()
@@ -108,7 +125,8 @@ pub async fn list_reassignments(ctx: &Ctx<'_>, req: ListPartitionReassignmentsRe
                         .with_removing_replicas(ids(&p.removing))
                 })
                 .collect();
-            (!parts.is_empty()).then(|| OngoingTopicReassignment::default().with_name(TopicName(str(&t.name))).with_partitions(parts))
+            (!parts.is_empty())
+                .then(|| OngoingTopicReassignment::default().with_name(TopicName(str(&t.name))).with_partitions(parts))
         })
         .collect();
     ListPartitionReassignmentsResponse::default().with_topics(topics)
@@ -127,9 +145,13 @@ fn disk_space(dir: &std::path::Path) -> (i64, i64) {
 
 /// DescribeLogDirs: this broker's one log directory and the size of each partition in it.
 pub async fn describe_log_dirs(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
-    use kafka_protocol::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
     let b = ctx.broker;
-    let wanted = |t: &str, p: i32| req.topics.as_ref().is_none_or(|ts| ts.iter().any(|w| w.topic.as_str() == t && w.partitions.contains(&p)));
+    let wanted = |t: &str, p: i32| {
+        req.topics.as_ref().is_none_or(|ts| ts.iter().any(|w| w.topic.as_str() == t && w.partitions.contains(&p)))
+    };
     let mut by_topic: std::collections::BTreeMap<String, Vec<DescribeLogDirsPartition>> = Default::default();
     for part in b.replicas.all() {
         let p = part.lock();
@@ -137,12 +159,17 @@ pub async fn describe_log_dirs(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> De
             continue;
         }
         let lag = if p.is_leader() { 0 } else { (p.high_watermark() - p.log.log_end_offset()).max(0) };
-        by_topic
-            .entry(p.topic.clone())
-            .or_default()
-            .push(DescribeLogDirsPartition::default().with_partition_index(p.index).with_partition_size(p.log.size_bytes() as i64).with_offset_lag(lag));
+        by_topic.entry(p.topic.clone()).or_default().push(
+            DescribeLogDirsPartition::default()
+                .with_partition_index(p.index)
+                .with_partition_size(p.log.size_bytes() as i64)
+                .with_offset_lag(lag),
+        );
     }
-    let topics = by_topic.into_iter().map(|(t, ps)| DescribeLogDirsTopic::default().with_name(TopicName(str(&t))).with_partitions(ps)).collect();
+    let topics = by_topic
+        .into_iter()
+        .map(|(t, ps)| DescribeLogDirsTopic::default().with_name(TopicName(str(&t))).with_partitions(ps))
+        .collect();
     let dir = b.config.data_dir();
     let (total, usable) = disk_space(dir);
     let result = DescribeLogDirsResult::default()

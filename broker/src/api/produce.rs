@@ -45,7 +45,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             };
             if topic.internal {
                 // Only the broker writes its internal topics (Kafka answers the same way).
-                parts.push(partition_error(ctx, pd.index, ResponseError::InvalidTopicException, Some(format!("Cannot append to internal topic {}", topic.name))));
+                parts.push(partition_error(
+                    ctx,
+                    pd.index,
+                    ResponseError::InvalidTopicException,
+                    Some(format!("Cannot append to internal topic {}", topic.name)),
+                ));
                 continue;
             }
             if !matches!(req.acks, -1 | 0 | 1) {
@@ -53,7 +58,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 continue;
             }
             let Some(partition) = b.replicas.get(&topic.name, pd.index) else {
-                let e = if topic.partition(pd.index).is_some() { ResponseError::NotLeaderOrFollower } else { ResponseError::UnknownTopicOrPartition };
+                let e = if topic.partition(pd.index).is_some() {
+                    ResponseError::NotLeaderOrFollower
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
                 parts.push(partition_error(ctx, pd.index, e, None));
                 continue;
             };
@@ -69,7 +78,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 if !p.is_leader() {
                     Err((ResponseError::NotLeaderOrFollower, None))
                 } else if req.acks == -1 && p.isr.len() < min_isr {
-                    Err((ResponseError::NotEnoughReplicas, Some(format!("min.insync.replicas={min_isr} but the ISR has {} replica(s)", p.isr.len()))))
+                    Err((
+                        ResponseError::NotEnoughReplicas,
+                        Some(format!("min.insync.replicas={min_isr} but the ISR has {} replica(s)", p.isr.len())),
+                    ))
                 } else {
                     let max = p.log.config.max_message_bytes;
                     p.append(&mut data, max, now_ms())
@@ -107,7 +119,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 }
             }
         }
-        responses.push(TopicProduceResponse::default().with_name(td.name).with_topic_id(td.topic_id).with_partition_responses(parts));
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(td.name)
+                .with_topic_id(td.topic_id)
+                .with_partition_responses(parts),
+        );
     }
     if appended {
         b.replicas.notify_appended();

@@ -51,22 +51,35 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
     let topic = TopicName(s("t"));
     let batch = Bytes::from(crate::storage::batch::tests::encode(3, kafka_protocol::records::Compression::None, 1000));
     Some(match key {
-        ApiKey::ApiVersions if v >= 3 => frame(key, v, &ApiVersionsRequest::default().with_client_software_name(s("x")).with_client_software_version(s("1"))),
+        ApiKey::ApiVersions if v >= 3 => frame(
+            key,
+            v,
+            &ApiVersionsRequest::default().with_client_software_name(s("x")).with_client_software_version(s("1")),
+        ),
         ApiKey::ApiVersions => frame(key, v, &ApiVersionsRequest::default()),
-        ApiKey::Metadata => frame(key, v, &MetadataRequest::default().with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic))]))),
+        ApiKey::Metadata => frame(
+            key,
+            v,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic))])),
+        ),
         ApiKey::Produce => frame(
             key,
             v,
-            &ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![produce_request::TopicProduceData::default()
-                .with_name(topic)
-                .with_partition_data(vec![produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch))])]),
+            &ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
+                produce_request::TopicProduceData::default().with_name(topic).with_partition_data(vec![
+                    produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch)),
+                ]),
+            ]),
         ),
         ApiKey::Fetch => frame(
             key,
             v,
-            &FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![fetch_request::FetchTopic::default()
-                .with_topic(topic)
-                .with_partitions(vec![fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20)])]),
+            &FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![
+                fetch_request::FetchTopic::default().with_topic(topic).with_partitions(vec![
+                    fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20),
+                ]),
+            ]),
         ),
         ApiKey::ListOffsets => frame(
             key,
@@ -78,15 +91,37 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
         ApiKey::CreateTopics => frame(
             key,
             v,
-            &CreateTopicsRequest::default().with_topics(vec![create_topics_request::CreatableTopic::default().with_name(TopicName(s("new"))).with_num_partitions(2).with_replication_factor(1)]),
+            &CreateTopicsRequest::default().with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(s("new")))
+                .with_num_partitions(2)
+                .with_replication_factor(1)]),
         ),
-        ApiKey::DescribeConfigs => frame(key, v, &DescribeConfigsRequest::default().with_resources(vec![describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("t"))])),
-        ApiKey::FindCoordinator => frame(key, v, &if v >= 4 { FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")]) } else { FindCoordinatorRequest::default().with_key(s("g")) }),
+        ApiKey::DescribeConfigs => frame(
+            key,
+            v,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t")),
+            ]),
+        ),
+        ApiKey::FindCoordinator => frame(
+            key,
+            v,
+            &if v >= 4 {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
+            } else {
+                FindCoordinatorRequest::default().with_key(s("g"))
+            },
+        ),
         ApiKey::OffsetFetch => frame(
             key,
             v,
             &if v >= 8 {
-                OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(None)])
+                OffsetFetchRequest::default()
+                    .with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(s("g")))
+                        .with_topics(None)])
             } else {
                 OffsetFetchRequest::default().with_group_id(GroupId(s("g"))).with_topics(None)
             },
@@ -94,20 +129,29 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
         ApiKey::OffsetCommit => frame(
             key,
             v,
-            &OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_generation_id_or_member_epoch(-1).with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(topic)
-                .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(1)])]),
+            &OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(topic)
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(1)
+                    ])]),
         ),
         ApiKey::ListGroups => frame(key, v, &ListGroupsRequest::default()),
         ApiKey::DescribeGroups => frame(key, v, &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))])),
         ApiKey::InitProducerId => frame(key, v, &InitProducerIdRequest::default()),
         ApiKey::DescribeCluster => frame(key, v, &DescribeClusterRequest::default()),
-        ApiKey::Heartbeat => frame(key, v, &HeartbeatRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m"))),
+        ApiKey::Heartbeat => {
+            frame(key, v, &HeartbeatRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")))
+        }
         ApiKey::LeaveGroup => frame(
             key,
             v,
             &if v >= 3 {
-                LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_members(vec![leave_group_request::MemberIdentity::default().with_member_id(s("m"))])
+                LeaveGroupRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_members(vec![leave_group_request::MemberIdentity::default().with_member_id(s("m"))])
             } else {
                 LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m"))
             },
@@ -120,14 +164,18 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
                 .with_session_timeout_ms(10000)
                 .with_rebalance_timeout_ms(10000)
                 .with_protocol_type(s("consumer"))
-                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"m"))]),
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(b"m"))]),
         ),
         ApiKey::OffsetForLeaderEpoch => frame(
             key,
             v,
-            &OffsetForLeaderEpochRequest::default().with_topics(vec![offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
-                .with_topic(topic)
-                .with_partitions(vec![offset_for_leader_epoch_request::OffsetForLeaderPartition::default().with_leader_epoch(0)])]),
+            &OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default().with_topic(topic).with_partitions(
+                    vec![offset_for_leader_epoch_request::OffsetForLeaderPartition::default().with_leader_epoch(0)],
+                ),
+            ]),
         ),
         ApiKey::DeleteRecords => frame(
             key,
@@ -136,41 +184,68 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
                 .with_name(topic)
                 .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default().with_offset(0)])]),
         ),
-        ApiKey::CreatePartitions => frame(key, v, &CreatePartitionsRequest::default().with_topics(vec![create_partitions_request::CreatePartitionsTopic::default().with_name(topic).with_count(2)])),
+        ApiKey::CreatePartitions => frame(
+            key,
+            v,
+            &CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default().with_name(topic).with_count(2),
+            ]),
+        ),
         ApiKey::IncrementalAlterConfigs => frame(
             key,
             v,
-            &IncrementalAlterConfigsRequest::default().with_resources(vec![incremental_alter_configs_request::AlterConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(s("t"))
-                .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("1000")))])]),
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("1000")))]),
+            ]),
         ),
-        ApiKey::AlterConfigs => frame(key, v, &AlterConfigsRequest::default().with_resources(vec![alter_configs_request::AlterConfigsResource::default().with_resource_type(2).with_resource_name(s("t"))])),
-        ApiKey::DeleteGroups => frame(key, v, &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("nope"))])),
+        ApiKey::AlterConfigs => frame(
+            key,
+            v,
+            &AlterConfigsRequest::default()
+                .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))]),
+        ),
+        ApiKey::DeleteGroups => {
+            frame(key, v, &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("nope"))]))
+        }
         ApiKey::DeleteTopics => frame(
             key,
             v,
             &if v >= 6 {
-                DeleteTopicsRequest::default().with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(TopicName(s("new"))))])
+                DeleteTopicsRequest::default().with_topics(vec![
+                    delete_topics_request::DeleteTopicState::default().with_name(Some(TopicName(s("new"))))
+                ])
             } else {
                 DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("new"))])
             },
         ),
-        ApiKey::SyncGroup => frame(key, v, &SyncGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m"))),
+        ApiKey::SyncGroup => {
+            frame(key, v, &SyncGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s("m")))
+        }
         ApiKey::DescribeQuorum => frame(key, v, &DescribeQuorumRequest::default()),
         ApiKey::ElectLeaders => frame(
             key,
             v,
-            &ElectLeadersRequest::default().with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default().with_topic(topic).with_partitions(vec![0])])),
+            &ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default().with_topic(topic).with_partitions(vec![0]),
+            ])),
         ),
         ApiKey::AlterPartitionReassignments => frame(
             key,
             v,
-            &AlterPartitionReassignmentsRequest::default().with_allow_replication_factor_change(true).with_topics(vec![
-                alter_partition_reassignments_request::ReassignableTopic::default()
+            &AlterPartitionReassignmentsRequest::default().with_allow_replication_factor_change(true).with_topics(
+                vec![alter_partition_reassignments_request::ReassignableTopic::default()
                     .with_name(topic)
-                    .with_partitions(vec![alter_partition_reassignments_request::ReassignablePartition::default().with_partition_index(0).with_replicas(Some(vec![BrokerId(1)]))]),
-            ]),
+                    .with_partitions(vec![alter_partition_reassignments_request::ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(vec![BrokerId(1)]))])],
+            ),
         ),
         ApiKey::ListPartitionReassignments => frame(key, v, &ListPartitionReassignmentsRequest::default()),
         ApiKey::DescribeLogDirs => frame(key, v, &DescribeLogDirsRequest::default()),
@@ -212,7 +287,12 @@ const ALL: &[ApiKey] = &[
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {
-    let out = tokio::time::timeout(Duration::from_millis(200), handle(b, f, "127.0.0.1", "PLAINTEXT", std::time::Instant::now())).await.ok()?;
+    let out = tokio::time::timeout(
+        Duration::from_millis(200),
+        handle(b, f, "127.0.0.1", "PLAINTEXT", std::time::Instant::now()),
+    )
+    .await
+    .ok()?;
     Some(out.map(|reply| reply.map(|r| r.frame)))
 }
 
@@ -329,9 +409,11 @@ async fn clients_cannot_write_internal_topics_or_two_batches() {
     let mut two = one.clone();
     two.extend_from_slice(&one);
     for (topic, records, want) in [("__consumer_offsets", one.clone(), 17i16), ("t", two, 87)] {
-        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![produce_request::TopicProduceData::default()
-            .with_name(TopicName(s(topic)))
-            .with_partition_data(vec![produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records)))])]);
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
+            produce_request::TopicProduceData::default().with_name(TopicName(s(topic))).with_partition_data(vec![
+                produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records))),
+            ]),
+        ]);
         let resp = call(&b, frame(ApiKey::Produce, 9, &req)).await.unwrap().unwrap().unwrap();
         let mut body = resp.slice(4..);
         ResponseHeader::decode(&mut body, ProduceResponse::header_version(9)).unwrap();

@@ -52,7 +52,9 @@ pub fn name(api: ApiKey) -> &'static str {
 pub fn advertised() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|(k, min, max, _)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max))
+        .map(|(k, min, max, _)| {
+            ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max)
+        })
         .collect()
 }
 

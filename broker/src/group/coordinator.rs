@@ -107,10 +107,7 @@ pub struct Member {
 
 impl Member {
     pub fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
-        protocol
-            .and_then(|p| self.protocols.iter().find(|(n, _)| n == p))
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
+        protocol.and_then(|p| self.protocols.iter().find(|(n, _)| n == p)).map(|(_, m)| m.clone()).unwrap_or_default()
     }
 }
 
@@ -256,7 +253,12 @@ impl Group {
     fn complete_join(&mut self) {
         // Static members keep their slot until their session expires (KIP-345); dynamic
         // members that did not rejoin in time are dropped.
-        let missing: Vec<String> = self.members.values().filter(|m| m.join_tx.is_none() && m.instance_id.is_none()).map(|m| m.id.clone()).collect();
+        let missing: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_tx.is_none() && m.instance_id.is_none())
+            .map(|m| m.id.clone())
+            .collect();
         for id in missing {
             tracing::info!(group = %self.id, member = %id, "member did not rejoin in time; removing");
             self.remove_member(&id);
@@ -460,7 +462,11 @@ impl GroupCoordinator {
             let expired: Vec<String> = g
                 .members
                 .values()
-                .filter(|m| m.join_tx.is_none() && m.sync_tx.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout)
+                .filter(|m| {
+                    m.join_tx.is_none()
+                        && m.sync_tx.is_none()
+                        && now.duration_since(m.last_heartbeat) > m.session_timeout
+                })
                 .map(|m| m.id.clone())
                 .collect();
             for id in &expired {
@@ -470,7 +476,10 @@ impl GroupCoordinator {
             if !expired.is_empty() {
                 g.on_member_gone(Duration::ZERO);
             }
-            if g.state == GroupState::CompletingRebalance && g.sync_deadline.is_some_and(|d| now >= d) && !g.awaiting_sync.is_empty() {
+            if g.state == GroupState::CompletingRebalance
+                && g.sync_deadline.is_some_and(|d| now >= d)
+                && !g.awaiting_sync.is_empty()
+            {
                 let late: Vec<String> = g.awaiting_sync.drain().collect();
                 for id in &late {
                     tracing::info!(group = %g.id, member = %id, "no SyncGroup before the rebalance timeout; removing");
@@ -482,7 +491,9 @@ impl GroupCoordinator {
         }
         // A group with no members, no pending joins and no committed offsets is gone, as in
         // Kafka (Dead); without this, every group id ever seen would stay in memory.
-        groups.retain(|_, g| !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty()));
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty())
+        });
     }
 
     pub async fn join(&self, req: JoinRequest) -> JoinResult {
@@ -635,7 +646,12 @@ impl GroupCoordinator {
             if generation != g.generation {
                 return SyncResult::error(ResponseError::IllegalGeneration);
             }
-            let ok = |g: &Group, a: Bytes| SyncResult { error: None, protocol_type: g.protocol_type.clone(), protocol_name: g.protocol.clone(), assignment: a };
+            let ok = |g: &Group, a: Bytes| SyncResult {
+                error: None,
+                protocol_type: g.protocol_type.clone(),
+                protocol_name: g.protocol.clone(),
+                assignment: a,
+            };
             match g.state {
                 GroupState::Empty => return SyncResult::error(ResponseError::UnknownMemberId),
                 GroupState::PreparingRebalance => return SyncResult::error(ResponseError::RebalanceInProgress),
@@ -671,7 +687,13 @@ impl GroupCoordinator {
         rx.await.unwrap_or_else(|_| SyncResult::error(ResponseError::RebalanceInProgress))
     }
 
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
         let mut groups = self.groups.lock();
         let g = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
         if let Some(inst) = instance_id {
@@ -696,7 +718,11 @@ impl GroupCoordinator {
     }
 
     /// Remove members (by member id, or by instance id for static members).
-    pub fn leave(&self, group_id: &str, members: Vec<(String, Option<String>)>) -> Result<Vec<(String, Option<String>, Result<(), ResponseError>)>, ResponseError> {
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<(String, Option<String>, Result<(), ResponseError>)>, ResponseError> {
         let mut groups = self.groups.lock();
         let g = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
         let mut out = Vec::new();
@@ -736,7 +762,13 @@ impl GroupCoordinator {
     }
 
     /// Check a commit's generation and member against the group, as Kafka does.
-    fn check_commit(&self, group_id: &str, generation: i32, member: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+    fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
         let mut groups = self.groups.lock();
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
         if generation < 0 && member.is_empty() {
@@ -808,7 +840,12 @@ impl GroupCoordinator {
         Ok(Some(wait))
     }
 
-    fn append_offsets(&self, broker: &Broker, group_id: &str, records: &[(Bytes, Option<Bytes>)]) -> Result<Replication, ResponseError> {
+    fn append_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        records: &[(Bytes, Option<Bytes>)],
+    ) -> Result<Replication, ResponseError> {
         let p = offsets::partition_for(group_id, self.offsets_partitions);
         let part = broker.replicas.get(OFFSETS_TOPIC, p).ok_or(ResponseError::NotCoordinator)?;
         let mut batch = offsets::encode_batch(records, now_ms());
@@ -836,7 +873,8 @@ impl GroupCoordinator {
             }
             g.offsets.keys().cloned().collect()
         };
-        let tombstones: Vec<(Bytes, Option<Bytes>)> = keys.iter().map(|(t, p)| (offsets::encode_key(group_id, t, *p), None)).collect();
+        let tombstones: Vec<(Bytes, Option<Bytes>)> =
+            keys.iter().map(|(t, p)| (offsets::encode_key(group_id, t, *p), None)).collect();
         if !tombstones.is_empty() {
             self.append_offsets(broker, group_id, &tombstones)?;
         }
@@ -860,7 +898,8 @@ impl GroupCoordinator {
                 .collect()
         };
         for (group, keys) in per_group {
-            let tombstones: Vec<(Bytes, Option<Bytes>)> = keys.iter().map(|(t, p)| (offsets::encode_key(&group, t, *p), None)).collect();
+            let tombstones: Vec<(Bytes, Option<Bytes>)> =
+                keys.iter().map(|(t, p)| (offsets::encode_key(&group, t, *p), None)).collect();
             if let Err(e) = self.append_offsets(broker, &group, &tombstones) {
                 tracing::warn!(group = %group, topic, error = ?e, "could not write offset tombstones");
             }
@@ -897,7 +936,9 @@ impl GroupCoordinator {
                 partitions: g
                     .offsets
                     .iter()
-                    .map(|((t, p), c)| (t.clone(), *p, c.offset, g.windows.get(&(t.clone(), *p)).cloned().unwrap_or_default()))
+                    .map(|((t, p), c)| {
+                        (t.clone(), *p, c.offset, g.windows.get(&(t.clone(), *p)).cloned().unwrap_or_default())
+                    })
                     .collect(),
             })
             .collect()
@@ -969,7 +1010,16 @@ mod tests {
         let sb = tokio::spawn(async move { c3.sync("g", gen, &bid, None, vec![]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let sa = c
-            .sync("g", 2, &a2.member_id, None, vec![(a2.member_id.clone(), Bytes::from_static(b"A")), (b2.member_id.clone(), Bytes::from_static(b"B"))])
+            .sync(
+                "g",
+                2,
+                &a2.member_id,
+                None,
+                vec![
+                    (a2.member_id.clone(), Bytes::from_static(b"A")),
+                    (b2.member_id.clone(), Bytes::from_static(b"B")),
+                ],
+            )
             .await;
         assert_eq!(sa.assignment, Bytes::from_static(b"A"));
         assert_eq!(sb.await.unwrap().assignment, Bytes::from_static(b"B"));
@@ -986,7 +1036,8 @@ mod tests {
         let c = Arc::new(coordinator(0));
         let a = c.join(join_req("", Some("i1"))).await;
         assert_eq!(a.error, None, "static members get an id directly");
-        c.sync("g", a.generation, &a.member_id, Some("i1"), vec![(a.member_id.clone(), Bytes::from_static(b"A"))]).await;
+        c.sync("g", a.generation, &a.member_id, Some("i1"), vec![(a.member_id.clone(), Bytes::from_static(b"A"))])
+            .await;
         let c1 = c.clone();
         let jb = tokio::spawn(async move { c1.join(join_req("", Some("i2"))).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1020,9 +1071,14 @@ mod tests {
         r.session_timeout_ms = 6000;
         let a = c.join(r).await;
         c.sync("g", a.generation, &a.member_id, None, vec![]).await;
-        c.groups.lock().get_mut("g").unwrap().members.get_mut(&a.member_id).unwrap().last_heartbeat = Instant::now() - Duration::from_secs(7);
+        c.groups.lock().get_mut("g").unwrap().members.get_mut(&a.member_id).unwrap().last_heartbeat =
+            Instant::now() - Duration::from_secs(7);
         c.tick();
-        assert_eq!(c.with_group("g", |g| (g.state, g.members.len())), None, "an empty group without offsets is removed");
+        assert_eq!(
+            c.with_group("g", |g| (g.state, g.members.len())),
+            None,
+            "an empty group without offsets is removed"
+        );
     }
 
     #[tokio::test]

@@ -113,29 +113,70 @@ pub struct IsrChange {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
-    SetClusterId { id: String },
+    SetClusterId {
+        id: String,
+    },
     /// A broker (re)registers; it starts fenced until it has caught up.
-    RegisterBroker { broker: BrokerMeta },
-    Fence { id: i32 },
-    Unfence { id: i32 },
+    RegisterBroker {
+        broker: BrokerMeta,
+    },
+    Fence {
+        id: i32,
+    },
+    Unfence {
+        id: i32,
+    },
     /// Move leadership away from a broker that is shutting down, then fence it.
-    ControlledShutdown { id: i32 },
-    CreateTopics { topics: Vec<TopicMeta> },
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, added: Vec<PartitionMeta> },
-    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+    ControlledShutdown {
+        id: i32,
+    },
+    CreateTopics {
+        topics: Vec<TopicMeta>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        added: Vec<PartitionMeta>,
+    },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
     /// A leader changes its ISR (Kafka's AlterPartition).
-    AlterPartition { topic: String, partition: i32, leader: i32, leader_epoch: i32, partition_epoch: i32, isr: Vec<i32> },
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// Many ISR changes in one entry, each decided on its own (`Outcome::Codes`): a broker
     /// rejoining a thousand ISRs must not cost a thousand log entries and reconciles.
-    AlterPartitions { changes: Vec<IsrChange> },
+    AlterPartitions {
+        changes: Vec<IsrChange>,
+    },
     /// Preferred-leader election.
-    ElectPreferred { topic: String, partition: i32 },
+    ElectPreferred {
+        topic: String,
+        partition: i32,
+    },
     /// Start (Some) or cancel (None) a reassignment.
-    Reassign { topic: String, partition: i32, target: Option<Vec<i32>> },
-    AllocateProducerIds { count: i64 },
+    Reassign {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    AllocateProducerIds {
+        count: i64,
+    },
     /// Replace the dynamic configs of one broker ("" = every broker's default).
-    SetBrokerConfigs { resource: String, configs: BTreeMap<String, String> },
+    SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,7 +188,9 @@ pub enum Outcome {
     Topic(TopicMeta),
     /// One Kafka error code per item of a batch (0: done).
     Codes(Vec<i16>),
-    ProducerIds { first: i64 },
+    ProducerIds {
+        first: i64,
+    },
 }
 
 fn err(e: ResponseError) -> Outcome {
@@ -276,9 +319,9 @@ impl ClusterImage {
                     Err(e) => err(e),
                 }
             }
-            Command::AlterPartitions { changes } => {
-                Outcome::Codes(changes.into_iter().map(|c| self.alter_partition(c).err().map_or(0, |e| e.code())).collect())
-            }
+            Command::AlterPartitions { changes } => Outcome::Codes(
+                changes.into_iter().map(|c| self.alter_partition(c).err().map_or(0, |e| e.code())).collect(),
+            ),
             Command::SetBrokerConfigs { resource, configs } => {
                 if configs.is_empty() {
                     self.broker_configs.remove(&resource);
@@ -434,7 +477,8 @@ pub fn assign_replicas(brokers: &[(i32, Option<String>)], partitions: i32, rf: i
             // The shift moves with each full round so followers of consecutive rounds differ.
             let shift = 1 + (start + p / n) % (n - 1).max(1);
             let mut replicas = vec![ordered[first]];
-            let candidates: Vec<i32> = (0..n).map(|i| ordered[(first + shift + i) % n]).filter(|id| *id != ordered[first]).collect();
+            let candidates: Vec<i32> =
+                (0..n).map(|i| ordered[(first + shift + i) % n]).filter(|id| *id != ordered[first]).collect();
             // First pass: racks not used yet; second pass: anyone.
             for fresh_rack_only in [true, false] {
                 for &c in &candidates {
@@ -473,7 +517,12 @@ mod tests {
             replication_factor: 3,
             configs: BTreeMap::new(),
             internal: false,
-            assignment: vec![PartitionMeta { replicas: vec![1, 2, 3], isr: vec![1, 2, 3], leader: 1, ..Default::default() }],
+            assignment: vec![PartitionMeta {
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: 1,
+                ..Default::default()
+            }],
         };
         img.apply(20, Command::CreateTopics { topics: vec![t] });
         img
@@ -516,21 +565,42 @@ mod tests {
     #[test]
     fn alter_partition_checks_epochs() {
         let mut img = image3();
-        let shrink = |le, pe| Command::AlterPartition { topic: "t".into(), partition: 0, leader: 1, leader_epoch: le, partition_epoch: pe, isr: vec![1, 2] };
+        let shrink = |le, pe| Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr: vec![1, 2],
+        };
         assert_eq!(img.apply(30, shrink(1, 0)), err(ResponseError::FencedLeaderEpoch));
         assert_eq!(img.apply(31, shrink(0, 5)), err(ResponseError::InvalidUpdateVersion));
         assert_eq!(img.apply(32, shrink(0, 0)), Outcome::Done);
         assert_eq!(p(&img).isr, vec![1, 2]);
         // A fenced broker cannot be added back.
         img.apply(33, Command::Fence { id: 3 });
-        let grow = Command::AlterPartition { topic: "t".into(), partition: 0, leader: 1, leader_epoch: 0, partition_epoch: 1, isr: vec![1, 2, 3] };
+        let grow = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 1,
+            isr: vec![1, 2, 3],
+        };
         assert_eq!(img.apply(34, grow), err(ResponseError::IneligibleReplica));
     }
 
     #[test]
     fn alter_partitions_decides_each_change_alone() {
         let mut img = image3();
-        let change = |pe, isr: Vec<i32>| IsrChange { topic: "t".into(), partition: 0, leader: 1, leader_epoch: 0, partition_epoch: pe, isr };
+        let change = |pe, isr: Vec<i32>| IsrChange {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: pe,
+            isr,
+        };
         let out = img.apply(30, Command::AlterPartitions { changes: vec![change(0, vec![1, 2]), change(0, vec![1])] });
         assert_eq!(out, Outcome::Codes(vec![0, ResponseError::InvalidUpdateVersion.code()]));
         assert_eq!((p(&img).isr.clone(), p(&img).partition_epoch), (vec![1, 2], 1));
@@ -542,9 +612,22 @@ mod tests {
         img.apply(30, Command::RegisterBroker { broker: broker(4) });
         img.apply(31, Command::Unfence { id: 4 });
         img.apply(32, Command::Reassign { topic: "t".into(), partition: 0, target: Some(vec![2, 3, 4]) });
-        assert_eq!((p(&img).replicas.clone(), p(&img).adding.clone(), p(&img).removing.clone()), (vec![2, 3, 4, 1], vec![4], vec![1]));
+        assert_eq!(
+            (p(&img).replicas.clone(), p(&img).adding.clone(), p(&img).removing.clone()),
+            (vec![2, 3, 4, 1], vec![4], vec![1])
+        );
         let pe = p(&img).partition_epoch;
-        img.apply(33, Command::AlterPartition { topic: "t".into(), partition: 0, leader: 1, leader_epoch: 0, partition_epoch: pe, isr: vec![1, 2, 3, 4] });
+        img.apply(
+            33,
+            Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: pe,
+                isr: vec![1, 2, 3, 4],
+            },
+        );
         let q = p(&img);
         assert_eq!((q.replicas, q.isr, q.leader, q.leader_epoch), (vec![2, 3, 4], vec![2, 3, 4], 2, 1));
     }
@@ -556,14 +639,25 @@ mod tests {
         assert_eq!(p(&img).leader, 2);
         assert!(img.brokers[&1].fenced);
         img.apply(31, Command::Unfence { id: 1 });
-        img.apply(32, Command::AlterPartition { topic: "t".into(), partition: 0, leader: 2, leader_epoch: 1, partition_epoch: 1, isr: vec![2, 3, 1] });
+        img.apply(
+            32,
+            Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: 2,
+                leader_epoch: 1,
+                partition_epoch: 1,
+                isr: vec![2, 3, 1],
+            },
+        );
         assert_eq!(img.apply(33, Command::ElectPreferred { topic: "t".into(), partition: 0 }), Outcome::Done);
         assert_eq!(p(&img).leader, 1);
     }
 
     #[test]
     fn assignment_spreads_leaders_and_racks() {
-        let brokers: Vec<(i32, Option<String>)> = vec![(1, Some("a".into())), (2, Some("a".into())), (3, Some("b".into())), (4, Some("b".into()))];
+        let brokers: Vec<(i32, Option<String>)> =
+            vec![(1, Some("a".into())), (2, Some("a".into())), (3, Some("b".into())), (4, Some("b".into()))];
         let a = assign_replicas(&brokers, 8, 2, 0);
         let rack = |id: i32| brokers.iter().find(|b| b.0 == id).unwrap().1.clone();
         for r in &a {

@@ -68,7 +68,11 @@ pub struct MetadataStore {
 
 impl Default for MetadataStore {
     fn default() -> Self {
-        MetadataStore { image: RwLock::new(ClusterImage::default()), applied: watch::channel(0).0, quorum: OnceLock::new() }
+        MetadataStore {
+            image: RwLock::new(ClusterImage::default()),
+            applied: watch::channel(0).0,
+            quorum: OnceLock::new(),
+        }
     }
 }
 
@@ -163,7 +167,9 @@ impl MetadataStore {
             return Err(ResponseError::RequestTimedOut);
         }
         match applied.outcome {
-            Outcome::Error(code) => Err(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError)),
+            Outcome::Error(code) => {
+                Err(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
+            }
             o => Ok(o),
         }
     }
@@ -194,14 +200,22 @@ impl MetadataStore {
         }
     }
 
-    pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<TopicMeta, ResponseError> {
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, ResponseError> {
         match self.write(&Command::SetTopicConfigs { name: name.to_string(), configs }).await? {
             Outcome::Topic(t) => Ok(t),
             _ => Err(ResponseError::UnknownServerError),
         }
     }
 
-    pub async fn set_broker_configs(&self, resource: &str, configs: BTreeMap<String, String>) -> Result<(), ResponseError> {
+    pub async fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), ResponseError> {
         self.write(&Command::SetBrokerConfigs { resource: resource.to_string(), configs }).await.map(|_| ())
     }
 

@@ -52,7 +52,9 @@ impl TimestampCache {
         let ts = match p.log.batch_at(from) {
             Ok(Some((h, _))) if h.base_offset == from => Some(h.base_timestamp),
             // A compressed batch's first timestamp stands in (overstating lag by at most a batch).
-            Ok(Some((h, raw))) => Some(find_record(&h, raw, |_, offset| offset >= from).map_or(h.base_timestamp, |r| r.0)),
+            Ok(Some((h, raw))) => {
+                Some(find_record(&h, raw, |_, offset| offset >= from).map_or(h.base_timestamp, |r| r.0))
+            }
             _ => None,
         };
         if ts.is_some() {
@@ -81,7 +83,8 @@ fn lag(b: &Broker, p: &Hosted, committed: i64, now_ms: i64, cache: &mut Timestam
     if records == 0 {
         return (0, 0.0);
     }
-    let seconds = cache.timestamp(b, &p.topic, p.index, from).map(|t| ((now_ms - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
+    let seconds =
+        cache.timestamp(b, &p.topic, p.index, from).map(|t| ((now_ms - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
     (records, seconds)
 }
 
@@ -241,11 +244,22 @@ impl Collector for BrokerCollector {
             rack: b.config.broker_rack.clone().unwrap_or_default(),
             roles: b.config.process_roles.join(","),
         };
-        family(enc, "fjord_broker_info", "Always 1; the labels describe this node", MetricType::Gauge, [(info, ConstGauge::new(1))])?;
+        family(
+            enc,
+            "fjord_broker_info",
+            "Always 1; the labels describe this node",
+            MetricType::Gauge,
+            [(info, ConstGauge::new(1))],
+        )?;
         gauge(enc, "fjord_uptime_seconds", "Seconds since the broker started", b.started.elapsed().as_secs_f64())?;
         let ps = process_stats();
         if let Some(cpu) = ps.cpu_seconds {
-            ConstCounter::new(cpu).encode(enc.encode_descriptor("process_cpu_seconds", "CPU time used by the process, user and system", None, MetricType::Counter)?)?;
+            ConstCounter::new(cpu).encode(enc.encode_descriptor(
+                "process_cpu_seconds",
+                "CPU time used by the process, user and system",
+                None,
+                MetricType::Counter,
+            )?)?;
         }
         for (name, help, v) in [
             ("process_resident_memory_bytes", "Resident memory of the process", ps.resident_bytes),
@@ -261,17 +275,49 @@ impl Collector for BrokerCollector {
         let partitions = b.replicas.all();
         gauge(enc, "fjord_partitions", "Partitions hosted by this broker", partitions.len() as f64)?;
         let gauges: [(&str, &str, i64); 11] = [
-            ("fjord_under_replicated_partitions", "Led partitions whose ISR is smaller than their replica set", h.under_replicated),
-            ("fjord_under_min_isr_partitions", "Led partitions whose ISR is smaller than min.insync.replicas (acks=all fails)", h.under_min_isr),
-            ("fjord_at_min_isr_partitions", "Led partitions whose ISR is exactly min.insync.replicas (one more loss blocks acks=all)", h.at_min_isr),
-            ("fjord_offline_partitions", "Partitions without a live leader (reported by the active controller)", h.offline),
+            (
+                "fjord_under_replicated_partitions",
+                "Led partitions whose ISR is smaller than their replica set",
+                h.under_replicated,
+            ),
+            (
+                "fjord_under_min_isr_partitions",
+                "Led partitions whose ISR is smaller than min.insync.replicas (acks=all fails)",
+                h.under_min_isr,
+            ),
+            (
+                "fjord_at_min_isr_partitions",
+                "Led partitions whose ISR is exactly min.insync.replicas (one more loss blocks acks=all)",
+                h.at_min_isr,
+            ),
+            (
+                "fjord_offline_partitions",
+                "Partitions without a live leader (reported by the active controller)",
+                h.offline,
+            ),
             ("fjord_leader_partitions", "Partitions this broker leads", h.leaders),
             ("fjord_replica_max_lag_records", "Largest follower lag behind this leader, in records", h.max_lag),
             ("fjord_controller_active", "1 on the active controller (the metadata quorum leader)", h.controller_active),
-            ("fjord_active_brokers", "Registered, unfenced brokers (reported by the active controller)", h.active_brokers),
-            ("fjord_fenced_brokers", "Registered brokers fenced for missing heartbeats (reported by the active controller)", h.fenced_brokers),
-            ("fjord_metadata_applied_index", "Index of the last metadata log entry applied on this node", h.applied as i64),
-            ("fjord_metadata_lag_entries", "Metadata log entries committed but not applied yet on this node", h.metadata_lag),
+            (
+                "fjord_active_brokers",
+                "Registered, unfenced brokers (reported by the active controller)",
+                h.active_brokers,
+            ),
+            (
+                "fjord_fenced_brokers",
+                "Registered brokers fenced for missing heartbeats (reported by the active controller)",
+                h.fenced_brokers,
+            ),
+            (
+                "fjord_metadata_applied_index",
+                "Index of the last metadata log entry applied on this node",
+                h.applied as i64,
+            ),
+            (
+                "fjord_metadata_lag_entries",
+                "Metadata log entries committed but not applied yet on this node",
+                h.metadata_lag,
+            ),
         ];
         for (name, help, v) in gauges {
             gauge(enc, name, help, v as f64)?;
@@ -281,16 +327,19 @@ impl Collector for BrokerCollector {
             "fjord_leader_elections",
             "Leader elections decided by the metadata this node applied (counts on every node; use the controller's)",
             MetricType::Counter,
-            [("clean", h.elections.clean), ("unclean", h.elections.unclean)].map(|(kind, n)| (KindLabel { kind }, ConstCounter::new(n))),
+            [("clean", h.elections.clean), ("unclean", h.elections.unclean)]
+                .map(|(kind, n)| (KindLabel { kind }, ConstCounter::new(n))),
         )?;
         family(
             enc,
             "fjord_replication_throttled_seconds",
             "Time throttled replicas were held back by the reassignment throttle",
             MetricType::Counter,
-            [("leader", &b.leader_quota), ("follower", &b.follower_quota)].map(|(side, q)| (SideLabel { side }, ConstCounter::new(q.throttled_seconds()))),
+            [("leader", &b.leader_quota), ("follower", &b.follower_quota)]
+                .map(|(side, q)| (SideLabel { side }, ConstCounter::new(q.throttled_seconds()))),
         )?;
-        let topic_partitions: Vec<(String, i32)> = b.metadata.read(|img| img.topics.values().map(|t| (t.name.clone(), t.partitions)).collect());
+        let topic_partitions: Vec<(String, i32)> =
+            b.metadata.read(|img| img.topics.values().map(|t| (t.name.clone(), t.partitions)).collect());
         family(
             enc,
             "fjord_topic_partitions",
@@ -303,9 +352,16 @@ impl Collector for BrokerCollector {
         let mut hosted = Vec::with_capacity(partitions.len());
         for p in &partitions {
             let p = p.lock();
-            hosted.push(Hosted { topic: p.topic.clone(), index: p.index, size: p.log.size_bytes(), high_watermark: p.high_watermark(), log_start: p.log.log_start_offset() });
+            hosted.push(Hosted {
+                topic: p.topic.clone(),
+                index: p.index,
+                size: p.log.size_bytes(),
+                high_watermark: p.high_watermark(),
+                log_start: p.log.log_start_offset(),
+            });
         }
-        let by_partition: HashMap<(&str, i32), &Hosted> = hosted.iter().map(|p| ((p.topic.as_str(), p.index), p)).collect();
+        let by_partition: HashMap<(&str, i32), &Hosted> =
+            hosted.iter().map(|p| ((p.topic.as_str(), p.index), p)).collect();
         let groups: Vec<_> = b.groups.snapshot().into_iter().filter(|g| cfg.group_exported(&g.id)).collect();
         let mut lags = Vec::new();
         let mut status = Vec::with_capacity(groups.len());
@@ -342,11 +398,29 @@ impl Collector for BrokerCollector {
             let partition = fine(&p.topic).then(|| p.index.to_string());
             *sizes.entry(labels(&[("topic", &p.topic)], partition)).or_default() += p.size as i64;
         }
-        family(enc, "fjord_log_size_bytes", "Bytes on disk of the segments this node holds", MetricType::Gauge, sizes.into_iter().map(|(l, v)| (l, ConstGauge::new(v))))?;
+        family(
+            enc,
+            "fjord_log_size_bytes",
+            "Bytes on disk of the segments this node holds",
+            MetricType::Gauge,
+            sizes.into_iter().map(|(l, v)| (l, ConstGauge::new(v))),
+        )?;
         let detailed: Vec<&Hosted> = hosted.iter().filter(|p| fine(&p.topic)).collect();
         let label = |p: &Hosted| labels(&[("topic", &p.topic)], Some(p.index.to_string()));
-        family(enc, "fjord_partition_high_watermark", "High watermark per partition", MetricType::Gauge, detailed.iter().map(|p| (label(p), ConstGauge::new(p.high_watermark))))?;
-        family(enc, "fjord_partition_log_start_offset", "Log start offset per partition", MetricType::Gauge, detailed.iter().map(|p| (label(p), ConstGauge::new(p.log_start))))?;
+        family(
+            enc,
+            "fjord_partition_high_watermark",
+            "High watermark per partition",
+            MetricType::Gauge,
+            detailed.iter().map(|p| (label(p), ConstGauge::new(p.high_watermark))),
+        )?;
+        family(
+            enc,
+            "fjord_partition_log_start_offset",
+            "Log start offset per partition",
+            MetricType::Gauge,
+            detailed.iter().map(|p| (label(p), ConstGauge::new(p.log_start))),
+        )?;
 
         let mut dirs = Vec::new();
         for dir in &b.config.log_dirs {
@@ -354,8 +428,20 @@ impl Collector for BrokerCollector {
                 dirs.push((DirLabel { dir: dir.display().to_string() }, space));
             }
         }
-        family(enc, "fjord_log_dir_free_bytes", "Free bytes on the file system of a log directory", MetricType::Gauge, dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.0 as f64))))?;
-        family(enc, "fjord_log_dir_capacity_bytes", "Size of the file system of a log directory", MetricType::Gauge, dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.1 as f64))))?;
+        family(
+            enc,
+            "fjord_log_dir_free_bytes",
+            "Free bytes on the file system of a log directory",
+            MetricType::Gauge,
+            dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.0 as f64))),
+        )?;
+        family(
+            enc,
+            "fjord_log_dir_capacity_bytes",
+            "Size of the file system of a log directory",
+            MetricType::Gauge,
+            dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.1 as f64))),
+        )?;
 
         // Lag: summed records and the oldest record per (group, topic), unless per partition.
         // `lags` runs group by group, each in (topic, partition) order: runs of one key are
@@ -373,7 +459,9 @@ impl Collector for BrokerCollector {
         }
         let by_key: Vec<(Labels, (i64, f64))> = by_key
             .into_iter()
-            .map(|((group, topic, partition), v)| (labels(&[("group", group), ("topic", topic)], partition.map(|p| p.to_string())), v))
+            .map(|((group, topic, partition), v)| {
+                (labels(&[("group", group), ("topic", topic)], partition.map(|p| p.to_string())), v)
+            })
             .collect();
         family(
             enc,
@@ -394,9 +482,17 @@ impl Collector for BrokerCollector {
             "fjord_consumer_group_members",
             "Members of a group, labelled with the group's state",
             MetricType::Gauge,
-            groups.iter().map(|g| (GroupStateLabel { group: g.id.clone(), state: g.state }, ConstGauge::new(g.members as i64))),
+            groups
+                .iter()
+                .map(|g| (GroupStateLabel { group: g.id.clone(), state: g.state }, ConstGauge::new(g.members as i64))),
         )?;
-        family(enc, "fjord_consumer_group_status", "Burrow-style status: 0 ok, 1 warn, 2 stall, 3 stop, 4 rewind", MetricType::Gauge, status)?;
+        family(
+            enc,
+            "fjord_consumer_group_status",
+            "Burrow-style status: 0 ok, 1 warn, 2 stall, 3 stop, 4 rewind",
+            MetricType::Gauge,
+            status,
+        )?;
         family(
             enc,
             "fjord_consumer_group_commits",
@@ -409,7 +505,9 @@ impl Collector for BrokerCollector {
             "fjord_consumer_group_last_commit_timestamp_seconds",
             "Unix time of the group's last offset commit",
             MetricType::Gauge,
-            groups.iter().filter_map(|g| Some((GroupLabel { group: g.id.clone() }, ConstGauge::new(g.last_commit_ms? as f64 / 1000.0)))),
+            groups.iter().filter_map(|g| {
+                Some((GroupLabel { group: g.id.clone() }, ConstGauge::new(g.last_commit_ms? as f64 / 1000.0)))
+            }),
         )?;
         Ok(())
     }

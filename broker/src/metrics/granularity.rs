@@ -53,7 +53,9 @@ impl MetricsConfig {
             partition_deny: pattern(props, "fjord.metrics.partition.deny")?,
             groups_allow: pattern(props, "fjord.metrics.groups.allow")?.unwrap_or_else(all),
             groups_deny: pattern(props, "fjord.metrics.groups.deny")?,
-            max_partition_series: max.parse().map_err(|_| anyhow!("fjord.metrics.max.partition.series must be a number, not {max:?}"))?,
+            max_partition_series: max
+                .parse()
+                .map_err(|_| anyhow!("fjord.metrics.max.partition.series must be a number, not {max:?}"))?,
         })
     }
 
@@ -125,7 +127,8 @@ mod tests {
 
     #[test]
     fn the_cap_drops_whole_topics_and_counts_their_series() {
-        let c = config(&[("fjord.metrics.granularity", "partition"), ("fjord.metrics.max.partition.series", "10")]).unwrap();
+        let c = config(&[("fjord.metrics.granularity", "partition"), ("fjord.metrics.max.partition.series", "10")])
+            .unwrap();
         let costs = costs(&[("a", 6), ("b", 6), ("c", 4)]);
         let (chosen, dropped) = c.per_partition(&costs);
         assert_eq!(chosen, HashSet::from(["a", "c"]));

@@ -131,11 +131,19 @@ impl Metrics {
             series_dropped: Counter::default(),
         };
         r.register("fjord_topic_bytes_in", "Bytes of record batches appended, per topic", m.bytes_in.clone());
-        r.register("fjord_topic_bytes_out", "Bytes of record batches served to consumers, per topic", m.bytes_out.clone());
+        r.register(
+            "fjord_topic_bytes_out",
+            "Bytes of record batches served to consumers, per topic",
+            m.bytes_out.clone(),
+        );
         r.register("fjord_topic_records_in", "Records appended, per topic", m.records_in.clone());
         r.register("fjord_topic_records_out", "Records served to consumers, per topic", m.records_out.clone());
         r.register("fjord_requests", "Requests handled, per API", m.requests.clone());
-        r.register("fjord_request_errors", "Error codes returned, per API and Kafka error name", m.request_errors.clone());
+        r.register(
+            "fjord_request_errors",
+            "Error codes returned, per API and Kafka error name",
+            m.request_errors.clone(),
+        );
         r.register_with_unit(
             "fjord_request_duration",
             "Time from a request read to its response written, per API (exemplars: trace ids)",
@@ -150,12 +158,30 @@ impl Metrics {
         );
         r.register("fjord_requests_in_flight", "Requests read and not yet answered", m.in_flight.clone());
         r.register("fjord_connections_active", "Open client connections, per listener", m.connections.clone());
-        r.register("fjord_connections_accepted", "Client connections accepted, per listener", m.connections_accepted.clone());
+        r.register(
+            "fjord_connections_accepted",
+            "Client connections accepted, per listener",
+            m.connections_accepted.clone(),
+        );
         r.register("fjord_connections_closed", "Client connections closed, per reason", m.connections_closed.clone());
-        r.register("fjord_isr_shrinks", "ISR shrinks of partitions this broker leads (its own, or the controller fencing a follower)", m.isr_shrinks.clone());
+        r.register(
+            "fjord_isr_shrinks",
+            "ISR shrinks of partitions this broker leads (its own, or the controller fencing a follower)",
+            m.isr_shrinks.clone(),
+        );
         r.register("fjord_isr_expands", "ISR expansions of partitions this broker leads", m.isr_expands.clone());
-        r.register_with_unit("fjord_replication_in", "Bytes of record batches fetched from leaders as a follower", Unit::Bytes, m.replication_bytes_in.clone());
-        r.register_with_unit("fjord_replication_out", "Bytes of record batches served to followers as a leader", Unit::Bytes, m.replication_bytes_out.clone());
+        r.register_with_unit(
+            "fjord_replication_in",
+            "Bytes of record batches fetched from leaders as a follower",
+            Unit::Bytes,
+            m.replication_bytes_in.clone(),
+        );
+        r.register_with_unit(
+            "fjord_replication_out",
+            "Bytes of record batches served to followers as a leader",
+            Unit::Bytes,
+            m.replication_bytes_out.clone(),
+        );
         r.register(
             "fjord_metrics_series_dropped",
             "Per-partition series left out by fjord.metrics.max.partition.series (their topics are exported per topic)",
@@ -172,7 +198,10 @@ impl Metrics {
             let _ = self.connections.get_or_create(&l);
             let _ = self.connections_accepted.get_or_create(&l);
         }
-        self.registry.lock().register_collector(Box::new(collector::BrokerCollector { broker: Arc::downgrade(broker) as Weak<Broker>, timestamps: Default::default() }));
+        self.registry.lock().register_collector(Box::new(collector::BrokerCollector {
+            broker: Arc::downgrade(broker) as Weak<Broker>,
+            timestamps: Default::default(),
+        }));
     }
 
     pub fn produced(&self, topic: &str, records: i64, bytes: usize) {
@@ -202,14 +231,22 @@ impl Metrics {
         let l = ApiLabel { api };
         self.requests.get_or_create(&l).inc();
         let total = phases.queue + phases.local + phases.remote + phases.send;
-        self.request_duration.get_or_create(&l).observe(total.as_secs_f64(), trace_id.map(|trace_id| TraceLabel { trace_id }), None);
-        for (phase, d) in [("queue", phases.queue), ("local", phases.local), ("remote", phases.remote), ("send", phases.send)] {
+        self.request_duration.get_or_create(&l).observe(
+            total.as_secs_f64(),
+            trace_id.map(|trace_id| TraceLabel { trace_id }),
+            None,
+        );
+        for (phase, d) in
+            [("queue", phases.queue), ("local", phases.local), ("remote", phases.remote), ("send", phases.send)]
+        {
             self.request_phase.get_or_create(&PhaseLabel { api, phase }).observe(d.as_secs_f64());
         }
     }
 
     pub fn request_error(&self, api: &str, code: i16) {
-        let name = kafka_protocol::error::ResponseError::try_from_code(code).map(|e| format!("{e:?}")).unwrap_or_else(|| "None".into());
+        let name = kafka_protocol::error::ResponseError::try_from_code(code)
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_else(|| "None".into());
         self.request_errors.get_or_create(&ApiErrorLabel { api: api.to_string(), error: name }).inc();
     }
 
@@ -238,7 +275,8 @@ impl Metrics {
     /// OpenMetrics text, as the registry encodes it (exemplars included).
     pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock()).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock())
+            .expect("writing to a String cannot fail");
         out
     }
 
@@ -251,10 +289,8 @@ impl Metrics {
 }
 
 pub fn to_prometheus_text(om: &str) -> String {
-    let counters: std::collections::HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
+    let counters: std::collections::HashSet<&str> =
+        om.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
     let mut out = String::with_capacity(om.len());
     for line in om.lines() {
         if line.starts_with("# UNIT ") || line == "# EOF" {

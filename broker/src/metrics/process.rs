@@ -20,7 +20,10 @@ pub fn process_stats() -> ProcessStats {
     let limits = std::fs::read_to_string("/proc/self/limits").ok();
     ProcessStats {
         cpu_seconds: stat.as_deref().and_then(|s| cpu_ticks(s)).filter(|_| ticks > 0).map(|t| t as f64 / ticks as f64),
-        resident_bytes: statm.as_deref().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok()).map(|p| p * page.max(1) as u64),
+        resident_bytes: statm
+            .as_deref()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|p| p * page.max(1) as u64),
         open_fds: open_fds(),
         max_fds: limits.as_deref().and_then(max_open_files),
     }
@@ -83,7 +86,13 @@ mod tests {
     #[test]
     fn reads_this_process_and_a_real_directory() {
         let p = process_stats();
-        assert!(p.cpu_seconds.is_some() && p.resident_bytes.unwrap() > 0 && p.open_fds.unwrap() > 0 && p.max_fds.unwrap() > 0, "{p:?}");
+        assert!(
+            p.cpu_seconds.is_some()
+                && p.resident_bytes.unwrap() > 0
+                && p.open_fds.unwrap() > 0
+                && p.max_fds.unwrap() > 0,
+            "{p:?}"
+        );
         let (free, total) = disk_space(&std::env::temp_dir()).unwrap();
         assert!(total > 0 && free <= total);
         assert!(disk_space(Path::new("/no/such/dir")).is_none());

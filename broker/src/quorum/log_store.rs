@@ -80,11 +80,7 @@ impl Mem {
     }
 
     fn last_log_id(&self) -> Option<LogId> {
-        self.entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(self.last_purged)
+        self.entries.values().next_back().map(|e| e.log_id).or(self.last_purged)
     }
 
     /// The whole state as records, for rewriting the file after a purge.
@@ -217,9 +213,7 @@ impl Writer {
 
     fn check(&self) -> io::Result<()> {
         match &self.failed {
-            Some(e) => Err(io::Error::other(format!(
-                "log file unusable after earlier error: {e}"
-            ))),
+            Some(e) => Err(io::Error::other(format!("log file unusable after earlier error: {e}"))),
             None => Ok(()),
         }
     }
@@ -253,9 +247,7 @@ impl Writer {
         drop(f);
         std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
         sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join(LOG_FILE))?;
+        self.file = OpenOptions::new().append(true).open(self.dir.join(LOG_FILE))?;
         Ok(())
     }
 }
@@ -285,28 +277,15 @@ impl LogStore {
     /// has exited, i.e. the directory lock is released and every queued write is on disk.
     pub fn open(dir: &Path) -> anyhow::Result<(LogStore, oneshot::Receiver<()>)> {
         std::fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK_FILE))?;
-        lock.try_lock().map_err(|e| {
-            anyhow::anyhow!(
-                "quorum dir {} is in use by another process: {e}",
-                dir.display()
-            )
-        })?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+        lock.try_lock()
+            .map_err(|e| anyhow::anyhow!("quorum dir {} is in use by another process: {e}", dir.display()))?;
         // A leftover temp file is a compaction that crashed before its rename: the old log is
         // still complete.
         let _ = std::fs::remove_file(dir.join(LOG_TMP));
 
         let path = dir.join(LOG_FILE);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .append(true)
-            .open(&path)?;
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).append(true).open(&path)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
         let (mem, valid) = replay(&buf);
@@ -328,34 +307,17 @@ impl LogStore {
 
         let (tx, rx) = mpsc::channel();
         let (exited_tx, exited_rx) = oneshot::channel();
-        let writer = Writer {
-            dir: dir.to_path_buf(),
-            file,
-            failed: None,
-            _lock: lock,
-        };
-        std::thread::Builder::new()
-            .name("quorum-log".into())
-            .spawn(move || writer.run(rx, exited_tx))?;
-        Ok((
-            LogStore {
-                mem: Arc::new(RwLock::new(mem)),
-                tx,
-            },
-            exited_rx,
-        ))
+        let writer = Writer { dir: dir.to_path_buf(), file, failed: None, _lock: lock };
+        std::thread::Builder::new().name("quorum-log".into()).spawn(move || writer.run(rx, exited_tx))?;
+        Ok((LogStore { mem: Arc::new(RwLock::new(mem)), tx }, exited_rx))
     }
 
     pub fn reader(&self) -> LogReader {
-        LogReader {
-            mem: self.mem.clone(),
-        }
+        LogReader { mem: self.mem.clone() }
     }
 
     fn submit(&self, op: Op) -> Result<(), StorageError> {
-        self.tx
-            .send(op)
-            .map_err(|_| io_err("quorum log writer has stopped"))
+        self.tx.send(op).map_err(|_| io_err("quorum log writer has stopped"))
     }
 
     /// Queue a write and wait until it is durable.
@@ -375,13 +337,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self
-            .mem
-            .read()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(self.mem.read().entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -399,10 +355,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let mem = self.mem.read();
-        Ok(LogState {
-            last_purged_log_id: mem.last_purged,
-            last_log_id: mem.last_log_id(),
-        })
+        Ok(LogState { last_purged_log_id: mem.last_purged, last_log_id: mem.last_log_id() })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
@@ -431,11 +384,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.mem.read().committed)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -469,20 +418,13 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn entry(term: u64, index: u64) -> Entry {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-            payload: EntryPayload::Blank,
-        }
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }
     }
 
     #[test]
     fn replay_stops_at_torn_tail_and_honours_truncate_and_purge() {
         let mut buf = Vec::new();
-        encode_into(
-            &mut buf,
-            &Record::Entries((1..=10).map(|i| entry(1, i)).collect()),
-        )
-        .unwrap();
+        encode_into(&mut buf, &Record::Entries((1..=10).map(|i| entry(1, i)).collect())).unwrap();
         encode_into(&mut buf, &Record::Truncate(8)).unwrap();
         encode_into(&mut buf, &Record::Purge(entry(1, 3).log_id)).unwrap();
         let good = buf.len();
@@ -490,10 +432,7 @@ mod tests {
         buf.truncate(buf.len() - 3);
         let (mem, valid) = replay(&buf);
         assert_eq!(valid, good);
-        assert_eq!(
-            mem.entries.keys().copied().collect::<Vec<_>>(),
-            (4..=7).collect::<Vec<_>>()
-        );
+        assert_eq!(mem.entries.keys().copied().collect::<Vec<_>>(), (4..=7).collect::<Vec<_>>());
         assert_eq!(mem.last_purged.unwrap().index, 3);
 
         // A flipped bit in the payload is caught by the checksum.

@@ -39,14 +39,10 @@ impl Service for Core {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         if m.current_leader != Some(self.id) || m.state != ServerState::Leader {
-            let hint = m
-                .current_leader
-                .and_then(|l| Some((l, membership.get_node(&l)?.addr.clone())));
+            let hint = m.current_leader.and_then(|l| Some((l, membership.get_node(&l)?.addr.clone())));
             return Err(hint);
         }
-        if membership.voter_ids().any(|v| v == id)
-            || membership.get_node(&id).is_some_and(|n| n.addr == addr)
-        {
+        if membership.voter_ids().any(|v| v == id) || membership.get_node(&id).is_some_and(|n| n.addr == addr) {
             return Ok(());
         }
         tracing::info!(learner = id, %addr, "adding quorum learner");
@@ -66,9 +62,7 @@ impl Service for Core {
         match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
             Err(_) => WriteReply::Timeout,
             Ok(Ok(resp)) => WriteReply::Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                WriteReply::NotLeader(f.leader_id)
-            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => WriteReply::NotLeader(f.leader_id),
             Ok(Err(e)) => WriteReply::Err(e.to_string()),
         }
     }
@@ -103,10 +97,7 @@ pub(super) async fn bootstrap(
         tracing::info!(node = id, peers = ?existing, "joining the existing quorum instead of initializing");
         return Ok(());
     }
-    let members: BTreeMap<u64, BasicNode> = voters
-        .iter()
-        .map(|(v, addr)| (*v, BasicNode::new(addr)))
-        .collect();
+    let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(v, addr)| (*v, BasicNode::new(addr))).collect();
     match raft.initialize(members).await {
         Ok(()) => tracing::info!(node = id, "quorum initialized"),
         // Contacted by a voter that initialized first: that is the goal.
@@ -139,14 +130,8 @@ pub(super) async fn join_loop(
         let pause = if member {
             Duration::from_secs(1)
         } else {
-            let addr = hint
-                .take()
-                .or_else(|| targets.next())
-                .expect("voters is not empty");
-            let req = Request::Join {
-                id,
-                addr: advertised.clone(),
-            };
+            let addr = hint.take().or_else(|| targets.next()).expect("voters is not empty");
+            let req = Request::Join { id, addr: advertised.clone() };
             match pool.call(&addr, &req, Duration::from_secs(2)).await {
                 Ok(Response::Join(Ok(()))) => Duration::from_millis(500),
                 Ok(Response::Join(Err(leader))) => {

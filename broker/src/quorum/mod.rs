@@ -144,19 +144,11 @@ impl Quorum {
         let (applied_tx, applied_rx) = watch::channel(0);
         let sm = StateMachine::open(&cfg.dir, machine, applied_tx)?;
         let pool = Arc::new(Pool::default());
-        let net = NetFactory {
-            id: cfg.node_id,
-            pool: pool.clone(),
-        };
+        let net = NetFactory { id: cfg.node_id, pool: pool.clone() };
         let raft = Raft::new(cfg.node_id, Arc::new(raft_cfg), net, log, sm).await?;
 
         let (heard_leader, mut heard_rx) = watch::channel(false);
-        let core = Arc::new(Core {
-            id: cfg.node_id,
-            raft: raft.clone(),
-            handler,
-            heard_leader,
-        });
+        let core = Arc::new(Core { id: cfg.node_id, raft: raft.clone(), handler, heard_leader });
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(network::serve(listener, core.clone(), stop_rx.clone()));
         let (leader_tx, leader_rx) = watch::channel(None);
@@ -164,11 +156,7 @@ impl Quorum {
         let incarnation = {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             h.write_u64(cfg.node_id);
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_nanos(),
-            );
+            h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
             h.finish()
         };
         let q = Arc::new(Quorum {
@@ -211,14 +199,7 @@ impl Quorum {
                 return Err(e);
             }
         } else {
-            let join = membership::join_loop(
-                cfg.node_id,
-                cfg.advertised,
-                cfg.voters,
-                raft,
-                q.pool.clone(),
-                stop_rx,
-            );
+            let join = membership::join_loop(cfg.node_id, cfg.advertised, cfg.voters, raft, q.pool.clone(), stop_rx);
             q.tasks.lock().push(tokio::spawn(join));
         }
         tracing::info!(node = cfg.node_id, listen = %cfg.listen, voter = is_voter, "quorum started");
@@ -230,13 +211,7 @@ impl Quorum {
     /// carries a unique id, so a resend after an ambiguous failure is applied at most once.
     pub async fn write(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, QuorumError> {
         let deadline = Instant::now() + timeout;
-        let cmd = Cmd {
-            id: Some((
-                self.incarnation,
-                self.next_write.fetch_add(1, Ordering::Relaxed),
-            )),
-            data: command,
-        };
+        let cmd = Cmd { id: Some((self.incarnation, self.next_write.fetch_add(1, Ordering::Relaxed))), data: command };
         let mut leader_rx = self.leader_rx.clone();
         // A leader named by the node we just tried, which may know better than we do.
         let mut hint: Option<u64> = None;
@@ -245,11 +220,7 @@ impl Quorum {
             let hinted = hint.is_some();
             let leader = hint.take().or(*leader_rx.borrow_and_update());
             if remaining.is_zero() {
-                return Err(if leader.is_none() {
-                    QuorumError::NoLeader
-                } else {
-                    QuorumError::Timeout
-                });
+                return Err(if leader.is_none() { QuorumError::NoLeader } else { QuorumError::Timeout });
             }
             let Some(leader) = leader else {
                 let _ = tokio::time::timeout(remaining, leader_rx.changed()).await;
@@ -261,10 +232,7 @@ impl Quorum {
                 let Some(addr) = self.addr_of(leader) else {
                     return Err(QuorumError::UnknownNode(leader));
                 };
-                let req = Request::Write {
-                    cmd: cmd.clone(),
-                    timeout_ms: remaining.as_millis() as u64,
-                };
+                let req = Request::Write { cmd: cmd.clone(), timeout_ms: remaining.as_millis() as u64 };
                 match self.pool.call(&addr, &req, remaining).await {
                     Ok(Response::Write(r)) => r,
                     Ok(_) => WriteReply::Err("unexpected response".into()),
@@ -316,36 +284,21 @@ impl Quorum {
     /// An application RPC to node `target` (voter or learner), answered by its Handler.
     /// Delivery is at-least-once in a rare case (see `Pool::call`): keep handlers idempotent.
     #[allow(dead_code)] // quorum API; the broker uses call_leader and MetadataStore's own watch
-    pub async fn call(
-        &self,
-        target: u64,
-        request: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, QuorumError> {
-        self.call_app(target, request, timeout)
-            .await
-            .map_err(|(e, _)| e)
+    pub async fn call(&self, target: u64, request: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, QuorumError> {
+        self.call_app(target, request, timeout).await.map_err(|(e, _)| e)
     }
 
     /// The same, to whichever node is leader now; returns (leader id, response). Retries only
     /// while there is no leader or it cannot be connected to; an error after the request may
     /// have been delivered is returned, not retried.
-    pub async fn call_leader(
-        &self,
-        request: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<(u64, Vec<u8>), QuorumError> {
+    pub async fn call_leader(&self, request: Vec<u8>, timeout: Duration) -> Result<(u64, Vec<u8>), QuorumError> {
         let deadline = Instant::now() + timeout;
         let mut leader_rx = self.leader_rx.clone();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let leader = *leader_rx.borrow_and_update();
             if remaining.is_zero() {
-                return Err(if leader.is_none() {
-                    QuorumError::NoLeader
-                } else {
-                    QuorumError::Timeout
-                });
+                return Err(if leader.is_none() { QuorumError::NoLeader } else { QuorumError::Timeout });
             }
             let pause = match leader {
                 None => remaining,
@@ -360,26 +313,13 @@ impl Quorum {
     }
 
     /// The error comes with whether the request was certainly not delivered.
-    async fn call_app(
-        &self,
-        target: u64,
-        request: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, (QuorumError, bool)> {
+    async fn call_app(&self, target: u64, request: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, (QuorumError, bool)> {
         if target == self.id {
             let fut = self.core.handler.handle(self.id, request);
-            return tokio::time::timeout(timeout, fut)
-                .await
-                .map_err(|_| (QuorumError::Timeout, false));
+            return tokio::time::timeout(timeout, fut).await.map_err(|_| (QuorumError::Timeout, false));
         }
-        let addr = self
-            .addr_of(target)
-            .ok_or((QuorumError::UnknownNode(target), false))?;
-        let req = Request::App {
-            from: self.id,
-            body: request,
-            timeout_ms: timeout.as_millis() as u64,
-        };
+        let addr = self.addr_of(target).ok_or((QuorumError::UnknownNode(target), false))?;
+        let req = Request::App { from: self.id, body: request, timeout_ms: timeout.as_millis() as u64 };
         match self.pool.call(&addr, &req, timeout).await {
             Ok(Response::App(body)) => Ok(body),
             Ok(Response::Error(e)) => Err((QuorumError::Remote(e), false)),
@@ -392,12 +332,7 @@ impl Quorum {
 
     fn addr_of(&self, id: u64) -> Option<String> {
         let m = self.core.raft.metrics();
-        let from_membership = m
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone());
+        let from_membership = m.borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone());
         from_membership.or_else(|| self.voters.get(&id).cloned())
     }
 
@@ -440,20 +375,14 @@ impl Quorum {
         // It publishes `None` once openraft's metrics close, so watchers see the node stop.
         let leader_task = self.leader_task.lock().take();
         if let Some(mut t) = leader_task {
-            if tokio::time::timeout(Duration::from_secs(1), &mut t)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(1), &mut t).await.is_err() {
                 t.abort();
             }
         }
         self.pool.clear();
         let closed = self.log_closed.lock().take();
         if let Some(closed) = closed {
-            if tokio::time::timeout(Duration::from_secs(10), closed)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(10), closed).await.is_err() {
                 tracing::warn!("quorum log writer did not stop within 10s");
             }
         }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, Snapshot};
 use parking_lot::Mutex;
@@ -104,10 +104,7 @@ impl std::error::Error for CallError {}
 async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> io::Result<T> {
     let len = s.read_u32().await? as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds limit"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds limit")));
     }
     // Grow with the data actually received, so a forged length alone reserves nothing.
     let mut buf = Vec::with_capacity(len.min(64 << 10));
@@ -115,10 +112,7 @@ async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> io::Result<T> {
     if buf.len() != len {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "connection closed {} bytes into a {len}-byte frame",
-                buf.len()
-            ),
+            format!("connection closed {} bytes into a {len}-byte frame", buf.len()),
         ));
     }
     serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -126,10 +120,7 @@ async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> io::Result<T> {
 
 async fn write_frame(s: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
     if payload.len() > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "frame exceeds limit",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame exceeds limit"));
     }
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -143,16 +134,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub async fn call(
-        &self,
-        addr: &str,
-        req: &Request,
-        timeout: Duration,
-    ) -> Result<Response, CallError> {
+    pub async fn call(&self, addr: &str, req: &Request, timeout: Duration) -> Result<Response, CallError> {
         let payload = serde_json::to_vec(req).map_err(|e| CallError::Io(e.to_string()))?;
-        tokio::time::timeout(timeout, self.call_inner(addr, &payload))
-            .await
-            .map_err(|_| CallError::Timeout)?
+        tokio::time::timeout(timeout, self.call_inner(addr, &payload)).await.map_err(|_| CallError::Timeout)?
     }
 
     async fn call_inner(&self, addr: &str, payload: &[u8]) -> Result<Response, CallError> {
@@ -166,13 +150,9 @@ impl Pool {
                 return Ok(resp);
             }
         }
-        let mut s = TcpStream::connect(addr)
-            .await
-            .map_err(|e| CallError::Connect(e.to_string()))?;
+        let mut s = TcpStream::connect(addr).await.map_err(|e| CallError::Connect(e.to_string()))?;
         let _ = s.set_nodelay(true);
-        let resp = Self::exchange(&mut s, payload)
-            .await
-            .map_err(|e| CallError::Io(e.to_string()))?;
+        let resp = Self::exchange(&mut s, payload).await.map_err(|e| CallError::Io(e.to_string()))?;
         self.put_back(addr, s);
         Ok(resp)
     }
@@ -211,12 +191,7 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
     type Network = NetConn;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> NetConn {
-        NetConn {
-            id: self.id,
-            target,
-            addr: node.addr.clone(),
-            pool: self.pool.clone(),
-        }
+        NetConn { id: self.id, target, addr: node.addr.clone(), pool: self.pool.clone() }
     }
 }
 
@@ -229,20 +204,12 @@ impl NetConn {
         req: Request,
         ttl: Duration,
     ) -> Result<Response, RPCError<u64, BasicNode, E>> {
-        self.pool
-            .call(&self.addr, &req, ttl)
-            .await
-            .map_err(|e| match e {
-                // Unreachable makes openraft back off instead of spinning on a dead peer.
-                CallError::Connect(_) => RPCError::Unreachable(Unreachable::new(&e)),
-                CallError::Io(_) => RPCError::Network(NetworkError::new(&e)),
-                CallError::Timeout => RPCError::Timeout(Timeout {
-                    action,
-                    id: self.id,
-                    target: self.target,
-                    timeout: ttl,
-                }),
-            })
+        self.pool.call(&self.addr, &req, ttl).await.map_err(|e| match e {
+            // Unreachable makes openraft back off instead of spinning on a dead peer.
+            CallError::Connect(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Io(_) => RPCError::Network(NetworkError::new(&e)),
+            CallError::Timeout => RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout: ttl }),
+        })
     }
 
     fn unexpected<E: std::error::Error>(resp: Response) -> RPCError<u64, BasicNode, E> {
@@ -260,33 +227,15 @@ impl RaftNetwork<TypeConfig> for NetConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        match self
-            .rpc(
-                RPCTypes::AppendEntries,
-                Request::Append(rpc),
-                option.hard_ttl(),
-            )
-            .await?
-        {
-            Response::Append(r) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
+        match self.rpc(RPCTypes::AppendEntries, Request::Append(rpc), option.hard_ttl()).await? {
+            Response::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(Self::unexpected(other)),
         }
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<u64>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RpcErr> {
-        match self
-            .rpc(RPCTypes::Vote, Request::Vote(rpc), option.hard_ttl())
-            .await?
-        {
-            Response::Vote(r) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RpcErr> {
+        match self.rpc(RPCTypes::Vote, Request::Vote(rpc), option.hard_ttl()).await? {
+            Response::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(Self::unexpected(other)),
         }
     }
@@ -297,9 +246,7 @@ impl RaftNetwork<TypeConfig> for NetConn {
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
-        Err(RPCError::Network(NetworkError::new(&io::Error::other(
-            "chunked snapshot transfer is not supported",
-        ))))
+        Err(RPCError::Network(NetworkError::new(&io::Error::other("chunked snapshot transfer is not supported"))))
     }
 
     async fn full_snapshot(
@@ -309,11 +256,7 @@ impl RaftNetwork<TypeConfig> for NetConn {
         cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
-        let req = Request::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
-        };
+        let req = Request::Snapshot { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
         let resp = tokio::select! {
             r = self.rpc::<Fatal<u64>>(RPCTypes::InstallSnapshot, req, option.hard_ttl()) => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),
@@ -326,9 +269,7 @@ impl RaftNetwork<TypeConfig> for NetConn {
             RPCError::RemoteError(r) => StreamingError::RemoteError(r),
         };
         match resp.map_err(to_streaming)? {
-            Response::Snapshot(r) => {
-                r.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
-            }
+            Response::Snapshot(r) => r.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(to_streaming(Self::unexpected(other))),
         }
     }
@@ -345,18 +286,10 @@ pub trait Service: Send + Sync + 'static {
         id: u64,
         addr: String,
     ) -> impl std::future::Future<Output = Result<(), Option<(u64, String)>>> + Send;
-    fn local_write(
-        &self,
-        cmd: Cmd,
-        timeout: Duration,
-    ) -> impl std::future::Future<Output = WriteReply> + Send;
+    fn local_write(&self, cmd: Cmd, timeout: Duration) -> impl std::future::Future<Output = WriteReply> + Send;
 }
 
-pub async fn serve<S: Service>(
-    listener: TcpListener,
-    svc: Arc<S>,
-    shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve<S: Service>(listener: TcpListener, svc: Arc<S>, shutdown: watch::Receiver<bool>) {
     loop {
         let mut stop = shutdown.clone();
         let accepted = tokio::select! {
@@ -422,10 +355,7 @@ async fn handle<S: Service>(svc: &S, req: Request) -> Response {
         }
         Request::Vote(r) => Response::Vote(raft.vote(r).await),
         Request::Snapshot { vote, meta, data } => {
-            let snapshot = Snapshot {
-                meta,
-                snapshot: Box::new(std::io::Cursor::new(data)),
-            };
+            let snapshot = Snapshot { meta, snapshot: Box::new(std::io::Cursor::new(data)) };
             Response::Snapshot(raft.install_full_snapshot(vote, snapshot).await)
         }
         Request::Join { id, addr } => Response::Join(svc.join(id, addr).await),
@@ -433,15 +363,10 @@ async fn handle<S: Service>(svc: &S, req: Request) -> Response {
             Ok(init) => Response::Probe(init),
             Err(e) => Response::Error(e.to_string()),
         },
-        Request::Write { cmd, timeout_ms } => Response::Write(
-            svc.local_write(cmd, Duration::from_millis(timeout_ms))
-                .await,
-        ),
-        Request::App {
-            from,
-            body,
-            timeout_ms,
-        } => {
+        Request::Write { cmd, timeout_ms } => {
+            Response::Write(svc.local_write(cmd, Duration::from_millis(timeout_ms)).await)
+        }
+        Request::App { from, body, timeout_ms } => {
             let fut = svc.handler().handle(from, body);
             match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
                 Ok(r) => Response::App(r),

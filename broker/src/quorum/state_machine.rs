@@ -17,9 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::log_store::sync_dir;
-use super::types::{
-    io_err, Entry, LogId, Resp, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use super::types::{io_err, Entry, LogId, Resp, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use super::Machine;
 
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -49,10 +47,7 @@ impl Dedup {
     }
 
     fn to_list(&self) -> Vec<(WriteId, Resp)> {
-        self.order
-            .iter()
-            .map(|id| (*id, Resp(self.results[id].clone())))
-            .collect()
+        self.order.iter().map(|id| (*id, Resp(self.results[id].clone()))).collect()
     }
 
     fn from_list(list: Vec<(WriteId, Resp)>) -> Self {
@@ -90,10 +85,7 @@ struct Stored {
 
 impl Stored {
     fn to_snapshot(&self) -> Snapshot<TypeConfig> {
-        Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(self.body.clone())),
-        }
+        Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(self.body.clone())) }
     }
 }
 
@@ -124,17 +116,11 @@ fn read_file(dir: &Path) -> anyhow::Result<Option<Stored>> {
     // and the log before it is gone: refuse to start rather than silently lose state.
     anyhow::ensure!(buf.len() >= 8, "snapshot file truncated");
     let crc = u32::from_be_bytes(buf[..4].try_into().unwrap());
-    anyhow::ensure!(
-        crc32c::crc32c(&buf[4..]) == crc,
-        "snapshot file checksum mismatch"
-    );
+    anyhow::ensure!(crc32c::crc32c(&buf[4..]) == crc, "snapshot file checksum mismatch");
     let n = u32::from_be_bytes(buf[4..8].try_into().unwrap()) as usize;
     anyhow::ensure!(buf.len() - 8 >= n, "snapshot meta truncated");
     let meta: SnapshotMeta = serde_json::from_slice(&buf[8..8 + n])?;
-    Ok(Some(Stored {
-        meta,
-        body: buf[8 + n..].to_vec(),
-    }))
+    Ok(Some(Stored { meta, body: buf[8 + n..].to_vec() }))
 }
 
 /// Persist `s` unless an equal or newer snapshot already is; a build that started before an
@@ -151,15 +137,8 @@ fn persist(dir: &Path, current: &Mutex<Option<Stored>>, s: Stored) -> std::io::R
     Ok(())
 }
 
-async fn persist_async(
-    dir: PathBuf,
-    current: Arc<Mutex<Option<Stored>>>,
-    s: Stored,
-) -> Result<(), StorageError> {
-    tokio::task::spawn_blocking(move || persist(&dir, &current, s))
-        .await
-        .map_err(io_err)?
-        .map_err(io_err)
+async fn persist_async(dir: PathBuf, current: Arc<Mutex<Option<Stored>>>, s: Stored) -> Result<(), StorageError> {
+    tokio::task::spawn_blocking(move || persist(&dir, &current, s)).await.map_err(io_err)?.map_err(io_err)
 }
 
 pub struct StateMachine {
@@ -175,11 +154,7 @@ pub struct StateMachine {
 impl StateMachine {
     /// Restore the Machine from the latest snapshot in `dir`, if any; openraft then re-applies
     /// the committed log after it.
-    pub fn open(
-        dir: &Path,
-        machine: Arc<dyn Machine>,
-        applied_tx: watch::Sender<u64>,
-    ) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path, machine: Arc<dyn Machine>, applied_tx: watch::Sender<u64>) -> anyhow::Result<Self> {
         let _ = std::fs::remove_file(dir.join(SNAPSHOT_TMP));
         let stored = read_file(dir)?;
         let mut sm = StateMachine {
@@ -200,8 +175,7 @@ impl StateMachine {
             tracing::info!(last = ?s.meta.last_log_id, "quorum state restored from snapshot");
             *sm.current.lock() = Some(s);
         }
-        sm.applied_tx
-            .send_replace(sm.last_applied.map_or(0, |l| l.index));
+        sm.applied_tx.send_replace(sm.last_applied.map_or(0, |l| l.index));
         Ok(sm)
     }
 }
@@ -237,18 +211,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(e.log_id);
             let r = match e.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(cmd) => {
-                    match cmd.id.and_then(|id| self.dedup.results.get(&id)) {
-                        Some(prev) => prev.clone(),
-                        None => {
-                            let r = self.machine.apply(e.log_id.index, &cmd.data);
-                            if let Some(id) = cmd.id {
-                                self.dedup.insert(id, r.clone());
-                            }
-                            r
+                EntryPayload::Normal(cmd) => match cmd.id.and_then(|id| self.dedup.results.get(&id)) {
+                    Some(prev) => prev.clone(),
+                    None => {
+                        let r = self.machine.apply(e.log_id.index, &cmd.data);
+                        if let Some(id) = cmd.id {
+                            self.dedup.insert(id, r.clone());
                         }
+                        r
                     }
-                }
+                },
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                     Vec::new()
@@ -265,24 +237,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// Captures the state here rather than in `build_snapshot`, because openraft runs the
     /// builder in a separate task while it keeps applying entries.
     async fn get_snapshot_builder(&mut self) -> Builder {
-        let nonce = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let id = match self.last_applied {
             Some(l) => format!("{}-{}-{nonce}", l.leader_id, l.index),
             None => format!("none-{nonce}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id: id,
-        };
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id: id };
         let body = encode_body(&self.dedup, &self.machine.snapshot());
-        Builder {
-            dir: self.dir.clone(),
-            current: self.current.clone(),
-            snap: Stored { meta, body },
-        }
+        Builder { dir: self.dir.clone(), current: self.current.clone(), snap: Stored { meta, body } }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -300,18 +263,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.dedup = dedup;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        persist_async(
-            self.dir.clone(),
-            self.current.clone(),
-            Stored {
-                meta: meta.clone(),
-                body,
-            },
-        )
-        .await?;
+        persist_async(self.dir.clone(), self.current.clone(), Stored { meta: meta.clone(), body }).await?;
         tracing::info!(last = ?meta.last_log_id, "quorum snapshot installed from leader");
-        self.applied_tx
-            .send_replace(self.last_applied.map_or(0, |l| l.index));
+        self.applied_tx.send_replace(self.last_applied.map_or(0, |l| l.index));
         Ok(())
     }
 

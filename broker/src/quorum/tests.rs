@@ -52,9 +52,7 @@ struct Echo(u64);
 impl Handler for Echo {
     fn handle(&self, from: u64, request: Vec<u8>) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> {
         let me = self.0;
-        Box::pin(async move {
-            format!("{me} got {} from {from}", String::from_utf8_lossy(&request)).into_bytes()
-        })
+        Box::pin(async move { format!("{me} got {} from {from}", String::from_utf8_lossy(&request)).into_bytes() })
     }
 }
 
@@ -66,11 +64,7 @@ fn init_tracing() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Node {
@@ -101,18 +95,8 @@ impl Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let ports: BTreeMap<u64, u16> = (1..=n).map(|id| (id, free_port())).collect();
-        let voters = ports
-            .iter()
-            .map(|(id, p)| (*id, format!("127.0.0.1:{p}")))
-            .collect();
-        let mut c = Cluster {
-            voters,
-            ports,
-            snapshot_every,
-            _tmp: tmp,
-            root,
-            nodes: BTreeMap::new(),
-        };
+        let voters = ports.iter().map(|(id, p)| (*id, format!("127.0.0.1:{p}"))).collect();
+        let mut c = Cluster { voters, ports, snapshot_every, _tmp: tmp, root, nodes: BTreeMap::new() };
         for id in started {
             c.start(*id).await;
         }
@@ -124,16 +108,7 @@ impl Cluster {
         let dir = self.root.join(format!("node{id}"));
         let m = Arc::new(Toy::default());
         let q = start_node(id, &self.voters, port, &dir, self.snapshot_every, m.clone()).await;
-        self.nodes.insert(
-            id,
-            Node {
-                id,
-                port,
-                dir,
-                q,
-                m,
-            },
-        );
+        self.nodes.insert(id, Node { id, port, dir, q, m });
     }
 
     async fn stop(&mut self, id: u64) {
@@ -141,9 +116,7 @@ impl Cluster {
         node.q.shutdown().await;
         assert_eq!(node.q.leader(), None, "a stopped node reports no leader");
         assert!(
-            tokio::net::TcpStream::connect(("127.0.0.1", node.port))
-                .await
-                .is_err(),
+            tokio::net::TcpStream::connect(("127.0.0.1", node.port)).await.is_err(),
             "listener of node {id} still open after shutdown"
         );
     }
@@ -163,10 +136,7 @@ impl Cluster {
     async fn converged(&self, within: Duration) -> Vec<Vec<u8>> {
         wait_for(within, "identical state on all nodes", || {
             let states: Vec<_> = self.nodes.values().map(|n| n.m.state()).collect();
-            states
-                .iter()
-                .all(|s| *s == states[0])
-                .then(|| states[0].clone())
+            states.iter().all(|s| *s == states[0]).then(|| states[0].clone())
         })
         .await
     }
@@ -255,11 +225,7 @@ async fn three_voters_replicate_writes_from_every_node() {
     let mut results = write_many(&c, &[1, 2, 3], "w", 500, 10).await;
     eprintln!("500 writes via all nodes took {:?}", started.elapsed());
     results.sort_unstable();
-    assert_eq!(
-        results,
-        (1..=500).collect::<Vec<_>>(),
-        "every write applied exactly once"
-    );
+    assert_eq!(results, (1..=500).collect::<Vec<_>>(), "every write applied exactly once");
 
     let state = c.converged(T).await;
     assert_eq!(state.len(), 500);
@@ -274,18 +240,10 @@ async fn three_voters_replicate_writes_from_every_node() {
     assert_eq!(st.voters, vec![1, 2, 3]);
     assert!(st.learners.is_empty());
     assert_eq!(st.replication.len(), 2, "{st:?}");
-    assert!(
-        st.applied >= 500 && st.committed >= 500 && st.last_log_index >= st.committed,
-        "{st:?}"
-    );
+    assert!(st.applied >= 500 && st.committed >= 500 && st.last_log_index >= st.committed, "{st:?}");
     for n in c.nodes.values() {
         let applied = *n.q.applied().borrow();
-        assert_eq!(
-            applied,
-            st.applied.max(applied),
-            "node {} applied index",
-            n.id
-        );
+        assert_eq!(applied, st.applied.max(applied), "node {} applied index", n.id);
     }
     c.shutdown().await;
 }
@@ -296,30 +254,19 @@ async fn leader_failover_and_old_leader_catches_up() {
     let old = c.leader(T).await;
     write_many(&c, &[1, 2, 3], "before", 20, 4).await;
 
-    let mut watches: Vec<_> = c
-        .nodes
-        .values()
-        .filter(|n| n.id != old)
-        .map(|n| n.q.leader_watch())
-        .collect();
+    let mut watches: Vec<_> = c.nodes.values().filter(|n| n.id != old).map(|n| n.q.leader_watch()).collect();
     let killed = Instant::now();
     c.stop(old).await;
     let mut new = None;
     for w in &mut watches {
-        let l = tokio::time::timeout(
-            Duration::from_secs(3),
-            w.wait_for(|l| l.is_some_and(|l| l != old)),
-        )
-        .await
-        .expect("new leader visible within 3s")
-        .unwrap();
+        let l = tokio::time::timeout(Duration::from_secs(3), w.wait_for(|l| l.is_some_and(|l| l != old)))
+            .await
+            .expect("new leader visible within 3s")
+            .unwrap();
         new = *l;
     }
     let new = new.unwrap();
-    eprintln!(
-        "failover: node {new} leads {:?} after leader {old} stopped",
-        killed.elapsed()
-    );
+    eprintln!("failover: node {new} leads {:?} after leader {old} stopped", killed.elapsed());
     assert!(c.node(new).q.is_leader());
 
     let survivors: Vec<u64> = c.nodes.keys().copied().collect();
@@ -342,13 +289,8 @@ async fn full_restart_restores_state_from_snapshot_and_log_tail() {
     let before = c.converged(T).await;
     assert_eq!(before.len(), 130);
     // Let snapshots land (they are built asynchronously) before stopping.
-    wait_for(T, "snapshots on all nodes", || {
-        c.nodes
-            .values()
-            .all(|n| n.dir.join("snapshot").exists())
-            .then_some(())
-    })
-    .await;
+    wait_for(T, "snapshots on all nodes", || c.nodes.values().all(|n| n.dir.join("snapshot").exists()).then_some(()))
+        .await;
 
     let ids: Vec<u64> = c.nodes.keys().copied().collect();
     for id in &ids {
@@ -362,23 +304,10 @@ async fn full_restart_restores_state_from_snapshot_and_log_tail() {
     for n in c.nodes.values() {
         let restored = n.m.restored_len.lock().expect("restored from a snapshot");
         let applies = *n.m.applies.lock();
-        assert!(
-            restored >= 50,
-            "node {} snapshot covers {restored} commands",
-            n.id
-        );
-        assert_eq!(
-            restored as u64 + applies,
-            130,
-            "node {} replayed only the tail",
-            n.id
-        );
+        assert!(restored >= 50, "node {} snapshot covers {restored} commands", n.id);
+        assert_eq!(restored as u64 + applies, 130, "node {} replayed only the tail", n.id);
         let log_bytes = std::fs::metadata(n.dir.join("raft.log")).unwrap().len();
-        assert!(
-            log_bytes < 64 << 10,
-            "node {} log was compacted: {log_bytes} bytes",
-            n.id
-        );
+        assert!(log_bytes < 64 << 10, "node {} log was compacted: {log_bytes} bytes", n.id);
     }
     // And the cluster keeps going.
     c.node(ids[0]).q.write(b"post".to_vec(), T).await.unwrap();
@@ -397,37 +326,22 @@ async fn learner_joins_gets_state_via_snapshot_and_answers_calls() {
     c.start(10).await;
     let state = c.converged(T).await;
     assert_eq!(state.len(), 60);
-    assert!(
-        c.node(10).m.restored_len.lock().is_some(),
-        "learner caught up through a snapshot"
-    );
+    assert!(c.node(10).m.restored_len.lock().is_some(), "learner caught up through a snapshot");
     let st = c.node(leader).q.status();
     assert_eq!(st.learners, vec![10]);
     assert_eq!(st.voters, vec![1, 2, 3]);
     assert!(st.replication.contains_key(&10), "{st:?}");
 
-    let r = c
-        .node(leader)
-        .q
-        .call(10, b"ping".to_vec(), T)
-        .await
-        .unwrap();
+    let r = c.node(leader).q.call(10, b"ping".to_vec(), T).await.unwrap();
     assert_eq!(r, format!("10 got ping from {leader}").into_bytes());
     let (l, r) = c.node(10).q.call_leader(b"hb".to_vec(), T).await.unwrap();
     assert_eq!(l, leader);
     assert_eq!(r, format!("{leader} got hb from 10").into_bytes());
 
     // A learner's writes are forwarded and it receives later entries too.
-    c.node(10)
-        .q
-        .write(b"from-learner".to_vec(), T)
-        .await
-        .unwrap();
+    c.node(10).q.write(b"from-learner".to_vec(), T).await.unwrap();
     assert_eq!(c.converged(T).await.len(), 61);
-    assert!(matches!(
-        c.node(1).q.call(99, vec![], T).await,
-        Err(QuorumError::UnknownNode(99))
-    ));
+    assert!(matches!(c.node(1).q.call(99, vec![], T).await, Err(QuorumError::UnknownNode(99))));
     c.shutdown().await;
 }
 
@@ -443,17 +357,9 @@ async fn write_without_quorum_times_out() {
         c.stop(*f).await;
     }
     let t0 = Instant::now();
-    let r = c
-        .node(leader)
-        .q
-        .write(b"lost".to_vec(), Duration::from_secs(2))
-        .await;
+    let r = c.node(leader).q.write(b"lost".to_vec(), Duration::from_secs(2)).await;
     assert!(r.is_err(), "{r:?}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
 
     // Case 2: a follower survives alone, its leader gone.
     for f in &followers {
@@ -461,32 +367,14 @@ async fn write_without_quorum_times_out() {
     }
     let leader = c.leader(Duration::from_secs(8)).await;
     let survivor = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    for id in c
-        .nodes
-        .keys()
-        .copied()
-        .filter(|id| *id != survivor)
-        .collect::<Vec<_>>()
-    {
+    for id in c.nodes.keys().copied().filter(|id| *id != survivor).collect::<Vec<_>>() {
         c.stop(id).await;
     }
     let t0 = Instant::now();
-    let r = c
-        .node(survivor)
-        .q
-        .write(b"lost".to_vec(), Duration::from_secs(2))
-        .await;
+    let r = c.node(survivor).q.write(b"lost".to_vec(), Duration::from_secs(2)).await;
     assert!(r.is_err(), "{r:?}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t0.elapsed()
-    );
-    let r = c
-        .node(survivor)
-        .q
-        .call_leader(b"hb".to_vec(), Duration::from_secs(1))
-        .await;
+    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+    let r = c.node(survivor).q.call_leader(b"hb".to_vec(), Duration::from_secs(1)).await;
     assert!(r.is_err(), "{r:?}");
     c.shutdown().await;
 }
@@ -553,11 +441,7 @@ async fn late_voter_joins_without_disturbing_the_leader() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let st = c.node(3).q.status();
     assert_eq!((st.leader, st.term), (Some(leader), term), "{st:?}");
-    assert_eq!(
-        c.node(leader).q.status().term,
-        term,
-        "leader was not deposed"
-    );
+    assert_eq!(c.node(leader).q.status().term, term, "leader was not deposed");
     c.node(3).q.write(b"late".to_vec(), T).await.unwrap();
     assert_eq!(c.converged(T).await.len(), 51);
     c.shutdown().await;
@@ -576,24 +460,14 @@ async fn sigkill_child() {
     let (dir, rest) = spec.split_once('|').unwrap();
     let (port, run) = rest.split_once('|').unwrap();
     let voters = BTreeMap::from([(1, format!("127.0.0.1:{port}"))]);
-    let q = start_node(
-        1,
-        &voters,
-        port.parse().unwrap(),
-        Path::new(dir),
-        25,
-        Arc::new(Toy::default()),
-    )
-    .await;
+    let q = start_node(1, &voters, port.parse().unwrap(), Path::new(dir), 25, Arc::new(Toy::default())).await;
     let mut tasks = Vec::new();
     for w in 0..4 {
         let q = q.clone();
         let run = run.to_string();
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
-                q.write(format!("{run}-{w}-{i}").into_bytes(), T)
-                    .await
-                    .unwrap();
+                q.write(format!("{run}-{w}-{i}").into_bytes(), T).await.unwrap();
                 println!("ACKED {run}-{w}-{i}");
             }
         }));
@@ -613,12 +487,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     let mut seed = std::process::id() as u64 | 1;
     for run in 0..4u64 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "quorum::tests::sigkill_child",
-                "--ignored",
-                "--nocapture",
-            ])
+            .args(["--exact", "quorum::tests::sigkill_child", "--ignored", "--nocapture"])
             .env(CRASH_ENV, format!("{}|{port}|{run}", tmp.path().display()))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -649,10 +518,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_write() {
             let e = acked.entry((v[0], v[1])).or_default();
             *e = (*e).max(v[2] + 1);
         }
-        assert!(
-            acked.keys().any(|(r, _)| *r == run),
-            "run {run} acknowledged nothing"
-        );
+        assert!(acked.keys().any(|(r, _)| *r == run), "run {run} acknowledged nothing");
     }
 
     let m = Arc::new(Toy::default());
@@ -660,39 +526,19 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     let q = start_node(1, &voters, port, tmp.path(), 25, m.clone()).await;
     wait_for(T, "leader", || q.is_leader().then_some(())).await;
     let last = q.status().last_log_index;
-    wait_for(T, "log applied", || {
-        (*q.applied().borrow() >= last).then_some(())
-    })
-    .await;
+    wait_for(T, "log applied", || (*q.applied().borrow() >= last).then_some(())).await;
 
     // Per writer: a gap-free, duplicate-free sequence covering at least what was acknowledged.
     let mut seen: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     for c in m.state() {
-        let v: Vec<u64> = String::from_utf8(c)
-            .unwrap()
-            .split('-')
-            .map(|x| x.parse().unwrap())
-            .collect();
+        let v: Vec<u64> = String::from_utf8(c).unwrap().split('-').map(|x| x.parse().unwrap()).collect();
         let next = seen.entry((v[0], v[1])).or_default();
-        assert_eq!(
-            v[2],
-            *next,
-            "writer {:?} out of order or duplicated",
-            (v[0], v[1])
-        );
+        assert_eq!(v[2], *next, "writer {:?} out of order or duplicated", (v[0], v[1]));
         *next += 1;
     }
     for (w, n) in &acked {
-        assert!(
-            seen.get(w).copied().unwrap_or(0) >= *n,
-            "writer {w:?}: acked {n}, found {:?}",
-            seen.get(w)
-        );
+        assert!(seen.get(w).copied().unwrap_or(0) >= *n, "writer {w:?}: acked {n}, found {:?}", seen.get(w));
     }
-    eprintln!(
-        "after 4 SIGKILLs: {} commands recovered, {} acknowledged",
-        m.state().len(),
-        acked.values().sum::<u64>()
-    );
+    eprintln!("after 4 SIGKILLs: {} commands recovered, {} acknowledged", m.state().len(), acked.values().sum::<u64>());
     q.shutdown().await;
 }

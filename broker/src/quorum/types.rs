@@ -65,9 +65,7 @@ pub mod hex {
         if !s.len().is_multiple_of(2) {
             return None;
         }
-        s.chunks_exact(2)
-            .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-            .collect()
+        s.chunks_exact(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
     }
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -114,7 +114,10 @@ async fn run(b: Arc<Broker>, leader: i32) {
         }
         idle_since = Instant::now();
         if conn.is_none() {
-            let addr = b.metadata.broker(leader).and_then(|m| m.endpoint(&b.config.inter_broker_listener).map(|e| format!("{}:{}", e.host, e.port)));
+            let addr = b
+                .metadata
+                .broker(leader)
+                .and_then(|m| m.endpoint(&b.config.inter_broker_listener).map(|e| format!("{}:{}", e.host, e.port)));
             let Some(addr) = addr else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -173,7 +176,11 @@ fn request(b: &Broker, parts: &[Followed]) -> FetchRequest {
             .with_partition_max_bytes(b.config.replica_fetch_max_bytes);
         match topics.iter_mut().find(|t| t.topic.as_str() == f.topic) {
             Some(t) => t.partitions.push(fp),
-            None => topics.push(FetchTopic::default().with_topic(TopicName(StrBytes::from_string(f.topic.clone()))).with_partitions(vec![fp])),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(f.topic.clone())))
+                    .with_partitions(vec![fp]),
+            ),
         }
     }
     FetchRequest::default()
@@ -185,7 +192,12 @@ fn request(b: &Broker, parts: &[Followed]) -> FetchRequest {
         .with_topics(topics)
 }
 
-async fn round_trip(b: &Broker, s: &mut TcpStream, correlation: i32, req: &FetchRequest) -> anyhow::Result<FetchResponse> {
+async fn round_trip(
+    b: &Broker,
+    s: &mut TcpStream,
+    correlation: i32,
+    req: &FetchRequest,
+) -> anyhow::Result<FetchResponse> {
     let hv = ApiKey::Fetch.request_header_version(FETCH_VERSION);
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Fetch as i16)
@@ -222,10 +234,15 @@ fn apply(b: &Broker, leader: i32, parts: &[Followed], resp: FetchResponse) -> bo
     let now = now_ms();
     for t in resp.responses {
         for pd in t.partitions {
-            let Some(f) = parts.iter().find(|f| f.topic == t.topic.as_str() && f.index == pd.partition_index) else { continue };
+            let Some(f) = parts.iter().find(|f| f.topic == t.topic.as_str() && f.index == pd.partition_index) else {
+                continue;
+            };
             let mut p = f.part.lock();
             // Metadata may have moved on while the request was in flight.
-            if p.role != (Role::Follower { leader }) || p.leader_epoch != f.epoch || p.log.log_end_offset() != f.fetch_offset {
+            if p.role != (Role::Follower { leader })
+                || p.leader_epoch != f.epoch
+                || p.log.log_end_offset() != f.fetch_offset
+            {
                 continue;
             }
             match ResponseError::try_from_code(pd.error_code) {
@@ -234,7 +251,11 @@ fn apply(b: &Broker, leader: i32, parts: &[Followed], resp: FetchResponse) -> bo
                     // Behind the leader's log start (retention ran there): start over at it.
                     // Ahead of its end cannot happen with epoch checks; truncate to its
                     // high watermark if it does.
-                    let r = if f.fetch_offset < pd.log_start_offset { p.restart_at(pd.log_start_offset) } else { p.truncate_to(pd.high_watermark.max(0)) };
+                    let r = if f.fetch_offset < pd.log_start_offset {
+                        p.restart_at(pd.log_start_offset)
+                    } else {
+                        p.truncate_to(pd.high_watermark.max(0))
+                    };
                     if let Err(e) = r {
                         tracing::error!(topic = %f.topic, partition = f.index, error = %e, "resetting replica failed");
                     }

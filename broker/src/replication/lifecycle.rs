@@ -72,7 +72,12 @@ pub async fn run(b: Arc<Broker>) {
                 }
                 let ready = !fenced && b.reconciled_index.load(Ordering::SeqCst) > 0;
                 if ready != b.ready.swap(ready, Ordering::SeqCst) {
-                    tracing::info!(ready, epoch, "broker {}", if ready { "is serving (unfenced)" } else { "is fenced" });
+                    tracing::info!(
+                        ready,
+                        epoch,
+                        "broker {}",
+                        if ready { "is serving (unfenced)" } else { "is fenced" }
+                    );
                 }
                 // Right after registering, heartbeat again at once to get unfenced sooner.
                 if fenced {
@@ -82,7 +87,10 @@ pub async fn run(b: Arc<Broker>) {
             }
             Some(Reply::NotController) | None => {
                 if last_ok.elapsed() > Duration::from_millis(b.config.session_timeout_ms) * 4 {
-                    tracing::warn!(silent_ms = last_ok.elapsed().as_millis() as u64, "no active controller answers heartbeats");
+                    tracing::warn!(
+                        silent_ms = last_ok.elapsed().as_millis() as u64,
+                        "no active controller answers heartbeats"
+                    );
                     last_ok = Instant::now();
                 }
                 tokio::time::sleep(every / 5).await;

@@ -116,7 +116,9 @@ pub async fn run_isr_batcher(b: Arc<Broker>) {
         let n = batch.len();
         let cmd = Command::AlterPartitions { changes: batch.iter().map(|(_, c)| c.clone()).collect() };
         let codes: Vec<Option<ResponseError>> = match b.metadata.write(&cmd).await {
-            Ok(Outcome::Codes(codes)) if codes.len() == n => codes.into_iter().map(ResponseError::try_from_code).collect(),
+            Ok(Outcome::Codes(codes)) if codes.len() == n => {
+                codes.into_iter().map(ResponseError::try_from_code).collect()
+            }
             Ok(_) => vec![Some(ResponseError::UnknownServerError); n],
             Err(e) => vec![Some(e); n],
         };

@@ -20,7 +20,9 @@ pub fn listed(value: &str, partition: i32, broker: i32) -> bool {
     let value = value.trim();
     value == "*"
         || value.split(',').any(|e| {
-            e.trim().split_once(':').is_some_and(|(p, b)| p.trim().parse() == Ok(partition) && b.trim().parse() == Ok(broker))
+            e.trim()
+                .split_once(':')
+                .is_some_and(|(p, b)| p.trim().parse() == Ok(partition) && b.trim().parse() == Ok(broker))
         })
 }
 
@@ -30,7 +32,9 @@ pub fn valid_replicas(value: &str) -> bool {
     value.is_empty()
         || value == "*"
         || value.split(',').all(|e| {
-            e.trim().split_once(':').is_some_and(|(p, b)| p.trim().parse::<i32>().is_ok_and(|p| p >= 0) && b.trim().parse::<i32>().is_ok_and(|b| b >= 0))
+            e.trim().split_once(':').is_some_and(|(p, b)| {
+                p.trim().parse::<i32>().is_ok_and(|p| p >= 0) && b.trim().parse::<i32>().is_ok_and(|b| b >= 0)
+            })
         })
 }
 

@@ -90,7 +90,10 @@ impl<E: Entry + PartialOrd> Sparse<E> {
     fn load(path: &Path, ordered: impl Fn(&E, &E) -> bool) -> Option<Self> {
         let raw = EntryFile::open(path.to_path_buf()).read_all(E::LEN)?;
         let entries: Vec<E> = raw.chunks_exact(E::LEN).map(E::decode).collect();
-        entries.windows(2).all(|w| ordered(&w[0], &w[1])).then(|| Sparse { entries, file: EntryFile::open(path.to_path_buf()) })
+        entries
+            .windows(2)
+            .all(|w| ordered(&w[0], &w[1]))
+            .then(|| Sparse { entries, file: EntryFile::open(path.to_path_buf()) })
     }
 
     fn append(&mut self, e: E) -> Result<()> {

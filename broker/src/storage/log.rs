@@ -14,17 +14,17 @@ use super::segment::{list_segments, Segment};
 /// Per-topic log settings (Kafka topic config names in comments).
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    pub segment_bytes: u64,      // segment.bytes
-    pub segment_ms: i64,         // segment.ms
-    pub retention_ms: i64,       // retention.ms, -1 = forever
-    pub retention_bytes: i64,    // retention.bytes, -1 = unlimited
-    pub index_interval: u32,     // index.interval.bytes
+    pub segment_bytes: u64,          // segment.bytes
+    pub segment_ms: i64,             // segment.ms
+    pub retention_ms: i64,           // retention.ms, -1 = forever
+    pub retention_bytes: i64,        // retention.bytes, -1 = unlimited
+    pub index_interval: u32,         // index.interval.bytes
     pub flush_messages: Option<i64>, // flush.messages
-    pub flush_ms: Option<i64>,   // flush.ms
-    pub delete_enabled: bool,    // cleanup.policy contains delete
-    pub max_message_bytes: usize, // max.message.bytes (largest batch accepted)
-    pub log_append_time: bool,   // message.timestamp.type=LogAppendTime
-    pub min_insync_replicas: i32, // min.insync.replicas (checked by acks=all produces)
+    pub flush_ms: Option<i64>,       // flush.ms
+    pub delete_enabled: bool,        // cleanup.policy contains delete
+    pub max_message_bytes: usize,    // max.message.bytes (largest batch accepted)
+    pub log_append_time: bool,       // message.timestamp.type=LogAppendTime
+    pub min_insync_replicas: i32,    // min.insync.replicas (checked by acks=all produces)
 }
 
 impl Default for LogConfig {
@@ -140,7 +140,8 @@ impl Log {
     }
 
     fn maybe_roll(&mut self, incoming: usize, now_ms: i64) -> Result<()> {
-        let (cfg_bytes, cfg_ms, interval) = (self.config.segment_bytes, self.config.segment_ms, self.config.index_interval);
+        let (cfg_bytes, cfg_ms, interval) =
+            (self.config.segment_bytes, self.config.segment_ms, self.config.index_interval);
         let leo = self.log_end_offset;
         let active = self.active();
         let full = active.size() + incoming as u64 > cfg_bytes;
@@ -154,7 +155,13 @@ impl Log {
 
     /// Append validated batches (offsets are assigned here), returning the first and last
     /// offsets written.
-    pub fn append(&mut self, batches: &mut [u8], ranges: &[(std::ops::Range<usize>, BatchHeader)], leader_epoch: i32, now_ms: i64) -> Result<(i64, i64)> {
+    pub fn append(
+        &mut self,
+        batches: &mut [u8],
+        ranges: &[(std::ops::Range<usize>, BatchHeader)],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(i64, i64)> {
         let first = self.log_end_offset;
         for (range, h) in ranges {
             let b = &mut batches[range.clone()];
@@ -178,7 +185,12 @@ impl Log {
 
     /// Append batches copied from the leader as they are: offsets and leader epochs were
     /// assigned there, and must continue this log exactly.
-    pub fn append_replica(&mut self, batches: &[u8], ranges: &[(std::ops::Range<usize>, BatchHeader)], now_ms: i64) -> Result<()> {
+    pub fn append_replica(
+        &mut self,
+        batches: &[u8],
+        ranges: &[(std::ops::Range<usize>, BatchHeader)],
+        now_ms: i64,
+    ) -> Result<()> {
         for (range, h) in ranges {
             anyhow::ensure!(
                 h.base_offset == self.log_end_offset,
@@ -309,7 +321,8 @@ impl Log {
         if offset < self.log_start_offset || offset >= self.log_end_offset {
             return Ok(None);
         }
-        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..)) {
+        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..))
+        {
             if let Some((pos, h)) = seg.find_batch(offset)? {
                 let raw = seg.read_at(pos, h.total_len())?;
                 return Ok(Some((h, raw)));
@@ -376,14 +389,20 @@ impl Log {
         // roll so the expired segment can go (Kafka does the same).
         let (retention_ms, interval, leo) = (self.config.retention_ms, self.config.index_interval, self.log_end_offset);
         let active = self.active();
-        if retention_ms >= 0 && !active.is_empty() && active.max_timestamp >= 0 && now_ms - active.max_timestamp > retention_ms {
+        if retention_ms >= 0
+            && !active.is_empty()
+            && active.max_timestamp >= 0
+            && now_ms - active.max_timestamp > retention_ms
+        {
             active.sync()?;
             self.segments.insert(leo, Segment::create(&self.dir, leo, interval)?);
         }
         let mut size = self.size_bytes() as i64;
         while self.segments.len() > 1 {
             let seg = self.segments.values().next().unwrap();
-            let expired_time = self.config.retention_ms >= 0 && seg.max_timestamp >= 0 && now_ms - seg.max_timestamp > self.config.retention_ms;
+            let expired_time = self.config.retention_ms >= 0
+                && seg.max_timestamp >= 0
+                && now_ms - seg.max_timestamp > self.config.retention_ms;
             let over_size = self.config.retention_bytes >= 0 && size - seg.size() as i64 >= self.config.retention_bytes;
             if !(expired_time || over_size) {
                 break;
@@ -500,7 +519,8 @@ mod tests {
     #[test]
     fn retention_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), LogConfig { retention_bytes: 400, retention_ms: -1, ..cfg(200) }).unwrap().0;
+        let mut log =
+            Log::open(dir.path(), LogConfig { retention_bytes: 400, retention_ms: -1, ..cfg(200) }).unwrap().0;
         for i in 0..10 {
             append(&mut log, 4, i);
         }

@@ -68,13 +68,20 @@ impl Segment {
     /// With `recover`, every batch's CRC is checked and the file is truncated at the first
     /// torn or corrupt batch (a crash mid-append), and the indexes are rebuilt. Without it,
     /// only headers are read and indexes are rebuilt only when missing or damaged.
-    pub fn open(dir: &Path, base_offset: i64, index_interval: u32, recover: bool, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u32,
+        recover: bool,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<Self> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
         let file_len = file.metadata()?.len();
         let idx_path = dir.join(file_name(base_offset, "index"));
         let tidx_path = dir.join(file_name(base_offset, "timeindex"));
-        let loaded = if recover { None } else { OffsetIndex::load(&idx_path, file_len).zip(TimeIndex::load(&tidx_path)) };
+        let loaded =
+            if recover { None } else { OffsetIndex::load(&idx_path, file_len).zip(TimeIndex::load(&tidx_path)) };
         let rebuild = loaded.is_none();
         let (index, time_index) = match loaded {
             Some(v) => v,
@@ -292,4 +299,3 @@ pub fn list_segments(dir: &Path) -> Result<Vec<i64>> {
     out.sort_unstable();
     Ok(out)
 }
-

@@ -10,6 +10,7 @@ OUT_FILE lines:
   "FATAL <error>"                      fatal client error (e.g. idempotence violated)
   "DONE <undelivered>"                 after stop + flush
 """
+
 import os
 import sys
 import time
@@ -28,16 +29,18 @@ def on_error(err):
         out.flush()
 
 
-p = Producer({
-    "bootstrap.servers": bootstrap,
-    "enable.idempotence": True,
-    "acks": "all",
-    "linger.ms": 5,
-    "message.timeout.ms": 180000,
-    "reconnect.backoff.ms": 100,
-    "reconnect.backoff.max.ms": 1000,
-    "error_cb": on_error,
-})
+p = Producer(
+    {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 180000,
+        "reconnect.backoff.ms": 100,
+        "reconnect.backoff.max.ms": 1000,
+        "error_cb": on_error,
+    }
+)
 
 
 def dr(err, msg):

@@ -7,6 +7,7 @@ commits). Writes to OUT_FILE:
   "R <partition> <offset> <value>" for each record,
   "E <json>" for events: assign/revoke (partition lists), error, closed.
 """
+
 import json
 import os
 import sys
@@ -33,15 +34,17 @@ def on_revoke(consumer, partitions):
     event(ev="revoke", parts=sorted(p.partition for p in partitions))
 
 
-c = Consumer({
-    "bootstrap.servers": bootstrap,
-    "group.id": group,
-    "client.id": os.path.basename(out_path),
-    "auto.offset.reset": "earliest",
-    "enable.auto.commit": True,
-    "auto.commit.interval.ms": 1000,
-    "error_cb": lambda err: event(ev="error", err=str(err)),
-})
+c = Consumer(
+    {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "client.id": os.path.basename(out_path),
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
+        "error_cb": lambda err: event(ev="error", err=str(err)),
+    }
+)
 c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
 event(ev="subscribed")
 deadline = time.monotonic() + max_seconds

@@ -82,7 +82,13 @@ pub async fn apply(client: &Client, metrics: &Metrics, ns: &str, child: &Child) 
 /// Delete objects of the kinds in `kinds` that carry this Cluster's labels and owner but
 /// are not among `wanted` (e.g. the monitoring objects after metrics were disabled).
 /// Returns what it deleted, as `Kind/name`.
-pub async fn prune(client: &Client, metrics: &Metrics, m: &Model, kinds: &[ApiResource], wanted: &[Child]) -> Result<Vec<String>, kube::Error> {
+pub async fn prune(
+    client: &Client,
+    metrics: &Metrics,
+    m: &Model,
+    kinds: &[ApiResource],
+    wanted: &[Child],
+) -> Result<Vec<String>, kube::Error> {
     let keep: BTreeSet<(String, String)> = wanted.iter().map(|c| (c.ar.kind.clone(), c.name())).collect();
     let selector = format!("{INSTANCE_LABEL}={},app.kubernetes.io/managed-by={MANAGER}", m.name);
     let mut deleted = Vec::new();

@@ -37,7 +37,9 @@ pub fn parse_response(buf: &[u8]) -> anyhow::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("bad HTTP status line"))?;
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    });
     Ok((code, if chunked { dechunk(body) } else { body.to_string() }))
 }
 
@@ -196,7 +198,10 @@ mod tests {
 
     #[test]
     fn status_ignores_unknown_fields() {
-        let s: Status = serde_json::from_str(r#"{"node_id":2,"ready":true,"controller_active":false,"partitions_hosted":3,"quorum":null}"#).unwrap();
+        let s: Status = serde_json::from_str(
+            r#"{"node_id":2,"ready":true,"controller_active":false,"partitions_hosted":3,"quorum":null}"#,
+        )
+        .unwrap();
         assert_eq!((s.node_id, s.partitions_hosted), (2, 3));
     }
 }

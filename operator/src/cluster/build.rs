@@ -12,8 +12,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -56,13 +55,19 @@ pub fn config_map(m: &Model, addresses: &external::Addresses) -> ConfigMap {
 }
 
 pub(super) fn port(name: &str, port: i32) -> ServicePort {
-    ServicePort { name: Some(name.into()), port, target_port: Some(IntOrString::String(name.into())), ..Default::default() }
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        ..Default::default()
+    }
 }
 
 /// The headless Service that gives each pod its DNS name; not-ready pods are published
 /// because the quorum must form before any broker is ready.
 pub fn headless_service(m: &Model) -> Service {
-    let mut ports = vec![port("kafka", m.internal_port), port("controller", ports::CONTROLLER), port("http", ports::HTTP)];
+    let mut ports =
+        vec![port("kafka", m.internal_port), port("controller", ports::CONTROLLER), port("http", ports::HTTP)];
     if let Some(e) = &m.external {
         ports.push(port("external", e.port));
     }
@@ -124,7 +129,8 @@ pub fn command(m: &Model) -> Vec<String> {
         Advertise::PodDnsName => format!("$(POD_NAME).{}.$(POD_NAMESPACE).svc", m.headless_service()),
         Advertise::PodIp => "$(POD_IP)".to_string(),
     };
-    let mut listeners = format!("INTERNAL://$(POD_IP):{},CONTROLLER://$(POD_IP):{}", m.internal_port, ports::CONTROLLER);
+    let mut listeners =
+        format!("INTERNAL://$(POD_IP):{},CONTROLLER://$(POD_IP):{}", m.internal_port, ports::CONTROLLER);
     let mut advertised = format!("INTERNAL://{adv_host}:{}", m.internal_port);
     if let Some(e) = &m.external {
         listeners.push_str(&format!(",EXTERNAL://$(POD_IP):{}", e.port));
@@ -140,7 +146,8 @@ pub fn command(m: &Model) -> Vec<String> {
             )),
         }
     }
-    let mut cmd: Vec<String> = ["fjord", "broker", "--config", "/etc/fjord/server.properties"].map(String::from).to_vec();
+    let mut cmd: Vec<String> =
+        ["fjord", "broker", "--config", "/etc/fjord/server.properties"].map(String::from).to_vec();
     let mut set = |kv: String| {
         cmd.push("--override".into());
         cmd.push(kv);
@@ -169,8 +176,10 @@ fn container(m: &Model) -> Container {
     if let Some(key) = &m.rack_key {
         env.push(field_env("FJORD_RACK", &format!("metadata.labels['{key}']")));
     }
-    let cport = |name: &str, port: i32| ContainerPort { name: Some(name.into()), container_port: port, ..Default::default() };
-    let mut ports = vec![cport("kafka", m.internal_port), cport("controller", ports::CONTROLLER), cport("http", ports::HTTP)];
+    let cport =
+        |name: &str, port: i32| ContainerPort { name: Some(name.into()), container_port: port, ..Default::default() };
+    let mut ports =
+        vec![cport("kafka", m.internal_port), cport("controller", ports::CONTROLLER), cport("http", ports::HTTP)];
     if let Some(e) = &m.external {
         ports.push(cport("external", e.port));
     }
@@ -187,13 +196,21 @@ fn container(m: &Model) -> Container {
         env: Some(env),
         ports: Some(ports),
         readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction { path: Some("/ready".into()), port: IntOrString::Int(ports::HTTP), ..Default::default() }),
+            http_get: Some(HTTPGetAction {
+                path: Some("/ready".into()),
+                port: IntOrString::Int(ports::HTTP),
+                ..Default::default()
+            }),
             period_seconds: Some(2),
             failure_threshold: Some(3),
             ..Default::default()
         }),
         resources: m.spec.resources.clone(),
-        volume_mounts: Some(vec![mount("config", CONFIG_DIR, true), mount("data", DATA_DIR, false), mount("tmp", "/tmp", false)]),
+        volume_mounts: Some(vec![
+            mount("config", CONFIG_DIR, true),
+            mount("data", DATA_DIR, false),
+            mount("tmp", "/tmp", false),
+        ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -321,7 +338,9 @@ mod tests {
         let m = model(json!({"advertise": "PodIp", "rack": {"topologyKey": "topology.kubernetes.io/zone"},
                              "listeners": {"external": {"type": "NodePort", "port": 9095}}}));
         let cmd = command(&m).join(" ");
-        assert!(cmd.contains("listeners=INTERNAL://$(POD_IP):9092,CONTROLLER://$(POD_IP):9093,EXTERNAL://$(POD_IP):9095"));
+        assert!(
+            cmd.contains("listeners=INTERNAL://$(POD_IP):9092,CONTROLLER://$(POD_IP):9093,EXTERNAL://$(POD_IP):9095")
+        );
         assert!(cmd.contains(
             "advertised.listeners=INTERNAL://$(POD_IP):9092,EXTERNAL://$(HOST_IP):${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).port}"
         ));
@@ -329,7 +348,10 @@ mod tests {
         let sts = serde_json::to_value(stateful_set(&m, 3)).unwrap();
         let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
         assert_eq!(env[4], json!({"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}));
-        assert_eq!(env[5], json!({"name": "FJORD_RACK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['topology.kubernetes.io/zone']"}}}));
+        assert_eq!(
+            env[5],
+            json!({"name": "FJORD_RACK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['topology.kubernetes.io/zone']"}}})
+        );
         let svc = serde_json::to_value(headless_service(&m)).unwrap();
         assert_eq!(svc["spec"]["ports"][3], json!({"name": "external", "port": 9095, "targetPort": "external"}));
     }
@@ -352,7 +374,10 @@ mod tests {
         let c = &t["spec"]["containers"][0];
         assert_eq!(c["name"], "broker");
         assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/ready", "port": 9644}));
-        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['apps.kubernetes.io/pod-index']");
+        assert_eq!(
+            c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.labels['apps.kubernetes.io/pod-index']"
+        );
         assert_eq!(s["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "1Gi");
         assert_eq!(t["spec"]["volumes"][0]["configMap"]["name"], "events-config");
     }
@@ -364,7 +389,8 @@ mod tests {
         assert_eq!(h["metadata"]["name"], "events-brokers");
         assert_eq!(h["spec"]["clusterIP"], "None");
         assert_eq!(h["spec"]["publishNotReadyAddresses"], true);
-        let names: Vec<_> = h["spec"]["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        let names: Vec<_> =
+            h["spec"]["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["kafka", "controller", "http"]);
         let b = serde_json::to_value(bootstrap_service(&m)).unwrap();
         assert_eq!(b["metadata"]["name"], "events-bootstrap");
@@ -372,7 +398,8 @@ mod tests {
         let p = serde_json::to_value(pod_disruption_budget(&m)).unwrap();
         assert_eq!(p["spec"]["maxUnavailable"], 1);
         assert_eq!(p["metadata"]["labels"]["app.kubernetes.io/managed-by"], "fjord-operator");
-        let cm = config_map(&m, &external::Addresses { node_ports: BTreeMap::from([(0, 31000)]), ..Default::default() });
+        let cm =
+            config_map(&m, &external::Addresses { node_ports: BTreeMap::from([(0, 31000)]), ..Default::default() });
         assert_eq!(cm.data.as_ref().unwrap().len(), 1, "no external listener, no external.properties");
         assert_eq!(cm.metadata.name.as_deref(), Some("events-config"));
         assert!(cm.data.unwrap()["server.properties"].contains("log.dirs=/var/lib/fjord/data"));

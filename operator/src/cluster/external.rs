@@ -114,7 +114,9 @@ fn lb_address(s: &Service) -> Option<String> {
 pub fn properties(m: &Model, a: &Addresses) -> Option<String> {
     let mut out = String::from("# Written by fjord-operator: each broker's address on its external Service.\n");
     match type_of(m)? {
-        ExternalType::NodePort => a.node_ports.iter().for_each(|(o, p)| out.push_str(&format!("broker-{o}.port={p}\n"))),
+        ExternalType::NodePort => {
+            a.node_ports.iter().for_each(|(o, p)| out.push_str(&format!("broker-{o}.port={p}\n")))
+        }
         ExternalType::LoadBalancer => a.hosts.iter().for_each(|(o, h)| out.push_str(&format!("broker-{o}.host={h}\n"))),
     }
     Some(out)
@@ -129,7 +131,8 @@ pub fn startable(m: &Model, replicas: i32, current: Option<i32>, a: &Addresses) 
         return (replicas, None);
     }
     let Some(first) = (0..replicas).find(|o| !a.hosts.contains_key(o)) else { return (replicas, None) };
-    let waiting: Vec<String> = (first..replicas).filter(|o| !a.hosts.contains_key(o)).map(|o| m.external_service(o)).collect();
+    let waiting: Vec<String> =
+        (first..replicas).filter(|o| !a.hosts.contains_key(o)).map(|o| m.external_service(o)).collect();
     let n = replicas.min(first.max(current.unwrap_or(0)));
     (n, Some(format!("waiting for a load balancer address on Service {}", waiting.join(", "))))
 }
@@ -162,7 +165,8 @@ mod tests {
     use serde_json::json;
 
     fn model(external: serde_json::Value) -> Model {
-        let spec = json!({"image": "i", "replicas": 3, "storage": {"size": "1Gi"}, "listeners": {"external": external}});
+        let spec =
+            json!({"image": "i", "replicas": 3, "storage": {"size": "1Gi"}, "listeners": {"external": external}});
         validate(&test_cluster(spec)).unwrap()
     }
 
@@ -198,7 +202,10 @@ mod tests {
         assert_eq!(svcs[0]["spec"]["type"], "NodePort");
         assert_eq!(svcs[0]["spec"]["ports"], json!([{"name": "external", "port": 9094, "targetPort": "external"}]));
         assert_eq!(svcs[0]["spec"]["selector"], serde_json::to_value(m.selector()).unwrap());
-        assert_eq!(svcs[2]["spec"]["ports"], json!([{"name": "external", "port": 9094, "targetPort": "external", "nodePort": 31001}]));
+        assert_eq!(
+            svcs[2]["spec"]["ports"],
+            json!([{"name": "external", "port": 9094, "targetPort": "external", "nodePort": 31001}])
+        );
         assert_eq!(svcs[2]["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], "events-1");
         assert_eq!(svcs[2]["metadata"]["ownerReferences"][0]["kind"], "Cluster");
         assert!(svcs[2]["metadata"].get("annotations").is_none());
@@ -211,7 +218,9 @@ mod tests {
             "# Written by fjord-operator: each broker's address on its external Service.\nbroker-0.port=31000\nbroker-1.port=31001\n"
         );
         let cmd = command(&m).join(" ");
-        assert!(cmd.contains(",EXTERNAL://$(HOST_IP):${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).port}"));
+        assert!(
+            cmd.contains(",EXTERNAL://$(HOST_IP):${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).port}")
+        );
         assert_eq!(startable(&m, 3, None, &a), (3, None), "node ports never hold a broker back");
 
         let allocated = model(json!({"type": "NodePort"}));
@@ -249,7 +258,10 @@ mod tests {
              broker-0.host=203.0.113.10\nbroker-1.host=[2001:db8::1]\n"
         );
         let cmd = command(&m).join(" ");
-        assert!(cmd.contains(",EXTERNAL://${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).host}:9094"), "{cmd}");
+        assert!(
+            cmd.contains(",EXTERNAL://${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).host}:9094"),
+            "{cmd}"
+        );
 
         // Broker 2 has no address yet: a new cluster starts brokers 0 and 1 only, a larger
         // running one is not shrunk, and the reason names the Service.
@@ -259,7 +271,10 @@ mod tests {
         assert_eq!(startable(&m, 1, Some(3), &a), (1, None), "a scale-down is not held back");
         let none = Addresses::default();
         assert_eq!(startable(&m, 2, None, &none).0, 0);
-        assert_eq!(startable(&m, 2, None, &none).1.unwrap(), "waiting for a load balancer address on Service events-0-external, events-1-external");
+        assert_eq!(
+            startable(&m, 2, None, &none).1.unwrap(),
+            "waiting for a load balancer address on Service events-0-external, events-1-external"
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ impl MonitoringCache {
             }
         }
         let v = match client.list_api_group_resources("monitoring.coreos.com/v1").await {
-            Ok(list) => ["servicemonitors", "prometheusrules"].iter().all(|r| list.resources.iter().any(|x| x.name == *r)),
+            Ok(list) => {
+                ["servicemonitors", "prometheusrules"].iter().all(|r| list.resources.iter().any(|x| x.name == *r))
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => false,
             Err(e) => return Err(e),
         };
@@ -90,7 +92,11 @@ pub fn pod_info(sts: &str, p: &Pod) -> Option<PodInfo> {
 /// leads (under-replicated) and the active controller the offline ones, so sums are
 /// cluster totals. None when no broker answered.
 pub async fn health(pods: &[PodInfo]) -> Option<Health> {
-    let asks = pods.iter().filter(|p| p.ready && !p.terminating).filter_map(|p| p.ip.clone()).map(|ip| async move { brokers::health(&ip).await });
+    let asks = pods
+        .iter()
+        .filter(|p| p.ready && !p.terminating)
+        .filter_map(|p| p.ip.clone())
+        .map(|ip| async move { brokers::health(&ip).await });
     let answers: Vec<Health> = futures::future::join_all(asks).await.into_iter().filter_map(Result::ok).collect();
     (!answers.is_empty()).then(|| Health {
         under_replicated: answers.iter().map(|h| h.under_replicated).sum(),
@@ -99,13 +105,19 @@ pub async fn health(pods: &[PodInfo]) -> Option<Health> {
 }
 
 /// Partitions hosted or assigned per ordinal, for the brokers a scale-down would remove.
-pub async fn partitions(pods: &[PodInfo], ordinals: std::ops::Range<i32>) -> std::collections::BTreeMap<i32, Result<u64, String>> {
+pub async fn partitions(
+    pods: &[PodInfo],
+    ordinals: std::ops::Range<i32>,
+) -> std::collections::BTreeMap<i32, Result<u64, String>> {
     let asks = ordinals.map(|o| {
         let ip = pods.iter().find(|p| p.ordinal == o).and_then(|p| p.ip.clone());
         async move {
             let r = match ip {
                 None => Err("pod has no IP".to_string()),
-                Some(ip) => brokers::status(&ip).await.map(|s| s.partitions_hosted.max(s.partitions_assigned)).map_err(|e| e.to_string()),
+                Some(ip) => brokers::status(&ip)
+                    .await
+                    .map(|s| s.partitions_hosted.max(s.partitions_assigned))
+                    .map_err(|e| e.to_string()),
             };
             (o, r)
         }
@@ -125,7 +137,10 @@ mod tests {
         }))
         .unwrap();
         let i = pod_info("events", &p).unwrap();
-        assert_eq!((i.ordinal, i.ready, i.ip.as_deref(), i.revision.as_deref()), (2, true, Some("127.0.10.4"), Some("events-abc")));
+        assert_eq!(
+            (i.ordinal, i.ready, i.ip.as_deref(), i.revision.as_deref()),
+            (2, true, Some("127.0.10.4"), Some("events-abc"))
+        );
         let mut q = p.clone();
         q.metadata.name = Some("other".into());
         assert!(pod_info("events", &q).is_none());

@@ -131,7 +131,12 @@ fn trigger_key(c: &Cluster) -> Option<u64> {
     Some(h.finish())
 }
 
-pub async fn run(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let clusters: Api<Cluster> = scoped(&client, &namespace);
     let (reader, writer) = reflector::store();
     let trigger = watcher(clusters, watcher::Config::default())
@@ -178,7 +183,10 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, namespace: Option<String
 
 fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -260,7 +268,8 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
 
     // 6b. scale (decided first: a blocked scale-down keeps the old replica count)
     let to_remove = m.replicas..sts_replicas.unwrap_or(0);
-    let partitions = if to_remove.is_empty() { Default::default() } else { fetch::partitions(&f.pods, to_remove).await };
+    let partitions =
+        if to_remove.is_empty() { Default::default() } else { fetch::partitions(&f.pods, to_remove).await };
     let (replicas, scale_blocked) = match scale::decide(m.replicas, sts_replicas, m.voters(), &partitions) {
         scale::Scale::To(n) => (n, None),
         scale::Scale::Blocked { keep, message } => {
@@ -279,8 +288,11 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
     for child in &external {
         apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await?;
     }
-    let addresses =
-        if external.is_empty() { Default::default() } else { fetch::external_addresses(&ctx.client, &m, replicas).await? };
+    let addresses = if external.is_empty() {
+        Default::default()
+    } else {
+        fetch::external_addresses(&ctx.client, &m, replicas).await?
+    };
     let (replicas, waiting) = external::startable(&m, replicas, sts_replicas, &addresses);
     let mut wanted = children(&m, replicas, f.monitoring, &addresses);
     let mut sts_written = false;
@@ -296,7 +308,9 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
     // 6a. roll: only against a StatefulSet whose status reflects its current template.
     let sts_status = f.sts.as_ref().and_then(|s| s.status.clone());
     let sts_current = !sts_written
-        && f.sts.as_ref().is_some_and(|s| sts_status.as_ref().and_then(|st| st.observed_generation) >= s.metadata.generation);
+        && f.sts
+            .as_ref()
+            .is_some_and(|s| sts_status.as_ref().and_then(|st| st.observed_generation) >= s.metadata.generation);
     let update_revision = sts_status.as_ref().and_then(|s| s.update_revision.clone());
     let pods: Vec<_> = f.pods.iter().filter(|p| p.ordinal < replicas).cloned().collect();
     // Not while brokers wait for load balancer addresses: a broker restarted onto a template
@@ -308,8 +322,11 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
 
     // 7. status
     let health = fetch::health(&pods).await;
-    let ready_ips: Vec<String> =
-        pods.iter().filter(|p| p.ready && !p.terminating).filter_map(|p| Some(format!("{}:{}", p.ip.as_ref()?, m.internal_port))).collect();
+    let ready_ips: Vec<String> = pods
+        .iter()
+        .filter(|p| p.ready && !p.terminating)
+        .filter_map(|p| Some(format!("{}:{}", p.ip.as_ref()?, m.internal_port)))
+        .collect();
     let facts = status::Facts {
         generation: c.metadata.generation,
         replicas: m.replicas,
@@ -331,7 +348,10 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
     let new = status::compute(old, &facts, &now());
     // Poll fast while pods move; a cluster that is merely degraded (a partition short of
     // replicas) is re-read at the slow pace.
-    let moving = new.conditions.iter().any(|x| (x.type_ == "Ready" && x.status != "True") || (x.type_ == "Progressing" && x.status == "True"));
+    let moving = new
+        .conditions
+        .iter()
+        .any(|x| (x.type_ == "Ready" && x.status != "True") || (x.type_ == "Progressing" && x.status == "True"));
     write_status(ctx, c, new).await?;
     Ok(Action::requeue(if moving || roll.is_some() || sts_written { FAST } else { SLOW }))
 }
@@ -352,7 +372,14 @@ async fn roll_step(
         return Ok((None, pending));
     }
     if c.status.as_ref().is_none_or(|s| s.pending_restarts.is_empty()) {
-        event(ctx, c, EventType::Normal, "RollStarted", format!("restarting {} brokers onto the new configuration", order.len())).await;
+        event(
+            ctx,
+            c,
+            EventType::Normal,
+            "RollStarted",
+            format!("restarting {} brokers onto the new configuration", order.len()),
+        )
+        .await;
     }
     // Ask the broker that would go next, and only when every pod is ready (else the
     // decision is to wait anyway).
@@ -386,14 +413,21 @@ mod tests {
 
     #[test]
     fn children_in_apply_order_with_monitoring_only_when_present() {
-        let mut spec = json!({"image": "i", "replicas": 3, "storage": {"size": "1Gi"}, "metrics": {"dashboards": true}});
+        let mut spec =
+            json!({"image": "i", "replicas": 3, "storage": {"size": "1Gi"}, "metrics": {"dashboards": true}});
         let m = model::validate(&model::test_cluster(spec.clone())).unwrap();
         let kinds = |v: Vec<Child>| v.iter().map(|c| format!("{}/{}", c.ar.kind, c.name())).collect::<Vec<_>>();
         assert_eq!(
             kinds(children(&m, 3, true, &Default::default())),
             [
-                "ServiceAccount/events", "ConfigMap/events-config", "Service/events-brokers", "Service/events-bootstrap",
-                "PodDisruptionBudget/events", "StatefulSet/events", "ServiceMonitor/events", "PrometheusRule/events",
+                "ServiceAccount/events",
+                "ConfigMap/events-config",
+                "Service/events-brokers",
+                "Service/events-bootstrap",
+                "PodDisruptionBudget/events",
+                "StatefulSet/events",
+                "ServiceMonitor/events",
+                "PrometheusRule/events",
                 "ConfigMap/events-dashboards",
             ]
         );
@@ -401,7 +435,11 @@ mod tests {
         assert!(external_children(&m, 3).is_empty());
         spec["metrics"] = json!({"enabled": false, "dashboards": true});
         let m = model::validate(&model::test_cluster(spec)).unwrap();
-        assert_eq!(children(&m, 3, true, &Default::default()).len(), 6, "metrics off: no monitoring objects (pruned if they exist)");
+        assert_eq!(
+            children(&m, 3, true, &Default::default()).len(),
+            6,
+            "metrics off: no monitoring objects (pruned if they exist)"
+        );
     }
 
     #[test]

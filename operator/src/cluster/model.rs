@@ -137,9 +137,13 @@ pub fn validate(cluster: &Cluster) -> Result<Model, Invalid> {
     }
     let internal_port = spec.listeners.internal.port;
     let mut used = vec![ports::CONTROLLER, ports::HTTP];
-    for (what, port) in std::iter::once(("internal", internal_port)).chain(spec.listeners.external.as_ref().map(|e| ("external", e.port))) {
+    for (what, port) in std::iter::once(("internal", internal_port))
+        .chain(spec.listeners.external.as_ref().map(|e| ("external", e.port)))
+    {
         if !(1..=65535).contains(&port) || used.contains(&port) {
-            return Err(Invalid(format!("the {what} listener port {port} is out of range or already taken (9093, 9644 are reserved)")));
+            return Err(Invalid(format!(
+                "the {what} listener port {port} is out of range or already taken (9093, 9644 are reserved)"
+            )));
         }
         used.push(port);
     }
@@ -155,7 +159,8 @@ pub fn validate(cluster: &Cluster) -> Result<Model, Invalid> {
         }
     }
     let cluster_id = cluster_id(&uid);
-    let server_properties = server_properties(&name, &namespace, &voter_ids, &cluster_id, spec.metrics.granularity, &spec.config);
+    let server_properties =
+        server_properties(&name, &namespace, &voter_ids, &cluster_id, spec.metrics.granularity, &spec.config);
     let config_hash = short_hash(&[server_properties.as_bytes(), b"\n", spec.image.as_bytes()]);
     let owner = cluster.controller_owner_ref(&()).ok_or_else(|| Invalid("the Cluster has no uid yet".into()))?;
     Ok(Model {

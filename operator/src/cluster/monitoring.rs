@@ -18,11 +18,17 @@ const ALERTS_YAML: &str = include_str!("../../../dashboards/alerts.yaml");
 const DASHBOARDS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/dashboards.rs"));
 
 pub fn service_monitor_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"), "servicemonitors")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
+        "servicemonitors",
+    )
 }
 
 pub fn prometheus_rule_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PrometheusRule"), "prometheusrules")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PrometheusRule"),
+        "prometheusrules",
+    )
 }
 
 /// Our labels plus the user's `spec.metrics.labels` (e.g. the `release` a Prometheus
@@ -33,7 +39,13 @@ fn labels(m: &Model) -> BTreeMap<String, String> {
     l
 }
 
-fn dynamic(ar: &ApiResource, m: &Model, name: &str, labels: BTreeMap<String, String>, spec: serde_json::Value) -> DynamicObject {
+fn dynamic(
+    ar: &ApiResource,
+    m: &Model,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    spec: serde_json::Value,
+) -> DynamicObject {
     let mut o = DynamicObject::new(name, ar).within(&m.namespace);
     o.metadata.labels = Some(labels);
     o.metadata.owner_references = Some(vec![m.owner.clone()]);
@@ -102,7 +114,8 @@ mod tests {
     use crate::cluster::model::{test_cluster, validate};
 
     fn model(metrics: serde_json::Value) -> Model {
-        validate(&test_cluster(json!({"image": "i", "replicas": 1, "storage": {"size": "1Gi"}, "metrics": metrics}))).unwrap()
+        validate(&test_cluster(json!({"image": "i", "replicas": 1, "storage": {"size": "1Gi"}, "metrics": metrics})))
+            .unwrap()
     }
 
     #[test]

@@ -90,7 +90,10 @@ pub fn classify(code: u16, body: &str) -> Safety {
         .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
         .unwrap_or_default();
     let note = (!stuck.is_empty()).then(|| {
-        format!("partitions whose replication factor is not above min ISR go offline during the restart: {}", stuck.join(", "))
+        format!(
+            "partitions whose replication factor is not above min ISR go offline during the restart: {}",
+            stuck.join(", ")
+        )
     });
     Safety::Safe { note }
 }
@@ -134,13 +137,17 @@ mod tests {
     #[test]
     fn never_while_a_pod_is_not_ready_missing_or_terminating() {
         let pods = vec![pod(0, "old", true), pod(1, "new", false)];
-        assert!(matches!(next_pod_to_restart(&pods, 2, "new", 1, safe), Decision::Wait(m) if m.contains("events-1 is not Ready")));
+        assert!(
+            matches!(next_pod_to_restart(&pods, 2, "new", 1, safe), Decision::Wait(m) if m.contains("events-1 is not Ready"))
+        );
         let pods = vec![pod(0, "old", true)];
         assert!(matches!(next_pod_to_restart(&pods, 2, "new", 1, safe), Decision::Wait(_)));
         let mut t = pod(1, "old", true);
         t.terminating = true;
         let pods = vec![pod(0, "old", true), t];
-        assert!(matches!(next_pod_to_restart(&pods, 2, "new", 1, safe), Decision::Wait(m) if m.contains("terminating")));
+        assert!(
+            matches!(next_pod_to_restart(&pods, 2, "new", 1, safe), Decision::Wait(m) if m.contains("terminating"))
+        );
     }
 
     #[test]

@@ -16,14 +16,22 @@ pub enum Scale {
 /// `current`: the StatefulSet's replicas (None before it exists). `partitions`: for each
 /// ordinal that scaling down would remove, the partitions its broker hosts or is assigned,
 /// or why that could not be learned.
-pub fn decide(desired: i32, current: Option<i32>, voters: i32, partitions: &BTreeMap<i32, Result<u64, String>>) -> Scale {
+pub fn decide(
+    desired: i32,
+    current: Option<i32>,
+    voters: i32,
+    partitions: &BTreeMap<i32, Result<u64, String>>,
+) -> Scale {
     let Some(current) = current.filter(|c| *c > desired) else {
         return Scale::To(desired);
     };
     if desired < voters {
         return Scale::Blocked {
             keep: current,
-            message: format!("cannot scale to {desired}: the {voters} metadata-quorum voters (pods 0..{}) stay", voters - 1),
+            message: format!(
+                "cannot scale to {desired}: the {voters} metadata-quorum voters (pods 0..{}) stay",
+                voters - 1
+            ),
         };
     }
     let mut busy = Vec::new();
@@ -66,7 +74,9 @@ mod tests {
         assert_eq!(decide(3, Some(5), 3, &empty), Scale::To(3));
         let busy = BTreeMap::from([(3, Ok(0)), (4, Ok(7))]);
         match decide(3, Some(5), 3, &busy) {
-            Scale::Blocked { keep: 5, message } => assert!(message.contains("broker 4 hosts 7 partitions"), "{message}"),
+            Scale::Blocked { keep: 5, message } => {
+                assert!(message.contains("broker 4 hosts 7 partitions"), "{message}")
+            }
             s => panic!("{s:?}"),
         }
         let unknown = BTreeMap::from([(3, Err("connection refused".to_string()))]);
@@ -76,6 +86,8 @@ mod tests {
     #[test]
     fn never_below_the_voters() {
         let empty = BTreeMap::from([(0, Ok(0)), (1, Ok(0)), (2, Ok(0))]);
-        assert!(matches!(decide(1, Some(3), 3, &empty), Scale::Blocked { keep: 3, message } if message.contains("voters")));
+        assert!(
+            matches!(decide(1, Some(3), 3, &empty), Scale::Blocked { keep: 3, message } if message.contains("voters"))
+        );
     }
 }

@@ -71,16 +71,26 @@ pub fn compute(old: Option<&ClusterStatus>, f: &Facts, now: &Time) -> ClusterSta
     let ready = if ready_current >= f.sts_replicas && f.sts_replicas == f.replicas {
         cond(READY, true, "Running", format!("{ready_brokers} brokers ready"), g)
     } else {
-        cond(READY, false, "BrokersNotReady", format!("{ready_current} of {} brokers ready on the current revision", f.replicas), g)
+        cond(
+            READY,
+            false,
+            "BrokersNotReady",
+            format!("{ready_current} of {} brokers ready on the current revision", f.replicas),
+            g,
+        )
     };
 
     let progressing = match &f.roll {
-        Some(Decision::Restart { pod, .. }) => cond(PROGRESSING, true, "RollingRestart", format!("restarting {}", pod.name), g),
+        Some(Decision::Restart { pod, .. }) => {
+            cond(PROGRESSING, true, "RollingRestart", format!("restarting {}", pod.name), g)
+        }
         Some(Decision::Wait(why)) => cond(PROGRESSING, true, "RollingRestart", why.clone(), g),
         Some(Decision::Blocked { pod, reason }) => {
             cond(PROGRESSING, true, "RollBlocked", format!("{pod} cannot restart yet; /restart-safe: {reason}"), g)
         }
-        _ if f.waiting.is_some() => cond(PROGRESSING, true, "WaitingForLoadBalancer", f.waiting.clone().unwrap_or_default(), g),
+        _ if f.waiting.is_some() => {
+            cond(PROGRESSING, true, "WaitingForLoadBalancer", f.waiting.clone().unwrap_or_default(), g)
+        }
         _ if f.scale_blocked.is_none() && (f.sts_replicas != f.replicas || f.pods.len() as i32 != f.sts_replicas) => {
             cond(PROGRESSING, true, "Scaling", format!("{} of {} broker pods exist", f.pods.len(), f.replicas), g)
         }
@@ -93,7 +103,13 @@ pub fn compute(old: Option<&ClusterStatus>, f: &Facts, now: &Time) -> ClusterSta
     } else if health.offline > 0 {
         cond(DEGRADED, true, "OfflinePartitions", format!("{} partitions have no leader", health.offline), g)
     } else if health.under_replicated > 0 {
-        cond(DEGRADED, true, "UnderReplicatedPartitions", format!("{} partitions have a short ISR", health.under_replicated), g)
+        cond(
+            DEGRADED,
+            true,
+            "UnderReplicatedPartitions",
+            format!("{} partitions have a short ISR", health.under_replicated),
+            g,
+        )
     } else if ready_brokers < f.pods.len() as i32 || (f.pods.len() as i32) < f.sts_replicas {
         cond(DEGRADED, true, "BrokersNotReady", format!("{ready_brokers} of {} brokers ready", f.sts_replicas), g)
     } else {
@@ -132,7 +148,8 @@ pub fn invalid(old: Option<&ClusterStatus>, generation: Option<i64>, message: &s
 /// Reconciliation is paused by annotation: say so, change nothing else.
 pub fn paused(old: Option<&ClusterStatus>, generation: Option<i64>, now: &Time) -> ClusterStatus {
     let mut s = old.cloned().unwrap_or_default();
-    let c = cond(PROGRESSING, false, "Paused", "reconciliation is paused (annotation fjord.dev/paused=true)", generation);
+    let c =
+        cond(PROGRESSING, false, "Paused", "reconciliation is paused (annotation fjord.dev/paused=true)", generation);
     s.conditions = merge_conditions(&s.conditions, vec![c], now);
     s
 }
@@ -142,11 +159,27 @@ mod tests {
     use super::*;
 
     fn pods(n: i32, rev: &str) -> Vec<PodInfo> {
-        (0..n).map(|i| PodInfo { ordinal: i, name: format!("e-{i}"), ready: true, revision: Some(rev.into()), ..Default::default() }).collect()
+        (0..n)
+            .map(|i| PodInfo {
+                ordinal: i,
+                name: format!("e-{i}"),
+                ready: true,
+                revision: Some(rev.into()),
+                ..Default::default()
+            })
+            .collect()
     }
 
     fn facts() -> Facts {
-        Facts { generation: Some(2), replicas: 3, sts_replicas: 3, pods: pods(3, "r1"), update_revision: Some("r1".into()), health: Some(Health::default()), ..Default::default() }
+        Facts {
+            generation: Some(2),
+            replicas: 3,
+            sts_replicas: 3,
+            pods: pods(3, "r1"),
+            update_revision: Some("r1".into()),
+            health: Some(Health::default()),
+            ..Default::default()
+        }
     }
 
     fn get<'a>(s: &'a ClusterStatus, t: &str) -> &'a Condition {
@@ -164,7 +197,10 @@ mod tests {
         let why = "waiting for a load balancer address on Service events-2-external";
         let f = Facts { sts_replicas: 2, pods: pods(2, "r1"), waiting: Some(why.into()), ..facts() };
         let s = compute(None, &f, &t(1));
-        assert_eq!((get(&s, PROGRESSING).status.as_str(), get(&s, PROGRESSING).reason.as_str()), ("True", "WaitingForLoadBalancer"));
+        assert_eq!(
+            (get(&s, PROGRESSING).status.as_str(), get(&s, PROGRESSING).reason.as_str()),
+            ("True", "WaitingForLoadBalancer")
+        );
         assert_eq!(get(&s, PROGRESSING).message, why);
         assert_eq!(get(&s, READY).status, "False");
     }

@@ -172,7 +172,13 @@ impl AdminClient {
     }
 
     /// Send to broker `node` at `addr` (resolved) on its own connection.
-    async fn call_node<R: Request>(&self, node: i32, addr: String, req: R, cap: i16) -> Result<R::Response, AdminError> {
+    async fn call_node<R: Request>(
+        &self,
+        node: i32,
+        addr: String,
+        req: R,
+        cap: i16,
+    ) -> Result<R::Response, AdminError> {
         let slot = {
             let mut nodes = self.nodes.lock().unwrap();
             let entry = nodes.entry(node).or_insert_with(|| (addr.clone(), Arc::new(AsyncMutex::new(None))));
@@ -201,14 +207,22 @@ impl AdminClient {
 
     /// Brokers, controller and the named topics (all topics when `None`).
     pub async fn metadata(&self, topics: Option<&[String]>) -> Result<ClusterMetadata, AdminError> {
-        let wanted = topics.map(|ts| ts.iter().map(|t| metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s(t))))).collect());
+        let wanted = topics.map(|ts| {
+            ts.iter()
+                .map(|t| metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s(t)))))
+                .collect()
+        });
         let req = MetadataRequest::default().with_topics(wanted).with_allow_auto_topic_creation(false);
         let resp = self.call(req, 12, true).await?;
         AdminError::check(resp.error_code, None)?;
         let mut out = ClusterMetadata {
             cluster_id: resp.cluster_id.map(|c| c.to_string()),
             controller_id: resp.controller_id.0,
-            brokers: resp.brokers.into_iter().map(|b| BrokerInfo { id: b.node_id.0, host: b.host.to_string(), port: b.port }).collect(),
+            brokers: resp
+                .brokers
+                .into_iter()
+                .map(|b| BrokerInfo { id: b.node_id.0, host: b.host.to_string(), port: b.port })
+                .collect(),
             topics: Vec::new(),
         };
         for t in resp.topics {
@@ -248,7 +262,10 @@ impl AdminClient {
     }
 
     /// Create topics in one request; per topic its id (may be empty) or error.
-    pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<Vec<(String, Result<String, AdminError>)>, AdminError> {
+    pub async fn create_topics(
+        &self,
+        topics: &[NewTopic],
+    ) -> Result<Vec<(String, Result<String, AdminError>)>, AdminError> {
         let creatable = topics
             .iter()
             .map(|t| {
@@ -256,18 +273,33 @@ impl AdminClient {
                     .with_name(TopicName(s(&t.name)))
                     .with_num_partitions(t.partitions)
                     .with_replication_factor(t.replication_factor)
-                    .with_configs(t.configs.iter().map(|(k, v)| create_topics_request::CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v)))).collect())
+                    .with_configs(
+                        t.configs
+                            .iter()
+                            .map(|(k, v)| {
+                                create_topics_request::CreatableTopicConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    )
             })
             .collect();
-        let req = CreateTopicsRequest::default().with_topics(creatable).with_timeout_ms(self.timeout.as_millis() as i32);
+        let req =
+            CreateTopicsRequest::default().with_topics(creatable).with_timeout_ms(self.timeout.as_millis() as i32);
         self.wrote("CreateTopics");
         let resp = self.call(req, 7, false).await?;
         Ok(resp
             .topics
             .into_iter()
             .map(|t| {
-                let r = AdminError::check(t.error_code, t.error_message.as_ref())
-                    .map(|_| if t.topic_id.is_nil() { String::new() } else { topic_id_string(t.topic_id.as_bytes()) });
+                let r = AdminError::check(t.error_code, t.error_message.as_ref()).map(|_| {
+                    if t.topic_id.is_nil() {
+                        String::new()
+                    } else {
+                        topic_id_string(t.topic_id.as_bytes())
+                    }
+                });
                 (t.name.to_string(), r)
             })
             .collect())
@@ -287,9 +319,14 @@ impl AdminClient {
     }
 
     pub async fn create_partitions(&self, name: &str, total: i32) -> Result<(), AdminError> {
-        let topic = create_partitions_request::CreatePartitionsTopic::default().with_name(TopicName(s(name))).with_count(total).with_assignments(None);
+        let topic = create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(TopicName(s(name)))
+            .with_count(total)
+            .with_assignments(None);
         // (the codec's default is an empty assignment list, which asks for no replicas)
-        let req = CreatePartitionsRequest::default().with_topics(vec![topic]).with_timeout_ms(self.timeout.as_millis() as i32);
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(self.timeout.as_millis() as i32);
         self.wrote("CreatePartitions");
         let resp = self.call(req, 3, false).await?;
         let r = resp.results.first().ok_or_else(|| AdminError::Protocol("empty CreatePartitions response".into()))?;
@@ -298,7 +335,9 @@ impl AdminClient {
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
         // Version 5 at most: 6 replaced topic_names with (name, id) pairs.
-        let req = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s(name))]).with_timeout_ms(self.timeout.as_millis() as i32);
+        let req = DeleteTopicsRequest::default()
+            .with_topic_names(vec![TopicName(s(name))])
+            .with_timeout_ms(self.timeout.as_millis() as i32);
         self.wrote("DeleteTopics");
         let resp = self.call(req, 5, false).await?;
         let r = resp.responses.first().ok_or_else(|| AdminError::Protocol("empty DeleteTopics response".into()))?;
@@ -306,22 +345,52 @@ impl AdminClient {
     }
 
     pub async fn describe_topic_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, AdminError> {
-        let res = describe_configs_request::DescribeConfigsResource::default().with_resource_type(TOPIC_RESOURCE).with_resource_name(s(name)).with_configuration_keys(None);
+        let res = describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(s(name))
+            .with_configuration_keys(None);
         let resp = self.call(DescribeConfigsRequest::default().with_resources(vec![res]), 4, true).await?;
-        let r = resp.results.into_iter().next().ok_or_else(|| AdminError::Protocol("empty DescribeConfigs response".into()))?;
+        let r = resp
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| AdminError::Protocol("empty DescribeConfigs response".into()))?;
         AdminError::check(r.error_code, r.error_message.as_ref())?;
-        Ok(r.configs.into_iter().map(|c| ConfigEntry { name: c.name.to_string(), value: c.value.map(|v| v.to_string()), source: c.config_source }).collect())
+        Ok(r.configs
+            .into_iter()
+            .map(|c| ConfigEntry {
+                name: c.name.to_string(),
+                value: c.value.map(|v| v.to_string()),
+                source: c.config_source,
+            })
+            .collect())
     }
 
     /// Set and delete topic overrides in one IncrementalAlterConfigs.
-    pub async fn incremental_alter_topic_configs(&self, name: &str, set: &BTreeMap<String, String>, delete: &[String]) -> Result<(), AdminError> {
+    pub async fn incremental_alter_topic_configs(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<(), AdminError> {
         use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-        let mut configs: Vec<AlterableConfig> = set.iter().map(|(k, v)| AlterableConfig::default().with_name(s(k)).with_config_operation(0).with_value(Some(s(v)))).collect();
-        configs.extend(delete.iter().map(|k| AlterableConfig::default().with_name(s(k)).with_config_operation(1).with_value(None)));
-        let res = AlterConfigsResource::default().with_resource_type(TOPIC_RESOURCE).with_resource_name(s(name)).with_configs(configs);
+        let mut configs: Vec<AlterableConfig> = set
+            .iter()
+            .map(|(k, v)| AlterableConfig::default().with_name(s(k)).with_config_operation(0).with_value(Some(s(v))))
+            .collect();
+        configs.extend(
+            delete.iter().map(|k| AlterableConfig::default().with_name(s(k)).with_config_operation(1).with_value(None)),
+        );
+        let res = AlterConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(s(name))
+            .with_configs(configs);
         self.wrote("IncrementalAlterConfigs");
         let resp = self.call(IncrementalAlterConfigsRequest::default().with_resources(vec![res]), 1, false).await?;
-        let r = resp.responses.first().ok_or_else(|| AdminError::Protocol("empty IncrementalAlterConfigs response".into()))?;
+        let r = resp
+            .responses
+            .first()
+            .ok_or_else(|| AdminError::Protocol("empty IncrementalAlterConfigs response".into()))?;
         AdminError::check(r.error_code, r.error_message.as_ref())
     }
 
@@ -366,12 +435,22 @@ impl AdminClient {
 
     /// Latest (high watermark) offset of each partition, asked of each leader.
     /// `partitions` are (index, leader id) as Metadata returned them.
-    pub async fn list_offsets_latest(&self, topic: &str, partitions: &[(i32, i32)]) -> Result<HashMap<i32, i64>, AdminError> {
+    pub async fn list_offsets_latest(
+        &self,
+        topic: &str,
+        partitions: &[(i32, i32)],
+    ) -> Result<HashMap<i32, i64>, AdminError> {
         let mut out = HashMap::new();
         for (leader, parts) in by_leader(partitions) {
             let addr = self.leader_addr(leader).await?;
-            let ps = parts.iter().map(|p| list_offsets_request::ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(-1)).collect();
-            let t = list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(s(topic))).with_partitions(ps);
+            let ps = parts
+                .iter()
+                .map(|p| {
+                    list_offsets_request::ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(-1)
+                })
+                .collect();
+            let t =
+                list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(s(topic))).with_partitions(ps);
             let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![t]);
             let resp = self.call_node(leader, addr, req, 7).await?;
             for p in resp.topics.into_iter().flat_map(|t| t.partitions) {
@@ -456,7 +535,11 @@ async fn create_batcher(client: Weak<AdminClient>, mut rx: mpsc::UnboundedReceiv
         let results = client.create_topics(&topics).await;
         for (t, done) in jobs {
             let r = match &results {
-                Ok(rs) => rs.iter().find(|(n, _)| *n == t.name).map(|(_, r)| r.clone()).unwrap_or_else(|| Err(AdminError::Protocol(format!("no result for topic {}", t.name)))),
+                Ok(rs) => rs
+                    .iter()
+                    .find(|(n, _)| *n == t.name)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| Err(AdminError::Protocol(format!("no result for topic {}", t.name)))),
                 Err(e) => Err(e.clone()),
             };
             let _ = done.send(r);
@@ -477,7 +560,10 @@ mod tests {
     #[test]
     fn pod_dns_names_resolve_to_pod_ips() {
         let c = AdminClient::new(Duration::from_secs(1), Arc::new(|_| {}));
-        c.set_endpoints(Endpoints { bootstrap: vec![], pod_ips: [("events-0".to_string(), "10.0.0.5".to_string())].into() });
+        c.set_endpoints(Endpoints {
+            bootstrap: vec![],
+            pod_ips: [("events-0".to_string(), "10.0.0.5".to_string())].into(),
+        });
         assert_eq!(c.resolve("events-0.events-brokers.ns.svc", 9092), "10.0.0.5:9092");
         assert_eq!(c.resolve("10.0.0.9", 9092), "10.0.0.9:9092");
     }
@@ -494,7 +580,10 @@ mod tests {
         let _ = c.delete_topic(&name).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let configs: BTreeMap<String, String> = [("retention.ms".to_string(), "1000".to_string())].into();
-        let id = c.create_topic(NewTopic { name: name.clone(), partitions: 2, replication_factor: 1, configs }).await.unwrap();
+        let id = c
+            .create_topic(NewTopic { name: name.clone(), partitions: 2, replication_factor: 1, configs })
+            .await
+            .unwrap();
         let md = c.metadata(Some(std::slice::from_ref(&name))).await.unwrap();
         assert_eq!(md.topics[0].partitions.len(), 2);
         assert_eq!(md.topics[0].id, id);
@@ -502,7 +591,8 @@ mod tests {
         let set: BTreeMap<String, String> = [("segment.ms".to_string(), "60000".to_string())].into();
         c.incremental_alter_topic_configs(&name, &set, &["retention.ms".to_string()]).await.unwrap();
         let cfg = c.describe_topic_configs(&name).await.unwrap();
-        let dynamic: Vec<_> = cfg.iter().filter(|e| e.source == super::super::SOURCE_DYNAMIC_TOPIC).map(|e| e.name.as_str()).collect();
+        let dynamic: Vec<_> =
+            cfg.iter().filter(|e| e.source == super::super::SOURCE_DYNAMIC_TOPIC).map(|e| e.name.as_str()).collect();
         assert_eq!(dynamic, vec!["segment.ms"]);
         let md = c.metadata(Some(std::slice::from_ref(&name))).await.unwrap();
         let parts: Vec<(i32, i32)> = md.topics[0].partitions.iter().map(|p| (p.index, p.leader)).collect();
@@ -510,7 +600,15 @@ mod tests {
         c.partition_sizes().await.unwrap();
         c.all_group_offsets().await.unwrap();
         c.describe_cluster().await.unwrap();
-        let dup = c.create_topic(NewTopic { name: name.clone(), partitions: 1, replication_factor: 1, configs: BTreeMap::new() }).await.unwrap_err();
+        let dup = c
+            .create_topic(NewTopic {
+                name: name.clone(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+            })
+            .await
+            .unwrap_err();
         assert!(dup.is(ResponseError::TopicAlreadyExists), "{dup}");
         c.delete_topic(&name).await.unwrap();
     }

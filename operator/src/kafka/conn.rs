@@ -81,13 +81,19 @@ impl Conn {
 
     /// The version to use for `R`, at most `cap`.
     pub fn version<R: Request>(&self, cap: i16) -> Result<i16, AdminError> {
-        negotiate(R::VERSIONS, cap, self.versions.get(&R::KEY).copied())
-            .ok_or_else(|| AdminError::Protocol(format!("broker {} supports no usable version of API {}", self.addr, R::KEY)))
+        negotiate(R::VERSIONS, cap, self.versions.get(&R::KEY).copied()).ok_or_else(|| {
+            AdminError::Protocol(format!("broker {} supports no usable version of API {}", self.addr, R::KEY))
+        })
     }
 
     /// Send `req` and wait for its answer. The caller holds the connection exclusively, so
     /// responses arrive in order; any error leaves the stream unusable (drop it).
-    pub async fn exchange<R: Request>(&mut self, req: &R, version: i16, timeout: Duration) -> Result<R::Response, AdminError> {
+    pub async fn exchange<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, AdminError> {
         self.correlation = self.correlation.wrapping_add(1);
         let correlation = self.correlation;
         let frame = encode_request(req, version, correlation)?;
@@ -144,7 +150,8 @@ mod tests {
 
     #[test]
     fn response_round_trip_and_correlation_check() {
-        let resp = ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default().with_api_key(3).with_min_version(0).with_max_version(12)]);
+        let resp = ApiVersionsResponse::default()
+            .with_api_keys(vec![ApiVersion::default().with_api_key(3).with_min_version(0).with_max_version(12)]);
         let bytes = response_bytes(&resp, 0, 0, 7);
         let back = decode_response::<ApiVersionsRequest>(bytes.clone(), 0, 7).unwrap();
         assert_eq!(back.api_keys[0].max_version, 12);

@@ -42,10 +42,18 @@ impl ConfigChange {
 }
 
 pub fn config_diff(desired: &BTreeMap<String, String>, current: &[ConfigEntry]) -> ConfigChange {
-    let overrides: HashMap<&str, Option<&str>> =
-        current.iter().filter(|c| c.source == SOURCE_DYNAMIC_TOPIC).map(|c| (c.name.as_str(), c.value.as_deref())).collect();
-    let set = desired.iter().filter(|(k, v)| overrides.get(k.as_str()) != Some(&Some(v.as_str()))).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut delete: Vec<String> = overrides.keys().filter(|k| !desired.contains_key(**k)).map(|k| k.to_string()).collect();
+    let overrides: HashMap<&str, Option<&str>> = current
+        .iter()
+        .filter(|c| c.source == SOURCE_DYNAMIC_TOPIC)
+        .map(|c| (c.name.as_str(), c.value.as_deref()))
+        .collect();
+    let set = desired
+        .iter()
+        .filter(|(k, v)| overrides.get(k.as_str()) != Some(&Some(v.as_str())))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut delete: Vec<String> =
+        overrides.keys().filter(|k| !desired.contains_key(**k)).map(|k| k.to_string()).collect();
     delete.sort();
     ConfigChange { set, delete }
 }
@@ -56,7 +64,9 @@ pub enum PartitionPlan {
     /// CreatePartitions up to this total.
     Grow(i32),
     /// Kafka has more than the spec asks; partitions cannot be removed.
-    TooMany { actual: i32 },
+    TooMany {
+        actual: i32,
+    },
 }
 
 pub fn partition_plan(spec: i32, actual: i32) -> PartitionPlan {
@@ -103,7 +113,13 @@ pub fn group_lags(
 }
 
 /// The Ready condition, keeping the old transition time while its status holds.
-pub fn ready_condition(old: Option<&TopicStatus>, ready: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+pub fn ready_condition(
+    old: Option<&TopicStatus>,
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
     let status = if ready { "True" } else { "False" };
     let previous = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == fjord_crds::condition::READY));
     let last_transition_time = match previous {
@@ -127,7 +143,9 @@ pub fn status_patch(old: Option<&TopicStatus>, new: &TopicStatus) -> Option<serd
         return None;
     }
     let mut status = serde_json::to_value(new).expect("status serializes");
-    if let (Some(old), serde_json::Value::Object(map)) = (old.map(|o| serde_json::to_value(o).expect("status serializes")), &mut status) {
+    if let (Some(old), serde_json::Value::Object(map)) =
+        (old.map(|o| serde_json::to_value(o).expect("status serializes")), &mut status)
+    {
         for key in old.as_object().into_iter().flat_map(|o| o.keys()) {
             map.entry(key.clone()).or_insert(serde_json::Value::Null);
         }
@@ -149,7 +167,10 @@ pub fn ready_endpoints<'a>(pods: impl IntoIterator<Item = &'a Pod>, port: i32) -
         })
         .collect();
     ready.sort();
-    Endpoints { bootstrap: ready.iter().map(|(_, ip)| format!("{ip}:{port}")).collect(), pod_ips: ready.into_iter().collect() }
+    Endpoints {
+        bootstrap: ready.iter().map(|(_, ip)| format!("{ip}:{port}")).collect(),
+        pod_ips: ready.into_iter().collect(),
+    }
 }
 
 #[cfg(test)]
@@ -193,18 +214,22 @@ mod tests {
 
     #[test]
     fn config_diff_sets_differences_and_deletes_foreign_overrides() {
-        let desired: BTreeMap<String, String> = [("retention.ms", "1000"), ("cleanup.policy", "delete"), ("segment.ms", "5")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+        let desired: BTreeMap<String, String> =
+            [("retention.ms", "1000"), ("cleanup.policy", "delete"), ("segment.ms", "5")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
         let current = vec![
-            entry("retention.ms", "2000", 1),      // changed outside: set back
-            entry("cleanup.policy", "delete", 5),  // default with the same value: pin it
-            entry("segment.ms", "5", 1),           // already right
-            entry("max.message.bytes", "10", 1),   // override not in spec: delete
-            entry("flush.ms", "7", 4),             // broker default: not ours
+            entry("retention.ms", "2000", 1),     // changed outside: set back
+            entry("cleanup.policy", "delete", 5), // default with the same value: pin it
+            entry("segment.ms", "5", 1),          // already right
+            entry("max.message.bytes", "10", 1),  // override not in spec: delete
+            entry("flush.ms", "7", 4),            // broker default: not ours
         ];
         let change = config_diff(&desired, &current);
         assert_eq!(change.set.keys().collect::<Vec<_>>(), vec!["cleanup.policy", "retention.ms"]);
         assert_eq!(change.delete, vec!["max.message.bytes"]);
-        let settled = vec![entry("retention.ms", "1000", 1), entry("cleanup.policy", "delete", 1), entry("segment.ms", "5", 1)];
+        let settled =
+            vec![entry("retention.ms", "1000", 1), entry("cleanup.policy", "delete", 1), entry("segment.ms", "5", 1)];
         assert!(config_diff(&desired, &settled).is_empty());
     }
 
@@ -217,8 +242,18 @@ mod tests {
 
     #[test]
     fn replication_and_under_replication() {
-        let p = |i, r: &[i32], isr: &[i32]| PartitionInfo { index: i, leader: r[0], replicas: r.to_vec(), isr: isr.to_vec(), offline: vec![] };
-        let t = TopicInfo { name: "t".into(), id: String::new(), partitions: vec![p(0, &[1, 2, 3], &[1, 2, 3]), p(1, &[2, 3, 1], &[2])] };
+        let p = |i, r: &[i32], isr: &[i32]| PartitionInfo {
+            index: i,
+            leader: r[0],
+            replicas: r.to_vec(),
+            isr: isr.to_vec(),
+            offline: vec![],
+        };
+        let t = TopicInfo {
+            name: "t".into(),
+            id: String::new(),
+            partitions: vec![p(0, &[1, 2, 3], &[1, 2, 3]), p(1, &[2, 3, 1], &[2])],
+        };
         assert_eq!(replication_factor(&t), 3);
         assert_eq!(under_replicated(&t), 1);
     }

@@ -65,7 +65,10 @@ pub(crate) struct Ctx {
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -105,7 +108,8 @@ where
 /// Run the Topic controller until the process stops.
 pub async fn run(client: Client, metrics: Arc<Metrics>, opts: Options) {
     let clusters = store(api::<Cluster>(&client, &opts.namespace), watcher::Config::default());
-    let pods = store(api::<Pod>(&client, &opts.namespace), watcher::Config::default().labels("app.kubernetes.io/name=fjord"));
+    let pods =
+        store(api::<Pod>(&client, &opts.namespace), watcher::Config::default().labels("app.kubernetes.io/name=fjord"));
     let _ = clusters.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
 
@@ -153,7 +157,9 @@ async fn count_resources(store: Store<Topic>, metrics: Arc<Metrics>, every: Dura
         let topics = store.state();
         metrics.set_resources(
             "Topic",
-            topics.iter().map(|t| (t.spec.cluster.as_str(), crate::metrics::readiness(t.status.as_ref().map_or(&[], |s| &s.conditions)))),
+            topics.iter().map(|t| {
+                (t.spec.cluster.as_str(), crate::metrics::readiness(t.status.as_ref().map_or(&[], |s| &s.conditions)))
+            }),
         );
     }
 }

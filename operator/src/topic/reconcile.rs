@@ -86,7 +86,9 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, Error
         }
         Err(e) => {
             let e = match e {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e
+                }
                 other => Error::Finalizer(other.to_string()),
             };
             ctx.metrics.reconciled(CONTROLLER, "error", Some(&e.reason()), took);
@@ -111,7 +113,8 @@ fn connect(t: &Topic, ctx: &Ctx) -> Result<Arc<AdminClient>, String> {
     };
     let pods = ctx.pods.state();
     let mine = pods.iter().map(|p| p.as_ref()).filter(|p| {
-        p.metadata.namespace.as_deref() == Some(ns.as_str()) && p.labels().get("app.kubernetes.io/instance") == Some(name)
+        p.metadata.namespace.as_deref() == Some(ns.as_str())
+            && p.labels().get("app.kubernetes.io/instance") == Some(name)
     });
     let endpoints = logic::ready_endpoints(mine, cluster.spec.listeners.internal.port);
     if endpoints.bootstrap.is_empty() {
@@ -159,7 +162,13 @@ async fn apply(t: &Topic, ctx: &Ctx) -> Result<(Action, Outcome), Error> {
 type Verdict = Result<(&'static str, String), (&'static str, String)>;
 
 /// Make Kafka match the spec, filling `st` with what Kafka has.
-async fn converge(t: &Topic, ctx: &Ctx, client: &Arc<AdminClient>, name: &str, st: &mut TopicStatus) -> Result<Verdict, AdminError> {
+async fn converge(
+    t: &Topic,
+    ctx: &Ctx,
+    client: &Arc<AdminClient>,
+    name: &str,
+    st: &mut TopicStatus,
+) -> Result<Verdict, AdminError> {
     let spec = &t.spec;
     let names = [name.to_string()];
     let md = client.metadata(Some(&names)).await?;
@@ -173,7 +182,12 @@ async fn converge(t: &Topic, ctx: &Ctx, client: &Arc<AdminClient>, name: &str, s
         if settled {
             drift(t, ctx, name, "the topic was deleted outside the operator: re-created").await;
         }
-        let new = NewTopic { name: name.to_string(), partitions: spec.partitions, replication_factor: spec.replication_factor as i16, configs: spec.config.clone() };
+        let new = NewTopic {
+            name: name.to_string(),
+            partitions: spec.partitions,
+            replication_factor: spec.replication_factor as i16,
+            configs: spec.config.clone(),
+        };
         let id = client.create_topic(new).await?;
         ctx.created.lock().unwrap().insert(key);
         tracing::info!(topic = name, namespace = ?t.namespace(), "created Kafka topic");
@@ -239,7 +253,8 @@ async fn converge(t: &Topic, ctx: &Ctx, client: &Arc<AdminClient>, name: &str, s
     } else {
         // Nothing to do: keep the last Ready=True reason (Created, Updated) so that an
         // idle reconcile writes nothing.
-        let prev = t.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == fjord_crds::condition::READY));
+        let prev =
+            t.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == fjord_crds::condition::READY));
         match prev {
             Some(c) if c.status == "True" && c.observed_generation == t.metadata.generation => {
                 let reason = match c.reason.as_str() {
@@ -270,7 +285,9 @@ async fn finish(t: &Topic, ctx: &Ctx, mut st: TopicStatus, verdict: Verdict) -> 
         api.patch_status(&t.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     Ok(match (ready, reason) {
-        (true, _) | (false, "TopicExistsNotManaged" | "InvalidSpec") => (ctx.requeue(), if ready { ("ok", None) } else { ("requeue", Some(reason.to_string())) }),
+        (true, _) | (false, "TopicExistsNotManaged" | "InvalidSpec") => {
+            (ctx.requeue(), if ready { ("ok", None) } else { ("requeue", Some(reason.to_string())) })
+        }
         (false, _) => (ctx.retry(), ("requeue", Some(reason.to_string()))),
     })
 }
@@ -278,7 +295,13 @@ async fn finish(t: &Topic, ctx: &Ctx, mut st: TopicStatus, verdict: Verdict) -> 
 /// Tell the user (an Event) and the log that Kafka had drifted from the spec.
 async fn drift(t: &Topic, ctx: &Ctx, topic: &str, note: &str) {
     tracing::info!(topic, namespace = ?t.namespace(), "{note}");
-    let event = Event { type_: EventType::Normal, reason: "DriftReverted".into(), note: Some(note.to_string()), action: "Reconcile".into(), secondary: None };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "DriftReverted".into(),
+        note: Some(note.to_string()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     ctx.metrics.api_write(CONTROLLER, "Event");
     if let Err(e) = ctx.recorder.publish(&event, &t.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing event failed");

@@ -265,7 +265,24 @@ fn opt_num(props: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>> {
     }
 }
 
+/// Where clients of one listener connect: its advertised host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub host: String,
+    pub port: i32,
+}
+
 impl BrokerConfig {
+    /// Where clients of `listener` should connect: the advertised listener of the same name
+    /// (so an internal and an external listener each hand out their own address), else the
+    /// first one. A wildcard bind address advertises `localhost`.
+    pub fn advertised(&self, listener: &str) -> Advertised {
+        let ls = &self.advertised_listeners;
+        let l = ls.iter().find(|l| l.name == listener).unwrap_or(&ls[0]);
+        let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" { "localhost" } else { &l.host };
+        Advertised { host: host.to_string(), port: l.port as i32 }
+    }
+
     /// Build a config from `key=value` pairs, later pairs overriding earlier ones.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self> {
         let mut props: BTreeMap<String, String> =

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::metadata::{BrokerMeta, Command};
+use crate::metadata::{BrokerMeta, Command, MetadataStore};
 
 /// Messages brokers send the active controller over the quorum transport.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +43,9 @@ pub enum Reply {
 }
 
 pub struct Controller {
+    metadata: Arc<MetadataStore>,
+    /// `cluster.id` from the config, written once by the first active controller.
+    cluster_id: Option<String>,
     session_timeout: Duration,
     heartbeat_interval: Duration,
     last_heartbeat: Mutex<HashMap<i32, Instant>>,
@@ -56,8 +58,10 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(config: &BrokerConfig) -> Self {
+    pub fn new(config: &BrokerConfig, metadata: Arc<MetadataStore>) -> Self {
         Controller {
+            metadata,
+            cluster_id: config.cluster_id.clone(),
             session_timeout: Duration::from_millis(config.session_timeout_ms),
             heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
             last_heartbeat: Mutex::new(HashMap::new()),
@@ -67,27 +71,23 @@ impl Controller {
         }
     }
 
-    pub fn is_active(&self, broker: &Broker) -> bool {
-        broker.metadata.quorum().is_some_and(|q| q.is_leader())
+    pub fn is_active(&self) -> bool {
+        self.metadata.quorum().is_some_and(|q| q.is_leader())
     }
 
-    pub async fn handle(&self, broker: &Arc<Broker>, req: Request) -> Reply {
-        if !self.is_active(broker) {
+    pub async fn handle(&self, req: Request) -> Reply {
+        if !self.is_active() {
             return Reply::NotController;
         }
         match req {
-            Request::Heartbeat(hb) => match self.heartbeat(broker, hb).await {
+            Request::Heartbeat(hb) => match self.heartbeat(hb).await {
                 Ok(r) => r,
                 Err(e) => Reply::Error(format!("{e:?}")),
             },
         }
     }
 
-    async fn heartbeat(
-        &self,
-        broker: &Arc<Broker>,
-        hb: Heartbeat,
-    ) -> Result<Reply, kafka_protocol::error::ResponseError> {
+    async fn heartbeat(&self, hb: Heartbeat) -> Result<Reply, kafka_protocol::error::ResponseError> {
         let id = hb.broker.id;
         self.last_heartbeat.lock().insert(id, Instant::now());
         {
@@ -96,7 +96,7 @@ impl Controller {
                 reports.insert(*r, Instant::now());
             }
         }
-        let md = &broker.metadata;
+        let md = &self.metadata;
         let same =
             |b: &BrokerMeta| b.endpoints == hb.broker.endpoints && b.rack == hb.broker.rack && b.http == hb.broker.http;
         let registered = md.broker(id).filter(|b| b.epoch == hb.epoch && hb.epoch != 0 && same(b));
@@ -106,7 +106,7 @@ impl Controller {
                 md.write(&Command::RegisterBroker { broker: hb.broker.clone() }).await?;
                 let b = md.broker(id).expect("just registered");
                 tracing::info!(broker = id, epoch = b.epoch, "registered broker");
-                return Ok(self.reply(broker, &b, false));
+                return Ok(self.reply(&b, false));
             }
         };
         if hb.want_shutdown {
@@ -115,7 +115,7 @@ impl Controller {
                 tracing::info!(broker = id, "controlled shutdown: leadership moved away");
             }
             let b = md.broker(id).expect("registered");
-            return Ok(self.reply(broker, &b, true));
+            return Ok(self.reply(&b, true));
         }
         // Unfence once it has applied its own registration: it then knows every
         // partition's state as of then, and fetches the rest like any follower.
@@ -124,24 +124,24 @@ impl Controller {
             tracing::info!(broker = id, "unfenced broker");
         }
         let b = md.broker(id).expect("registered");
-        Ok(self.reply(broker, &b, false))
+        Ok(self.reply(&b, false))
     }
 
-    fn reply(&self, broker: &Broker, b: &BrokerMeta, shutdown: bool) -> Reply {
+    fn reply(&self, b: &BrokerMeta, shutdown: bool) -> Reply {
         let led = shutdown
-            && broker.metadata.read(|img| img.topics.values().any(|t| t.assignment.iter().any(|p| p.leader == b.id)));
+            && self.metadata.read(|img| img.topics.values().any(|t| t.assignment.iter().any(|p| p.leader == b.id)));
         Reply::Heartbeat {
             epoch: b.epoch,
             fenced: b.fenced,
             shutdown_ready: shutdown && b.fenced && !led,
-            controller_applied: broker.metadata.applied_index(),
+            controller_applied: self.metadata.applied_index(),
         }
     }
 
     /// Fence brokers whose session expired. Runs every few hundred ms on every node;
     /// does something only on the active controller.
-    pub async fn check_sessions(&self, broker: &Arc<Broker>) {
-        if !self.is_active(broker) {
+    pub async fn check_sessions(&self) {
+        if !self.is_active() {
             *self.active_since.lock() = None;
             *self.last_check.lock() = None;
             return;
@@ -160,7 +160,7 @@ impl Controller {
         }
         let since = *self.active_since.lock().get_or_insert(now);
         let live: Vec<i32> =
-            broker.metadata.read(|img| img.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect());
+            self.metadata.read(|img| img.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect());
         let mut doomed = Vec::new();
         {
             let mut last = self.last_heartbeat.lock();
@@ -179,13 +179,13 @@ impl Controller {
         }
         for (id, silent, refused) in doomed {
             tracing::warn!(broker = id, silent_ms = silent.as_millis() as u64, refused, "fencing broker: no heartbeat");
-            if let Err(e) = broker.metadata.write(&Command::Fence { id }).await {
+            if let Err(e) = self.metadata.write(&Command::Fence { id }).await {
                 tracing::warn!(broker = id, error = ?e, "fencing failed");
             }
         }
-        if broker.metadata.cluster_id().is_empty() {
-            let id = broker.config.cluster_id.clone().unwrap_or_else(crate::metadata::random_cluster_id);
-            let _ = broker.metadata.write(&Command::SetClusterId { id }).await;
+        if self.metadata.cluster_id().is_empty() {
+            let id = self.cluster_id.clone().unwrap_or_else(crate::metadata::random_cluster_id);
+            let _ = self.metadata.write(&Command::SetClusterId { id }).await;
         }
         // Measured from the end, so a slow write above does not look like a pause.
         *self.last_check.lock() = Some(Instant::now());

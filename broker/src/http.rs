@@ -36,7 +36,7 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(b): State<Arc<Broker>>) -> impl IntoResponse {
-    if b.ready.load(Ordering::SeqCst) {
+    if b.state.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
@@ -49,16 +49,16 @@ async fn status(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     let q = b.metadata.quorum().map(|q| q.status());
     let body = serde_json::json!({
         "node_id": b.node_id(),
-        "ready": b.ready.load(Ordering::SeqCst),
-        "caught_up": b.caught_up.load(Ordering::SeqCst),
-        "broker_epoch": b.broker_epoch.load(Ordering::SeqCst),
-        "controller_active": b.controller.is_active(&b),
+        "ready": b.state.ready.load(Ordering::SeqCst),
+        "caught_up": b.state.caught_up.load(Ordering::SeqCst),
+        "broker_epoch": b.state.broker_epoch.load(Ordering::SeqCst),
+        "controller_active": b.controller.is_active(),
         "metadata_applied_index": b.metadata.applied_index(),
         "quorum": q,
         "partitions_hosted": hosted.len(),
         "partitions_assigned": assigned(&b).len(),
         "partitions_led": leaders,
-        "uptime_seconds": b.started.elapsed().as_secs_f64(),
+        "uptime_seconds": b.state.started.elapsed().as_secs_f64(),
     });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
@@ -100,10 +100,10 @@ async fn restart_safe(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             blocking.push(serde_json::json!({"partition": name, "isr": isr, "min_isr": min_isr}));
         }
     }
-    let safe = blocking.is_empty() && b.ready.load(Ordering::SeqCst);
+    let safe = blocking.is_empty() && b.state.ready.load(Ordering::SeqCst);
     let body = serde_json::json!({
         "safe": safe,
-        "ready": b.ready.load(Ordering::SeqCst),
+        "ready": b.state.ready.load(Ordering::SeqCst),
         "would_fall_below_min_isr": blocking,
         "replication_factor_allows_no_restart": unsatisfiable,
     });

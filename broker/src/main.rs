@@ -6,6 +6,7 @@
 mod alloc;
 mod api;
 mod broker;
+mod clock;
 mod config;
 mod connection;
 mod controller;
@@ -14,6 +15,7 @@ mod group;
 mod http;
 mod metadata;
 mod metrics;
+mod node_state;
 mod partition;
 mod producer_state;
 mod quorum;
@@ -22,6 +24,8 @@ mod replication;
 mod server;
 mod storage;
 mod telemetry;
+mod throttle;
+mod topic_admin;
 mod topic_config;
 
 use std::path::PathBuf;

@@ -16,15 +16,27 @@ use crate::storage::log::LogConfig;
 use crate::topic_config;
 
 pub type PartitionRef = Arc<Mutex<Partition>>;
-pub type PartitionKey = (String, i32);
+
+/// A partition by topic name and index (Kafka's TopicPartition).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: i32) -> Self {
+        TopicPartition { topic: topic.to_string(), partition }
+    }
+}
 
 pub struct ReplicaManager {
     data_dir: PathBuf,
     node_id: i32,
-    partitions: RwLock<HashMap<PartitionKey, PartitionRef>>,
+    partitions: RwLock<HashMap<TopicPartition, PartitionRef>>,
     appended: watch::Sender<u64>,
     /// High watermarks from the last checkpoint, used when a partition is opened.
-    checkpoint: Mutex<HashMap<PartitionKey, i64>>,
+    checkpoint: Mutex<HashMap<TopicPartition, i64>>,
     /// One reconcile at a time: two would open the same partition twice.
     pub reconcile_lock: tokio::sync::Mutex<()>,
     /// One checkpoint write at a time: the periodic one and the shutdown one share a
@@ -43,9 +55,9 @@ const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Partitions whose role changed, with the new role.
-    pub transitions: Vec<(PartitionKey, Transition)>,
+    pub transitions: Vec<(TopicPartition, Transition)>,
     /// Partitions no longer hosted here.
-    pub removed: Vec<PartitionKey>,
+    pub removed: Vec<TopicPartition>,
     /// ISR changes of partitions this node led before and after (whoever decided them:
     /// this leader's AlterPartition, or the controller fencing a broker).
     pub isr_shrinks: u64,
@@ -60,7 +72,7 @@ impl ReplicaManager {
                 let mut it = line.rsplitn(3, ' ');
                 if let (Some(hw), Some(p), Some(t)) = (it.next(), it.next(), it.next()) {
                     if let (Ok(hw), Ok(p)) = (hw.parse::<i64>(), p.parse::<i32>()) {
-                        checkpoint.insert((t.to_string(), p), hw);
+                        checkpoint.insert(TopicPartition::new(t, p), hw);
                     }
                 }
             }
@@ -77,7 +89,7 @@ impl ReplicaManager {
     }
 
     pub fn get(&self, topic: &str, index: i32) -> Option<PartitionRef> {
-        self.partitions.read().get(&(topic.to_string(), index)).cloned()
+        self.partitions.read().get(&TopicPartition::new(topic, index)).cloned()
     }
 
     pub fn all(&self) -> Vec<PartitionRef> {
@@ -104,7 +116,7 @@ impl ReplicaManager {
         if !marker.exists() {
             std::fs::write(&marker, format!("version: 0\ntopic_id: {}\n", topic.id))?;
         }
-        let hw = self.checkpoint.lock().get(&(topic.name.clone(), index)).copied();
+        let hw = self.checkpoint.lock().get(&TopicPartition::new(&topic.name, index)).copied();
         let p = Partition::open(&dir, &topic.name, index, topic.id, cfg.clone(), broker.node_id, hw)
             .with_context(|| format!("opening partition {}-{}", topic.name, index))?;
         Ok(Arc::new(Mutex::new(p)))
@@ -115,14 +127,14 @@ impl ReplicaManager {
     /// `remove_strays`, also directories of topics the image does not know).
     pub fn reconcile(&self, broker: &BrokerConfig, image: &ClusterImage, now_ms: i64, remove_strays: bool) -> Changes {
         let mut changes = Changes::default();
-        let mut wanted: HashSet<PartitionKey> = HashSet::new();
+        let mut wanted: HashSet<TopicPartition> = HashSet::new();
         for t in image.topics.values() {
             let mut cfg: Option<LogConfig> = None;
             for (i, meta) in t.assignment.iter().enumerate() {
                 if !meta.replicas.contains(&self.node_id) {
                     continue;
                 }
-                let key = (t.name.clone(), i as i32);
+                let key = TopicPartition::new(&t.name, i as i32);
                 wanted.insert(key.clone());
                 let existing = self.partitions.read().get(&key).cloned();
                 let part = match existing {
@@ -147,11 +159,10 @@ impl ReplicaManager {
                     }
                 };
                 let mut p = part.lock();
-                let throttled = |key| {
-                    t.configs.get(key).is_some_and(|v| crate::replication::throttle::listed(v, i as i32, self.node_id))
-                };
-                p.leader_throttled = throttled(crate::replication::throttle::LEADER_REPLICAS);
-                p.follower_throttled = throttled(crate::replication::throttle::FOLLOWER_REPLICAS);
+                let throttled =
+                    |key| t.configs.get(key).is_some_and(|v| crate::throttle::listed(v, i as i32, self.node_id));
+                p.leader_throttled = throttled(crate::throttle::LEADER_REPLICAS);
+                p.follower_throttled = throttled(crate::throttle::FOLLOWER_REPLICAS);
                 let before = (p.is_leader(), p.leader_epoch, p.isr.len());
                 let tr = p.apply_metadata(meta, now_ms);
                 if before.0 && p.is_leader() && before.1 == p.leader_epoch {
@@ -167,7 +178,8 @@ impl ReplicaManager {
                 }
             }
         }
-        let gone: Vec<PartitionKey> = self.partitions.read().keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        let gone: Vec<TopicPartition> =
+            self.partitions.read().keys().filter(|k| !wanted.contains(*k)).cloned().collect();
         for key in gone {
             if let Some(p) = self.partitions.write().remove(&key) {
                 let dir = p.lock().log.dir().to_path_buf();
@@ -208,14 +220,14 @@ impl ReplicaManager {
     /// leader must not expose records its followers never had.
     pub fn checkpoint_high_watermarks(&self) -> Result<()> {
         let _one = self.checkpoint_write.lock();
-        let mut entries: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+        let mut entries: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for p in self.all() {
             let p = p.lock();
-            entries.insert((p.topic.clone(), p.index), p.high_watermark());
+            entries.insert(TopicPartition::new(&p.topic, p.index), p.high_watermark());
         }
         let mut text = String::new();
-        for ((t, i), hw) in &entries {
-            text.push_str(&format!("{t} {i} {hw}\n"));
+        for (tp, hw) in &entries {
+            text.push_str(&format!("{} {} {hw}\n", tp.topic, tp.partition));
         }
         let path = self.data_dir.join(HW_CHECKPOINT);
         let tmp = path.with_extension("tmp");

@@ -9,11 +9,20 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::connection;
+use crate::controller::Controller;
+use crate::group::coordinator::GroupCoordinator;
 use crate::metadata::MetadataStore;
+use crate::metrics::collector::{BrokerCollector, Sources};
+use crate::metrics::Metrics;
+use crate::node_state::NodeState;
 use crate::quorum::{Handler, Quorum, QuorumConfig};
+use crate::replica_manager::ReplicaManager;
+use crate::replication::{LeadershipListener, Replication, ReplicationDeps};
+use crate::topic_admin::{TopicAdmin, TopicAdminDeps};
 
 pub struct Running {
     pub broker: Arc<Broker>,
@@ -22,7 +31,7 @@ pub struct Running {
 }
 
 /// Controller RPCs arriving over the quorum transport.
-struct ControllerRpc(std::sync::Weak<Broker>);
+struct ControllerRpc(Arc<Controller>);
 
 impl Handler for ControllerRpc {
     fn handle(
@@ -30,12 +39,11 @@ impl Handler for ControllerRpc {
         _from: u64,
         request: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> {
-        let b = self.0.upgrade();
+        let controller = self.0.clone();
         Box::pin(async move {
-            let reply = match (b, serde_json::from_slice::<crate::controller::Request>(&request)) {
-                (Some(b), Ok(req)) => b.controller.handle(&b, req).await,
-                (None, _) => crate::controller::Reply::NotController,
-                (_, Err(e)) => crate::controller::Reply::Error(format!("undecodable request: {e}")),
+            let reply = match serde_json::from_slice::<crate::controller::Request>(&request) {
+                Ok(req) => controller.handle(req).await,
+                Err(e) => crate::controller::Reply::Error(format!("undecodable request: {e}")),
             };
             serde_json::to_vec(&reply).expect("replies serialize")
         })
@@ -79,20 +87,58 @@ fn quorum_config(cfg: &BrokerConfig) -> Result<QuorumConfig> {
     })
 }
 
+/// Build the node's components, each from what it uses, lowest first. Nothing is
+/// attached afterwards: a component that needs another gets it here, and up-calls go
+/// through traits the lower layer owns (`LeadershipListener`).
+fn build(config: BrokerConfig) -> Result<Broker> {
+    let dir = config.data_dir().clone();
+    std::fs::create_dir_all(&dir)?;
+    let config = Arc::new(config);
+    let state = Arc::new(NodeState::default());
+    let metadata = Arc::new(MetadataStore::default());
+    let metrics = Arc::new(Metrics::new().with_listeners(&config.listeners));
+    let replicas = Arc::new(ReplicaManager::new(&dir, config.node_id));
+    let groups = Arc::new(GroupCoordinator::new(&config, replicas.clone()));
+    let controller = Arc::new(Controller::new(&config, metadata.clone()));
+    let replication = Replication::new(ReplicationDeps {
+        config: config.clone(),
+        metadata: metadata.clone(),
+        replicas: replicas.clone(),
+        metrics: metrics.clone(),
+        state: state.clone(),
+        listeners: vec![groups.clone() as Arc<dyn LeadershipListener>],
+    });
+    let topics = TopicAdmin::new(TopicAdminDeps {
+        config: config.clone(),
+        metadata: metadata.clone(),
+        replication: replication.clone(),
+        groups: groups.clone(),
+    });
+    metrics.register_collector(BrokerCollector::new(Sources {
+        config: config.clone(),
+        state: state.clone(),
+        metadata: metadata.clone(),
+        replicas: replicas.clone(),
+        groups: groups.clone(),
+        controller: controller.clone(),
+        leader_quota: replication.leader_quota.clone(),
+        follower_quota: replication.follower_quota.clone(),
+        series_dropped: metrics.series_dropped.clone(),
+    }));
+    Ok(Broker { config, state, metadata, metrics, replicas, groups, controller, replication, topics })
+}
+
 /// Bind everything and start serving; returns once the broker is ready.
 pub async fn start(config: BrokerConfig) -> Result<Running> {
-    let metadata = Arc::new(MetadataStore::default());
     let qcfg = quorum_config(&config)?;
-    let broker = Broker::new(config, metadata.clone())?;
-    broker.metrics.attach(&broker);
-    broker.fetchers.attach(&broker);
+    let broker = Arc::new(build(config)?);
 
     let http_addr = match broker.config.http_listen {
         Some(addr) => {
             let listener =
                 TcpListener::bind(addr).await.with_context(|| format!("binding fjord.http.listen {addr}"))?;
             let local = listener.local_addr()?;
-            let _ = broker.http_addr.set(local);
+            let _ = broker.state.http_addr.set(local);
             let app = crate::http::router(broker.clone());
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
@@ -104,22 +150,18 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
         None => None,
     };
 
-    let quorum = Quorum::start(qcfg, metadata.clone(), Arc::new(ControllerRpc(Arc::downgrade(&broker))))
-        .await
-        .context("starting the metadata quorum")?;
-    metadata.set_quorum(quorum);
+    let rpc = Arc::new(ControllerRpc(broker.controller.clone()));
+    let quorum = Quorum::start(qcfg, broker.metadata.clone(), rpc).await.context("starting the metadata quorum")?;
+    broker.metadata.set_quorum(quorum);
 
-    tokio::spawn(crate::replication::lifecycle::run(broker.clone()));
-    tokio::spawn(crate::replication::run_reconciler(broker.clone()));
-    tokio::spawn(crate::replication::run_isr_maintenance(broker.clone()));
-    tokio::spawn(crate::replication::run_isr_batcher(broker.clone()));
-    let b = broker.clone();
+    broker.replication.spawn_tasks();
+    let (groups, controller) = (broker.groups.clone(), broker.controller.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            b.groups.tick();
-            b.controller.check_sessions(&b).await;
+            groups.tick();
+            controller.check_sessions().await;
         }
     });
     let b = broker.clone();
@@ -154,13 +196,13 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
     // Serve only once this node knows the cluster as it is now: answering Metadata from
     // an old image would send clients to leaders that are no more.
     let mut waited = 0u64;
-    while !broker.ready.load(Ordering::SeqCst) {
+    while !broker.state.ready.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 20;
         if waited % 10_000 == 0 {
             tracing::info!(
                 waited_ms = waited,
-                caught_up = broker.caught_up.load(Ordering::SeqCst),
+                caught_up = broker.state.caught_up.load(Ordering::SeqCst),
                 "waiting to join the cluster"
             );
         }
@@ -173,7 +215,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
         kafka_addrs.push(listener.local_addr()?);
         tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str())));
     }
-    tracing::info!(node_id = broker.node_id(), listeners = ?kafka_addrs, http = ?http_addr, startup_ms = broker.started.elapsed().as_millis() as u64, "broker ready");
+    tracing::info!(node_id = broker.node_id(), listeners = ?kafka_addrs, http = ?http_addr, startup_ms = broker.state.started.elapsed().as_millis() as u64, "broker ready");
     Ok(Running { broker, kafka_addrs, http_addr })
 }
 
@@ -208,9 +250,9 @@ pub async fn wait_for_shutdown(broker: &Arc<Broker>) {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
-    broker.shutting_down.store(true, Ordering::SeqCst);
-    crate::replication::lifecycle::controlled_shutdown(broker).await;
-    broker.ready.store(false, Ordering::SeqCst);
+    broker.state.shutting_down.store(true, Ordering::SeqCst);
+    crate::replication::lifecycle::controlled_shutdown(&broker.replication).await;
+    broker.state.ready.store(false, Ordering::SeqCst);
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || {
         b.replicas.flush_all();

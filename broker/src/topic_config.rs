@@ -125,7 +125,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), (ResponseError, String)> {
         Kind::Policy => !value.is_empty() && value.split(',').map(str::trim).all(|p| p == "delete" || p == "compact"),
         Kind::Compression => matches!(value, "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"),
         Kind::TimestampType => matches!(value, "CreateTime" | "LogAppendTime"),
-        Kind::Replicas => crate::replication::throttle::valid_replicas(value),
+        Kind::Replicas => crate::throttle::valid_replicas(value),
     };
     let ok = ok
         && match key {

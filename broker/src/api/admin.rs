@@ -11,7 +11,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str, Ctx};
-use crate::broker::TopicRequest;
+use crate::topic_admin::{CreateError, TopicRequest, MAX_PARTITIONS_PER_TOPIC};
 
 pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let b = ctx.broker;
@@ -45,7 +45,7 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
         early.push(None);
         wanted.push(TopicRequest { name: t.name.to_string(), partitions, replication_factor: rf, configs, assignment });
     }
-    let mut created = b.create_topics(wanted, req.validate_only).await.into_iter();
+    let mut created = b.topics.create_topics(wanted, req.validate_only).await.into_iter();
     let topics = req
         .topics
         .iter()
@@ -75,7 +75,9 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
                         .with_replication_factor(meta.replication_factor)
                         .with_configs(Some(cfgs))
                 }
-                Err((e, msg)) => result.with_error_code(ctx.err(e)).with_error_message(msg.map(StrBytes::from_string)),
+                Err(CreateError { code, message }) => {
+                    result.with_error_code(ctx.err(code)).with_error_message(message.map(StrBytes::from_string))
+                }
             }
         })
         .collect();
@@ -104,7 +106,7 @@ pub async fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTop
                     };
                     r.with_error_code(ctx.err(e))
                 }
-                Some(m) => match b.delete_topic(&m.name).await {
+                Some(m) => match b.topics.delete_topic(&m.name).await {
                     Ok(m) => r.with_name(Some(TopicName(str(&m.name)))).with_topic_id(m.id),
                     Err(e) => r.with_error_code(ctx.err(e)),
                 },
@@ -123,8 +125,8 @@ pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> C
             results.push(r.with_error_code(ctx.err(ResponseError::UnknownTopicOrPartition)));
             continue;
         };
-        if t.count > crate::broker::MAX_PARTITIONS_PER_TOPIC {
-            let msg = format!("Number of partitions must be at most {}.", crate::broker::MAX_PARTITIONS_PER_TOPIC);
+        if t.count > MAX_PARTITIONS_PER_TOPIC {
+            let msg = format!("Number of partitions must be at most {}.", MAX_PARTITIONS_PER_TOPIC);
             results.push(
                 r.with_error_code(ctx.err(ResponseError::InvalidPartitions))
                     .with_error_message(Some(StrBytes::from_string(msg))),
@@ -148,9 +150,11 @@ pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> C
         }
         let assignment =
             t.assignments.map(|a| a.into_iter().map(|a| a.broker_ids.into_iter().map(|b| b.0).collect()).collect());
-        results.push(match b.add_partitions(&meta, t.count, assignment).await {
+        results.push(match b.topics.add_partitions(&meta, t.count, assignment).await {
             Ok(_) => r,
-            Err((e, msg)) => r.with_error_code(ctx.err(e)).with_error_message(msg.map(StrBytes::from_string)),
+            Err(CreateError { code, message }) => {
+                r.with_error_code(ctx.err(code)).with_error_message(message.map(StrBytes::from_string))
+            }
         });
     }
     CreatePartitionsResponse::default().with_results(results)

@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{str, Ctx};
 use crate::broker::Broker;
-use crate::replication::throttle;
+use crate::throttle;
 use crate::topic_config;
 
 const TOPIC: i8 = 2;
@@ -117,7 +117,7 @@ async fn apply_broker(
         return Ok(());
     }
     b.metadata.set_broker_configs(resource, configs).await.map_err(|e| (e, None))?;
-    b.sync_replicas().await;
+    b.topics.sync_replicas().await;
     Ok(())
 }
 
@@ -189,7 +189,7 @@ async fn apply_topic(
     }
     topic_config::warn_unimplemented(name, &configs);
     b.metadata.set_topic_configs(name, configs).await.map_err(|e| (e, None))?;
-    b.sync_replicas().await;
+    b.topics.sync_replicas().await;
     Ok(())
 }
 

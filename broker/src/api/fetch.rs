@@ -92,14 +92,14 @@ fn read_once(
                 // were checked above): it moves the high watermark and may bring it back
                 // into the ISR.
                 let hw = p.high_watermark();
-                let join = p.record_follower_fetch(replica, fp.fetch_offset, crate::broker::now_ms());
+                let join = p.record_follower_fetch(replica, fp.fetch_offset, crate::clock::now_ms());
                 if p.high_watermark() > hw {
                     // Consumers long-polling at the old high watermark can read now.
                     b.replicas.notify_appended();
                 }
                 if let Some(isr) = join {
                     drop(p);
-                    crate::replication::propose_isr(b, &part, isr);
+                    b.replication.propose_isr(&part, isr);
                     p = part.lock();
                 }
             }
@@ -112,7 +112,7 @@ fn read_once(
             };
             // A copy to a replica outside the ISR waits while the leader's throttle is spent.
             let throttled = replica >= 0 && p.leader_throttled && !p.isr.contains(&replica);
-            if throttled && b.leader_quota.exceeded() {
+            if throttled && b.replication.leader_quota.exceeded() {
                 parts.push(pd.with_records(Some(Bytes::new())));
                 continue;
             }
@@ -122,14 +122,14 @@ fn read_once(
                 continue;
             }
             match p.log.read(fp.fetch_offset, limit.max(1), upper) {
-                Ok(Ok(r)) => {
+                Ok(r) => {
                     total += r.bytes.len();
                     remaining = remaining.saturating_sub(r.bytes.len());
                     if !r.bytes.is_empty() {
                         if replica >= 0 {
                             b.metrics.replication_bytes_out.inc_by(r.bytes.len() as u64);
                             if throttled {
-                                b.leader_quota.record(r.bytes.len());
+                                b.replication.leader_quota.record(r.bytes.len());
                             }
                         } else {
                             b.metrics.consumed(&p.topic, &r.bytes);
@@ -137,13 +137,13 @@ fn read_once(
                     }
                     parts.push(pd.with_records(Some(Bytes::from(r.bytes))));
                 }
-                Ok(Err(ReadError::OffsetOutOfRange)) => {
+                Err(ReadError::OffsetOutOfRange) => {
                     any_error = true;
                     parts.push(
                         pd.with_error_code(ctx.err(ResponseError::OffsetOutOfRange)).with_records(Some(Bytes::new())),
                     );
                 }
-                Err(e) => {
+                Err(e @ ReadError::Storage(_)) => {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "read failed");
                     any_error = true;
                     parts.push(

@@ -21,7 +21,7 @@ fn opt(s: Option<String>) -> Option<StrBytes> {
 /// The broker leading the `__consumer_offsets` partition of `key`, as (id, host, port).
 async fn coordinator_of(ctx: &Ctx<'_>, key: &str) -> Result<(i32, String, i32), ResponseError> {
     let b = ctx.broker;
-    let t = b.ensure_offsets_topic().await?;
+    let t = b.topics.ensure_offsets_topic().await?;
     let p = b.groups.partition_of(key);
     let leader = t.partition(p).map(|p| p.leader).unwrap_or(-1);
     let broker = b.metadata.broker(leader).filter(|m| !m.fenced).ok_or(ResponseError::CoordinatorNotAvailable)?;
@@ -246,7 +246,7 @@ pub async fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResp
         .groups_names
         .into_iter()
         .map(|g| {
-            let r = ctx.broker.groups.delete_group(ctx.broker, g.as_str());
+            let r = ctx.broker.groups.delete_group(g.as_str());
             DeletableGroupResult::default().with_group_id(g).with_error_code(ctx.code(r))
         })
         .collect();

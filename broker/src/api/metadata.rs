@@ -76,7 +76,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                 (Some(n), _) => match b.metadata.topic(n.as_str()) {
                     Some(t) => Some(t),
                     None if allow_auto && crate::metadata::valid_topic_name(n.as_str()) => {
-                        b.auto_create(n.as_str()).await
+                        b.topics.auto_create(n.as_str()).await
                     }
                     None => None,
                 },

@@ -9,7 +9,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Ctx;
-use crate::broker::now_ms;
+use crate::clock::now_ms;
 use crate::group::offsets::CommittedOffset;
 
 pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -37,16 +37,15 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     // Answer once the ISR has the commit: a coordinator failover must not lose it.
     let result = match b.groups.commit(
-        b,
         req.group_id.as_str(),
         req.generation_id_or_member_epoch,
         req.member_id.as_str(),
         instance.as_deref(),
         entries,
     ) {
-        Ok(Some((rx, last))) => ctx
+        Ok(Some(w)) => ctx
             .remote
-            .wait(crate::partition::wait_replicated(rx, last, 1, std::time::Duration::from_secs(5)))
+            .wait(crate::partition::wait_replicated(w.progress, w.last_offset, 1, std::time::Duration::from_secs(5)))
             .await
             .map_err(|e| match e {
                 ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,

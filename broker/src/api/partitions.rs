@@ -44,7 +44,7 @@ pub async fn elect_leaders(ctx: &Ctx<'_>, req: ElectLeadersRequest) -> ElectLead
         }
         results.push(ReplicaElectionResult::default().with_topic(TopicName(str(&topic))).with_partition_result(pr));
     }
-    b.sync_replicas().await;
+    b.topics.sync_replicas().await;
     ElectLeadersResponse::default().with_replica_election_results(results)
 }
 
@@ -92,7 +92,7 @@ pub async fn alter_reassignments(
         }
         responses.push(ReassignableTopicResponse::default().with_name(t.name).with_partitions(parts));
     }
-    b.sync_replicas().await;
+    b.topics.sync_replicas().await;
     AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(req.allow_replication_factor_change)
         .with_responses(responses)

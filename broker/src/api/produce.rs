@@ -9,7 +9,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Ctx;
-use crate::broker::now_ms;
+use crate::clock::now_ms;
 use crate::partition::{wait_replicated, Progress};
 
 fn partition_error(ctx: &Ctx<'_>, index: i32, e: ResponseError, msg: Option<String>) -> PartitionProduceResponse {

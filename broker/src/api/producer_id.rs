@@ -12,7 +12,7 @@ pub async fn init(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdRe
     if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         return resp.with_error_code(ctx.err(ResponseError::TransactionalIdAuthorizationFailed));
     }
-    match ctx.broker.next_producer_id().await {
+    match ctx.broker.topics.next_producer_id().await {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => resp.with_error_code(ctx.err(e)),
     }

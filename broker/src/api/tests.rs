@@ -300,7 +300,7 @@ async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, Protoco
 async fn every_api_answers_every_advertised_version() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path()).await;
-    b.create_topic("t", 1, 1, Default::default()).await.unwrap();
+    b.topics.create_topic("t", 1, 1, Default::default()).await.unwrap();
     let mut covered = 0;
     for key in ALL {
         let (min, max) = versions::supported(*key).unwrap();
@@ -352,7 +352,7 @@ async fn unknown_api_versions_version_gets_kip_511_answer() {
 async fn mutated_frames_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path()).await;
-    b.create_topic("t", 1, 1, Default::default()).await.unwrap();
+    b.topics.create_topic("t", 1, 1, Default::default()).await.unwrap();
     let iterations: usize = std::env::var("FJORD_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let seeds: Vec<Bytes> = ALL
@@ -403,8 +403,8 @@ async fn clients_cannot_write_internal_topics_or_two_batches() {
     use kafka_protocol::protocol::Decodable;
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path()).await;
-    b.create_topic("t", 1, 1, Default::default()).await.unwrap();
-    b.ensure_offsets_topic().await.unwrap();
+    b.topics.create_topic("t", 1, 1, Default::default()).await.unwrap();
+    b.topics.ensure_offsets_topic().await.unwrap();
     let one = crate::storage::batch::tests::encode(2, kafka_protocol::records::Compression::None, 1);
     let mut two = one.clone();
     two.extend_from_slice(&one);

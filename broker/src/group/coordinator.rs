@@ -9,20 +9,23 @@
 //! Protocol types other than `consumer` (Kafka Connect's `connect`) are opaque bytes here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::RecordBatchDecoder;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::offsets::{self, CommittedOffset};
+use super::offsets_store::{CommitWait, OffsetsStore};
 use super::status::{CommitSample, CommitWindow};
-use crate::broker::{now_ms, Broker, OFFSETS_TOPIC};
+use super::OFFSETS_TOPIC;
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::replica_manager::ReplicaManager;
+use crate::replication::LeadershipListener;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -325,11 +328,9 @@ impl Group {
     }
 }
 
-/// Where a commit waits for replication: the offsets partition's progress and the last
-/// offset written.
-pub type Replication = (tokio::sync::watch::Receiver<crate::partition::Progress>, i64);
-
 pub struct GroupCoordinator {
+    /// Where committed offsets are kept: `__consumer_offsets`.
+    store: OffsetsStore,
     groups: Mutex<HashMap<String, Group>>,
     initial_delay: Duration,
     min_session: i32,
@@ -350,8 +351,9 @@ fn member_id(client_id: &str) -> String {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: &BrokerConfig) -> Self {
+    pub fn new(config: &BrokerConfig, replicas: Arc<ReplicaManager>) -> Self {
         GroupCoordinator {
+            store: OffsetsStore::new(replicas, config.offsets_topic_num_partitions),
             groups: Mutex::new(HashMap::new()),
             initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             min_session: config.group_min_session_timeout_ms,
@@ -377,13 +379,18 @@ impl GroupCoordinator {
 
     /// This node became leader of offsets partition `p`: rebuild the committed offsets of
     /// its groups from the log (up to its end: as leader, its log is the truth).
-    pub fn load_partition(&self, broker: &Broker, p: i32) {
-        match self.read_partition(broker, p) {
+    pub fn load_partition(&self, p: i32) {
+        match self.store.load(p) {
             Ok(loaded) => {
                 let mut groups = self.groups.lock();
                 groups.retain(|id, _| self.partition_of(id) != p);
                 let n = loaded.len();
-                groups.extend(loaded);
+                groups.extend(loaded.into_iter().map(|(id, l)| {
+                    let mut g = Group::new(&id);
+                    g.offsets = l.offsets;
+                    g.last_commit_ms = l.last_commit_ms;
+                    (id, g)
+                }));
                 self.owned.lock().insert(p);
                 tracing::info!(partition = p, groups = n, "loaded consumer groups");
             }
@@ -398,59 +405,6 @@ impl GroupCoordinator {
             self.groups.lock().retain(|id, _| self.partition_of(id) != p);
             tracing::info!(partition = p, "unloaded consumer groups");
         }
-    }
-
-    fn read_partition(&self, broker: &Broker, p: i32) -> Result<HashMap<String, Group>> {
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        let mut loaded = 0usize;
-        {
-            let Some(part) = broker.replicas.get(OFFSETS_TOPIC, p) else { return Ok(groups) };
-            let part = part.lock();
-            let mut offset = part.log.log_start_offset();
-            let end = part.log.log_end_offset();
-            while offset < end {
-                let r = match part.log.read(offset, 1 << 20, end)? {
-                    Ok(r) if !r.bytes.is_empty() => r,
-                    _ => break,
-                };
-                // Walk batch by batch on the headers, so progress never depends on what
-                // the records inside claim; a batch that does not decode is skipped.
-                let mut pos = 0;
-                while pos + crate::storage::batch::HEADER_LEN <= r.bytes.len() {
-                    let h = crate::storage::batch::BatchHeader::parse(&r.bytes[pos..])?;
-                    let batch = Bytes::copy_from_slice(&r.bytes[pos..pos + h.total_len()]);
-                    pos += h.total_len();
-                    offset = offset.max(h.next_offset());
-                    let set = match RecordBatchDecoder::decode(&mut batch.clone()) {
-                        Ok(set) => set,
-                        Err(e) => {
-                            tracing::warn!(partition = p, base_offset = h.base_offset, error = %e, "skipping undecodable batch in {}", OFFSETS_TOPIC);
-                            continue;
-                        }
-                    };
-                    for rec in set.records {
-                        let Some((g, t, part_idx)) = rec.key.and_then(offsets::decode_key) else { continue };
-                        let group = groups.entry(g.clone()).or_insert_with(|| Group::new(&g));
-                        match rec.value {
-                            None => {
-                                group.offsets.remove(&(t, part_idx));
-                            }
-                            Some(v) => match offsets::decode_value(v) {
-                                Some(v) => {
-                                    group.last_commit_ms = group.last_commit_ms.max(Some(v.commit_timestamp));
-                                    group.offsets.insert((t, part_idx), v);
-                                    loaded += 1;
-                                }
-                                None => tracing::warn!(group = %g, "skipping an undecodable committed offset"),
-                            },
-                        }
-                    }
-                }
-            }
-        }
-        groups.retain(|_, g| !g.offsets.is_empty());
-        tracing::debug!(partition = p, records = loaded, "read committed offsets");
-        Ok(groups)
     }
 
     /// Expire sessions and finish rebalances whose time is up. Called every 100 ms.
@@ -794,13 +748,12 @@ impl GroupCoordinator {
     /// Durably commit offsets: append them to `__consumer_offsets`, then make them visible.
     pub fn commit(
         &self,
-        broker: &Broker,
         group_id: &str,
         generation: i32,
         member: &str,
         instance_id: Option<&str>,
         entries: Vec<(String, i32, CommittedOffset)>,
-    ) -> Result<Option<Replication>, ResponseError> {
+    ) -> Result<Option<CommitWait>, ResponseError> {
         if group_id.is_empty() || group_id.len() > MAX_NAME_LEN {
             return Err(ResponseError::InvalidGroupId);
         }
@@ -816,18 +769,10 @@ impl GroupCoordinator {
             .iter()
             .map(|(t, p, c)| (offsets::encode_key(group_id, t, *p), Some(offsets::encode_value(c))))
             .collect();
-        let wait = self.append_offsets(broker, group_id, &records)?;
+        let wait = self.store.append(group_id, &records)?;
         // The lag each commit leaves, for the group's status; a partition this node holds
         // no replica of has no lag to record.
-        let lags: Vec<Option<i64>> = entries
-            .iter()
-            .map(|(t, p, c)| {
-                broker.replicas.get(t, *p).map(|part| {
-                    let part = part.lock();
-                    (part.high_watermark() - c.offset.max(part.log.log_start_offset())).max(0)
-                })
-            })
-            .collect();
+        let lags: Vec<Option<i64>> = entries.iter().map(|(t, p, c)| self.store.lag_at(t, *p, c.offset)).collect();
         let now = now_ms();
         let mut groups = self.groups.lock();
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
@@ -840,30 +785,12 @@ impl GroupCoordinator {
         Ok(Some(wait))
     }
 
-    fn append_offsets(
-        &self,
-        broker: &Broker,
-        group_id: &str,
-        records: &[(Bytes, Option<Bytes>)],
-    ) -> Result<Replication, ResponseError> {
-        let p = offsets::partition_for(group_id, self.offsets_partitions);
-        let part = broker.replicas.get(OFFSETS_TOPIC, p).ok_or(ResponseError::NotCoordinator)?;
-        let mut batch = offsets::encode_batch(records, now_ms());
-        let mut part = part.lock();
-        let info = part.append(&mut batch, usize::MAX, now_ms()).map_err(|e| {
-            tracing::error!(group = group_id, error = %e, "writing offsets failed");
-            ResponseError::NotCoordinator
-        })?;
-        broker.replicas.notify_appended();
-        Ok((part.progress(), info.last_offset))
-    }
-
     /// Committed offsets of a group: all of them, or the given partitions.
     pub fn fetch_offsets(&self, group_id: &str) -> BTreeMap<(String, i32), CommittedOffset> {
         self.groups.lock().get(group_id).map(|g| g.offsets.clone()).unwrap_or_default()
     }
 
-    pub fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
+    pub fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
         self.check(group_id)?;
         let keys: Vec<(String, i32)> = {
             let groups = self.groups.lock();
@@ -876,7 +803,7 @@ impl GroupCoordinator {
         let tombstones: Vec<(Bytes, Option<Bytes>)> =
             keys.iter().map(|(t, p)| (offsets::encode_key(group_id, t, *p), None)).collect();
         if !tombstones.is_empty() {
-            self.append_offsets(broker, group_id, &tombstones)?;
+            self.store.append(group_id, &tombstones)?;
         }
         self.groups.lock().remove(group_id);
         Ok(())
@@ -884,7 +811,7 @@ impl GroupCoordinator {
 
     /// Delete every group's committed offsets for a deleted topic, durably (tombstones),
     /// so a topic re-created under the same name starts with no stale offsets.
-    pub fn forget_topic(&self, broker: &Broker, topic: &str) {
+    pub fn forget_topic(&self, topic: &str) {
         let per_group: Vec<(String, Vec<(String, i32)>)> = {
             let mut groups = self.groups.lock();
             groups
@@ -900,7 +827,7 @@ impl GroupCoordinator {
         for (group, keys) in per_group {
             let tombstones: Vec<(Bytes, Option<Bytes>)> =
                 keys.iter().map(|(t, p)| (offsets::encode_key(&group, t, *p), None)).collect();
-            if let Err(e) = self.append_offsets(broker, &group, &tombstones) {
+            if let Err(e) = self.store.append(&group, &tombstones) {
                 tracing::warn!(group = %group, topic, error = ?e, "could not write offset tombstones");
             }
         }
@@ -964,7 +891,8 @@ mod tests {
     fn coordinator(delay_ms: u64) -> GroupCoordinator {
         let mut cfg = BrokerConfig::from_pairs(&[("node.id".into(), "1".into())]).unwrap();
         cfg.group_initial_rebalance_delay_ms = delay_ms;
-        GroupCoordinator::new(&cfg)
+        let dir = std::env::temp_dir().join(format!("fjord-coordinator-test-{}", uuid::Uuid::new_v4()));
+        GroupCoordinator::new(&cfg, Arc::new(ReplicaManager::new(&dir, 1)))
     }
 
     fn join_req(member: &str, instance: Option<&str>) -> JoinRequest {
@@ -1133,5 +1061,21 @@ mod tests {
             );
         }
         assert_eq!(g.select_protocol().as_deref(), Some("y"));
+    }
+}
+
+/// The coordinator follows the leadership of `__consumer_offsets`: it coordinates the
+/// groups of the partitions this node leads.
+impl LeadershipListener for GroupCoordinator {
+    fn topic(&self) -> &str {
+        OFFSETS_TOPIC
+    }
+
+    fn became_leader(&self, partition: i32) {
+        self.load_partition(partition);
+    }
+
+    fn resigned(&self, partition: i32) {
+        self.unload_partition(partition);
     }
 }

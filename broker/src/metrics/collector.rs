@@ -4,7 +4,7 @@
 //! whose consumers all died still reports its growing lag.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Weak;
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -14,19 +14,44 @@ use prometheus_client::metrics::MetricType;
 
 use super::process::{disk_space, process_stats};
 use super::TopicLabel;
-use crate::broker::{now_ms, Broker};
+use crate::clock::now_ms;
+use crate::config::BrokerConfig;
+use crate::controller::Controller;
+use crate::group::coordinator::GroupCoordinator;
 use crate::group::status::Status;
+use crate::metadata::MetadataStore;
+use crate::node_state::NodeState;
+use crate::replica_manager::ReplicaManager;
 use crate::storage::batch::find_record;
+use crate::throttle::Quota;
 
-#[derive(Debug)]
-pub(super) struct BrokerCollector {
-    pub broker: Weak<Broker>,
-    pub timestamps: parking_lot::Mutex<TimestampCache>,
+/// The components the scrape reads (never writes, except its own dropped-series count).
+pub struct Sources {
+    pub config: Arc<BrokerConfig>,
+    pub state: Arc<NodeState>,
+    pub metadata: Arc<MetadataStore>,
+    pub replicas: Arc<ReplicaManager>,
+    pub groups: Arc<GroupCoordinator>,
+    pub controller: Arc<Controller>,
+    pub leader_quota: Arc<Quota>,
+    pub follower_quota: Arc<Quota>,
+    pub series_dropped: prometheus_client::metrics::counter::Counter,
 }
 
-impl std::fmt::Debug for Broker {
+pub struct BrokerCollector {
+    b: Sources,
+    timestamps: parking_lot::Mutex<TimestampCache>,
+}
+
+impl BrokerCollector {
+    pub fn new(sources: Sources) -> Self {
+        BrokerCollector { b: sources, timestamps: Default::default() }
+    }
+}
+
+impl std::fmt::Debug for BrokerCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("node_id", &self.config.node_id).finish()
+        f.debug_struct("BrokerCollector").field("node_id", &self.b.config.node_id).finish()
     }
 }
 
@@ -41,7 +66,7 @@ pub(super) struct TimestampCache {
 }
 
 impl TimestampCache {
-    fn timestamp(&mut self, b: &Broker, topic: &str, partition: i32, from: i64) -> Option<i64> {
+    fn timestamp(&mut self, b: &Sources, topic: &str, partition: i32, from: i64) -> Option<i64> {
         let scrape = self.scrape;
         if let Some(e) = self.map.get_mut(topic).and_then(|m| m.get_mut(&(partition, from))) {
             e.1 = scrape;
@@ -77,7 +102,7 @@ impl TimestampCache {
 /// high watermark, and seconds since the first unconsumed record was written. Never
 /// negative; an offset below the log start offset counts from the log start (those records
 /// are gone, not pending).
-fn lag(b: &Broker, p: &Hosted, committed: i64, now_ms: i64, cache: &mut TimestampCache) -> (i64, f64) {
+fn lag(b: &Sources, p: &Hosted, committed: i64, now_ms: i64, cache: &mut TimestampCache) -> (i64, f64) {
     let from = committed.max(p.log_start);
     let records = (p.high_watermark - from).max(0);
     if records == 0 {
@@ -149,7 +174,7 @@ struct ReplicationHealth {
     elections: crate::metadata::image::Elections,
 }
 
-fn replication_health(b: &Broker) -> ReplicationHealth {
+fn replication_health(b: &Sources) -> ReplicationHealth {
     let mut h = ReplicationHealth::default();
     for p in b.replicas.all() {
         let p = p.lock();
@@ -173,7 +198,7 @@ fn replication_health(b: &Broker) -> ReplicationHealth {
             }
         }
     }
-    let active = b.controller.is_active(b);
+    let active = b.controller.is_active();
     h.controller_active = active as i64;
     b.metadata.read(|img| {
         // The controller's view, as Kafka reports these: other nodes say 0.
@@ -232,7 +257,7 @@ struct GroupLag<'a> {
 
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(b) = self.broker.upgrade() else { return Ok(()) };
+        let b = &self.b;
         let now = now_ms();
         let cfg = &b.config.metrics;
         let enc = &mut encoder;
@@ -251,7 +276,12 @@ impl Collector for BrokerCollector {
             MetricType::Gauge,
             [(info, ConstGauge::new(1))],
         )?;
-        gauge(enc, "fjord_uptime_seconds", "Seconds since the broker started", b.started.elapsed().as_secs_f64())?;
+        gauge(
+            enc,
+            "fjord_uptime_seconds",
+            "Seconds since the broker started",
+            b.state.started.elapsed().as_secs_f64(),
+        )?;
         let ps = process_stats();
         if let Some(cpu) = ps.cpu_seconds {
             ConstCounter::new(cpu).encode(enc.encode_descriptor(
@@ -335,7 +365,7 @@ impl Collector for BrokerCollector {
             "fjord_replication_throttled_seconds",
             "Time throttled replicas were held back by the reassignment throttle",
             MetricType::Counter,
-            [("leader", &b.leader_quota), ("follower", &b.follower_quota)]
+            [("leader", &*b.leader_quota), ("follower", &*b.follower_quota)]
                 .map(|(side, q)| (SideLabel { side }, ConstCounter::new(q.throttled_seconds()))),
         )?;
         let topic_partitions: Vec<(String, i32)> =
@@ -389,7 +419,7 @@ impl Collector for BrokerCollector {
         }
         let (per_partition, dropped) = cfg.per_partition(&costs);
         if dropped > 0 {
-            b.metrics.series_dropped.inc_by(dropped);
+            b.series_dropped.inc_by(dropped);
         }
         let fine = |topic: &str| per_partition.contains(topic);
 

@@ -4,12 +4,11 @@
 //! time by a collector (`collector.rs`), so groups with no running member still report lag.
 //! `granularity.rs` decides which topics get per-partition series.
 
-mod collector;
+pub mod collector;
 mod granularity;
 mod process;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::broker::Broker;
+use crate::config::Listener;
 use crate::storage::batch::{BatchHeader, HEADER_LEN};
 
 pub use granularity::MetricsConfig;
@@ -92,7 +91,7 @@ pub struct Metrics {
     pub isr_expands: Counter,
     pub replication_bytes_in: Counter,
     pub replication_bytes_out: Counter,
-    series_dropped: Counter,
+    pub series_dropped: Counter,
 }
 
 fn latency_histogram() -> HistogramWithExemplars<TraceLabel> {
@@ -191,17 +190,21 @@ impl Metrics {
         m
     }
 
-    /// Register the scrape-time collector once the broker exists.
-    pub fn attach(&self, broker: &Arc<Broker>) {
-        for l in &broker.config.listeners {
+    /// Every listener's connection series, from zero: a listener nobody connected to yet
+    /// still shows up.
+    pub fn with_listeners(self, listeners: &[Listener]) -> Self {
+        for l in listeners {
             let l = ListenerLabel { listener: l.name.clone() };
             let _ = self.connections.get_or_create(&l);
             let _ = self.connections_accepted.get_or_create(&l);
         }
-        self.registry.lock().register_collector(Box::new(collector::BrokerCollector {
-            broker: Arc::downgrade(broker) as Weak<Broker>,
-            timestamps: Default::default(),
-        }));
+        self
+    }
+
+    /// The scrape-time view of the node's components, built last in `server.rs` (it
+    /// reads every other component; none of them reads it).
+    pub fn register_collector(&self, collector: collector::BrokerCollector) {
+        self.registry.lock().register_collector(Box::new(collector));
     }
 
     pub fn produced(&self, topic: &str, records: i64, bytes: usize) {

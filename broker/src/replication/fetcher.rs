@@ -5,7 +5,7 @@
 //! answers with the epoch's end offset and the follower truncates to it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -18,46 +18,85 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::broker::{now_ms, Broker};
+use crate::clock::now_ms;
+use crate::config::BrokerConfig;
+use crate::metadata::MetadataStore;
+use crate::metrics::Metrics;
+use crate::node_state::NodeState;
 use crate::partition::Role;
-use crate::replica_manager::PartitionRef;
+use crate::replica_manager::{PartitionRef, ReplicaManager};
+use crate::throttle::Quota;
 
 const FETCH_VERSION: i16 = 12;
 
-#[derive(Default)]
-pub struct FetcherManager {
-    broker: Mutex<Weak<Broker>>,
-    tasks: Mutex<HashMap<i32, JoinHandle<()>>>,
+/// What the fetchers are built from.
+pub struct FetcherDeps {
+    pub config: Arc<BrokerConfig>,
+    pub metadata: Arc<MetadataStore>,
+    pub replicas: Arc<ReplicaManager>,
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<NodeState>,
+    /// The follower replication throttle.
+    pub quota: Arc<Quota>,
+}
+
+/// What every fetcher task shares.
+struct Shared {
+    config: Arc<BrokerConfig>,
+    metadata: Arc<MetadataStore>,
+    replicas: Arc<ReplicaManager>,
+    metrics: Arc<Metrics>,
+    state: Arc<NodeState>,
+    quota: Arc<Quota>,
     refused: Mutex<HashMap<i32, Instant>>,
 }
 
+impl Shared {
+    fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    fn note_refused(&self, leader: i32) {
+        self.refused.lock().insert(leader, Instant::now());
+    }
+}
+
+pub struct FetcherManager {
+    shared: Arc<Shared>,
+    tasks: Mutex<HashMap<i32, JoinHandle<()>>>,
+}
+
 impl FetcherManager {
-    pub fn attach(&self, b: &Arc<Broker>) {
-        *self.broker.lock() = Arc::downgrade(b);
+    pub fn new(d: FetcherDeps) -> Self {
+        let shared = Shared {
+            config: d.config,
+            metadata: d.metadata,
+            replicas: d.replicas,
+            metrics: d.metrics,
+            state: d.state,
+            quota: d.quota,
+            refused: Mutex::new(HashMap::new()),
+        };
+        FetcherManager { shared: Arc::new(shared), tasks: Mutex::new(HashMap::new()) }
     }
 
     /// Make sure a fetcher runs for `leader`.
     pub fn ensure(&self, leader: i32) {
-        let Some(b) = self.broker.lock().upgrade() else { return };
-        if leader == b.node_id() {
+        if leader == self.shared.node_id() {
             return;
         }
         let mut tasks = self.tasks.lock();
         if tasks.get(&leader).is_some_and(|t| !t.is_finished()) {
             return;
         }
-        tasks.insert(leader, tokio::spawn(run(b, leader)));
+        tasks.insert(leader, tokio::spawn(run(self.shared.clone(), leader)));
     }
 
     /// Leaders whose port refused a connection in the last few seconds.
     pub fn recently_refused(&self) -> Vec<i32> {
-        let mut r = self.refused.lock();
+        let mut r = self.shared.refused.lock();
         r.retain(|_, t| t.elapsed() < Duration::from_secs(5));
         r.keys().copied().collect()
-    }
-
-    fn note_refused(&self, leader: i32) {
-        self.refused.lock().insert(leader, Instant::now());
     }
 }
 
@@ -71,7 +110,7 @@ struct Followed {
     throttled: bool,
 }
 
-fn followed(b: &Broker, leader: i32) -> Vec<Followed> {
+fn followed(b: &Shared, leader: i32) -> Vec<Followed> {
     b.replicas
         .all()
         .into_iter()
@@ -89,16 +128,16 @@ fn followed(b: &Broker, leader: i32) -> Vec<Followed> {
         .collect()
 }
 
-async fn run(b: Arc<Broker>, leader: i32) {
+async fn run(b: Arc<Shared>, leader: i32) {
     let mut conn: Option<TcpStream> = None;
     let mut idle_since = Instant::now();
     let mut correlation = 0i32;
     loop {
-        if b.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        if b.state.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let mut parts = followed(&b, leader);
-        if !parts.is_empty() && b.follower_quota.exceeded() {
+        if !parts.is_empty() && b.quota.exceeded() {
             parts.retain(|f| !f.throttled);
             if parts.is_empty() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -129,7 +168,7 @@ async fn run(b: Arc<Broker>, leader: i32) {
                 }
                 Ok(Err(e)) => {
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                        b.fetchers.note_refused(leader);
+                        b.note_refused(leader);
                     }
                     tracing::debug!(leader, %addr, error = %e, "replica fetcher cannot connect");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -163,7 +202,7 @@ async fn run(b: Arc<Broker>, leader: i32) {
     }
 }
 
-fn request(b: &Broker, parts: &[Followed]) -> FetchRequest {
+fn request(b: &Shared, parts: &[Followed]) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for f in parts {
         let last_epoch = f.part.lock().log.latest_epoch().map(|e| e.0).unwrap_or(-1);
@@ -193,7 +232,7 @@ fn request(b: &Broker, parts: &[Followed]) -> FetchRequest {
 }
 
 async fn round_trip(
-    b: &Broker,
+    b: &Shared,
     s: &mut TcpStream,
     correlation: i32,
     req: &FetchRequest,
@@ -226,7 +265,7 @@ async fn round_trip(
 }
 
 /// Apply a fetch response. Returns true when the fetcher should back off (errors only).
-fn apply(b: &Broker, leader: i32, parts: &[Followed], resp: FetchResponse) -> bool {
+fn apply(b: &Shared, leader: i32, parts: &[Followed], resp: FetchResponse) -> bool {
     if resp.error_code != 0 {
         return true;
     }
@@ -282,7 +321,7 @@ fn apply(b: &Broker, leader: i32, parts: &[Followed], resp: FetchResponse) -> bo
                     if !records.is_empty() {
                         b.metrics.replication_bytes_in.inc_by(records.len() as u64);
                         if f.throttled {
-                            b.follower_quota.record(records.len());
+                            b.quota.record(records.len());
                         }
                     }
                 }

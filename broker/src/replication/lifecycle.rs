@@ -6,31 +6,31 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broker::Broker;
+use super::Replication;
 use crate::controller::{Heartbeat, Reply, Request};
 use crate::metadata::{BrokerMeta, Endpoint};
 
-fn me(b: &Broker) -> BrokerMeta {
+fn me(b: &Replication) -> BrokerMeta {
     BrokerMeta {
-        id: b.node_id(),
+        id: b.config.node_id,
         endpoints: b
             .config
             .advertised_listeners
             .iter()
             .map(|l| {
-                let (host, port) = b.advertised(&l.name);
-                Endpoint { name: l.name.clone(), host, port }
+                let a = b.config.advertised(&l.name);
+                Endpoint { name: l.name.clone(), host: a.host, port: a.port }
             })
             .collect(),
         rack: b.config.broker_rack.clone(),
-        http: b.http_addr.get().map(|a| a.to_string()),
+        http: b.state.http_addr.get().map(|a| a.to_string()),
         fenced: true,
         epoch: 0,
         controller: b.config.is_voter(),
     }
 }
 
-async fn send(b: &Broker, hb: Heartbeat) -> Option<Reply> {
+async fn send(b: &Replication, hb: Heartbeat) -> Option<Reply> {
     let q = b.metadata.quorum()?;
     let req = serde_json::to_vec(&Request::Heartbeat(hb)).expect("heartbeats serialize");
     let timeout = Duration::from_millis(b.config.session_timeout_ms);
@@ -44,34 +44,34 @@ async fn send(b: &Broker, hb: Heartbeat) -> Option<Reply> {
 }
 
 /// Heartbeat until the process stops.
-pub async fn run(b: Arc<Broker>) {
+pub async fn run(b: Arc<Replication>) {
     let every = Duration::from_millis(b.config.heartbeat_interval_ms);
     let mut last_ok = Instant::now();
     loop {
-        if b.shutting_down.load(Ordering::SeqCst) {
+        if b.state.shutting_down.load(Ordering::SeqCst) {
             return;
         }
         let hb = Heartbeat {
             broker: me(&b),
-            epoch: b.broker_epoch.load(Ordering::SeqCst),
-            applied: b.reconciled_index.load(Ordering::SeqCst),
+            epoch: b.state.broker_epoch.load(Ordering::SeqCst),
+            applied: b.state.reconciled_index.load(Ordering::SeqCst),
             want_shutdown: false,
             unreachable: b.fetchers.recently_refused(),
         };
         match send(&b, hb).await {
             Some(Reply::Heartbeat { epoch, fenced, controller_applied, .. }) => {
                 last_ok = Instant::now();
-                b.broker_epoch.store(epoch, Ordering::SeqCst);
-                if !b.caught_up.load(Ordering::SeqCst) && b.metadata.applied_index() >= controller_applied {
+                b.state.broker_epoch.store(epoch, Ordering::SeqCst);
+                if !b.state.caught_up.load(Ordering::SeqCst) && b.metadata.applied_index() >= controller_applied {
                     tracing::info!(applied = controller_applied, "caught up with the metadata log");
-                    b.caught_up.store(true, Ordering::SeqCst);
+                    b.state.caught_up.store(true, Ordering::SeqCst);
                     // Opening a thousand partitions takes a while: heartbeats must go
                     // on meanwhile, or the session expires right after registration.
                     let b2 = b.clone();
-                    tokio::spawn(async move { super::reconcile_now(&b2).await });
+                    tokio::spawn(async move { b2.reconcile_now().await });
                 }
-                let ready = !fenced && b.reconciled_index.load(Ordering::SeqCst) > 0;
-                if ready != b.ready.swap(ready, Ordering::SeqCst) {
+                let ready = !fenced && b.state.reconciled_index.load(Ordering::SeqCst) > 0;
+                if ready != b.state.ready.swap(ready, Ordering::SeqCst) {
                     tracing::info!(
                         ready,
                         epoch,
@@ -104,7 +104,7 @@ pub async fn run(b: Arc<Broker>) {
 
 /// Controlled shutdown: ask the controller to move this broker's leaderships away, and
 /// wait (bounded) until it has, so producers see a new leader instead of a dead one.
-pub async fn controlled_shutdown(b: &Arc<Broker>) {
+pub async fn controlled_shutdown(b: &Replication) {
     if !b.config.controlled_shutdown || b.config.voters.len() <= 1 {
         return;
     }
@@ -112,7 +112,7 @@ pub async fn controlled_shutdown(b: &Arc<Broker>) {
     while Instant::now() < deadline {
         let hb = Heartbeat {
             broker: me(b),
-            epoch: b.broker_epoch.load(Ordering::SeqCst),
+            epoch: b.state.broker_epoch.load(Ordering::SeqCst),
             applied: b.metadata.applied_index(),
             want_shutdown: true,
             unreachable: vec![],

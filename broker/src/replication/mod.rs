@@ -1,10 +1,14 @@
 //! Replication on this node: keeping hosted replicas in line with the metadata image
 //! (reconcile), the broker's heartbeat to the active controller (lifecycle), followers
 //! fetching from leaders (fetcher), and leaders proposing ISR changes.
+//!
+//! `Replication` is built from the components it uses (config, metadata, replicas,
+//! metrics, node state). Coordinators that keep state in an internal topic hear of its
+//! leadership through `LeadershipListener`, a trait this layer owns, so replication never
+//! depends on the coordinators above it.
 
 pub mod fetcher;
 pub mod lifecycle;
-pub mod throttle;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,62 +16,49 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::broker::{now_ms, Broker, OFFSETS_TOPIC};
-use crate::metadata::{Command, IsrChange, Outcome};
+use crate::clock::now_ms;
+use crate::config::BrokerConfig;
+use crate::metadata::{Command, IsrChange, MetadataStore, Outcome};
+use crate::metrics::Metrics;
+use crate::node_state::NodeState;
 use crate::partition::Transition;
-use crate::replica_manager::{Changes, PartitionRef};
+use crate::replica_manager::{Changes, PartitionRef, ReplicaManager};
+use crate::throttle::{self, Quota};
+use fetcher::FetcherManager;
 
-/// Apply the image this node has to its replicas, then act on what changed: start
-/// fetchers for new followers, load or unload consumer groups with the leadership of
-/// `__consumer_offsets` partitions. Does nothing before the node has caught up with the
-/// metadata log (an old image would make it lead what it no longer leads, or delete data).
-pub async fn reconcile_now(b: &Broker) {
-    if !b.caught_up.load(Ordering::SeqCst) {
-        return;
-    }
-    let _serial = b.replicas.reconcile_lock.lock().await;
-    // Read before the image: the image is at least this recent.
-    let index = b.metadata.applied_index();
-    let img = b.metadata.read(|i| i.clone());
-    let me = b.node_id();
-    b.leader_quota.set_rate(throttle::parse_rate(img.broker_config(me, throttle::LEADER_RATE)));
-    b.follower_quota.set_rate(throttle::parse_rate(img.broker_config(me, throttle::FOLLOWER_RATE)));
-    let changes = tokio::task::block_in_place(|| b.replicas.reconcile(&b.config, &img, now_ms(), true));
-    on_changes(b, changes);
-    b.reconciled_index.fetch_max(index, Ordering::SeqCst);
+/// A component that keeps state in the partitions of an internal topic (the group
+/// coordinator in `__consumer_offsets`; a transaction coordinator in
+/// `__transaction_state`): it loads a partition's state when this node becomes its
+/// leader and drops it when leadership moves away.
+pub trait LeadershipListener: Send + Sync {
+    /// The internal topic whose partitions this listener follows.
+    fn topic(&self) -> &str;
+    fn became_leader(&self, partition: i32);
+    fn resigned(&self, partition: i32);
 }
 
-fn on_changes(b: &Broker, changes: Changes) {
-    b.metrics.isr_shrinks.inc_by(changes.isr_shrinks);
-    b.metrics.isr_expands.inc_by(changes.isr_expands);
-    for ((topic, index), tr) in changes.transitions {
-        tracing::debug!(topic = %topic, partition = index, transition = ?tr, "replica role changed");
-        if topic == OFFSETS_TOPIC {
-            match tr {
-                Transition::Leader => b.groups.load_partition(b, index),
-                _ => b.groups.unload_partition(index),
-            }
-        }
-        if let Transition::Follower { leader } = tr {
-            b.fetchers.ensure(leader);
-        }
-    }
-    for (topic, index) in changes.removed {
-        if topic == OFFSETS_TOPIC {
-            b.groups.unload_partition(index);
-        }
-    }
+/// What replication is built from.
+pub struct ReplicationDeps {
+    pub config: Arc<BrokerConfig>,
+    pub metadata: Arc<MetadataStore>,
+    pub replicas: Arc<ReplicaManager>,
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<NodeState>,
+    pub listeners: Vec<Arc<dyn LeadershipListener>>,
 }
 
-/// Reconcile after every metadata change.
-pub async fn run_reconciler(b: Arc<Broker>) {
-    let mut rx = b.metadata.subscribe();
-    loop {
-        reconcile_now(&b).await;
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
+pub struct Replication {
+    config: Arc<BrokerConfig>,
+    metadata: Arc<MetadataStore>,
+    replicas: Arc<ReplicaManager>,
+    metrics: Arc<Metrics>,
+    state: Arc<NodeState>,
+    listeners: Vec<Arc<dyn LeadershipListener>>,
+    pub fetchers: Arc<FetcherManager>,
+    /// Replication throttles (reassignment), as leader and as follower.
+    pub leader_quota: Arc<Quota>,
+    pub follower_quota: Arc<Quota>,
+    isr_batcher: IsrBatcher,
 }
 
 const ISR_RETRY_BACKOFF: Duration = Duration::from_millis(500);
@@ -75,101 +66,194 @@ const ISR_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// ISR changes waiting for the next AlterPartitions write (Kafka's AlterPartitionManager
 /// batches the same way): whatever queues while one write is in flight goes in the next.
 #[derive(Default)]
-pub struct IsrBatcher {
+struct IsrBatcher {
     queue: parking_lot::Mutex<Vec<(PartitionRef, IsrChange)>>,
     wake: tokio::sync::Notify,
 }
 
-/// Ask the controller for a new ISR (Kafka's AlterPartition). The partition remembers the
-/// request so it does not ask twice; the answer arrives as a metadata change.
-pub fn propose_isr(b: &Arc<Broker>, part: &PartitionRef, isr: Vec<i32>) {
-    // Kafka's leaders check eligibility first too: a fenced broker (restarting, or shutting
-    // down) would only be refused, and a thousand partitions would ask in a loop.
-    let fenced: Vec<i32> = isr.iter().copied().filter(|r| b.metadata.broker(*r).is_none_or(|m| m.fenced)).collect();
-    let change = {
-        let mut p = part.lock();
-        if p.pending_isr.is_some() || !p.is_leader() || fenced.iter().any(|r| !p.isr.contains(r)) {
+impl Replication {
+    pub fn new(deps: ReplicationDeps) -> Arc<Replication> {
+        let follower_quota = Arc::new(Quota::default());
+        let fetchers = Arc::new(FetcherManager::new(fetcher::FetcherDeps {
+            config: deps.config.clone(),
+            metadata: deps.metadata.clone(),
+            replicas: deps.replicas.clone(),
+            metrics: deps.metrics.clone(),
+            state: deps.state.clone(),
+            quota: follower_quota.clone(),
+        }));
+        Arc::new(Replication {
+            config: deps.config,
+            metadata: deps.metadata,
+            replicas: deps.replicas,
+            metrics: deps.metrics,
+            state: deps.state,
+            listeners: deps.listeners,
+            fetchers,
+            leader_quota: Arc::new(Quota::default()),
+            follower_quota,
+            isr_batcher: IsrBatcher::default(),
+        })
+    }
+
+    /// Start the background tasks: heartbeats, reconcile on metadata change, ISR
+    /// maintenance and the ISR batcher.
+    pub fn spawn_tasks(self: &Arc<Self>) {
+        tokio::spawn(lifecycle::run(self.clone()));
+        tokio::spawn(self.clone().run_reconciler());
+        tokio::spawn(self.clone().run_isr_maintenance());
+        tokio::spawn(self.clone().run_isr_batcher());
+    }
+
+    /// Apply the image this node has to its replicas, then act on what changed: start
+    /// fetchers for new followers, tell the leadership listeners about their topics'
+    /// partitions. Does nothing before the node has caught up with the metadata log (an
+    /// old image would make it lead what it no longer leads, or delete data). Callers that
+    /// just wrote metadata use it to see their write take effect before answering.
+    pub async fn reconcile_now(&self) {
+        if !self.state.caught_up.load(Ordering::SeqCst) {
             return;
         }
-        p.pending_isr = Some((isr.clone(), now_ms()));
-        IsrChange {
-            topic: p.topic.clone(),
-            partition: p.index,
-            leader: p.node_id,
-            leader_epoch: p.leader_epoch,
-            partition_epoch: p.partition_epoch,
-            isr,
-        }
-    };
-    b.isr_batcher.queue.lock().push((part.clone(), change));
-    b.isr_batcher.wake.notify_one();
-}
+        let _serial = self.replicas.reconcile_lock.lock().await;
+        // Read before the image: the image is at least this recent.
+        let index = self.metadata.applied_index();
+        let img = self.metadata.read(|i| i.clone());
+        let me = self.config.node_id;
+        self.leader_quota.set_rate(throttle::parse_rate(img.broker_config(me, throttle::LEADER_RATE)));
+        self.follower_quota.set_rate(throttle::parse_rate(img.broker_config(me, throttle::FOLLOWER_RATE)));
+        // Opening and deleting logs waits on the disk (see docs/architecture.md).
+        let changes = tokio::task::block_in_place(|| self.replicas.reconcile(&self.config, &img, now_ms(), true));
+        self.on_changes(changes);
+        self.state.reconciled_index.fetch_max(index, Ordering::SeqCst);
+    }
 
-/// Write queued ISR changes, one batch at a time.
-pub async fn run_isr_batcher(b: Arc<Broker>) {
-    loop {
-        b.isr_batcher.wake.notified().await;
-        let batch = std::mem::take(&mut *b.isr_batcher.queue.lock());
-        if batch.is_empty() {
-            continue;
-        }
-        let n = batch.len();
-        let cmd = Command::AlterPartitions { changes: batch.iter().map(|(_, c)| c.clone()).collect() };
-        let codes: Vec<Option<ResponseError>> = match b.metadata.write(&cmd).await {
-            Ok(Outcome::Codes(codes)) if codes.len() == n => {
-                codes.into_iter().map(ResponseError::try_from_code).collect()
-            }
-            Ok(_) => vec![Some(ResponseError::UnknownServerError); n],
-            Err(e) => vec![Some(e); n],
-        };
-        let mut retry_later = Vec::new();
-        for ((part, change), code) in batch.into_iter().zip(codes) {
-            match code {
-                None => part.lock().pending_isr = None,
-                // A new leader epoch or partition epoch: the partition learns the current
-                // state from metadata and decides again.
-                Some(e @ (ResponseError::FencedLeaderEpoch | ResponseError::InvalidUpdateVersion)) => {
-                    tracing::debug!(?change, error = ?e, "ISR change overtaken");
-                    part.lock().pending_isr = None;
-                }
-                Some(e) => {
-                    tracing::warn!(?change, error = ?e, "ISR change refused");
-                    retry_later.push(part);
+    fn on_changes(&self, changes: Changes) {
+        self.metrics.isr_shrinks.inc_by(changes.isr_shrinks);
+        self.metrics.isr_expands.inc_by(changes.isr_expands);
+        for (part, tr) in changes.transitions {
+            tracing::debug!(topic = %part.topic, partition = part.partition, transition = ?tr, "replica role changed");
+            for l in self.listeners.iter().filter(|l| l.topic() == part.topic) {
+                match tr {
+                    Transition::Leader => l.became_leader(part.partition),
+                    _ => l.resigned(part.partition),
                 }
             }
+            if let Transition::Follower { leader } = tr {
+                self.fetchers.ensure(leader);
+            }
         }
-        reconcile_now(&b).await;
-        b.replicas.notify_appended();
-        if !retry_later.is_empty() {
-            // Not again at the very next fetch: whatever made it fail needs a moment.
-            tokio::spawn(async move {
-                tokio::time::sleep(ISR_RETRY_BACKOFF).await;
-                for part in retry_later {
-                    part.lock().pending_isr = None;
-                }
-            });
+        for part in changes.removed {
+            for l in self.listeners.iter().filter(|l| l.topic() == part.topic) {
+                l.resigned(part.partition);
+            }
         }
     }
-}
 
-/// Leaders drop followers that stopped keeping up. Runs on every node.
-pub async fn run_isr_maintenance(b: Arc<Broker>) {
-    let every = Duration::from_millis((b.config.replica_lag_time_max_ms / 4).clamp(50, 1000) as u64);
-    loop {
-        tokio::time::sleep(every).await;
-        let now = now_ms();
-        for part in b.replicas.all() {
-            let (role, shrink, topic, index) = {
-                let p = part.lock();
-                (p.role, p.isr_to_shrink(now, b.config.replica_lag_time_max_ms), p.topic.clone(), p.index)
-            };
-            // A fetcher for every leader followed here, whatever happened to the last one.
-            if let crate::partition::Role::Follower { leader } = role {
-                b.fetchers.ensure(leader);
+    /// Reconcile after every metadata change.
+    async fn run_reconciler(self: Arc<Self>) {
+        let mut rx = self.metadata.subscribe();
+        loop {
+            self.reconcile_now().await;
+            if rx.changed().await.is_err() {
+                return;
             }
-            if let Some(isr) = shrink {
-                tracing::info!(topic = %topic, partition = index, ?isr, "shrinking ISR: followers out of sync");
-                propose_isr(&b, &part, isr);
+        }
+    }
+
+    /// Ask the controller for a new ISR (Kafka's AlterPartition). The partition remembers the
+    /// request so it does not ask twice; the answer arrives as a metadata change.
+    pub fn propose_isr(&self, part: &PartitionRef, isr: Vec<i32>) {
+        // Kafka's leaders check eligibility first too: a fenced broker (restarting, or shutting
+        // down) would only be refused, and a thousand partitions would ask in a loop.
+        let fenced: Vec<i32> =
+            isr.iter().copied().filter(|r| self.metadata.broker(*r).is_none_or(|m| m.fenced)).collect();
+        let change = {
+            let mut p = part.lock();
+            if p.pending_isr.is_some() || !p.is_leader() || fenced.iter().any(|r| !p.isr.contains(r)) {
+                return;
+            }
+            p.pending_isr = Some((isr.clone(), now_ms()));
+            IsrChange {
+                topic: p.topic.clone(),
+                partition: p.index,
+                leader: p.node_id,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr,
+            }
+        };
+        self.isr_batcher.queue.lock().push((part.clone(), change));
+        self.isr_batcher.wake.notify_one();
+    }
+
+    /// Write queued ISR changes, one batch at a time.
+    async fn run_isr_batcher(self: Arc<Self>) {
+        let b = &self;
+        loop {
+            b.isr_batcher.wake.notified().await;
+            let batch = std::mem::take(&mut *b.isr_batcher.queue.lock());
+            if batch.is_empty() {
+                continue;
+            }
+            let n = batch.len();
+            let cmd = Command::AlterPartitions { changes: batch.iter().map(|(_, c)| c.clone()).collect() };
+            let codes: Vec<Option<ResponseError>> = match b.metadata.write(&cmd).await {
+                Ok(Outcome::Codes(codes)) if codes.len() == n => {
+                    codes.into_iter().map(ResponseError::try_from_code).collect()
+                }
+                Ok(_) => vec![Some(ResponseError::UnknownServerError); n],
+                Err(e) => vec![Some(e); n],
+            };
+            let mut retry_later = Vec::new();
+            for ((part, change), code) in batch.into_iter().zip(codes) {
+                match code {
+                    None => part.lock().pending_isr = None,
+                    // A new leader epoch or partition epoch: the partition learns the current
+                    // state from metadata and decides again.
+                    Some(e @ (ResponseError::FencedLeaderEpoch | ResponseError::InvalidUpdateVersion)) => {
+                        tracing::debug!(?change, error = ?e, "ISR change overtaken");
+                        part.lock().pending_isr = None;
+                    }
+                    Some(e) => {
+                        tracing::warn!(?change, error = ?e, "ISR change refused");
+                        retry_later.push(part);
+                    }
+                }
+            }
+            b.reconcile_now().await;
+            b.replicas.notify_appended();
+            if !retry_later.is_empty() {
+                // Not again at the very next fetch: whatever made it fail needs a moment.
+                tokio::spawn(async move {
+                    tokio::time::sleep(ISR_RETRY_BACKOFF).await;
+                    for part in retry_later {
+                        part.lock().pending_isr = None;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Leaders drop followers that stopped keeping up. Runs on every node.
+    async fn run_isr_maintenance(self: Arc<Self>) {
+        let b = &self;
+        let every = Duration::from_millis((b.config.replica_lag_time_max_ms / 4).clamp(50, 1000) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            let now = now_ms();
+            for part in b.replicas.all() {
+                let (role, shrink, topic, index) = {
+                    let p = part.lock();
+                    (p.role, p.isr_to_shrink(now, b.config.replica_lag_time_max_ms), p.topic.clone(), p.index)
+                };
+                // A fetcher for every leader followed here, whatever happened to the last one.
+                if let crate::partition::Role::Follower { leader } = role {
+                    b.fetchers.ensure(leader);
+                }
+                if let Some(isr) = shrink {
+                    tracing::info!(topic = %topic, partition = index, ?isr, "shrinking ISR: followers out of sync");
+                    b.propose_isr(&part, isr);
+                }
             }
         }
     }

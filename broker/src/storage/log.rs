@@ -45,9 +45,22 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// Why a read returned no batches.
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// Below the log start or past the log end: Kafka's OFFSET_OUT_OF_RANGE.
+    #[error("offset out of range")]
     OffsetOutOfRange,
+    /// The segment files could not be read: Kafka's KAFKA_STORAGE_ERROR.
+    #[error("reading the log: {0:#}")]
+    Storage(#[from] anyhow::Error),
+}
+
+#[cfg(test)]
+impl ReadError {
+    pub fn is_out_of_range(&self) -> bool {
+        matches!(self, ReadError::OffsetOutOfRange)
+    }
 }
 
 /// What a read found: whole batches, and where the next read should start.
@@ -285,12 +298,12 @@ impl Log {
     /// Read whole batches starting at the batch holding `offset`, up to `max_bytes` (at
     /// least one batch, so a batch larger than the limit still makes progress), stopping
     /// before any batch that reaches `upper` (the high watermark).
-    pub fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<Result<ReadResult, ReadError>> {
+    pub fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<ReadResult, ReadError> {
         if offset < self.log_start_offset || offset > self.log_end_offset {
-            return Ok(Err(ReadError::OffsetOutOfRange));
+            return Err(ReadError::OffsetOutOfRange);
         }
         if offset >= upper {
-            return Ok(Ok(ReadResult::default()));
+            return Ok(ReadResult::default());
         }
         let mut iter = self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..));
         while let Some((_, seg)) = iter.next() {
@@ -303,7 +316,7 @@ impl Log {
             // Trim to whole batches below the high watermark.
             let mut end = 0;
             while end + batch::HEADER_LEN <= raw.len() {
-                let h = BatchHeader::parse(&raw[end..])?;
+                let h = BatchHeader::parse(&raw[end..]).map_err(anyhow::Error::from)?;
                 if end + h.total_len() > raw.len() || h.last_offset() >= upper {
                     break;
                 }
@@ -311,9 +324,9 @@ impl Log {
             }
             let mut bytes = raw;
             bytes.truncate(end);
-            return Ok(Ok(ReadResult { bytes }));
+            return Ok(ReadResult { bytes });
         }
-        Ok(Ok(ReadResult::default()))
+        Ok(ReadResult::default())
     }
 
     /// The header of the batch holding `offset`, if stored.
@@ -456,14 +469,14 @@ mod tests {
             assert_eq!(append(&mut log, 5, 1000 + i), (i * 5, i * 5 + 4));
         }
         assert!(log.segment_count() > 2);
-        let r = log.read(37, 1, 100).unwrap().unwrap();
+        let r = log.read(37, 1, 100).unwrap();
         let h = BatchHeader::parse(&r.bytes).unwrap();
         assert_eq!(h.base_offset, 35);
         assert_eq!(r.bytes.len(), h.total_len());
-        assert_eq!(log.read(101, 1000, 100).unwrap().unwrap_err(), ReadError::OffsetOutOfRange);
-        assert!(log.read(100, 1000, 100).unwrap().unwrap().bytes.is_empty());
+        assert!(log.read(101, 1000, 100).unwrap_err().is_out_of_range());
+        assert!(log.read(100, 1000, 100).unwrap().bytes.is_empty());
         // The high watermark bounds reads.
-        let r = log.read(0, 1 << 20, 12).unwrap().unwrap();
+        let r = log.read(0, 1 << 20, 12).unwrap();
         let last = split_batches(&r.bytes, 1 << 20).unwrap().last().unwrap().1;
         assert_eq!(last.last_offset(), 9);
         drop(log);
@@ -494,7 +507,7 @@ mod tests {
         assert_eq!(log.log_end_offset(), 30);
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
         assert_eq!(append(&mut log, 1, 99), (30, 30));
-        assert_eq!(BatchHeader::parse(&log.read(16, 10, 31).unwrap().unwrap().bytes).unwrap().base_offset, 15);
+        assert_eq!(BatchHeader::parse(&log.read(16, 10, 31).unwrap().bytes).unwrap().base_offset, 15);
     }
 
     #[test]
@@ -508,7 +521,7 @@ mod tests {
         let removed = log.apply_retention(8000).unwrap();
         assert!(removed > 0 && log.segment_count() == before - removed);
         assert!(log.log_start_offset() > 0);
-        assert_eq!(log.read(0, 100, 40).unwrap().unwrap_err(), ReadError::OffsetOutOfRange);
+        assert!(log.read(0, 100, 40).unwrap_err().is_out_of_range());
         log.advance_start(38).unwrap();
         assert_eq!(log.log_start_offset(), 38);
         drop(log);
@@ -541,7 +554,7 @@ mod tests {
         }
         let mut data = Vec::new();
         while follower.log_end_offset() < 30 {
-            data = leader.read(follower.log_end_offset(), 1 << 20, 30).unwrap().unwrap().bytes;
+            data = leader.read(follower.log_end_offset(), 1 << 20, 30).unwrap().bytes;
             let ranges = split_batches(&data, 1 << 20).unwrap();
             follower.append_replica(&data, &ranges, 0).unwrap();
         }

@@ -259,8 +259,11 @@ impl ReplicaManager {
                     Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
                 }
             }
-            if let Err(e) = p.log.flush_if_due() {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+            let due = p.log.take_due_syncs();
+            let (topic, index) = (p.topic.clone(), p.index);
+            drop(p);
+            if let Err(e) = due.and_then(|d| d.run()) {
+                tracing::error!(topic = %topic, partition = index, error = %e, "flush failed");
             }
         }
     }

@@ -199,7 +199,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
     while !broker.state.ready.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 20;
-        if waited % 10_000 == 0 {
+        if waited.is_multiple_of(10_000) {
             tracing::info!(
                 waited_ms = waited,
                 caught_up = broker.state.caught_up.load(Ordering::SeqCst),

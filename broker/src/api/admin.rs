@@ -185,7 +185,8 @@ pub async fn delete_records(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteR
                     if !p.log.config.delete_enabled {
                         return r.with_error_code(ctx.err(ResponseError::PolicyViolation));
                     }
-                    match p.log.advance_start(target) {
+                    // Renames and deletes files: off the worker (docs/architecture.md).
+                    match tokio::task::block_in_place(|| p.log.advance_start(target)) {
                         Ok(()) => r.with_low_watermark(p.log.log_start_offset()),
                         Err(e) => {
                             tracing::error!(error = %e, "delete records failed");

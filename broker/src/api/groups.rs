@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{str, Ctx};
 use crate::group::coordinator::JoinRequest;
+use crate::group::coordinator::LeaveResult;
 
 fn opt(s: Option<String>) -> Option<StrBytes> {
     s.map(StrBytes::from_string)
@@ -161,12 +162,12 @@ pub async fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse 
         Err(e) => LeaveGroupResponse::default().with_error_code(ctx.err(e)),
         Ok(results) => {
             if ctx.version < 3 {
-                let code = results.into_iter().next().map(|r| ctx.code(r.2)).unwrap_or(0);
+                let code = results.into_iter().next().map(|r| ctx.code(r.result)).unwrap_or(0);
                 return LeaveGroupResponse::default().with_error_code(code);
             }
             let members = results
                 .into_iter()
-                .map(|(id, inst, r)| {
+                .map(|LeaveResult { member_id: id, instance_id: inst, result: r }| {
                     MemberResponse::default()
                         .with_member_id(StrBytes::from_string(id))
                         .with_group_instance_id(opt(inst))

@@ -40,8 +40,16 @@ fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta, fenced: &[i32]) -> MetadataRespo
         .with_topic_authorized_operations(i32::MIN)
 }
 
+/// A live broker as this listener's clients reach it.
+struct LiveBroker {
+    id: i32,
+    host: String,
+    port: i32,
+    rack: Option<String>,
+}
+
 /// Live brokers as this listener's clients reach them, and the fenced ones' ids.
-fn brokers(ctx: &Ctx<'_>) -> (Vec<(i32, String, i32, Option<String>)>, Vec<i32>) {
+fn brokers(ctx: &Ctx<'_>) -> (Vec<LiveBroker>, Vec<i32>) {
     ctx.broker.metadata.read(|img| {
         let mut live = Vec::new();
         let mut fenced = Vec::new();
@@ -49,7 +57,7 @@ fn brokers(ctx: &Ctx<'_>) -> (Vec<(i32, String, i32, Option<String>)>, Vec<i32>)
             if b.fenced {
                 fenced.push(b.id);
             } else if let Some(e) = b.endpoint(&ctx.listener) {
-                live.push((b.id, e.host.clone(), e.port, b.rack.clone()));
+                live.push(LiveBroker { id: b.id, host: e.host.clone(), port: e.port, rack: b.rack.clone() });
             }
         }
         (live, fenced)
@@ -103,7 +111,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     };
     let brokers = live
         .into_iter()
-        .map(|(id, host, port, rack)| {
+        .map(|LiveBroker { id, host, port, rack }| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(id))
                 .with_host(str(&host))
@@ -124,7 +132,7 @@ pub async fn describe_cluster(ctx: &Ctx<'_>, _req: DescribeClusterRequest) -> De
     let (live, _) = brokers(ctx);
     let brokers = live
         .into_iter()
-        .map(|(id, host, port, rack)| {
+        .map(|LiveBroker { id, host, port, rack }| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(id))
                 .with_host(str(&host))

@@ -78,12 +78,11 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// A topic's partitions with their committed offsets (none when never committed).
+type TopicOffsets = (TopicName, Vec<(i32, Option<CommittedOffset>)>);
+
 /// The committed offsets of one group for the requested partitions (all when `None`).
-fn lookup(
-    ctx: &Ctx<'_>,
-    group: &str,
-    wanted: Option<Vec<(TopicName, Vec<i32>)>>,
-) -> Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)> {
+fn lookup(ctx: &Ctx<'_>, group: &str, wanted: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<TopicOffsets> {
     let committed = ctx.broker.groups.fetch_offsets(group);
     match wanted {
         Some(topics) => topics

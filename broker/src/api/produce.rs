@@ -53,7 +53,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 ));
                 continue;
             }
-            if !matches!(req.acks, -1 | 0 | 1) {
+            if !matches!(req.acks, -1..=1) {
                 parts.push(partition_error(ctx, pd.index, ResponseError::InvalidRequiredAcks, None));
                 continue;
             }
@@ -72,7 +72,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             };
             // One copy: offsets and the leader epoch are written into the batch header.
             let mut data = records.to_vec();
-            let result = {
+            let now = now_ms();
+            let may_block = partition.lock().log.append_may_block(data.len(), now);
+            let mut append = || {
                 let mut p = partition.lock();
                 let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
                 if !p.is_leader() {
@@ -84,7 +86,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                     ))
                 } else {
                     let max = p.log.config.max_message_bytes;
-                    p.append(&mut data, max, now_ms())
+                    p.append(&mut data, max, now)
                         .map(|info| (info, p.log.log_start_offset(), p.progress(), min_isr))
                         .map_err(|e| {
                             if let crate::partition::AppendError::Storage(err) = &e {
@@ -94,6 +96,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                         })
                 }
             };
+            // Rolls and fsyncs wait on the disk: off the worker (docs/architecture.md).
+            let result = if may_block { tokio::task::block_in_place(append) } else { append() };
             match result {
                 Ok((info, log_start, progress, min_isr)) => {
                     if !info.duplicate {

@@ -328,6 +328,13 @@ impl Group {
     }
 }
 
+/// What became of one member a LeaveGroup named.
+pub struct LeaveResult {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub result: Result<(), ResponseError>,
+}
+
 pub struct GroupCoordinator {
     /// Where committed offsets are kept: `__consumer_offsets`.
     store: OffsetsStore,
@@ -458,6 +465,9 @@ impl GroupCoordinator {
         rx.await.unwrap_or_else(|_| JoinResult::error(ResponseError::UnknownMemberId, ""))
     }
 
+    // The Err is the answer itself, returned at once and never propagated: boxing it would
+    // only add an allocation to every rejected join.
+    #[allow(clippy::result_large_err)]
     fn join_inner(&self, req: JoinRequest) -> Result<oneshot::Receiver<JoinResult>, JoinResult> {
         if req.group_id.is_empty() {
             return Err(JoinResult::error(ResponseError::InvalidGroupId, &req.member_id));
@@ -676,7 +686,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         members: Vec<(String, Option<String>)>,
-    ) -> Result<Vec<(String, Option<String>, Result<(), ResponseError>)>, ResponseError> {
+    ) -> Result<Vec<LeaveResult>, ResponseError> {
         let mut groups = self.groups.lock();
         let g = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
         let mut out = Vec::new();
@@ -689,7 +699,7 @@ impl GroupCoordinator {
                     None => Err(ResponseError::UnknownMemberId),
                 },
                 None if g.pending.remove(&mid).is_some() => {
-                    out.push((mid, inst, Ok(())));
+                    out.push(LeaveResult { member_id: mid, instance_id: inst, result: Ok(()) });
                     continue;
                 }
                 None if g.members.contains_key(&mid) => Ok(mid.clone()),
@@ -704,9 +714,9 @@ impl GroupCoordinator {
                         tracing::info!(group = %g.id, member = %id, "member left");
                         removed_any = true;
                     }
-                    out.push((mid, inst, Ok(())));
+                    out.push(LeaveResult { member_id: mid, instance_id: inst, result: Ok(()) });
                 }
-                Err(e) => out.push((mid, inst, Err(e))),
+                Err(e) => out.push(LeaveResult { member_id: mid, instance_id: inst, result: Err(e) }),
             }
         }
         if removed_any {
@@ -881,6 +891,22 @@ pub struct GroupSnapshot {
     pub last_commit_ms: Option<i64>,
     /// (topic, partition, committed offset, its last commits)
     pub partitions: Vec<(String, i32, i64, CommitWindow)>,
+}
+
+/// The coordinator follows the leadership of `__consumer_offsets`: it coordinates the
+/// groups of the partitions this node leads.
+impl LeadershipListener for GroupCoordinator {
+    fn topic(&self) -> &str {
+        OFFSETS_TOPIC
+    }
+
+    fn became_leader(&self, partition: i32) {
+        self.load_partition(partition);
+    }
+
+    fn resigned(&self, partition: i32) {
+        self.unload_partition(partition);
+    }
 }
 
 #[cfg(test)]
@@ -1061,21 +1087,5 @@ mod tests {
             );
         }
         assert_eq!(g.select_protocol().as_deref(), Some("y"));
-    }
-}
-
-/// The coordinator follows the leadership of `__consumer_offsets`: it coordinates the
-/// groups of the partitions this node leads.
-impl LeadershipListener for GroupCoordinator {
-    fn topic(&self) -> &str {
-        OFFSETS_TOPIC
-    }
-
-    fn became_leader(&self, partition: i32) {
-        self.load_partition(partition);
-    }
-
-    fn resigned(&self, partition: i32) {
-        self.unload_partition(partition);
     }
 }

@@ -106,14 +106,21 @@ impl OffsetsStore {
     pub fn append(&self, group_id: &str, records: &[OffsetRecord]) -> Result<CommitWait, ResponseError> {
         let p = offsets::partition_for(group_id, self.partitions);
         let part = self.replicas.get(OFFSETS_TOPIC, p).ok_or(ResponseError::NotCoordinator)?;
-        let mut batch = offsets::encode_batch(records, now_ms());
-        let mut part = part.lock();
-        let info = part.append(&mut batch, usize::MAX, now_ms()).map_err(|e| {
-            tracing::error!(group = group_id, error = %e, "writing offsets failed");
-            ResponseError::NotCoordinator
-        })?;
+        let now = now_ms();
+        let mut batch = offsets::encode_batch(records, now);
+        let may_block = part.lock().log.append_may_block(batch.len(), now);
+        let mut append = || {
+            let mut part = part.lock();
+            let info = part.append(&mut batch, usize::MAX, now).map_err(|e| {
+                tracing::error!(group = group_id, error = %e, "writing offsets failed");
+                ResponseError::NotCoordinator
+            })?;
+            Ok(CommitWait { progress: part.progress(), last_offset: info.last_offset })
+        };
+        // Rolls and fsyncs wait on the disk: off the worker (docs/architecture.md).
+        let wait = if may_block { tokio::task::block_in_place(append) } else { append() }?;
         self.replicas.notify_appended();
-        Ok(CommitWait { progress: part.progress(), last_offset: info.last_offset })
+        Ok(wait)
     }
 
     /// The lag a commit at `offset` leaves on a partition this node holds a replica of.

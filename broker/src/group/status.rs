@@ -11,6 +11,7 @@
 //!   live consumer reading one partition at a time must not look stopped on the others;
 //! - the same offset committed again and again while lag does not fall: `stall`;
 //! - offsets move but lag never falls: `warn` (the consumer is slower than producers).
+//!
 //! The group's status is the worst of its partitions'.
 
 use std::collections::VecDeque;

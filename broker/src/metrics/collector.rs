@@ -61,9 +61,14 @@ impl std::fmt::Debug for BrokerCollector {
 /// is read once, not once per group per scrape. Entries no scrape asked for are dropped.
 #[derive(Debug, Default)]
 pub(super) struct TimestampCache {
-    map: HashMap<String, HashMap<(i32, i64), (Option<i64>, u64)>>,
+    map: HashMap<String, HashMap<(i32, i64), CachedTimestamp>>,
     scrape: u64,
 }
+
+/// A committed offset's record timestamp (none when the record is gone), and the scrape
+/// that last asked for it.
+#[derive(Debug, Clone, Copy)]
+struct CachedTimestamp(Option<i64>, u64);
 
 impl TimestampCache {
     fn timestamp(&mut self, b: &Sources, topic: &str, partition: i32, from: i64) -> Option<i64> {
@@ -83,7 +88,7 @@ impl TimestampCache {
             _ => None,
         };
         if ts.is_some() {
-            self.map.entry(topic.to_string()).or_default().insert((partition, from), (ts, scrape));
+            self.map.entry(topic.to_string()).or_default().insert((partition, from), CachedTimestamp(ts, scrape));
         }
         ts
     }
@@ -301,7 +306,7 @@ impl Collector for BrokerCollector {
             }
         }
 
-        let h = replication_health(&b);
+        let h = replication_health(b);
         let partitions = b.replicas.all();
         gauge(enc, "fjord_partitions", "Partitions hosted by this broker", partitions.len() as f64)?;
         let gauges: [(&str, &str, i64); 11] = [
@@ -401,7 +406,7 @@ impl Collector for BrokerCollector {
             let mut worst = Status::Ok;
             for (topic, partition, offset, window) in &g.partitions {
                 let Some(p) = by_partition.get(&(topic.as_str(), *partition)) else { continue };
-                let (records, seconds) = lag(&b, p, *offset, now, &mut timestamps);
+                let (records, seconds) = lag(b, p, *offset, now, &mut timestamps);
                 worst = worst.max(window.evaluate(records, now, g.last_commit_ms.unwrap_or(0)));
                 lags.push(GroupLag { group: &g.id, topic, partition: *partition, records, seconds });
             }
@@ -476,7 +481,9 @@ impl Collector for BrokerCollector {
         // Lag: summed records and the oldest record per (group, topic), unless per partition.
         // `lags` runs group by group, each in (topic, partition) order: runs of one key are
         // adjacent, so no map is needed (a scrape may see a hundred thousand offsets).
-        let mut by_key: Vec<((&str, &str, Option<i32>), (i64, f64))> = Vec::new();
+        // (group, topic, partition when per partition) -> (records, oldest seconds)
+        type LagKey<'a> = (&'a str, &'a str, Option<i32>);
+        let mut by_key: Vec<(LagKey, (i64, f64))> = Vec::new();
         for l in &lags {
             let key = (l.group, l.topic, fine(l.topic).then_some(l.partition));
             match by_key.last_mut() {

@@ -19,7 +19,7 @@ pub fn process_stats() -> ProcessStats {
     let statm = std::fs::read_to_string("/proc/self/statm").ok();
     let limits = std::fs::read_to_string("/proc/self/limits").ok();
     ProcessStats {
-        cpu_seconds: stat.as_deref().and_then(|s| cpu_ticks(s)).filter(|_| ticks > 0).map(|t| t as f64 / ticks as f64),
+        cpu_seconds: stat.as_deref().and_then(cpu_ticks).filter(|_| ticks > 0).map(|t| t as f64 / ticks as f64),
         resident_bytes: statm
             .as_deref()
             .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

@@ -46,6 +46,13 @@ impl EntryFile {
         }
         Ok(())
     }
+
+    fn sync_handle(&self, out: &mut Vec<File>) -> Result<()> {
+        if let Some(f) = &self.file {
+            out.push(f.try_clone()?);
+        }
+        Ok(())
+    }
 }
 
 /// A fixed-size index entry: two big-endian numbers.
@@ -155,6 +162,10 @@ impl OffsetIndex {
     pub fn sync(&mut self) -> Result<()> {
         self.0.file.sync()
     }
+
+    pub fn sync_handle(&self, out: &mut Vec<File>) -> Result<()> {
+        self.0.file.sync_handle(out)
+    }
 }
 
 /// Time index: (max timestamp seen so far, relative offset of the batch holding it).
@@ -192,6 +203,10 @@ impl TimeIndex {
 
     pub fn sync(&mut self) -> Result<()> {
         self.0.file.sync()
+    }
+
+    pub fn sync_handle(&self, out: &mut Vec<File>) -> Result<()> {
+        self.0.file.sync_handle(out)
     }
 }
 

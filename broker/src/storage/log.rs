@@ -80,6 +80,25 @@ pub struct Log {
     epochs: Vec<(i32, i64)>,
     unflushed_messages: i64,
     last_flush: Instant,
+    /// Files of rolled segments not yet fsynced: the roll happens inside an append, under
+    /// the partition lock, so their fsync is left to housekeeping, outside it.
+    pending_sync: Vec<std::fs::File>,
+}
+
+/// fsyncs taken out of a log under its lock, to run after the lock is released: an
+/// fsync can wait on the disk for long, and produces and fetches of the partition wait on
+/// its lock (the blocking-I/O rule in docs/architecture.md).
+#[derive(Default)]
+pub struct PendingSync(Vec<std::fs::File>);
+
+impl PendingSync {
+    /// Run the fsyncs. Blocking: call from `spawn_blocking` or `block_in_place`.
+    pub fn run(self) -> Result<()> {
+        for f in self.0 {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
 }
 
 const LOG_START_FILE: &str = "log-start-offset";
@@ -120,6 +139,7 @@ impl Log {
             epochs,
             unflushed_messages: 0,
             last_flush: Instant::now(),
+            pending_sync: Vec::new(),
         })
     }
 
@@ -152,16 +172,29 @@ impl Log {
         self.segments.values_mut().next_back().unwrap()
     }
 
+    /// Whether appending `incoming` bytes now starts a new segment.
+    fn roll_due(&self, incoming: usize, now_ms: i64) -> bool {
+        let active = self.segments.values().next_back().expect("a log has a segment");
+        let full = active.size() + incoming as u64 > self.config.segment_bytes;
+        let old = active.first_append_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
+        !active.is_empty() && (full || old)
+    }
+
+    /// Whether appending `incoming` bytes now can wait on the disk: it rolls a segment
+    /// (creating files) or fsyncs (`flush.messages`). Callers on a runtime worker then run
+    /// the append in `block_in_place`; a plain append is a page-cache write.
+    pub fn append_may_block(&self, incoming: usize, now_ms: i64) -> bool {
+        self.config.flush_messages.is_some() || self.roll_due(incoming, now_ms)
+    }
+
     fn maybe_roll(&mut self, incoming: usize, now_ms: i64) -> Result<()> {
-        let (cfg_bytes, cfg_ms, interval) =
-            (self.config.segment_bytes, self.config.segment_ms, self.config.index_interval);
-        let leo = self.log_end_offset;
-        let active = self.active();
-        let full = active.size() + incoming as u64 > cfg_bytes;
-        let old = active.first_append_ms.is_some_and(|t| now_ms - t >= cfg_ms);
-        if !active.is_empty() && (full || old) {
-            active.sync()?;
+        if self.roll_due(incoming, now_ms) {
+            let leo = self.log_end_offset;
+            let interval = self.config.index_interval;
+            let mut handles = Vec::new();
+            self.active().sync_handles(&mut handles)?;
             self.segments.insert(leo, Segment::create(&self.dir, leo, interval)?);
+            self.pending_sync.extend(handles);
         }
         Ok(())
     }
@@ -279,20 +312,27 @@ impl Log {
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        for f in std::mem::take(&mut self.pending_sync) {
+            f.sync_data()?;
+        }
         self.active().sync()?;
         self.unflushed_messages = 0;
         self.last_flush = Instant::now();
         Ok(())
     }
 
-    /// Flush when `flush.ms` has passed since the last flush.
-    pub fn flush_if_due(&mut self) -> Result<()> {
+    /// The fsyncs due now, to run once the caller has released the partition lock: rolled
+    /// segments, and the active segment when `flush.ms` has passed since the last flush.
+    pub fn take_due_syncs(&mut self) -> Result<PendingSync> {
+        let mut files = std::mem::take(&mut self.pending_sync);
         if let Some(ms) = self.config.flush_ms {
             if self.unflushed_messages > 0 && self.last_flush.elapsed().as_millis() as i64 >= ms {
-                self.flush()?;
+                self.active().sync_handles(&mut files)?;
+                self.unflushed_messages = 0;
+                self.last_flush = Instant::now();
             }
         }
-        Ok(())
+        Ok(PendingSync(files))
     }
 
     /// Read whole batches starting at the batch holding `offset`, up to `max_bytes` (at
@@ -305,8 +345,8 @@ impl Log {
         if offset >= upper {
             return Ok(ReadResult::default());
         }
-        let mut iter = self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..));
-        while let Some((_, seg)) = iter.next() {
+        let iter = self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..));
+        for (_, seg) in iter {
             let Some((pos, first)) = seg.find_batch(offset)? else { continue };
             if first.base_offset >= upper {
                 break;

@@ -265,6 +265,14 @@ impl Segment {
         Ok(())
     }
 
+    /// Handles of this segment's files (new descriptors of the same files), so that an
+    /// fsync can run after the partition lock is released (see `PendingSync`).
+    pub fn sync_handles(&self, out: &mut Vec<File>) -> Result<()> {
+        out.push(self.file.try_clone()?);
+        self.index.sync_handle(out)?;
+        self.time_index.sync_handle(out)
+    }
+
     pub fn sync(&mut self) -> Result<()> {
         self.file.sync_data()?;
         self.index.sync()?;

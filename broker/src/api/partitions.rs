@@ -132,17 +132,6 @@ pub async fn list_reassignments(
     ListPartitionReassignmentsResponse::default().with_topics(topics)
 }
 
-/// Free and total bytes of the file system holding `dir`.
-fn disk_space(dir: &std::path::Path) -> (i64, i64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return (-1, -1) };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return (-1, -1);
-    }
-    ((st.f_blocks as i64) * st.f_frsize as i64, (st.f_bavail as i64) * st.f_frsize as i64)
-}
-
 /// DescribeLogDirs: this broker's one log directory and the size of each partition in it.
 pub async fn describe_log_dirs(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     use kafka_protocol::messages::describe_log_dirs_response::{
@@ -171,7 +160,10 @@ pub async fn describe_log_dirs(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> De
         .map(|(t, ps)| DescribeLogDirsTopic::default().with_name(TopicName(str(&t))).with_partitions(ps))
         .collect();
     let dir = b.config.data_dir();
-    let (total, usable) = disk_space(dir);
+    // -1: unknown, as Kafka answers when it cannot read the file system.
+    let space = crate::storage::disk::disk_space(dir);
+    let total = space.map_or(-1, |s| s.total as i64);
+    let usable = space.map_or(-1, |s| s.free as i64);
     let result = DescribeLogDirsResult::default()
         .with_log_dir(str(&dir.display().to_string()))
         .with_topics(topics)

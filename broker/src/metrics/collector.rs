@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::process::{disk_space, process_stats};
+use super::process::process_stats;
 use super::TopicLabel;
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
@@ -23,6 +23,7 @@ use crate::metadata::MetadataStore;
 use crate::node_state::NodeState;
 use crate::replica_manager::ReplicaManager;
 use crate::storage::batch::find_record;
+use crate::storage::disk::disk_space;
 use crate::throttle::Quota;
 
 /// The components the scrape reads (never writes, except its own dropped-series count).
@@ -468,14 +469,14 @@ impl Collector for BrokerCollector {
             "fjord_log_dir_free_bytes",
             "Free bytes on the file system of a log directory",
             MetricType::Gauge,
-            dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.0 as f64))),
+            dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.free as f64))),
         )?;
         family(
             enc,
             "fjord_log_dir_capacity_bytes",
             "Size of the file system of a log directory",
             MetricType::Gauge,
-            dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.1 as f64))),
+            dirs.iter().map(|(l, s)| (l.clone(), ConstGauge::new(s.total as f64))),
         )?;
 
         // Lag: summed records and the oldest record per (group, topic), unless per partition.

@@ -2,8 +2,6 @@
 //! memory and descriptors from `/proc/self`, free and total bytes from `statvfs`. Read at
 //! scrape time; anything unreadable is left out rather than reported as zero.
 
-use std::path::Path;
-
 #[derive(Debug, Default, PartialEq)]
 pub struct ProcessStats {
     pub cpu_seconds: Option<f64>,
@@ -58,19 +56,6 @@ fn max_open_files(limits: &str) -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// (free bytes available to this user, capacity bytes) of the file system holding `dir`.
-pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `s` a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    let unit = s.f_frsize as u64;
-    Some((s.f_bavail as u64 * unit, s.f_blocks as u64 * unit))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,8 +78,5 @@ mod tests {
                 && p.max_fds.unwrap() > 0,
             "{p:?}"
         );
-        let (free, total) = disk_space(&std::env::temp_dir()).unwrap();
-        assert!(total > 0 && free <= total);
-        assert!(disk_space(Path::new("/no/such/dir")).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! On-disk storage: record batches, segments with their indexes, and the partition log.
 
 pub mod batch;
+pub mod disk;
 pub mod index;
 pub mod log;
 pub mod segment;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use super::batch::{self, BatchHeader};
 use super::segment::{list_segments, Segment};
+use super::segments::Segments;
 
 /// Per-topic log settings (Kafka topic config names in comments).
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ pub struct ReadResult {
 pub struct Log {
     dir: PathBuf,
     pub config: LogConfig,
-    segments: BTreeMap<i64, Segment>,
+    segments: Segments,
     log_start_offset: i64,
     log_end_offset: i64,
     /// (leader epoch, first offset written in it), ascending.
@@ -121,11 +122,12 @@ impl Log {
             })?;
             segments.insert(*base, seg);
         }
-        if segments.is_empty() {
-            segments.insert(0, Segment::create(dir, 0, config.index_interval)?);
-        }
-        let log_end_offset = segments.values().next_back().unwrap().next_offset;
-        let first_base = *segments.keys().next().unwrap();
+        let segments = match Segments::from_opened(segments) {
+            Some(s) => s,
+            None => Segments::new(Segment::create(dir, 0, config.index_interval)?),
+        };
+        let log_end_offset = segments.active().next_offset;
+        let first_base = segments.oldest().base_offset;
         let stored_start = std::fs::read_to_string(dir.join(LOG_START_FILE))
             .ok()
             .and_then(|s| s.trim().parse::<i64>().ok())
@@ -158,7 +160,7 @@ impl Log {
         self.log_end_offset
     }
     pub fn size_bytes(&self) -> u64 {
-        self.segments.values().map(|s| s.size()).sum()
+        self.segments.iter().map(|s| s.size()).sum()
     }
     #[cfg(test)]
     pub fn segment_count(&self) -> usize {
@@ -169,12 +171,12 @@ impl Log {
     }
 
     fn active(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().unwrap()
+        self.segments.active_mut()
     }
 
     /// Whether appending `incoming` bytes now starts a new segment.
     fn roll_due(&self, incoming: usize, now_ms: i64) -> bool {
-        let active = self.segments.values().next_back().expect("a log has a segment");
+        let active = self.segments.active();
         let full = active.size() + incoming as u64 > self.config.segment_bytes;
         let old = active.first_append_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
         !active.is_empty() && (full || old)
@@ -193,7 +195,7 @@ impl Log {
             let interval = self.config.index_interval;
             let mut handles = Vec::new();
             self.active().sync_handles(&mut handles)?;
-            self.segments.insert(leo, Segment::create(&self.dir, leo, interval)?);
+            self.segments.roll(Segment::create(&self.dir, leo, interval)?);
             self.pending_sync.extend(handles);
         }
         Ok(())
@@ -263,23 +265,24 @@ impl Log {
             return Ok(());
         }
         let interval = self.config.index_interval;
-        let doomed: Vec<i64> = self.segments.range(offset.max(0) + 1..).map(|(b, _)| *b).collect();
-        for base in doomed {
-            self.segments.remove(&base).unwrap().delete()?;
-        }
-        if offset < self.log_start_offset || self.segments.is_empty() {
-            for (_, seg) in std::mem::take(&mut self.segments) {
-                seg.delete()?;
+        let doomed = if offset < self.log_start_offset { None } else { self.segments.split_above(offset.max(0)) };
+        match doomed {
+            Some(doomed) => {
+                for seg in doomed {
+                    seg.delete()?;
+                }
+                self.segments.active_mut().truncate_to(&self.dir, offset)?;
             }
-            self.segments.insert(offset, Segment::create(&self.dir, offset, interval)?);
-            self.log_start_offset = offset;
-            std::fs::write(self.dir.join(LOG_START_FILE), offset.to_string())?;
-        } else {
-            let (&base, _) = self.segments.iter().next_back().unwrap();
-            let seg = self.segments.remove(&base).unwrap();
-            self.segments.insert(base, seg.truncate_to(&self.dir, offset)?);
+            // Below the log start, or below every segment: the log restarts at `offset`.
+            None => {
+                for seg in self.segments.reset(Segment::create(&self.dir, offset, interval)?) {
+                    seg.delete()?;
+                }
+                self.log_start_offset = offset;
+                std::fs::write(self.dir.join(LOG_START_FILE), offset.to_string())?;
+            }
         }
-        self.log_end_offset = self.segments.values().next_back().unwrap().next_offset;
+        self.log_end_offset = self.segments.active().next_offset;
         let leo = self.log_end_offset;
         self.epochs.retain(|e| e.1 < leo);
         Ok(())
@@ -287,10 +290,9 @@ impl Log {
 
     /// Empty the log and start it at `offset` (a follower behind its leader's log start).
     pub fn restart_at(&mut self, offset: i64) -> Result<()> {
-        for (_, seg) in std::mem::take(&mut self.segments) {
+        for seg in self.segments.reset(Segment::create(&self.dir, offset, self.config.index_interval)?) {
             seg.delete()?;
         }
-        self.segments.insert(offset, Segment::create(&self.dir, offset, self.config.index_interval)?);
         self.log_start_offset = offset;
         self.log_end_offset = offset;
         self.epochs.clear();
@@ -300,7 +302,7 @@ impl Log {
 
     /// Every batch header from the log start, in order (rebuilding producer state).
     pub fn for_each_header(&self, f: &mut dyn FnMut(&BatchHeader)) -> Result<()> {
-        for seg in self.segments.values() {
+        for seg in self.segments.iter() {
             seg.for_each_header(f)?;
         }
         Ok(())
@@ -345,8 +347,7 @@ impl Log {
         if offset >= upper {
             return Ok(ReadResult::default());
         }
-        let iter = self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..));
-        for (_, seg) in iter {
+        for seg in self.segments.starting_at(offset) {
             let Some((pos, first)) = seg.find_batch(offset)? else { continue };
             if first.base_offset >= upper {
                 break;
@@ -374,8 +375,7 @@ impl Log {
         if offset < self.log_start_offset || offset >= self.log_end_offset {
             return Ok(None);
         }
-        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..))
-        {
+        for seg in self.segments.starting_at(offset) {
             if let Some((pos, h)) = seg.find_batch(offset)? {
                 let raw = seg.read_at(pos, h.total_len())?;
                 return Ok(Some((h, raw)));
@@ -386,7 +386,7 @@ impl Log {
 
     /// First batch (header and bytes) whose max timestamp is >= `ts`.
     pub fn batch_for_timestamp(&self, ts: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
-        for seg in self.segments.values() {
+        for seg in self.segments.iter() {
             if seg.max_timestamp < ts {
                 continue;
             }
@@ -400,7 +400,7 @@ impl Log {
 
     /// The largest max timestamp, with the offset of the batch holding it.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let seg = self.segments.values().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp)?;
+        let seg = self.segments.iter().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp)?;
         let (_, h) = seg.find_by_timestamp(seg.max_timestamp, self.log_start_offset).ok()??;
         Some((h.max_timestamp, h.last_offset()))
     }
@@ -420,12 +420,9 @@ impl Log {
 
     fn delete_below_start(&mut self) -> Result<usize> {
         let mut deleted = 0;
-        while self.segments.len() > 1 {
-            let (&base, seg) = self.segments.iter().next().unwrap();
-            if seg.next_offset > self.log_start_offset {
-                break;
-            }
-            self.segments.remove(&base).unwrap().delete()?;
+        let start = self.log_start_offset;
+        while let Some(seg) = self.segments.pop_oldest_if(|s| s.next_offset <= start) {
+            seg.delete()?;
             deleted += 1;
         }
         Ok(deleted)
@@ -447,21 +444,19 @@ impl Log {
             && active.max_timestamp >= 0
             && now_ms - active.max_timestamp > retention_ms
         {
-            active.sync()?;
-            self.segments.insert(leo, Segment::create(&self.dir, leo, interval)?);
+            let mut handles = Vec::new();
+            active.sync_handles(&mut handles)?;
+            self.segments.roll(Segment::create(&self.dir, leo, interval)?);
+            self.pending_sync.extend(handles);
         }
         let mut size = self.size_bytes() as i64;
-        while self.segments.len() > 1 {
-            let seg = self.segments.values().next().unwrap();
-            let expired_time = self.config.retention_ms >= 0
-                && seg.max_timestamp >= 0
-                && now_ms - seg.max_timestamp > self.config.retention_ms;
-            let over_size = self.config.retention_bytes >= 0 && size - seg.size() as i64 >= self.config.retention_bytes;
-            if !(expired_time || over_size) {
-                break;
-            }
-            let base = seg.base_offset;
-            let seg = self.segments.remove(&base).unwrap();
+        let (retention_bytes, retention_ms) = (self.config.retention_bytes, self.config.retention_ms);
+        let expired = |seg: &Segment, size: i64| {
+            let expired_time = retention_ms >= 0 && seg.max_timestamp >= 0 && now_ms - seg.max_timestamp > retention_ms;
+            let over_size = retention_bytes >= 0 && size - seg.size() as i64 >= retention_bytes;
+            expired_time || over_size
+        };
+        while let Some(seg) = self.segments.pop_oldest_if(|s| expired(s, size)) {
             size -= seg.size() as i64;
             let next = seg.next_offset;
             seg.delete()?;

@@ -5,3 +5,4 @@ pub mod disk;
 pub mod index;
 pub mod log;
 pub mod segment;
+pub mod segments;

@@ -245,13 +245,13 @@ impl Segment {
 
     /// Cut the segment before the batch holding `offset` (a follower dropping a divergent
     /// tail); the indexes are rebuilt from what remains.
-    pub fn truncate_to(self, dir: &Path, offset: i64) -> Result<Segment> {
-        let Some((pos, _)) = self.find_batch(offset)? else { return Ok(self) };
+    pub fn truncate_to(&mut self, dir: &Path, offset: i64) -> Result<()> {
+        let Some((pos, _)) = self.find_batch(offset)? else { return Ok(()) };
         self.file.set_len(pos)?;
         self.file.sync_all()?;
-        let (base, interval) = (self.base_offset, self.index_interval);
-        drop(self);
-        Segment::open(dir, base, interval, true, &mut |_| {})
+        // On error `self` stays as it was: its files were only shortened.
+        *self = Segment::open(dir, self.base_offset, self.index_interval, true, &mut |_| {})?;
+        Ok(())
     }
 
     /// Every batch header, in order.

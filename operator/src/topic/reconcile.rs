@@ -348,12 +348,11 @@ async fn read_stats(client: &AdminClient) -> Result<ClusterStats, AdminError> {
 /// Time lag from every ready broker's `/metrics` (only coordinators report a group, so all
 /// are asked); a broker that does not answer is left out, as its groups then read 0.
 async fn lag_seconds(ips: &[String]) -> HashMap<(String, String), f64> {
-    let asks = ips.iter().map(|ip| crate::cluster::brokers::get(ip, "/metrics"));
+    let asks = ips.iter().map(|ip| crate::cluster::brokers::metrics(ip));
     let texts: Vec<String> = futures::future::join_all(asks)
         .await
         .into_iter()
         .filter_map(|r| r.inspect_err(|e| tracing::debug!(error = %e, "reading broker metrics failed")).ok())
-        .filter_map(|(code, body)| (code == 200).then_some(body))
         .collect();
     crate::cluster::brokers::lag_seconds(texts.iter().map(String::as_str))
 }

@@ -2,7 +2,8 @@
 //! process is up), `/ready` (registered, unfenced and caught up with metadata: serving),
 //! `/status` (recovery progress and role, as JSON) and `/restart-safe` (whether stopping
 //! this broker now would take any partition below its min ISR; the operator's rolling
-//! restart asks it before each pod).
+//! restart asks it before each pod). The JSON bodies are the types of `fjord-contract`,
+//! which the operator reads with.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,24 +48,43 @@ async fn status(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     let hosted = b.replicas.all();
     let leaders = hosted.iter().filter(|p| p.lock().is_leader()).count();
     let q = b.metadata.quorum().map(|q| q.status());
-    let body = serde_json::json!({
-        "node_id": b.node_id(),
-        "ready": b.state.ready.load(Ordering::SeqCst),
-        "caught_up": b.state.caught_up.load(Ordering::SeqCst),
-        "broker_epoch": b.state.broker_epoch.load(Ordering::SeqCst),
-        "controller_active": b.controller.is_active(),
-        "metadata_applied_index": b.metadata.applied_index(),
-        "quorum": q,
-        "partitions_hosted": hosted.len(),
-        "partitions_assigned": assigned(&b).len(),
-        "partitions_led": leaders,
-        "uptime_seconds": b.state.started.elapsed().as_secs_f64(),
-    });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    let body = fjord_contract::Status {
+        node_id: b.node_id(),
+        ready: b.state.ready.load(Ordering::SeqCst),
+        caught_up: b.state.caught_up.load(Ordering::SeqCst),
+        broker_epoch: b.state.broker_epoch.load(Ordering::SeqCst),
+        controller_active: b.controller.is_active(),
+        metadata_applied_index: b.metadata.applied_index(),
+        quorum: q.map(|q| fjord_contract::Quorum {
+            node_id: q.node_id,
+            leader: q.leader,
+            term: q.term,
+            last_log_index: q.last_log_index,
+            committed: q.committed,
+            applied: q.applied,
+            voters: q.voters,
+            learners: q.learners,
+            replication: q.replication,
+        }),
+        partitions_hosted: hosted.len() as u64,
+        partitions_assigned: assigned(&b).len() as u64,
+        partitions_led: leaders as u64,
+        uptime_seconds: b.state.started.elapsed().as_secs_f64(),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&body).expect("serializes"))
 }
 
-/// (topic, partition, ISR, replicas, min ISR) of every partition assigned to this broker.
-fn assigned(b: &Broker) -> Vec<(String, usize, Vec<i32>, Vec<i32>, usize)> {
+/// A partition assigned to this broker, as the metadata image has it.
+struct Assigned {
+    topic: String,
+    partition: usize,
+    isr: Vec<i32>,
+    replicas: Vec<i32>,
+    min_isr: usize,
+}
+
+/// Every partition assigned to this broker.
+fn assigned(b: &Broker) -> Vec<Assigned> {
     let me = b.node_id();
     b.metadata.read(|img| {
         let mut out = Vec::new();
@@ -72,7 +92,13 @@ fn assigned(b: &Broker) -> Vec<(String, usize, Vec<i32>, Vec<i32>, usize)> {
             let min_isr = crate::topic_config::log_config(&b.config, &t.configs).min_insync_replicas.max(1) as usize;
             for (i, p) in t.assignment.iter().enumerate() {
                 if p.replicas.contains(&me) {
-                    out.push((t.name.clone(), i, p.isr.clone(), p.replicas.clone(), min_isr));
+                    out.push(Assigned {
+                        topic: t.name.clone(),
+                        partition: i,
+                        isr: p.isr.clone(),
+                        replicas: p.replicas.clone(),
+                        min_isr,
+                    });
                 }
             }
         }
@@ -89,7 +115,7 @@ async fn restart_safe(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     let me = b.node_id();
     let mut blocking = Vec::new();
     let mut unsatisfiable = Vec::new();
-    for (topic, i, isr, replicas, min_isr) in assigned(&b) {
+    for Assigned { topic, partition: i, isr, replicas, min_isr } in assigned(&b) {
         let name = format!("{topic}-{i}");
         if replicas.len() <= min_isr {
             unsatisfiable.push(name);
@@ -97,18 +123,18 @@ async fn restart_safe(State(b): State<Arc<Broker>>) -> impl IntoResponse {
         }
         let remaining = isr.iter().filter(|r| **r != me).count();
         if remaining < min_isr {
-            blocking.push(serde_json::json!({"partition": name, "isr": isr, "min_isr": min_isr}));
+            blocking.push(fjord_contract::Blocking { partition: name, isr, min_isr: min_isr as u64 });
         }
     }
     let safe = blocking.is_empty() && b.state.ready.load(Ordering::SeqCst);
-    let body = serde_json::json!({
-        "safe": safe,
-        "ready": b.state.ready.load(Ordering::SeqCst),
-        "would_fall_below_min_isr": blocking,
-        "replication_factor_allows_no_restart": unsatisfiable,
-    });
+    let body = fjord_contract::RestartSafe {
+        safe,
+        ready: b.state.ready.load(Ordering::SeqCst),
+        would_fall_below_min_isr: blocking,
+        replication_factor_allows_no_restart: unsatisfiable,
+    };
     let code = if safe { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&body).expect("serializes"))
 }
 
 pub fn router(broker: Arc<Broker>) -> Router {

@@ -27,6 +27,9 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
+    /// The reconcile step that failed (e.g. `apply`).
+    pub step: &'static str,
+    /// The cause's kind (e.g. the API server's `Conflict`).
     pub reason: String,
 }
 
@@ -131,12 +134,18 @@ impl Metrics {
         })
     }
 
-    /// One reconcile finished: `result` is "ok", "error" or "requeue"; `reason` names the
-    /// error kind when there was one.
-    pub fn reconciled(&self, controller: &'static str, result: &'static str, reason: Option<&str>, took: Duration) {
+    /// One reconcile finished: `result` is "ok", "error" or "requeue"; `error` is the step
+    /// that failed and the cause's kind, when there was one.
+    pub fn reconciled(
+        &self,
+        controller: &'static str,
+        result: &'static str,
+        error: Option<(&'static str, &str)>,
+        took: Duration,
+    ) {
         self.reconciles.get_or_create(&ResultLabels { controller, result }).inc();
-        if let Some(reason) = reason {
-            self.errors.get_or_create(&ErrorLabels { controller, reason: reason.to_string() }).inc();
+        if let Some((step, reason)) = error {
+            self.errors.get_or_create(&ErrorLabels { controller, step, reason: reason.to_string() }).inc();
         }
         self.duration.get_or_create(&ControllerLabel { controller }).observe(took.as_secs_f64());
     }

@@ -1,78 +1,83 @@
 //! The brokers' HTTP endpoint (`fjord.http.listen`, port 9644): `/status`,
-//! `/restart-safe` and `/metrics`. A plain HTTP/1.1 GET over a TCP socket is all these
-//! need, so no HTTP client crate; every call has a short timeout, since a hung broker must
-//! not stall the reconcile.
+//! `/restart-safe` and `/metrics`, asked with one shared `reqwest` client (HTTP/1.1, no
+//! TLS, no proxy). The JSON bodies are the types of `fjord-contract`, the crate the broker
+//! writes them with. Every call has a short timeout, since a hung broker must not stall
+//! the reconcile.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use fjord_crds::ports;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+pub use fjord_contract::Status;
+
+/// Bounds a whole call: connect, request and body.
 const TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BODY: usize = 4 << 20;
 
-/// `GET http://<ip>:9644<path>`: (status code, body).
-pub async fn get(ip: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    tokio::time::timeout(TIMEOUT, get_inner(ip, path))
-        .await
-        .map_err(|_| anyhow::anyhow!("GET http://{ip}:{}{path}: timed out", ports::HTTP))?
+/// Why a call to a broker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("GET {url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("GET {url}: body larger than {MAX_BODY} bytes")]
+    TooLarge { url: String },
+    #[error("GET {url} answered {code}")]
+    Status { url: String, code: u16 },
+    #[error("GET {url}: {source}")]
+    Json { url: String, source: serde_json::Error },
 }
 
-async fn get_inner(ip: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect((ip, ports::HTTP as u16)).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.take(MAX_BODY as u64).read_to_end(&mut buf).await?;
-    parse_response(&buf)
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            // Pod IPs: no proxy, whatever the environment says.
+            .no_proxy()
+            .build()
+            .expect("a client without TLS builds")
+    })
 }
 
-/// Status code and body of a `Connection: close` response (chunked bodies decoded).
-pub fn parse_response(buf: &[u8]) -> anyhow::Result<(u16, String)> {
-    let text = String::from_utf8_lossy(buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("truncated HTTP response"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("bad HTTP status line"))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
-    });
-    Ok((code, if chunked { dechunk(body) } else { body.to_string() }))
+/// `http://<ip>:9644<path>` (IPv6 addresses bracketed).
+pub fn url(ip: &str, path: &str) -> String {
+    let host = if ip.contains(':') && !ip.starts_with('[') { format!("[{ip}]") } else { ip.to_string() };
+    format!("http://{host}:{}{path}", ports::HTTP)
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
+/// `GET http://<ip>:9644<path>`: (status code, body), the body cut off at 4 MiB.
+pub async fn get(ip: &str, path: &str) -> Result<(u16, String), CallError> {
+    get_url(url(ip, path)).await
+}
+
+async fn get_url(url: String) -> Result<(u16, String), CallError> {
+    let http = |source| CallError::Http { url: url.clone(), source };
+    let mut resp = client().get(&url).send().await.map_err(http)?;
+    let code = resp.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(http)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(CallError::TooLarge { url });
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        body.extend_from_slice(&chunk);
     }
-    out
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// What the operator reads from `/status`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-pub struct Status {
-    pub node_id: i32,
-    pub ready: bool,
-    #[serde(default)]
-    pub controller_active: bool,
-    #[serde(default)]
-    pub partitions_hosted: u64,
-    #[serde(default)]
-    pub partitions_assigned: u64,
+/// A 200 answer's body, or the error saying which code came instead.
+async fn get_ok(ip: &str, path: &str) -> Result<String, CallError> {
+    match get(ip, path).await? {
+        (200, body) => Ok(body),
+        (code, _) => Err(CallError::Status { url: url(ip, path), code }),
+    }
 }
 
-pub async fn status(ip: &str) -> anyhow::Result<Status> {
-    let (code, body) = get(ip, "/status").await?;
-    anyhow::ensure!(code == 200, "/status answered {code}");
-    Ok(serde_json::from_str(&body)?)
+pub async fn status(ip: &str) -> Result<Status, CallError> {
+    let body = get_ok(ip, "/status").await?;
+    serde_json::from_str(&body).map_err(|source| CallError::Json { url: url(ip, "/status"), source })
 }
 
 /// Partition health from one broker's Prometheus text.
@@ -148,10 +153,13 @@ pub fn lag_seconds<'a>(texts: impl IntoIterator<Item = &'a str>) -> HashMap<(Str
     out
 }
 
-pub async fn health(ip: &str) -> anyhow::Result<Health> {
-    let (code, body) = get(ip, "/metrics").await?;
-    anyhow::ensure!(code == 200, "/metrics answered {code}");
-    Ok(parse_health(&body))
+pub async fn health(ip: &str) -> Result<Health, CallError> {
+    Ok(parse_health(&get_ok(ip, "/metrics").await?))
+}
+
+/// `/metrics` text of one broker, for the consumer-group time lag.
+pub async fn metrics(ip: &str) -> Result<String, CallError> {
+    get_ok(ip, "/metrics").await
 }
 
 #[cfg(test)]
@@ -159,12 +167,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_plain_and_chunked_responses() {
-        let r = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(r).unwrap(), (503, "{}".to_string()));
-        let r = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(r).unwrap(), (200, "abcde".to_string()));
-        assert!(parse_response(b"HTTP/1.1 200").is_err());
+    fn urls_name_the_http_port_and_bracket_ipv6() {
+        assert_eq!(url("10.0.0.4", "/status"), "http://10.0.0.4:9644/status");
+        assert_eq!(url("fd00::4", "/metrics"), "http://[fd00::4]:9644/metrics");
     }
 
     #[test]
@@ -199,9 +204,38 @@ mod tests {
     #[test]
     fn status_ignores_unknown_fields() {
         let s: Status = serde_json::from_str(
-            r#"{"node_id":2,"ready":true,"controller_active":false,"partitions_hosted":3,"quorum":null}"#,
+            r#"{"node_id":2,"ready":true,"controller_active":false,"partitions_hosted":3,"quorum":null,"x":1}"#,
         )
         .unwrap();
         assert_eq!((s.node_id, s.partitions_hosted), (2, 3));
+    }
+
+    /// A real HTTP exchange on loopback: the answer's code and body (chunked included),
+    /// and a server that never answers is cut off by the timeout.
+    #[tokio::test]
+    async fn get_reads_code_and_body_and_times_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let answer = |resp: &'static str| async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                s.write_all(resp.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+            port
+        };
+        let fetch = |port: u16| get_url(format!("http://127.0.0.1:{port}/x"));
+        let port = answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}").await;
+        assert_eq!(fetch(port).await.unwrap(), (503, "{}".to_string()));
+        let port =
+            answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await;
+        assert_eq!(fetch(port).await.unwrap(), (200, "abcde".to_string()));
+        let port = answer("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
+        let started = std::time::Instant::now();
+        assert!(fetch(port).await.is_err(), "a body that never completes");
+        assert!(started.elapsed() < Duration::from_secs(4), "cut off by the 2 s timeout");
     }
 }

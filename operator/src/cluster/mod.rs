@@ -53,17 +53,67 @@ const SLOW: Duration = Duration::from_secs(30);
 /// Cluster is not reconciled, and its series must go.
 const RESOURCES_EVERY: Duration = Duration::from_secs(5);
 
+/// A failed reconcile, one variant per pipeline step that can fail, each wrapping its
+/// cause. `validate` and `build` never fail a reconcile: an invalid spec is reported as
+/// `ConfigInvalid` and waits for an edit, and the builders are pure. Broker calls
+/// (`/status`, `/restart-safe`, `/metrics`) do not either: a broker that does not answer
+/// blocks a scale-down or a roll step, and is said so in the conditions.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    /// 1. Reading the StatefulSet, the pods, the monitoring API group or the external
+    ///    Services' addresses.
+    #[error("fetch: {0}")]
+    Fetch(#[source] kube::Error),
+    /// 4. Server-side apply of one child (`Kind/name`).
+    #[error("apply {child}: {source}")]
+    Apply { child: String, source: kube::Error },
+    /// 5. Listing or deleting leftover children.
+    #[error("prune: {0}")]
+    Prune(#[source] kube::Error),
+    /// 6a. Deleting the next broker pod of a rolling restart.
+    #[error("roll: {0}")]
+    Roll(#[source] kube::Error),
+    /// 7. Writing the Cluster's status.
+    #[error("status: {0}")]
+    Status(#[source] kube::Error),
 }
 
 impl Error {
-    fn reason(&self) -> String {
+    /// The step that failed, as the `step` label of `fjord_operator_reconcile_errors_total`.
+    pub fn step(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(s)) => s.reason.clone(),
-            Error::Kube(_) => "KubeClient".into(),
+            Error::Fetch(_) => "fetch",
+            Error::Apply { .. } => "apply",
+            Error::Prune(_) => "prune",
+            Error::Roll(_) => "roll",
+            Error::Status(_) => "status",
+        }
+    }
+
+    /// The reason of the failure's condition and Event: the step, e.g. `ApplyFailed`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Fetch(_) => "FetchFailed",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Prune(_) => "PruneFailed",
+            Error::Roll(_) => "RollFailed",
+            Error::Status(_) => "StatusFailed",
+        }
+    }
+
+    fn kube(&self) -> &kube::Error {
+        match self {
+            Error::Fetch(e) | Error::Apply { source: e, .. } | Error::Prune(e) | Error::Roll(e) | Error::Status(e) => e,
+        }
+    }
+
+    /// The cause's kind, as the `reason` label of `fjord_operator_reconcile_errors_total`
+    /// (unchanged from before the step was known): the API server's status reason (e.g.
+    /// `Conflict`, `Forbidden`), or `KubeClient` when no answer came.
+    pub fn cause(&self) -> String {
+        match self.kube() {
+            kube::Error::Api(s) => s.reason.clone(),
+            _ => "KubeClient".into(),
         }
     }
 }
@@ -204,15 +254,31 @@ async fn reconcile(c: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> 
     let started = Instant::now();
     ctx.metrics.set_queue_depth(CONTROLLER, ctx.in_flight.fetch_add(1, Ordering::SeqCst) + 1);
     let result = reconcile_inner(&c, &ctx).await;
-    let (outcome, reason) = match &result {
+    let (outcome, error) = match &result {
         Ok(a) if *a == Action::requeue(FAST) => ("requeue", None),
         Ok(_) => ("ok", None),
-        Err(e) => ("error", Some(e.reason())),
+        Err(e) => ("error", Some((e.step(), e.cause()))),
     };
-    ctx.metrics.reconciled(CONTROLLER, outcome, reason.as_deref(), started.elapsed());
+    if let Err(e) = &result {
+        report_failure(&c, &ctx, e).await;
+    }
+    ctx.metrics.reconciled(CONTROLLER, outcome, error.as_ref().map(|(s, r)| (*s, r.as_str())), started.elapsed());
     ctx.metrics.set_queue_depth(CONTROLLER, ctx.in_flight.fetch_sub(1, Ordering::SeqCst) - 1);
     report_resources(&ctx.store, &ctx.metrics);
     result
+}
+
+/// A failed reconcile: a Warning Event and `Degraded=True`, both with the step's reason
+/// (e.g. `ApplyFailed`) and the error as message. The next successful reconcile computes
+/// Degraded anew. Best effort: a status write that fails too (the API being down) is only
+/// logged, and the error policy retries.
+async fn report_failure(c: &Cluster, ctx: &Context, e: &Error) {
+    let message = e.to_string();
+    event(ctx, c, EventType::Warning, e.reason(), message.clone()).await;
+    let new = status::failed(c.status.as_ref(), c.metadata.generation, e.reason(), &message, &now());
+    if let Err(w) = write_status(ctx, c, new).await {
+        tracing::debug!(error = %w, "failure not recorded in status");
+    }
 }
 
 /// Clusters by their Ready condition, from the controller's cache.
@@ -238,7 +304,9 @@ async fn write_status(ctx: &Context, c: &Cluster, new: ClusterStatus) -> Result<
     }
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default());
     let body = serde_json::json!({"apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster", "status": new});
-    api.patch_status(&c.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body)).await?;
+    api.patch_status(&c.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::Status)?;
     ctx.metrics.api_write(CONTROLLER, "Cluster/status");
     Ok(())
 }
@@ -263,7 +331,7 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
         }
     };
     // 1. fetch
-    let f = fetch::fetch(&ctx.client, &ctx.monitoring, &m).await?;
+    let f = fetch::fetch(&ctx.client, &ctx.monitoring, &m).await.map_err(Error::Fetch)?;
     let sts_replicas = f.sts.as_ref().and_then(|s| s.spec.as_ref()?.replicas);
 
     // 6b. scale (decided first: a blocked scale-down keeps the old replica count)
@@ -286,22 +354,26 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
     // no broker starts before its load balancer address is known.
     let external = external_children(&m, replicas);
     for child in &external {
-        apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await?;
+        apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await.map_err(|e| apply_error(child, e))?;
     }
     let addresses = if external.is_empty() {
         Default::default()
     } else {
-        fetch::external_addresses(&ctx.client, &m, replicas).await?
+        fetch::external_addresses(&ctx.client, &m, replicas).await.map_err(Error::Fetch)?
     };
     let (replicas, waiting) = external::startable(&m, replicas, sts_replicas, &addresses);
     let mut wanted = children(&m, replicas, f.monitoring, &addresses);
     let mut sts_written = false;
     for child in &wanted {
-        let wrote = apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await?;
+        let wrote =
+            apply::apply(&ctx.client, &ctx.metrics, &m.namespace, child).await.map_err(|e| apply_error(child, e))?;
         sts_written |= wrote && child.ar.kind == "StatefulSet";
     }
     wanted.extend(external);
-    for gone in apply::prune(&ctx.client, &ctx.metrics, &m, &managed_kinds(f.monitoring), &wanted).await? {
+    let pruned = apply::prune(&ctx.client, &ctx.metrics, &m, &managed_kinds(f.monitoring), &wanted)
+        .await
+        .map_err(Error::Prune)?;
+    for gone in pruned {
         event(ctx, c, EventType::Normal, "Deleted", format!("deleted {gone}: the spec no longer asks for it")).await;
     }
 
@@ -356,6 +428,10 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(if moving || roll.is_some() || sts_written { FAST } else { SLOW }))
 }
 
+fn apply_error(child: &Child, source: kube::Error) -> Error {
+    Error::Apply { child: format!("{}/{}", child.ar.kind, child.name()), source }
+}
+
 /// One step of the rolling restart. Returns the decision (None when nothing is to roll)
 /// and the node ids still to restart.
 async fn roll_step(
@@ -394,7 +470,7 @@ async fn roll_step(
     let decision = roll::next_pod_to_restart(pods, replicas, rev, m.voters(), |_| safety.clone());
     if let Decision::Restart { pod, note } = &decision {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &m.namespace);
-        api.delete(&pod.name, &DeleteParams::default()).await?;
+        api.delete(&pod.name, &DeleteParams::default()).await.map_err(Error::Roll)?;
         ctx.metrics.api_write(CONTROLLER, "Pod");
         let mut msg = format!("restarted {} (broker {}) onto revision {rev}", pod.name, pod.ordinal);
         if let Some(n) = note {
@@ -440,6 +516,36 @@ mod tests {
             6,
             "metrics off: no monitoring objects (pruned if they exist)"
         );
+    }
+
+    fn api_error(reason: &str) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value(json!({"code": 409, "reason": reason})).unwrap()))
+    }
+
+    #[test]
+    fn every_step_has_its_own_reason_and_label_and_keeps_its_cause() {
+        let child = Child::typed(&build::service_account(
+            &model::validate(&model::test_cluster(json!({"image": "i", "replicas": 1, "storage": {"size": "1Gi"}})))
+                .unwrap(),
+        ));
+        let cases = [
+            (Error::Fetch(api_error("Forbidden")), "fetch", "FetchFailed"),
+            (apply_error(&child, api_error("Conflict")), "apply", "ApplyFailed"),
+            (Error::Prune(api_error("NotFound")), "prune", "PruneFailed"),
+            (Error::Roll(api_error("NotFound")), "roll", "RollFailed"),
+            (Error::Status(api_error("Invalid")), "status", "StatusFailed"),
+        ];
+        for (e, step, reason) in &cases {
+            assert_eq!((e.step(), e.reason()), (*step, *reason), "{e}");
+            assert!(e.to_string().starts_with(step), "the message names the step: {e}");
+            assert!(std::error::Error::source(e).is_some(), "the cause is kept: {e}");
+        }
+        let reasons: std::collections::BTreeSet<_> = cases.iter().map(|c| c.0.reason()).collect();
+        assert_eq!(reasons.len(), cases.len());
+        assert!(cases[1].0.to_string().starts_with("apply ServiceAccount/events: "), "{}", cases[1].0);
+        // The metric's reason label is the cause's kind, as before the step was known.
+        assert_eq!(cases[1].0.cause(), "Conflict");
+        assert_eq!(Error::Fetch(kube::Error::LinesCodecMaxLineLengthExceeded).cause(), "KubeClient");
     }
 
     #[test]

@@ -84,10 +84,8 @@ pub fn classify(code: u16, body: &str) -> Safety {
     if code != 200 {
         return Safety::Unsafe(body.trim().to_string());
     }
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let stuck: Vec<&str> = v["replication_factor_allows_no_restart"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+    let stuck = serde_json::from_str::<fjord_contract::RestartSafe>(body)
+        .map(|r| r.replication_factor_allows_no_restart)
         .unwrap_or_default();
     let note = (!stuck.is_empty()).then(|| {
         format!(

@@ -145,6 +145,20 @@ pub fn invalid(old: Option<&ClusterStatus>, generation: Option<i64>, message: &s
     s
 }
 
+/// A reconcile failed at a step: `Degraded=True` with the step's reason (e.g.
+/// `ApplyFailed`) and the error, everything else as it was.
+pub fn failed(
+    old: Option<&ClusterStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> ClusterStatus {
+    let mut s = old.cloned().unwrap_or_default();
+    s.conditions = merge_conditions(&s.conditions, vec![cond(DEGRADED, true, reason, message, generation)], now);
+    s
+}
+
 /// Reconciliation is paused by annotation: say so, change nothing else.
 pub fn paused(old: Option<&ClusterStatus>, generation: Option<i64>, now: &Time) -> ClusterStatus {
     let mut s = old.cloned().unwrap_or_default();
@@ -249,6 +263,22 @@ mod tests {
         let s2 = compute(Some(&s1), &f, &t(5));
         assert_eq!(get(&s2, READY).last_transition_time, t(5));
         assert_eq!(get(&s2, PROGRESSING).last_transition_time, t(1));
+    }
+
+    #[test]
+    fn a_failed_step_degrades_and_the_next_full_pass_clears_it() {
+        let s1 = compute(None, &facts(), &t(1));
+        let s2 = failed(Some(&s1), Some(2), "ApplyFailed", "apply StatefulSet/e: conflict", &t(2));
+        let d = get(&s2, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
+            ("True", "ApplyFailed", "apply StatefulSet/e: conflict")
+        );
+        assert_eq!(d.last_transition_time, t(2));
+        assert_eq!(get(&s2, READY), get(&s1, READY), "readiness is left as the last full pass saw it");
+        assert_eq!(s2.ready_brokers, 3);
+        let s3 = compute(Some(&s2), &facts(), &t(3));
+        assert_eq!(get(&s3, DEGRADED).reason, "AsExpected");
     }
 
     #[test]

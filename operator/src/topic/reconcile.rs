@@ -19,26 +19,63 @@ use super::logic::{self, PartitionPlan};
 use super::{Ctx, CONTROLLER, FINALIZER};
 use crate::kafka::{AdminClient, AdminError, NewTopic, TopicInfo};
 
+/// A failed Topic reconcile, one variant per step that can fail, each wrapping its cause.
+/// Connecting to the cluster and converging Kafka on the spec do not fail the reconcile:
+/// they end in `Ready=False` (reasons `ClusterNotReady`, `KafkaError`, `InvalidSpec`,
+/// `TopicExistsNotManaged`) and a requeue.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("kafka: {0}")]
-    Kafka(#[from] AdminError),
-    #[error("cluster not ready: {0}")]
-    ClusterNotReady(String),
+    /// Writing the Topic's status.
+    #[error("status: {0}")]
+    Status(#[source] kube::Error),
+    /// Deleting the Kafka topic of a deleted Topic: the cluster has no ready broker.
+    #[error("cleanup: cluster not ready: {0}")]
+    CleanupClusterNotReady(String),
+    /// Deleting the Kafka topic of a deleted Topic: Kafka refused or did not answer.
+    #[error("cleanup: delete the Kafka topic: {0}")]
+    CleanupKafka(#[source] AdminError),
+    /// Adding or removing the finalizer.
     #[error("finalizer: {0}")]
     Finalizer(String),
 }
 
 impl Error {
+    /// The step that failed, as the `step` label of `fjord_operator_reconcile_errors_total`.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Status(_) => "status",
+            Error::CleanupClusterNotReady(_) | Error::CleanupKafka(_) => "cleanup",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+
+    /// The reason of the failure's Event: the step, e.g. `CleanupFailed`.
+    pub fn event_reason(&self) -> &'static str {
+        match self {
+            Error::Status(_) => "StatusFailed",
+            Error::CleanupClusterNotReady(_) | Error::CleanupKafka(_) => "CleanupFailed",
+            Error::Finalizer(_) => "FinalizerFailed",
+        }
+    }
+
+    /// The cause's kind, as the `reason` label of `fjord_operator_reconcile_errors_total`
+    /// (the values it had before the step was known).
     fn reason(&self) -> String {
         match self {
-            Error::Kube(_) => "KubeApi".into(),
-            Error::Kafka(e) => e.reason().to_string(),
-            Error::ClusterNotReady(_) => "ClusterNotReady".into(),
+            Error::Status(_) => "KubeApi".into(),
+            Error::CleanupKafka(e) => e.reason().to_string(),
+            Error::CleanupClusterNotReady(_) => "ClusterNotReady".into(),
             Error::Finalizer(_) => "Finalizer".into(),
         }
+    }
+}
+
+/// The step of a reconcile that ended in `Ready=False` with this reason and a requeue.
+fn requeue_step(reason: &str) -> &'static str {
+    if reason == "ClusterNotReady" {
+        "connect"
+    } else {
+        "converge"
     }
 }
 
@@ -65,6 +102,7 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, Error
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
     let outcome: Mutex<Outcome> = Mutex::new(("ok", None));
     let (ctx_ref, outcome_ref) = (&ctx, &outcome);
+    let r_topic = topic.clone();
     let r = finalizer(&api, FINALIZER, topic, |event| async move {
         match event {
             Finalizer::Apply(t) => {
@@ -81,7 +119,8 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, Error
     match r {
         Ok(action) => {
             let (result, reason) = outcome.into_inner().unwrap();
-            ctx.metrics.reconciled(CONTROLLER, result, reason.as_deref(), took);
+            let error = reason.as_deref().map(|r| (requeue_step(r), r));
+            ctx.metrics.reconciled(CONTROLLER, result, error, took);
             Ok(action)
         }
         Err(e) => {
@@ -91,7 +130,8 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Ctx>) -> Result<Action, Error
                 }
                 other => Error::Finalizer(other.to_string()),
             };
-            ctx.metrics.reconciled(CONTROLLER, "error", Some(&e.reason()), took);
+            ctx.metrics.reconciled(CONTROLLER, "error", Some((e.step(), &e.reason())), took);
+            failure_event(&r_topic, &ctx, &e).await;
             Err(e)
         }
     }
@@ -282,7 +322,7 @@ async fn finish(t: &Topic, ctx: &Ctx, mut st: TopicStatus, verdict: Verdict) -> 
     if let Some(patch) = logic::status_patch(t.status.as_ref(), &st) {
         let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
         ctx.metrics.api_write(CONTROLLER, "Topic");
-        api.patch_status(&t.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch_status(&t.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::Status)?;
     }
     Ok(match (ready, reason) {
         (true, _) | (false, "TopicExistsNotManaged" | "InvalidSpec") => {
@@ -290,6 +330,22 @@ async fn finish(t: &Topic, ctx: &Ctx, mut st: TopicStatus, verdict: Verdict) -> 
         }
         (false, _) => (ctx.retry(), ("requeue", Some(reason.to_string()))),
     })
+}
+
+/// A failed reconcile: a Warning Event whose reason names the step (e.g. `CleanupFailed`).
+/// A failure to converge is in the Ready condition instead (see [`Error`]).
+async fn failure_event(t: &Topic, ctx: &Ctx, e: &Error) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: e.event_reason().into(),
+        note: Some(e.to_string()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    ctx.metrics.api_write(CONTROLLER, "Event");
+    if let Err(w) = ctx.recorder.publish(&event, &t.object_ref(&())).await {
+        tracing::warn!(error = %w, "publishing event failed");
+    }
 }
 
 /// Tell the user (an Event) and the log that Kafka had drifted from the spec.
@@ -348,12 +404,11 @@ async fn read_stats(client: &AdminClient) -> Result<ClusterStats, AdminError> {
 /// Time lag from every ready broker's `/metrics` (only coordinators report a group, so all
 /// are asked); a broker that does not answer is left out, as its groups then read 0.
 async fn lag_seconds(ips: &[String]) -> HashMap<(String, String), f64> {
-    let asks = ips.iter().map(|ip| crate::cluster::brokers::get(ip, "/metrics"));
+    let asks = ips.iter().map(|ip| crate::cluster::brokers::metrics(ip));
     let texts: Vec<String> = futures::future::join_all(asks)
         .await
         .into_iter()
         .filter_map(|r| r.inspect_err(|e| tracing::debug!(error = %e, "reading broker metrics failed")).ok())
-        .filter_map(|(code, body)| (code == 200).then_some(body))
         .collect();
     crate::cluster::brokers::lag_seconds(texts.iter().map(String::as_str))
 }
@@ -377,13 +432,34 @@ async fn cleanup(t: &Topic, ctx: &Ctx) -> Result<Action, Error> {
             if cluster.is_none_or(|c| c.meta().deletion_timestamp.is_some()) {
                 return Ok(Action::await_change());
             }
-            return Err(Error::ClusterNotReady(msg));
+            return Err(Error::CleanupClusterNotReady(msg));
         }
     };
     match client.delete_topic(&name).await {
         Ok(()) => tracing::info!(topic = name, namespace = ?t.namespace(), "deleted Kafka topic"),
         Err(e) if e.is(ResponseError::UnknownTopicOrPartition) => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(Error::CleanupKafka(e)),
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_their_step_and_keep_the_metric_reasons() {
+        let cases = [
+            (Error::Status(kube::Error::LinesCodecMaxLineLengthExceeded), "status", "StatusFailed", "KubeApi"),
+            (Error::CleanupClusterNotReady("no ready broker".into()), "cleanup", "CleanupFailed", "ClusterNotReady"),
+            (Error::Finalizer("x".into()), "finalizer", "FinalizerFailed", "Finalizer"),
+        ];
+        for (e, step, event, reason) in &cases {
+            assert_eq!((e.step(), e.event_reason(), e.reason().as_str()), (*step, *event, *reason), "{e}");
+            assert!(e.to_string().starts_with(step), "{e}");
+        }
+        assert_eq!(requeue_step("ClusterNotReady"), "connect");
+        assert_eq!(requeue_step("KafkaError"), "converge");
+        assert_eq!(requeue_step("InvalidSpec"), "converge");
+    }
 }

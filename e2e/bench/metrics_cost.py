@@ -16,20 +16,17 @@ A benchmark, not a test: it asserts nothing and prints figures for docs/benchmar
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-
-from bench import proc_cpu_s as cpu_seconds  # noqa: E402
-from devcluster import DevCluster  # noqa: E402
+from harness.devcluster import DevCluster
+from harness.procs import proc_cpu_s as cpu_seconds
 
 
 def scrape(addr):

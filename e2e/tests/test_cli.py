@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-from kclients import create_topic, http_get, produce, read_partition, unique
+from harness.ports import free_port
+from harness.clients import create_topic, http_get, produce, read_partition, unique
 
 pytestmark = pytest.mark.fjord_only
 
@@ -82,7 +82,7 @@ fjord.http.listen=127.0.0.1:{http}
 
 def test_dev_starts_a_three_node_cluster(tmp_path):
     """`fjord dev` is three nodes, each broker and controller: RF 3 and min ISR 2 by default."""
-    from kclients import admin
+    from harness.clients import admin
 
     port, http = free_port(), free_port()
     proc = subprocess.Popen(

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from conftest import DEFAULT_OVERRIDES
-from kclients import create_topic, http_get, parse_prometheus, unique, wait_for
+from harness.clients import create_topic, http_get, parse_prometheus, unique, wait_for
 
 pytestmark = pytest.mark.fjord_only
 

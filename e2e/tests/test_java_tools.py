@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from kclients import (
+from harness.clients import (
     Consumer,
     TopicPartition,
     create_topic,

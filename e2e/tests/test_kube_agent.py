@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kube import KUBE_DIR
+from harness.kube import KUBE_DIR
 
 KUBE_NODES = 1
 pytestmark = pytest.mark.fjord_only  # the cluster fixture needs the fjord binary

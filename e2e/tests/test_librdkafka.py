@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from kclients import Consumer, TopicPartition, create_topic, produce, run, unique, wait_for, watermarks
+from harness.clients import Consumer, TopicPartition, create_topic, produce, run, unique, wait_for, watermarks
 
 PY_DIR = Path(__file__).resolve().parent / "py"
 N_RECORDS = 100_000

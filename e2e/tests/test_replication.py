@@ -14,8 +14,8 @@ from collections import defaultdict
 import pytest
 
 from conftest import TARGET
-from kclients import produce, unique, wait_for
-from workload import AckingProducer, CommitReader, GroupConsumer, check_acked, high_watermarks
+from harness.clients import produce, unique, wait_for
+from harness.workload import AckingProducer, CommitReader, GroupConsumer, check_acked, high_watermarks
 
 # Kafka's defaults (9 s session, 2 s heartbeat, 30 s replica lag) would make every failover slow;
 # the same keys are set on both targets.
@@ -321,7 +321,7 @@ def test_kill_active_controller(cluster_factory):
 
 
 def _as_acks(delivered):
-    from workload import Ack
+    from harness.workload import Ack
 
     return [Ack(0, p, o, v.decode(), i) for i, (p, o, v) in enumerate(delivered)]
 

@@ -444,9 +444,8 @@ def producer_perf(tools, bootstrap, topic, n, size, acks, timeout):
         ],
         timeout,
     )
-    m = None
-    for m in PP_RE.finditer(out):
-        pass
+    summaries = list(PP_RE.finditer(out))
+    m = summaries[-1] if summaries else None  # the last summary line is the final one
     if not m or int(m.group(1)) != n:
         raise RuntimeError(f"ProducerPerformance: no final summary for {n} records in: {out[-800:]!r}")
     rps = float(m.group(2))
@@ -614,7 +613,10 @@ def run_system(sysobj, tools, prof, limits):
                 scenario(
                     scn,
                     p,
-                    lambda: producer_perf(tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size, acks, tmo),
+                    # called before the next iteration; the defaults bind this one's values anyway
+                    lambda scn=scn, p=p, n=n, size=size, acks=acks: producer_perf(
+                        tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size, acks, tmo
+                    ),
                     records=n,
                     record_size=size,
                 )
@@ -630,7 +632,7 @@ def run_system(sysobj, tools, prof, limits):
             scenario(
                 "consume-1k",
                 p,
-                lambda: consumer_perf(
+                lambda p=p, n=n: consumer_perf(
                     tools,
                     sysobj.bootstrap,
                     f"bench-produce-1k-acks1-p{p}",
@@ -908,7 +910,7 @@ def scrub(text):
 
 
 def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapsed, note=""):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     shown = []
     skip = False
     for x in argv:  # the command line, without --note's text (it is printed below)

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import bench  # e2e/bench/bench.py (this script's folder): tools, ProducerPerformance parsing, tables
 from bench import log
-
 from harness import kafka, probe
 from harness.cluster import new_cluster_id
 from harness.paths import REPO as ROOT
@@ -228,7 +227,7 @@ class ForeignCpu:
             for pid, (_pp, start, cpu) in ours1.items():
                 old = ours0.get(pid)
                 ours += cpu - old[2] if old and old[1] == start else cpu
-            for pid, (ppid, start, cpu) in ours0.items():
+            for pid, (ppid, _start, cpu) in ours0.items():
                 if pid not in ours1 and ppid == self.me:
                     ours -= cpu  # a waited child: its whole CPU is in cutime now
             self.samples.append((t1, max(0.0, (busy1 - busy0 - ours) / CLK_TCK / (t1 - t0))))
@@ -593,7 +592,7 @@ class ProcSamplers:
         self.cpu0 = [proc_cpu_s(p) for p in self.pids]
 
     def finish(self):
-        cpu = sum(proc_cpu_s(p) - c for p, c in zip(self.pids, self.cpu0))
+        cpu = sum(proc_cpu_s(p) - c for p, c in zip(self.pids, self.cpu0, strict=True))
         peak = sum(s.window_peak_mb() for s in self.samplers)
         for s in self.samplers:
             s.close()
@@ -748,7 +747,7 @@ def analyse_kill(acks, t_kill, t_end):
     i1 = bisect.bisect_right(acks, t_end)
     seg = acks[i0:i1]
     best, end, base = 0, None, 0
-    for a, b in zip(seg, seg[1:]):
+    for a, b in zip(seg, seg[1:], strict=False):  # consecutive pairs: one fewer than seg
         if b - a > best:
             best, end = b - a, b
         if b <= t_kill:
@@ -782,7 +781,11 @@ def scenario_failover(cl, tools, prof, work):
             node.kill9()
             cl.reset_admin()
             # acks flow again: half a second's worth acknowledged after the kill
-            prod.wait(lambda: prod.count >= c0 + rate // 2 and prod.last_ack > t_kill, 120, "acks after the kill")
+            prod.wait(
+                lambda c0=c0, t_kill=t_kill: prod.count >= c0 + rate // 2 and prod.last_ack > t_kill,
+                120,
+                "acks after the kill",
+            )
             flowing_ms = ms_since(t_kill)
             new_leader = cl.describe([FAILOVER_TOPIC])[(FAILOVER_TOPIC, 0)][0]
             time.sleep(0.5)
@@ -1407,7 +1410,7 @@ def main():
             f"\n{cl.system} node logs ({bench.scrub(dest)}): "
             + (", ".join(f"{c} {lvl}" for lvl, c in sorted(counts.items())) or "no WARN/ERROR lines")
         )
-        for lvl, c, ex in groups[:15]:
+        for _lvl, c, ex in groups[:15]:
             print(f"  {c:5d} x {ex}")
     print(f"\nresults: {out}")
 

@@ -45,7 +45,6 @@ from harness import cluster as cluster_mod
 from harness.clients import wait_for
 from harness.workload import AckingProducer, GroupConsumer, high_watermarks, read_all
 
-
 SESSION_MS = 3000
 OVERRIDES = {
     "broker.session.timeout.ms": str(SESSION_MS),
@@ -175,7 +174,7 @@ class Checker:
         self.report["schedule"] = [{"fault": f, "node": n, "hold_s": h, "quiet_s": q} for f, n, h, q in schedule]
         log(
             f"seed {a.seed}; target {a.target}; schedule: "
-            + ", ".join(f"{f}({n if n else 'active'}{', %ss' % h if h else ''})" for f, n, h, _ in schedule)
+            + ", ".join(f"{f}({n if n else 'active'}{f', {h}s' if h else ''})" for f, n, h, _ in schedule)
         )
         tmp = Path(a.tmp) if a.tmp else Path(tempfile.gettempdir())
         tmp.mkdir(parents=True, exist_ok=True)
@@ -237,7 +236,6 @@ class Checker:
 
     # --- analysis -----------------------------------------------------------
     def analyse(self, final, marks):
-        a = self.args
         acks = [(p.name, ack) for p in self.producers for ack in p.acks_snapshot()]
         polls = [(cons.name, r) for cons in self.consumers for r in cons.snapshot()]
         at = defaultdict(set)  # (partition, offset) -> values observed there

@@ -274,7 +274,9 @@ class Cluster:
     def wait_full_isr(self, topic, partitions, timeout=90):
         """Every partition has a leader and its ISR equals its replica set."""
         for p in range(partitions):
-            self.wait_partition(topic, p, lambda l, r, i: l >= 0 and set(i) == set(r), timeout=timeout, what="full ISR")
+            self.wait_partition(
+                topic, p, lambda lead, r, i: lead >= 0 and set(i) == set(r), timeout=timeout, what="full ISR"
+            )
 
     def create_topic(self, topic, partitions=1, replication_factor=3, config=None, replica_assignment=None, timeout=60):
         from confluent_kafka.admin import NewTopic
@@ -295,7 +297,7 @@ class Cluster:
         fs = a.create_topics([nt], operation_timeout=timeout)
         fs[topic].result(timeout)
         for p in range(partitions):
-            self.wait_partition(topic, p, lambda l, r, i: l >= 0, timeout=timeout, what="a leader")
+            self.wait_partition(topic, p, lambda lead, r, i: lead >= 0, timeout=timeout, what="a leader")
         return topic
 
     def topic_configs(self, topic, timeout=30):

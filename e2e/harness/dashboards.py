@@ -155,7 +155,9 @@ def render(dash, prom, start, end, out, variables=None, step=None):
         ax.set_title(f"{p['title']}", fontsize=9, loc="left")
         n = 0
         last = None
-        for t, expr in zip([t for t in p["targets"] if t.get("expr") and not t.get("hide")], queries(p, variables)):
+        for t, expr in zip(
+            [t for t in p["targets"] if t.get("expr") and not t.get("hide")], queries(p, variables), strict=True
+        ):
             for s in prom.query_range(expr, start, end, step):
                 xs = [float(x) - end for x, _ in s["values"]]
                 ys = [float(y) for _, y in s["values"]]

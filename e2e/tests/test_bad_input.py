@@ -8,8 +8,8 @@ import time
 import pytest
 
 from harness import kproto
-from harness.kproto import RawConn
 from harness.clients import Consumer, create_topic, produce, read_partition, unique, watermarks
+from harness.kproto import RawConn
 
 UNSUPPORTED_VERSION = 35
 CORRUPT_MESSAGE = 2

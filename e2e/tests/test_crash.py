@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from conftest import DEFAULT_OVERRIDES
+
 from harness.clients import (
     AdminClient,
     Consumer,

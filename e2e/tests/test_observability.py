@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from harness.clients import create_topic, wait_for
 from harness.dashboards import load_alert_groups, load_dashboards, queries_without_data, render
 from harness.devcluster import DevCluster
-from harness.clients import create_topic, wait_for
 from harness.prometheus import Prometheus, fast_rules, selectors_without_series
 
 pytestmark = pytest.mark.fjord_only

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness import kube
+from harness.clients import create_topic, produce, read_partition
 from harness.kube import condition
-from harness.clients import create_topic, produce, read_partition, unique
 from harness.otlp import OtlpSink
 from harness.workload import AckingProducer, check_acked
 
@@ -26,14 +26,14 @@ KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
 pytestmark = pytest.mark.fjord_only
 
 NS = "streaming"
-CLUSTER = f"""
+CLUSTER = """
 apiVersion: fjord.dev/v1alpha1
 kind: Cluster
-metadata: {{name: events}}
+metadata: {name: events}
 spec:
   image: fjord/broker:dev
   replicas: 3
-  storage: {{size: 1Gi}}
+  storage: {size: 1Gi}
   advertise: PodIp
   config:
     default.replication.factor: "3"

@@ -28,8 +28,8 @@ import time
 import pytest
 
 from harness import kube
-from harness.kube import condition
 from harness.clients import create_topic, produce, read_partition, unique
+from harness.kube import condition
 
 KUBE_NODES = 2
 KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}

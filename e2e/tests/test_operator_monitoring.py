@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from harness import kube
-from harness.kube import condition
 from harness.clients import http_get, parse_prometheus
 from harness.dashboards import load_alert_groups
+from harness.kube import condition
 
 KUBE_NODES = 1
 KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
@@ -189,6 +189,7 @@ def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
     naming a cluster that does not exist fires FjordOperatorReconcileErrors. The dashboard is
     rendered (into docs/dashboards/ when FJORD_DASHBOARD_PNGS names it)."""
     import os
+
     from harness.dashboards import load_dashboards, queries_without_data, render
     from harness.prometheus import Prometheus, fast_rules, selectors_without_series
 

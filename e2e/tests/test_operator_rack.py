@@ -51,7 +51,7 @@ def node_zones(kc):
 def test_nodes_labelled_and_cluster_ready(kc):
     nodes = sorted(node_zones(kc))
     assert len(nodes) == 3, nodes
-    for n, zone in zip(nodes, ("zone-a", "zone-b", "zone-c")):
+    for n, zone in zip(nodes, ("zone-a", "zone-b", "zone-c"), strict=True):
         kc.kubectl("label", "node", n, f"{ZONE}={zone}", "--overwrite")
     assert sorted(node_zones(kc).values()) == ["zone-a", "zone-b", "zone-c"]
     kc.helm_install_operator()

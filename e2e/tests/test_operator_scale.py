@@ -20,8 +20,8 @@ import time
 import pytest
 
 from harness import kube
-from harness.kube import condition
 from harness.clients import produce
+from harness.kube import condition
 
 KUBE_NODES = 3
 KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TARGET
+
 from harness.clients import (
     AdminClient,
     Consumer,

@@ -269,10 +269,6 @@ class Node(Process):
         """Start the process (not waiting); returns time.monotonic_ns() just before."""
         raise NotImplementedError
 
-    def kill9(self):
-        """SIGKILL if it runs (a node already down is fine here)."""
-        super().kill9(missing_ok=True)
-
     def terminate(self, timeout=120, quiet=False):
         """SIGTERM and wait; returns ms to exit (SIGKILL after timeout: returns None)."""
         ms = super().terminate(timeout, quiet)
@@ -449,7 +445,7 @@ class Cluster:
     def kill_all(self):
         for n in self.nodes:
             try:
-                n.kill9()
+                n.kill9(missing_ok=True)
             except OSError:
                 pass
 
@@ -778,7 +774,7 @@ def scenario_failover(cl, tools, prof, work):
                 c0 = prod.count
             node.note(f"kill -9 (failover run {r + 1}, leader of {FAILOVER_TOPIC}-0)")
             t_kill = now_ns()
-            node.kill9()
+            node.kill9(missing_ok=True)
             cl.reset_admin()
             # acks flow again: half a second's worth acknowledged after the kill
             prod.wait(

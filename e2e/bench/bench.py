@@ -18,23 +18,21 @@ import platform
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from harness import kafka, probe
+from harness.paths import REPO as ROOT
+from harness.ports import port_in_use
+from harness.procs import Process, proc_cpu_s, proc_status_kb
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-KAFKA_SCRIPTS = ROOT / "e2e" / "kafka"
-sys.path.insert(0, str(KAFKA_SCRIPTS))
-import probe  # noqa: E402  (e2e/kafka/probe.py)
 
 FJORD_CACHE = Path(os.environ.get("FJORD_CACHE", Path.home() / ".cache" / "fjord"))
 MIB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def versions():
@@ -160,18 +158,7 @@ def row(scenario, system, partitions=None, **kw):
 # Process measurement
 
 
-def proc_cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK  # utime + stime
-
-
-def proc_status_kb(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
+# proc_cpu_s, proc_status_kb: harness.procs
 
 
 class RssSampler:
@@ -214,20 +201,17 @@ class RssSampler:
 # Systems under test
 
 
-def port_in_use(port):
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+class System(Process):
+    """A single broker under test; its process lifecycle is harness.procs.Process."""
 
-
-class System:
     name = "?"
 
     def __init__(self, data_dir, port, http_port):
+        super().__init__()
+        self.label = self.name
         self.dir = Path(data_dir) / self.name
         self.port, self.http_port = port, http_port
         self.bootstrap = f"127.0.0.1:{port}"
-        self.pid = None
 
     def fresh_dir(self):
         if self.dir.exists():
@@ -265,9 +249,9 @@ class KafkaSystem(System):
     def start(self):
         self.fresh_dir()
         env = dict(os.environ, KAFKA_HEAP_OPTS=self.heap)
-        kv = [f"{k}={v}" for k, v in SHARED_SETTINGS.items()]
+        self.pid_file = self.dir / "pid"  # e2e/kafka/start writes the JVM's pid there
         p = subprocess.run(
-            [str(KAFKA_SCRIPTS / "start"), str(self.dir), str(self.port), str(self.port + 1), *kv],
+            kafka.start_command(self.dir, self.port, self.port + 1, SHARED_SETTINGS),
             env=env,
             capture_output=True,
             text=True,
@@ -279,12 +263,13 @@ class KafkaSystem(System):
         m = re.search(r"ready on \S+ pid=(\d+) in (\d+) ms", p.stdout)
         if not m:
             raise RuntimeError(f"unexpected e2e/kafka/start output: {p.stdout!r}")
-        self.pid = int(m.group(1))
+        if int(m.group(1)) != self.pid:
+            raise RuntimeError(f"e2e/kafka/start printed pid {m.group(1)}, its pid file says {self.pid}")
         return float(m.group(2))
 
     def stop(self):
-        subprocess.run([str(KAFKA_SCRIPTS / "stop"), str(self.dir)], timeout=120, check=False, stdout=sys.stderr)
-        self.pid = None
+        subprocess.run([str(kafka.STOP), str(self.dir)], timeout=120, check=False, stdout=sys.stderr)
+        self.pid_file = None
 
     def version(self):
         return KAFKA_VERSION
@@ -293,35 +278,26 @@ class KafkaSystem(System):
 class ChildSystem(System):
     """A broker run as a child process of the benchmark (Fjord, Tansu)."""
 
-    proc = None
+    def log_files(self):
+        return [self.dir / "logs" / f"{self.name}.log"]
 
-    def spawn(self, cmd, cwd=None):
+    def start_child(self, cmd, cwd=None):
         """Start `cmd` with its output in logs/NAME.log; returns ms until ApiVersions answers."""
-        log_path = self.dir / "logs" / f"{self.name}.log"
-        out = open(log_path, "wb")
-        since = time.time_ns()
-        self.proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd
-        )
-        out.close()
-        self.pid = self.proc.pid
+        log_path = self.log_files()[0]
+        self.spawn(cmd, log_path, cwd=cwd)
         try:
-            return probe.wait_ready("127.0.0.1", self.port, timeout=60, pid=self.pid, since_ns=since)
+            return probe.wait_ready(
+                "127.0.0.1", self.port, timeout=60, pid=self.proc.pid, since_ns=self.spawned_wall_ns
+            )
         except (TimeoutError, ProcessLookupError) as e:
             tail = log_path.read_text(errors="replace")[-2000:]
             self.stop()
             raise RuntimeError(f"{self.name} did not start: {e}\n{tail}") from None
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} did not exit 30 s after SIGTERM; SIGKILL")
-                self.proc.kill()
-                self.proc.wait()
-        self.proc, self.pid = None, None
+        if self.terminate(30) is None:
+            log(f"{self.name} did not exit 30 s after SIGTERM; SIGKILL")
+        self.proc = None
 
 
 class FjordSystem(ChildSystem):
@@ -351,7 +327,7 @@ class FjordSystem(ChildSystem):
         cmd = [str(self.binary), "broker"]
         for k, v in self.overrides().items():
             cmd += ["--override", f"{k}={v}"]
-        return self.spawn(cmd)
+        return self.start_child(cmd)
 
     def version(self):
         try:
@@ -397,7 +373,7 @@ class TansuSystem(ChildSystem):
             "sqlite://tansu.db",
         ]
         # the sqlite URL is relative: run in the data directory
-        return self.spawn(cmd, cwd=data)
+        return self.start_child(cmd, cwd=data)
 
     def version(self):
         return f"tansu {TANSU_VERSION}"
@@ -426,7 +402,7 @@ class Tools:
     def java(self, cls, args, timeout, heap="-Xmx512M"):
         env = dict(os.environ, KAFKA_CLASSPATH=f"{self.classes}:{self.cp}", KAFKA_HEAP_OPTS=heap)
         p = subprocess.run(
-            [str(KAFKA_SCRIPTS / "run-class"), cls, *map(str, args)],
+            [str(kafka.RUN_CLASS), cls, *map(str, args)],
             env=env,
             capture_output=True,
             text=True,
@@ -468,9 +444,8 @@ def producer_perf(tools, bootstrap, topic, n, size, acks, timeout):
         ],
         timeout,
     )
-    m = None
-    for m in PP_RE.finditer(out):
-        pass
+    summaries = list(PP_RE.finditer(out))
+    m = summaries[-1] if summaries else None  # the last summary line is the final one
     if not m or int(m.group(1)) != n:
         raise RuntimeError(f"ProducerPerformance: no final summary for {n} records in: {out[-800:]!r}")
     rps = float(m.group(2))
@@ -638,7 +613,10 @@ def run_system(sysobj, tools, prof, limits):
                 scenario(
                     scn,
                     p,
-                    lambda: producer_perf(tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size, acks, tmo),
+                    # called before the next iteration; the defaults bind this one's values anyway
+                    lambda scn=scn, p=p, n=n, size=size, acks=acks: producer_perf(
+                        tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size, acks, tmo
+                    ),
                     records=n,
                     record_size=size,
                 )
@@ -654,7 +632,7 @@ def run_system(sysobj, tools, prof, limits):
             scenario(
                 "consume-1k",
                 p,
-                lambda: consumer_perf(
+                lambda p=p, n=n: consumer_perf(
                     tools,
                     sysobj.bootstrap,
                     f"bench-produce-1k-acks1-p{p}",
@@ -932,7 +910,7 @@ def scrub(text):
 
 
 def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapsed, note=""):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     shown = []
     skip = False
     for x in argv:  # the command line, without --note's text (it is printed below)

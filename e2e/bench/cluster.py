@@ -16,7 +16,6 @@ Output: tables with Fjord/Kafka ratios on stdout; the rows go into target/bench/
 """
 
 import argparse
-import base64
 import bisect
 import collections
 import gc
@@ -24,22 +23,23 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import struct
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import bench  # e2e/bench/bench.py (this script's folder): tools, ProducerPerformance parsing, tables
+from bench import log
+from harness import kafka, probe
+from harness.cluster import new_cluster_id
+from harness.paths import REPO as ROOT
+from harness.ports import port_in_use
+from harness.procs import CLK_TCK, Process, http_status, proc_cpu_s
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import bench  # noqa: E402  (e2e/bench/bench.py: tools, ProducerPerformance parsing, table helpers)
-from bench import KAFKA_SCRIPTS, ROOT, log, probe  # noqa: E402
 
 MIB = bench.MIB
 
@@ -88,13 +88,8 @@ SHARED = {
     "auto.create.topics.enable": "true",
 }
 # What e2e/kafka/start-cluster sets besides REPLICATION (Fjord has no such internal topics).
-KAFKA_EXTRA = {
-    "transaction.state.log.replication.factor": "3",
-    "transaction.state.log.min.isr": "2",
-    "share.coordinator.state.topic.replication.factor": "3",
-    "share.coordinator.state.topic.min.isr": "2",
-}
-KAFKA_HEAP = "-Xmx512M -Xms512M"  # e2e/kafka/start-cluster's default
+KAFKA_EXTRA = kafka.KAFKA_EXTRA_DEFAULTS
+KAFKA_HEAP = kafka.KAFKA_HEAP  # e2e/kafka/start-cluster's default
 # Broker liveness defaults (documented; neither system is told these unless a variant says so).
 SESSION_DEFAULTS = {"kafka": (9000, 2000), "fjord": (2500, 500)}
 
@@ -151,57 +146,6 @@ def now_ns():
 
 def ms_since(t0_ns):
     return (time.monotonic_ns() - t0_ns) / 1e6
-
-
-def new_cluster_id():
-    while True:  # 22-char base64url (16 random bytes), never starting with '-'
-        cid = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-        if not cid.startswith("-"):
-            return cid
-
-
-def http_status(url, timeout=1.0):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (OSError, ValueError):
-        return None
-
-
-def describe_quorum_leader(host, port, timeout=3.0):
-    """The KRaft quorum leader id from DescribeQuorum v0 sent to a Kafka controller listener."""
-
-    def cstr(s):
-        b = s.encode()
-        return bytes([len(b) + 1]) + b
-
-    cid = 0x51D
-    client = b"fjord-bench"
-    header = struct.pack(">hhih", 55, 0, cid, len(client)) + client + b"\x00"
-    body = b"\x02" + cstr("__cluster_metadata") + b"\x02" + struct.pack(">i", 0) + b"\x00" + b"\x00" + b"\x00"
-    msg = header + body
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        s.sendall(struct.pack(">i", len(msg)) + msg)
-        size = struct.unpack(">i", probe._read(s, 4))[0]
-        resp = probe._read(s, size)
-    (got,) = struct.unpack_from(">i", resp, 0)
-    if got != cid or resp[4] != 0:
-        raise ValueError("DescribeQuorum: unexpected response header")
-    pos = 5
-    (err,) = struct.unpack_from(">h", resp, pos)
-    pos += 2
-    if err:
-        raise ValueError(f"DescribeQuorum error_code {err}")
-    pos += 1  # topics: one (compact array length 2)
-    pos += resp[pos]  # name (compact string, length+1 < 128)
-    pos += 1  # partitions: one
-    _idx, perr, leader = struct.unpack_from(">ihi", resp, pos)
-    if perr or leader < 0:
-        raise ValueError(f"DescribeQuorum partition error {perr}, leader {leader}")
-    return leader
 
 
 def pct(values, q):
@@ -283,10 +227,10 @@ class ForeignCpu:
             for pid, (_pp, start, cpu) in ours1.items():
                 old = ours0.get(pid)
                 ours += cpu - old[2] if old and old[1] == start else cpu
-            for pid, (ppid, start, cpu) in ours0.items():
+            for pid, (ppid, _start, cpu) in ours0.items():
                 if pid not in ours1 and ppid == self.me:
                     ours -= cpu  # a waited child: its whole CPU is in cutime now
-            self.samples.append((t1, max(0.0, (busy1 - busy0 - ours) / bench.CLK_TCK / (t1 - t0))))
+            self.samples.append((t1, max(0.0, (busy1 - busy0 - ours) / CLK_TCK / (t1 - t0))))
             self._prev = cur
 
     def mean_since(self, t0):
@@ -308,59 +252,29 @@ FOREIGN = None  # the run's ForeignCpu
 # Nodes and clusters
 
 
-class Node:
+class Node(Process):
+    """A node of a benchmark cluster on fixed ports; the process lifecycle (pid, alive, SIGTERM,
+    SIGKILL, waiting for the exit) is harness.procs.Process."""
+
     def __init__(self, cluster, node_id):
+        super().__init__()
         self.cluster, self.id = cluster, node_id
+        self.label = f"{cluster.system} node {node_id}"
         self.dir = cluster.dir / f"n{node_id}"
         b = cluster.base_port
         self.port, self.cport, self.hport = b + node_id - 1, b + 100 + node_id - 1, b + 200 + node_id - 1
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.starts = 0
 
-    @property
-    def pid(self):
-        raise NotImplementedError
-
-    def alive(self):
-        pid = self.pid
-        return pid is not None and probe.alive(pid)
-
-    def spawn(self):
+    def spawn_node(self):
         """Start the process (not waiting); returns time.monotonic_ns() just before."""
         raise NotImplementedError
 
-    def wait_exit(self, timeout):
-        deadline = time.monotonic() + timeout
-        while self.alive():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
-
-    def kill9(self):
-        pid = self.pid
-        if pid is not None and self.alive():
-            os.kill(pid, signal.SIGKILL)
-            self.wait_exit(30)
-        self.after_exit()
-
     def terminate(self, timeout=120, quiet=False):
         """SIGTERM and wait; returns ms to exit (SIGKILL after timeout: returns None)."""
-        pid = self.pid
-        if pid is None or not self.alive():
-            return 0.0
-        t0 = now_ns()
-        os.kill(pid, signal.SIGTERM)
-        if self.wait_exit(timeout):
-            self.after_exit()
-            return ms_since(t0)
-        if not quiet:
+        ms = super().terminate(timeout, quiet)
+        if ms is None and not quiet:
             log(f"{self.cluster.system} node {self.id}: no exit {timeout} s after SIGTERM; SIGKILL")
-        self.kill9()
-        return None
-
-    def after_exit(self):
-        pass
+        return ms
 
     def wait_api(self, deadline):
         """Poll ApiVersions every 20 ms; returns monotonic ns of the first answer."""
@@ -383,30 +297,8 @@ class Node:
         """Fjord: poll GET /ready every 20 ms; returns monotonic ns of the first 200 (Kafka: None)."""
         return None
 
-    def log_files(self):
-        return []
-
-    def log_tail(self, n=25):
-        out = []
-        for f in self.log_files():
-            try:
-                lines = f.read_bytes()[-100_000:].decode(errors="replace").splitlines()[-n:]
-            except OSError:
-                continue
-            out += [f"--- {f.name} of node {self.id} ---", *lines]
-        return "\n".join(out)
-
 
 class FjordNode(Node):
-    proc = None
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
     def config(self):
         c = self.cluster
         return {
@@ -422,38 +314,22 @@ class FjordNode(Node):
             **c.extra,
         }
 
-    def spawn(self):
-        self.starts += 1
+    def spawn_node(self):
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         cmd = [str(self.cluster.fjord_bin), "broker"]
         for k, v in self.config().items():
             cmd += ["--override", f"{k}={v}"]
-        with open(self.dir / "fjord.log", "ab") as out:
-            out.write(f"\n===== bench: node {self.id} start #{self.starts} at {time.strftime('%H:%M:%S')}\n".encode())
-            out.flush()
-            t0 = now_ns()
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        return t0
-
-    def wait_exit(self, timeout):
-        if self.proc is None:
-            return True
-        try:
-            self.proc.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def note(self, text):
-        with open(self.dir / "fjord.log", "ab") as out:
-            out.write(f"===== bench: node {self.id}: {text} at {time.strftime('%H:%M:%S')}\n".encode())
+        header = f"bench: node {self.id} start #{self.starts + 1} at {time.strftime('%H:%M:%S')}"
+        self.spawn(cmd, self.dir / "fjord.log", header)
+        return self.spawned_ns
 
     def wait_http_ready(self, deadline):
         while True:
-            if http_status(f"http://127.0.0.1:{self.hport}/ready") == 200:
-                return now_ns()
+            try:
+                if http_status(f"http://127.0.0.1:{self.hport}/ready", timeout=1.0) == 200:
+                    return now_ns()
+            except (OSError, ValueError):
+                pass
             if not self.alive():
                 raise RuntimeError(f"fjord node {self.id} exited during start\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -465,51 +341,28 @@ class FjordNode(Node):
 
 
 class KafkaNode(Node):
-    @property
-    def pid(self):
-        try:
-            return int((self.dir / "pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+    def __init__(self, cluster, node_id):
+        super().__init__(cluster, node_id)
+        self.pid_file = self.dir / "pid"  # e2e/kafka/start writes the JVM's pid there
 
     def settings(self):
         return {**SHARED, **KAFKA_EXTRA, **self.cluster.extra}
 
-    def spawn(self):
+    def spawn_node(self):
         """e2e/kafka/start as e2e/kafka/start-cluster calls it (the first start formats the storage)."""
         self.starts += 1
         c = self.cluster
-        env = dict(
-            os.environ,
-            KAFKA_NODE_ID=str(self.id),
-            KAFKA_CLUSTER_ID=c.cluster_id,
-            KAFKA_QUORUM_VOTERS=c.voters,
-            KAFKA_START_NOWAIT="1",
-            KAFKA_HEAP_OPTS=KAFKA_HEAP,
-        )
-        cmd = [
-            str(KAFKA_SCRIPTS / "start"),
-            str(self.dir),
-            str(self.port),
-            str(self.cport),
-            *[f"{k}={v}" for k, v in self.settings().items()],
-        ]
-        (self.dir / "pid").unlink(missing_ok=True)
+        env = kafka.cluster_env(self.id, c.cluster_id, c.voters, KAFKA_HEAP)
+        cmd = kafka.start_command(self.dir, self.port, self.cport, self.settings())
+        self.pid_file.unlink(missing_ok=True)
         t0 = now_ns()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         if p.returncode != 0:
             raise RuntimeError(f"e2e/kafka/start for node {self.id} failed: {(p.stderr or p.stdout)[-1500:]}")
         return t0
 
-    def note(self, text):
-        try:
-            with open(self.dir / "logs" / "server.log", "a") as out:
-                out.write(f"===== bench: node {self.id}: {text} at {time.strftime('%H:%M:%S')}\n")
-        except OSError:
-            pass
-
-    def after_exit(self):
-        (self.dir / "pid").unlink(missing_ok=True)
+    def _after_exit(self):
+        self.pid_file.unlink(missing_ok=True)
 
     def log_files(self):
         return [self.dir / "logs" / "server.log", self.dir / "logs" / "stdout.log"]
@@ -553,7 +406,7 @@ class Cluster:
             shutil.rmtree(self.dir)
         for n in self.nodes:
             (n.dir / "logs").mkdir(parents=True)
-        busy = [p for n in self.nodes for p in (n.port, n.cport, n.hport) if bench.port_in_use(p)]
+        busy = [p for n in self.nodes for p in (n.port, n.cport, n.hport) if port_in_use(p)]
         if busy:
             raise RuntimeError(f"ports already in use: {busy} (another benchmark running? use --port)")
         t0 = time.monotonic()
@@ -562,7 +415,7 @@ class Cluster:
 
         def spawn(n):
             try:
-                n.spawn()
+                n.spawn_node()
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
@@ -592,7 +445,7 @@ class Cluster:
     def kill_all(self):
         for n in self.nodes:
             try:
-                n.kill9()
+                n.kill9(missing_ok=True)
             except OSError:
                 pass
 
@@ -705,7 +558,7 @@ class Cluster:
             for n in self.nodes:
                 if n.alive():
                     try:
-                        return describe_quorum_leader("127.0.0.1", n.cport)
+                        return kafka.quorum_leader("127.0.0.1", n.cport, timeout=3.0)
                     except (OSError, ValueError, struct.error, ConnectionError):
                         continue
         except Exception:  # noqa: BLE001 - informational only
@@ -714,7 +567,7 @@ class Cluster:
 
     def restart_node(self, node, timeout=180):
         """Start a stopped node; returns (t0, api_ns, http_ready_ns or None)."""
-        t0 = node.spawn()
+        t0 = node.spawn_node()
         deadline = time.monotonic() + timeout
         api = node.wait_api(deadline)
         ready = node.wait_http_ready(deadline)
@@ -732,10 +585,10 @@ class ProcSamplers:
     def __init__(self, cluster):
         self.pids = [n.pid for n in cluster.nodes]
         self.samplers = [bench.RssSampler(p) for p in self.pids]
-        self.cpu0 = [bench.proc_cpu_s(p) for p in self.pids]
+        self.cpu0 = [proc_cpu_s(p) for p in self.pids]
 
     def finish(self):
-        cpu = sum(bench.proc_cpu_s(p) - c for p, c in zip(self.pids, self.cpu0))
+        cpu = sum(proc_cpu_s(p) - c for p, c in zip(self.pids, self.cpu0, strict=True))
         peak = sum(s.window_peak_mb() for s in self.samplers)
         for s in self.samplers:
             s.close()
@@ -815,7 +668,7 @@ class FailoverProducer:
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(
             [
-                str(KAFKA_SCRIPTS / "run-class"),
+                str(kafka.RUN_CLASS),
                 "BenchTools",
                 "failover",
                 cl.bootstrap,
@@ -890,7 +743,7 @@ def analyse_kill(acks, t_kill, t_end):
     i1 = bisect.bisect_right(acks, t_end)
     seg = acks[i0:i1]
     best, end, base = 0, None, 0
-    for a, b in zip(seg, seg[1:]):
+    for a, b in zip(seg, seg[1:], strict=False):  # consecutive pairs: one fewer than seg
         if b - a > best:
             best, end = b - a, b
         if b <= t_kill:
@@ -921,10 +774,14 @@ def scenario_failover(cl, tools, prof, work):
                 c0 = prod.count
             node.note(f"kill -9 (failover run {r + 1}, leader of {FAILOVER_TOPIC}-0)")
             t_kill = now_ns()
-            node.kill9()
+            node.kill9(missing_ok=True)
             cl.reset_admin()
             # acks flow again: half a second's worth acknowledged after the kill
-            prod.wait(lambda: prod.count >= c0 + rate // 2 and prod.last_ack > t_kill, 120, "acks after the kill")
+            prod.wait(
+                lambda c0=c0, t_kill=t_kill: prod.count >= c0 + rate // 2 and prod.last_ack > t_kill,
+                120,
+                "acks after the kill",
+            )
             flowing_ms = ms_since(t_kill)
             new_leader = cl.describe([FAILOVER_TOPIC])[(FAILOVER_TOPIC, 0)][0]
             time.sleep(0.5)
@@ -1549,7 +1406,7 @@ def main():
             f"\n{cl.system} node logs ({bench.scrub(dest)}): "
             + (", ".join(f"{c} {lvl}" for lvl, c in sorted(counts.items())) or "no WARN/ERROR lines")
         )
-        for lvl, c, ex in groups[:15]:
+        for _lvl, c, ex in groups[:15]:
             print(f"  {c:5d} x {ex}")
     print(f"\nresults: {out}")
 

@@ -16,20 +16,17 @@ A benchmark, not a test: it asserts nothing and prints figures for docs/benchmar
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-
-from bench import proc_cpu_s as cpu_seconds  # noqa: E402
-from devcluster import DevCluster  # noqa: E402
+from harness.devcluster import DevCluster
+from harness.procs import proc_cpu_s as cpu_seconds
 
 
 def scrape(addr):
@@ -48,7 +45,7 @@ def create_topics(bootstrap, topics, partitions, rf):
     names = [f"cost-{i:03d}" for i in range(topics)]
     for i in range(0, len(names), 10):
         fs = admin.create_topics([NewTopic(n, partitions, rf) for n in names[i : i + 10]], operation_timeout=120)
-        for n, f in fs.items():
+        for f in fs.values():
             f.result(timeout=180)
         print(f"  created {min(i + 10, len(names))}/{len(names)} topics", flush=True)
     return names
@@ -66,7 +63,7 @@ def fill(bootstrap, names, partitions, per_partition):
     )
     for n in names:
         for part in range(partitions):
-            for i in range(per_partition):
+            for _ in range(per_partition):
                 while True:
                     try:
                         p.produce(n, value=b"v" * 100, partition=part)
@@ -148,7 +145,7 @@ def main():
             time.sleep(5)
             pids = [dev.node_pid(i) for i in (1, 2, 3)]
             rows = []
-            for i, (addr, pid) in enumerate(zip(dev.http, pids), 1):
+            for i, (addr, pid) in enumerate(zip(dev.http, pids, strict=True), 1):
                 # The broker's CPU under load, without scrapes.
                 c0, w0 = cpu_seconds(pid), time.monotonic()
                 time.sleep(a.seconds)

@@ -25,11 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "e2e" / "tests"))
-
-import kube  # noqa: E402
-from kclients import http_get, parse_prometheus  # noqa: E402
+from harness import kube
+from harness.clients import http_get, parse_prometheus
+from harness.paths import REPO as ROOT
 
 NS = "bench"
 CLUSTER = """

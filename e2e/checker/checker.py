@@ -6,7 +6,7 @@ Run it with e2e/checker/run (which provides the provisioned environment):
 
     e2e/checker/run [--target fjord|kafka] [--seed N] [--duration 60] [--out report.json] ...
 
-Workload: a cluster started with the e2e harness (e2e/tests/cluster.py; RF 3, min ISR 2) and one
+Workload: a cluster started with the e2e harness (e2e/harness/cluster.py; RF 3, min ISR 2) and one
 topic; --producers idempotent acks=all producers write unique values continuously; --consumers
 members of one group (manual synchronous commits after every poll) read it.
 Nemesis: a seeded random schedule (printed before it runs) of one fault at a time, bounded by
@@ -41,12 +41,9 @@ import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-import cluster as cluster_mod  # noqa: E402
-from kclients import wait_for  # noqa: E402
-from workload import AckingProducer, GroupConsumer, high_watermarks, read_all  # noqa: E402
+from harness import cluster as cluster_mod
+from harness.clients import wait_for
+from harness.workload import AckingProducer, GroupConsumer, high_watermarks, read_all
 
 SESSION_MS = 3000
 OVERRIDES = {
@@ -177,7 +174,7 @@ class Checker:
         self.report["schedule"] = [{"fault": f, "node": n, "hold_s": h, "quiet_s": q} for f, n, h, q in schedule]
         log(
             f"seed {a.seed}; target {a.target}; schedule: "
-            + ", ".join(f"{f}({n if n else 'active'}{', %ss' % h if h else ''})" for f, n, h, _ in schedule)
+            + ", ".join(f"{f}({n if n else 'active'}{f', {h}s' if h else ''})" for f, n, h, _ in schedule)
         )
         tmp = Path(a.tmp) if a.tmp else Path(tempfile.gettempdir())
         tmp.mkdir(parents=True, exist_ok=True)
@@ -239,7 +236,6 @@ class Checker:
 
     # --- analysis -----------------------------------------------------------
     def analyse(self, final, marks):
-        a = self.args
         acks = [(p.name, ack) for p in self.producers for ack in p.acks_snapshot()]
         polls = [(cons.name, r) for cons in self.consumers for r in cons.snapshot()]
         at = defaultdict(set)  # (partition, offset) -> values observed there

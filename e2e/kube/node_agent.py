@@ -55,11 +55,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import urllib3
-from kubernetes import client as kclient, config as kconfig
+from kubernetes import client as kclient
+from kubernetes import config as kconfig
 
 PROVISIONER = "fjord.dev/e2e-local"
 RUNTIME = "fjord-e2e-agent://1"
@@ -73,7 +74,7 @@ log = logging.getLogger("node-agent")
 
 
 def now_iso(micro=False):
-    t = datetime.now(timezone.utc)
+    t = datetime.now(UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -1021,7 +1022,7 @@ exec "$cmd" "$@"
             status["initContainerStatuses"] = [self.container_status(p, c) for c in p.init_containers]
         if p.ip and any(c.exit or c.running for c in p.containers):
             status.update(podIP=p.ip, podIPs=[{"ip": p.ip}])
-        for t, ok in zip(OWN_CONDITIONS, (True, init_done, cready, ready)):
+        for t, ok in zip(OWN_CONDITIONS, (True, init_done, cready, ready), strict=True):
             s = "True" if ok else "False"
             cond = {"type": t, "status": s, "lastProbeTime": None, "lastTransitionTime": self.transition((p.uid, t), s)}
             if not ok and t != "Initialized":

@@ -58,7 +58,7 @@ def github_anchor(heading):
 def runbook_sections():
     """{anchor: text of the `## ` section}"""
     parts = re.split(r"^## (.+)$", RUNBOOK.read_text(), flags=re.M)
-    return {github_anchor(title): body for title, body in zip(parts[1::2], parts[2::2])}
+    return {github_anchor(title): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def squash(expr):

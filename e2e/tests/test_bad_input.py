@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-import kproto
-from kproto import RawConn
-from kclients import Consumer, create_topic, produce, read_partition, unique, watermarks
+from harness import kproto
+from harness.clients import Consumer, create_topic, produce, read_partition, unique, watermarks
+from harness.kproto import RawConn
 
 UNSUPPORTED_VERSION = 35
 CORRUPT_MESSAGE = 2

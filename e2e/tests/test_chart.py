@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import kube
+from harness import kube
 
 KUBE_NODES = 1
 pytestmark = pytest.mark.fjord_only

@@ -71,7 +71,7 @@ def test_checker_analysis_reports_each_anomaly_kind():
     reported as such (no cluster involved)."""
     from types import SimpleNamespace as NS
 
-    from workload import Ack, Polled
+    from harness.workload import Ack, Polled
 
     mod = _load_checker()
 

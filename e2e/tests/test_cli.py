@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-from kclients import create_topic, http_get, produce, read_partition, unique
+from harness.clients import http_get, produce, read_partition, unique
+from harness.ports import free_port
 
 pytestmark = pytest.mark.fjord_only
 
@@ -82,7 +82,7 @@ fjord.http.listen=127.0.0.1:{http}
 
 def test_dev_starts_a_three_node_cluster(tmp_path):
     """`fjord dev` is three nodes, each broker and controller: RF 3 and min ISR 2 by default."""
-    from kclients import admin
+    from harness.clients import admin
 
     port, http = free_port(), free_port()
     proc = subprocess.Popen(
@@ -112,9 +112,9 @@ def test_dev_starts_a_three_node_cluster(tmp_path):
             status, body = http_get(u)
             assert status == 200
             total += sum(
-                float(l.split()[-1])
-                for l in body.splitlines()
-                if l.startswith("fjord_topic_records_in_total") and topic in l
+                float(line.split()[-1])
+                for line in body.splitlines()
+                if line.startswith("fjord_topic_records_in_total") and topic in line
             )
         assert total == 1, "the leader counted the record once"
         assert (tmp_path / ".fjord-dev" / "node-1").is_dir(), "dev keeps its data in ./.fjord-dev"

@@ -3,7 +3,7 @@ are accepted, stored as received and served back intact, to both clients."""
 
 import pytest
 
-from kclients import create_topic, produce, read_partition, unique, watermarks
+from harness.clients import create_topic, produce, read_partition, unique, watermarks
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-
 from conftest import DEFAULT_OVERRIDES
-from kclients import create_topic, http_get, parse_prometheus, unique, wait_for
+
+from harness.clients import create_topic, http_get, parse_prometheus, unique, wait_for
 
 pytestmark = pytest.mark.fjord_only
 
@@ -71,7 +71,9 @@ def describe(tools, bootstrap, group):
     hdr = next((i for i, line in enumerate(lines) if "LAG" in line.split()), None)
     assert hdr is not None, r.describe()
     header = lines[hdr].split()
-    return [dict(zip(header, line.split())) for line in lines[hdr + 1 :] if line.split()[:1] == [group]], r
+    return [
+        dict(zip(header, line.split(), strict=False)) for line in lines[hdr + 1 :] if line.split()[:1] == [group]
+    ], r
 
 
 def test_lag_equals_consumer_group_command_and_record_age(lag_broker, tools):

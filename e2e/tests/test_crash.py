@@ -7,7 +7,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from conftest import DEFAULT_OVERRIDES
-from kclients import (
+
+from harness.clients import (
     AdminClient,
     Consumer,
     KafkaException,

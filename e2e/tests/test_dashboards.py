@@ -197,7 +197,7 @@ def test_only_documented_series(dashboards):
     hist = {n for n, typ in docs.items() if typ == "histogram"}
     unknown = {}
     for uid, d in dashboards.items():
-        for p, t in targets(d):
+        for _p, t in targets(d):
             for n in METRIC.findall(t["expr"]):
                 base = next((n[: -len(s)] for s in HIST_SUFFIXES if n.endswith(s) and n[: -len(s)] in hist), n)
                 if base not in docs:

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from kclients import (
+from harness.clients import (
     Consumer,
     TopicPartition,
     create_topic,
@@ -169,7 +169,7 @@ def _consumer_group_describe(tools, bootstrap, group):
     for line in lines[hdr_i + 1 :]:
         cols = line.split()
         if len(cols) >= 6 and cols[0] == group:
-            rows.append(dict(zip(header, cols)))
+            rows.append(dict(zip(header, cols, strict=False)))
     return rows, r
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kclients import run, watermarks
+from harness.clients import run, watermarks
 
 
 def test_kafkajs_seed_program(broker, tools):

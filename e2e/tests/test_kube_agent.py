@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kube import KUBE_DIR
+from harness.kube import KUBE_DIR
 
 KUBE_NODES = 1
 pytestmark = pytest.mark.fjord_only  # the cluster fixture needs the fjord binary
@@ -111,7 +111,7 @@ def test_pods_mount_their_own_configmaps_at_the_same_path(kube_cluster):
         r = _in_pod(pid, "cat", "/etc/fjord-e2e-agent/value", "/etc/fjord-e2e-agent-file/extra")
         assert r.stdout == f"content of {name}\nextra of {name}\n", r.stdout + r.stderr
         kube.wait_for(
-            lambda: (
+            lambda name=name: (
                 f"content of {name}\nextra of {name}\n" in (kube.pod_dir(ns, f"pod-{name}") / "main.log").read_text()
             ),
             10,

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from kclients import produce, read_partition, unique
+from harness.clients import produce, read_partition, unique
 
 KUBE_NODES = 1
 pytestmark = pytest.mark.fjord_only
@@ -101,7 +101,7 @@ def test_statefulset_broker_serves_and_keeps_data_across_pod_deletion(kube_clust
     )
 
     # node.id=$(NODE_ID) came from the pod-index label, advertised.listeners from status.podIP.
-    from kclients import admin
+    from harness.clients import admin
 
     md = admin(f"{ip}:9092").list_topics(timeout=10)
     assert {b.id: (b.host, b.port) for b in md.brokers.values()} == {0: (ip, 9092)}

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from kclients import Consumer, TopicPartition, create_topic, produce, run, unique, wait_for, watermarks
+from harness.clients import Consumer, TopicPartition, create_topic, produce, run, unique, wait_for, watermarks
 
 PY_DIR = Path(__file__).resolve().parent / "py"
 N_RECORDS = 100_000
@@ -221,7 +221,7 @@ def test_kcat_metadata_produce_consume(broker, tools):
     parts = re.findall(r"partition (\d+), leader (-?\d+)", block)
     assert sorted(int(p) for p, _ in parts) == [0, 1, 2, 3], r.describe()
     assert all(int(leader) >= 0 for _, leader in parts), r.describe()
-    assert re.search(r"broker \d+ at 127\.0\.0\.1:%d" % broker.port, r.stdout), r.describe()
+    assert re.search(rf"broker \d+ at 127\.0\.0\.1:{broker.port}", r.stdout), r.describe()
 
     r = run([kcat, "-b", broker.bootstrap, "-L", "-J", "-t", multi], timeout=60)
     md = json.loads(r.stdout)

@@ -1,7 +1,7 @@
 """ListOffsets: earliest, latest and by timestamp (offsetsForTimes), exact to the record
 for uncompressed batches."""
 
-from kclients import Consumer, Producer, TopicPartition, create_topic, unique, watermarks
+from harness.clients import Consumer, Producer, TopicPartition, create_topic, unique, watermarks
 
 
 def test_offsets_for_times(broker):

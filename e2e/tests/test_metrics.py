@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from kclients import Consumer, create_topic, http_get, parse_prometheus, produce, unique, wait_for
-from otlp import OtlpSink
+from harness.clients import Consumer, create_topic, http_get, parse_prometheus, produce, unique, wait_for
+from harness.otlp import OtlpSink
 
 pytestmark = pytest.mark.fjord_only
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kclients import Consumer, create_topic, http_get, parse_prometheus, produce, unique
+from harness.clients import Consumer, create_topic, http_get, parse_prometheus, produce, unique
 
 pytestmark = pytest.mark.fjord_only
 

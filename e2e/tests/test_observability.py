@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from dashboards import load_dashboards, panels, queries, render
-from devcluster import DevCluster
-from kclients import create_topic, wait_for
-from prometheus import Prometheus, fast_rules
+from harness.clients import create_topic, wait_for
+from harness.dashboards import load_alert_groups, load_dashboards, queries_without_data, render
+from harness.devcluster import DevCluster
+from harness.prometheus import Prometheus, fast_rules, selectors_without_series
 
 pytestmark = pytest.mark.fjord_only
 
@@ -166,30 +166,19 @@ def test_every_dashboard_query_returns_data(observed):
     assert len(dashboards) >= 3, [p.name for p, _ in dashboards]
     empty, checked = [], 0
     for path, dash in dashboards:
-        for panel in panels(dash):
-            for q in queries(panel):
-                checked += 1
-                if not prom.query(q):
-                    empty.append(f"{path.name} / {panel['title']}: {q}")
+        e, n = queries_without_data(prom, dash, prefix=f"{path.name} / ")
+        empty += e
+        checked += n
     assert not empty, f"{len(empty)} of {checked} panel queries returned no data:\n" + "\n".join(empty)
     assert not load.errors, load.errors[:5]
 
 
 def test_every_alert_expression_parses_and_reads_existing_series(observed):
-    import yaml
-
     _, _, prom, _ = observed
-    groups = yaml.safe_load((REPO / "dashboards" / "alerts.yaml").read_text())["groups"]
-    missing, checked = [], 0
-    for g in groups:
-        if g["name"] == OPERATOR_GROUP:
-            continue  # operator series: test_operator_monitoring.py
-        for rule in g["rules"]:
-            prom.query(rule["expr"])  # raises PromQueryError if it does not parse
-            for sel in prom.selectors(rule["expr"]):
-                checked += 1
-                if not prom.query(sel):
-                    missing.append(f"{rule['alert']}: {sel}")
+    # operator series: test_operator_monitoring.py
+    groups = [g for g in load_alert_groups() if g["name"] != OPERATOR_GROUP]
+    # parse: each expression is queried too (PromQueryError if it does not parse)
+    missing, checked = selectors_without_series(prom, groups, parse=True)
     assert checked >= 15, checked
     assert not missing, "alert expressions read series that do not exist:\n" + "\n".join(missing)
     rule_health = [

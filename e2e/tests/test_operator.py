@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-import kube
-from kube import condition
-from kclients import create_topic, produce, read_partition, unique
-from otlp import OtlpSink
-from workload import AckingProducer, check_acked
+from harness import kube
+from harness.clients import create_topic, produce, read_partition
+from harness.kube import condition
+from harness.otlp import OtlpSink
+from harness.workload import AckingProducer, check_acked
 
 KUBE_NODES = 3
 REPO = Path(__file__).resolve().parents[2]
@@ -26,14 +26,14 @@ KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
 pytestmark = pytest.mark.fjord_only
 
 NS = "streaming"
-CLUSTER = f"""
+CLUSTER = """
 apiVersion: fjord.dev/v1alpha1
 kind: Cluster
-metadata: {{name: events}}
+metadata: {name: events}
 spec:
   image: fjord/broker:dev
   replicas: 3
-  storage: {{size: 1Gi}}
+  storage: {size: 1Gi}
   advertise: PodIp
   config:
     default.replication.factor: "3"
@@ -55,13 +55,6 @@ def topic_yaml(name, partitions=3, rf=3, config=None, policy="Delete", topic_nam
     if topic_name:
         spec["topicName"] = topic_name
     return json.dumps({"apiVersion": "fjord.dev/v1alpha1", "kind": "Topic", "metadata": {"name": name}, "spec": spec})
-
-
-def bootstrap(kc):
-    """Broker pod IPs: there is no cluster DNS here, so clients use the pods' addresses."""
-    pods = kc.get("pods", namespace=NS)["items"]
-    ips = [p["status"].get("podIP") for p in pods if p["metadata"]["name"].startswith("events-")]
-    return ",".join(f"{ip}:9092" for ip in ips if ip)
 
 
 def kafka_topic(bs, name):
@@ -101,12 +94,7 @@ def test_cluster_becomes_ready(kc):
     kc.apply(CLUSTER, NS)
     t0 = time.monotonic()
 
-    def ready():
-        c = kc.get("cluster", "events", NS)
-        cond = condition(c, "Ready")
-        return cond and cond["status"] == "True" and c
-
-    c = kc.wait_for(ready, 300, "Cluster events Ready")
+    c = kc.wait_cluster_ready(NS)
     print(f"Cluster Ready {time.monotonic() - t0:.1f}s after apply; status {json.dumps(c['status'])}")
     st = c["status"]
     assert st.get("readyBrokers") == 3, st
@@ -127,7 +115,7 @@ def test_topic_applied_and_used(kc):
         "Topic orders Ready",
     )
     print(f"Topic Ready {time.monotonic() - t0:.2f}s after apply")
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS)
     parts, cfg = kafka_topic(bs, "orders")
     assert parts == 3 and cfg["retention.ms"] == "3600000", (parts, cfg["retention.ms"])
     values = [f"order-{i}" for i in range(50)]
@@ -140,7 +128,7 @@ def test_topic_applied_and_used(kc):
 
 def test_topic_changes_applied(kc):
     kc.apply(topic_yaml("orders", partitions=6, config={"retention.ms": "7200000"}), NS)
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS)
     kc.wait_for(
         lambda: (
             kafka_topic(bs, "orders")
@@ -153,7 +141,7 @@ def test_topic_changes_applied(kc):
 
 
 def test_change_made_with_kafka_tool_is_reverted(kc, tools):
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS)
     r = tools.run_class(
         "kafka.admin.ConfigCommand",
         "--bootstrap-server",
@@ -175,7 +163,7 @@ def test_change_made_with_kafka_tool_is_reverted(kc, tools):
 
 
 def test_deletion_policies(kc):
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS)
     kc.apply(topic_yaml("gone", partitions=1), NS)
     kc.apply(topic_yaml("kept", partitions=1, policy="Retain"), NS)
     for t in ("gone", "kept"):
@@ -234,7 +222,7 @@ def test_operator_metrics_and_no_writes_when_nothing_changes(kc):
 
 
 def test_config_change_rolls_brokers_without_a_failed_send(kc):
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS)
     topic = "rolling"
     kc.apply(topic_yaml(topic, partitions=3), NS)
     kc.wait_for(lambda: kafka_topic(bs, topic), 60, f"topic {topic}")
@@ -267,7 +255,7 @@ def test_config_change_rolls_brokers_without_a_failed_send(kc):
     summary = prod.summary()
     print(f"producer during the roll: {summary}")
     assert undelivered == 0 and not summary["failed"], summary
-    check_acked(bootstrap(kc), topic, 3, prod.acks_snapshot(), label="roll")
+    check_acked(kc.bootstrap(NS), topic, 3, prod.acks_snapshot(), label="roll")
 
 
 def progressing_reason(kc):
@@ -275,7 +263,7 @@ def progressing_reason(kc):
 
 
 def test_pause_annotation_holds_changes(kc):
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS)
     assert kafka_topic(bs, "orders")[0] == 6
     kc.kubectl("annotate", "topic", "orders", "-n", NS, "fjord.dev/paused=true")
     kc.kubectl("annotate", "cluster", "events", "-n", NS, "fjord.dev/paused=true")
@@ -292,7 +280,7 @@ def test_pause_annotation_holds_changes(kc):
 def test_namesake_topic_left_alone_until_adopted(kc):
     """A topic the operator did not create is neither altered nor deleted through a Topic
     naming it; with spec.adopt the operator takes it over."""
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS)
     create_topic(bs, "legacy", partitions=2, replication_factor=3)
 
     def refused():

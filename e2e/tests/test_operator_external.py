@@ -27,9 +27,9 @@ import time
 
 import pytest
 
-import kube
-from kube import condition
-from kclients import create_topic, produce, read_partition, unique
+from harness import kube
+from harness.clients import create_topic, produce, read_partition, unique
+from harness.kube import condition
 
 KUBE_NODES = 2
 KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
@@ -109,10 +109,7 @@ def kc(kube_cluster):
 
 def brokers(kc, cluster="edge"):
     """{ordinal: pod} of a Cluster's brokers."""
-    pods = kc.get("pods", namespace=NS)["items"]
-    return {
-        int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in pods if p["metadata"]["name"].startswith(f"{cluster}-")
-    }
+    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): p for p in kc.broker_pods(NS, cluster)}
 
 
 def node_addresses(kc):
@@ -125,16 +122,9 @@ def node_addresses(kc):
 
 def ready_with_external(kc, replicas):
     def ok():
-        c = kc.get("cluster", "edge", NS)
-        cond = condition(c, "Ready")
-        ext = (c.get("status") or {}).get("externalBootstrap") or ""
-        return (
-            cond
-            and cond["status"] == "True"
-            and c["status"].get("readyBrokers") == replicas
-            and len(ext.split(",")) == replicas
-            and c
-        )
+        c = kc.cluster_ready(NS, "edge", brokers=replicas)
+        ext = ((c or {}).get("status") or {}).get("externalBootstrap") or ""
+        return c if c and len(ext.split(",")) == replicas else None
 
     return kc.wait_for(ok, 300, f"Cluster edge Ready with {replicas} external addresses")
 

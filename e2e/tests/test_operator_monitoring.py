@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import kube
-from kube import condition
-from kclients import http_get, parse_prometheus
+from harness import kube
+from harness.clients import http_get, parse_prometheus
+from harness.dashboards import load_alert_groups
+from harness.kube import condition
 
 KUBE_NODES = 1
 KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
@@ -51,10 +52,6 @@ TOPIC = {
     "metadata": {"name": "orders"},
     "spec": {"cluster": "events", "partitions": 2, "replicationFactor": 1},
 }
-
-
-def alert_groups():
-    return yaml.safe_load((REPO / "dashboards" / "alerts.yaml").read_text())["groups"]
 
 
 def dashboards():
@@ -94,7 +91,7 @@ def test_chart_installs_its_monitoring_objects_with_user_labels(kc):
     assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "fjord-operator", sm["spec"]
     rule = kc.get("prometheusrule", name, ns)
     assert has_labels(rule, USER_LABELS), rule["metadata"]
-    assert rule["spec"]["groups"] == alert_groups()
+    assert rule["spec"]["groups"] == load_alert_groups()
     cm = kc.get("configmap", f"{name}-dashboards", ns)
     assert has_labels(cm, {**USER_LABELS, "grafana_dashboard": "1"}), cm["metadata"]
     # The template's block scalar drops the files' final newline: compare the JSON.
@@ -137,7 +134,7 @@ def test_operator_creates_monitoring_objects_owned_by_the_cluster(kc):
     assert "metricRelabelings" not in ep[0], "series are not dropped by the ServiceMonitor"
     assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "events", sm["spec"]
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NS]}, sm["spec"]
-    assert rule["spec"]["groups"] == alert_groups()
+    assert rule["spec"]["groups"] == load_alert_groups()
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]
     assert cm["data"] == dashboards()
     # The pods carry the label the ServiceMonitor turns into `cluster`.
@@ -192,16 +189,13 @@ def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
     naming a cluster that does not exist fires FjordOperatorReconcileErrors. The dashboard is
     rendered (into docs/dashboards/ when FJORD_DASHBOARD_PNGS names it)."""
     import os
-    from dashboards import load_dashboards, panels, queries, render
-    from prometheus import Prometheus, fast_rules
+
+    from harness.dashboards import load_dashboards, queries_without_data, render
+    from harness.prometheus import Prometheus, fast_rules, selectors_without_series
 
     ghost = {**TOPIC, "metadata": {"name": "stray"}, "spec": {**TOPIC["spec"], "cluster": "ghost"}}
     kc.apply(json.dumps(ghost), NS)
-    op = next(
-        p
-        for p in kc.get("pods", namespace=kube.OPERATOR_NS)["items"]
-        if p["metadata"]["name"].startswith(kube.OPERATOR_DEPLOYMENT)
-    )
+    op = kc.operator_pod()
     broker = kc.get("pod", "events-0", NS)
     targets = [
         {
@@ -214,7 +208,7 @@ def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
             "labels": {"namespace": NS, "cluster": "events", "pod": "events-0"},
         },
     ]
-    operator_rules = {"groups": [g for g in alert_groups() if g["name"] == "fjord-operator"]}
+    operator_rules = {"groups": [g for g in load_alert_groups() if g["name"] == "fjord-operator"]}
     assert operator_rules["groups"], "no fjord-operator rule group in dashboards/alerts.yaml"
     (tmp_path / "operator-rules.yaml").write_text(yaml.safe_dump(operator_rules))
     rules = fast_rules(tmp_path / "operator-rules.yaml", tmp_path / "operator-rules-fast.yaml")
@@ -223,18 +217,10 @@ def test_operator_dashboard_and_alerts_against_prometheus(kc, tools, tmp_path):
         started = time.time()
         prom.wait_for_alert("FjordOperatorReconcileErrors", labels={"controller": "topic"}, timeout=120)
         time.sleep(max(0, float(os.environ.get("FJORD_OBSERVE_SECONDS", "20")) - (time.time() - started)))
-        empty = []
         dash = next(d for p, d in load_dashboards() if d["uid"] == "fjord-operator")
-        for panel in panels(dash):
-            empty += [f"{panel['title']}: {q}" for q in queries(panel) if not prom.query(q)]
+        empty, _ = queries_without_data(prom, dash)
         assert not empty, "Operator dashboard queries without data:\n" + "\n".join(empty)
-        missing = [
-            f"{r['alert']}: {s}"
-            for g in operator_rules["groups"]
-            for r in g["rules"]
-            for s in prom.selectors(r["expr"])
-            if not prom.query(s)
-        ]
+        missing, _ = selectors_without_series(prom, operator_rules["groups"])
         assert not missing, "operator alert expressions read series that do not exist:\n" + "\n".join(missing)
         out = Path(os.environ.get("FJORD_DASHBOARD_PNGS") or tmp_path)
         out.mkdir(parents=True, exist_ok=True)

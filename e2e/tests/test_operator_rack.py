@@ -15,8 +15,8 @@ import json
 
 import pytest
 
-import kube
-from kube import condition
+from harness import kube
+from harness.kube import condition
 
 KUBE_NODES = 3
 KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
@@ -44,17 +44,6 @@ def kc(kube_cluster):
     return kube_cluster
 
 
-def broker_pods(kc):
-    return sorted(
-        (p for p in kc.get("pods", namespace=NS)["items"] if p["metadata"]["name"].startswith("events-")),
-        key=lambda p: p["metadata"]["name"],
-    )
-
-
-def bootstrap(kc):
-    return ",".join(f"{p['status']['podIP']}:9092" for p in broker_pods(kc) if p["status"].get("podIP"))
-
-
 def node_zones(kc):
     return {n["metadata"]["name"]: n["metadata"]["labels"].get(ZONE) for n in kc.get("nodes")["items"]}
 
@@ -62,26 +51,17 @@ def node_zones(kc):
 def test_nodes_labelled_and_cluster_ready(kc):
     nodes = sorted(node_zones(kc))
     assert len(nodes) == 3, nodes
-    for n, zone in zip(nodes, ("zone-a", "zone-b", "zone-c")):
+    for n, zone in zip(nodes, ("zone-a", "zone-b", "zone-c"), strict=True):
         kc.kubectl("label", "node", n, f"{ZONE}={zone}", "--overwrite")
     assert sorted(node_zones(kc).values()) == ["zone-a", "zone-b", "zone-c"]
     kc.helm_install_operator()
     kc.apply(json.dumps(CLUSTER), NS)
-
-    def ready():
-        c = kc.get("cluster", "events", NS)
-        return (
-            c
-            if ((condition(c, "Ready") or {}).get("status") == "True" and c["status"].get("readyBrokers") == 3)
-            else None
-        )
-
-    kc.wait_for(ready, 300, "Cluster events Ready with 3 brokers", interval=1)
+    kc.wait_cluster_ready(NS, brokers=3, interval=1)
 
 
 def test_each_pod_carries_the_zone_of_its_node(kc):
     zones = node_zones(kc)
-    pods = broker_pods(kc)
+    pods = kc.broker_pods(NS)
     assert len(pods) == 3, [p["metadata"]["name"] for p in pods]
     for p in pods:
         node = p["spec"].get("nodeName")
@@ -103,14 +83,14 @@ def test_each_pod_carries_the_zone_of_its_node(kc):
 def expected_racks(kc):
     """{broker id: zone of its pod's node}; broker id = StatefulSet ordinal."""
     zones = node_zones(kc)
-    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): zones[p["spec"]["nodeName"]] for p in broker_pods(kc)}
+    return {int(p["metadata"]["name"].rsplit("-", 1)[1]): zones[p["spec"]["nodeName"]] for p in kc.broker_pods(NS)}
 
 
 def test_brokers_report_their_rack_to_a_client(kc):
     from confluent_kafka.admin import AdminClient
 
     want = expected_racks(kc)
-    admin = AdminClient({"bootstrap.servers": bootstrap(kc)})  # held: the future fails if the client goes
+    admin = AdminClient({"bootstrap.servers": kc.bootstrap(NS)})  # held: the future fails if the client goes
     res = admin.describe_cluster(request_timeout=15).result(timeout=20)
     got = {n.id: n.rack for n in res.nodes}
     print(f"DescribeCluster racks: {got}; node zones: {want}")
@@ -137,7 +117,7 @@ def test_replicas_of_an_rf3_topic_land_in_three_racks(kc):
         "Topic spread Ready",
     )
     racks = expected_racks(kc)
-    md = AdminClient({"bootstrap.servers": bootstrap(kc)}).list_topics("spread", timeout=10)
+    md = AdminClient({"bootstrap.servers": kc.bootstrap(NS)}).list_topics("spread", timeout=10)
     parts = md.topics["spread"].partitions
     assert len(parts) == 6, parts
     for p in parts.values():

@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-import kube
-from kube import condition
-from kclients import produce
+from harness import kube
+from harness.clients import produce
+from harness.kube import condition
 
 KUBE_NODES = 3
 KUBE_IMAGES = {"fjord/operator": kube.operator_bin()}
@@ -58,29 +58,6 @@ def topic(name, partitions, rf):
     )
 
 
-def bootstrap(kc):
-    """Ready broker pods' addresses (no cluster DNS here)."""
-    pods = kc.get("pods", namespace=NS)["items"]
-    return ",".join(
-        f"{p['status']['podIP']}:9092"
-        for p in pods
-        if p["metadata"]["name"].startswith("events-")
-        and p["status"].get("podIP")
-        and not p["metadata"].get("deletionTimestamp")
-        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-    )
-
-
-def cluster_ready(kc, brokers):
-    c = kc.get("cluster", "events", NS)
-    ok = (
-        (condition(c, "Ready") or {}).get("status") == "True"
-        and c["status"].get("readyBrokers") == brokers
-        and c["status"].get("observedGeneration") == c["metadata"]["generation"]
-    )
-    return c if ok else None
-
-
 def scale(kc, replicas):
     kc.kubectl(
         "patch", "cluster", "events", "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"replicas": replicas}})
@@ -104,7 +81,7 @@ def kc(kube_cluster):
 def test_operator_and_one_broker(kc):
     kc.helm_install_operator("--set", "operator.driftCheckInterval=2s")
     kc.apply(json.dumps(CLUSTER), NS)
-    c = kc.wait_for(lambda: cluster_ready(kc, 1), 300, "Cluster events Ready with 1 broker")
+    c = kc.wait_cluster_ready(NS, brokers=1, observed=True)
     assert c["status"].get("voters") == [0], c["status"]
 
 
@@ -113,7 +90,7 @@ def test_topic_status_lists_a_lagging_group_with_lag_seconds(kc):
 
     kc.apply(topic("lagging", 1, 1), NS)
     kc.wait_for(lambda: topic_ready(kc, "lagging"), 60, "Topic lagging Ready")
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS, ready_only=True)
     produce(bs, "lagging", [f"v{i}" for i in range(20)], partition=0)
     c = Consumer({"bootstrap.servers": bs, "group.id": "slow-readers", "enable.auto.commit": False})
     try:
@@ -130,7 +107,7 @@ def test_topic_status_lists_a_lagging_group_with_lag_seconds(kc):
     g = kc.wait_for(lagging, 60, "Topic status: group slow-readers with lag 15 and lagSeconds > 0", interval=1)
     print(f"Topic lagging status group: {g}")
     # The brokers' own figure, which the operator copies (rounded to 0.1 s).
-    from kclients import http_get, parse_prometheus
+    from harness.clients import http_get, parse_prometheus
 
     ip = bs.split(",")[0].rsplit(":", 1)[0]
     series = [
@@ -144,7 +121,7 @@ def test_topic_status_lists_a_lagging_group_with_lag_seconds(kc):
 def test_scale_up_to_three(kc):
     scale(kc, 3)
     t0 = time.monotonic()
-    c = kc.wait_for(lambda: cluster_ready(kc, 3), 300, "Cluster events Ready with 3 brokers", interval=1)
+    c = kc.wait_cluster_ready(NS, brokers=3, observed=True, interval=1)
     print(f"scaled 1 -> 3 in {time.monotonic() - t0:.1f}s; status {json.dumps(c['status'])}")
     for i in range(3):
         kc.wait_pod_ready(NS, f"events-{i}")
@@ -152,7 +129,7 @@ def test_scale_up_to_three(kc):
     assert c["status"].get("voters") == [0], "the voter set is fixed at creation"
     from confluent_kafka.admin import AdminClient
 
-    bs = bootstrap(kc)
+    bs = kc.bootstrap(NS, ready_only=True)
 
     def three_brokers():
         md = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10)
@@ -166,7 +143,7 @@ def test_scale_down_refused_while_removed_brokers_hold_partitions(kc):
 
     kc.apply(topic("spread", 3, 3), NS)
     kc.wait_for(lambda: topic_ready(kc, "spread"), 60, "Topic spread Ready")
-    md = AdminClient({"bootstrap.servers": bootstrap(kc)}).list_topics(timeout=10)
+    md = AdminClient({"bootstrap.servers": kc.bootstrap(NS, ready_only=True)}).list_topics(timeout=10)
     assert all(sorted(p.replicas) == [0, 1, 2] for p in md.topics["spread"].partitions.values())
     scale(kc, 1)
 
@@ -187,7 +164,7 @@ def test_scale_down_refused_while_removed_brokers_hold_partitions(kc):
     # It stays refused: nothing is removed while the brokers hold partitions.
     time.sleep(5)
     assert sts_replicas(kc) == 3
-    pods = [p for p in kc.get("pods", namespace=NS)["items"] if p["metadata"]["name"].startswith("events-")]
+    pods = kc.broker_pods(NS)
     assert len(pods) == 3 and not any(p["metadata"].get("deletionTimestamp") for p in pods), [
         p["metadata"]["name"] for p in pods
     ]
@@ -202,7 +179,10 @@ def test_scale_down_proceeds_once_the_partitions_are_gone(kc):
     kc.kubectl("delete", "topic", "spread", "-n", NS, "--wait=true", timeout=90)
     t0 = time.monotonic()
     c = kc.wait_for(
-        lambda: sts_replicas(kc) == 1 and cluster_ready(kc, 1), 300, "scale-down to 1 broker and Ready", interval=1
+        lambda: sts_replicas(kc) == 1 and kc.cluster_ready(NS, brokers=1, observed=True),
+        300,
+        "scale-down to 1 broker and Ready",
+        interval=1,
     )
     print(f"scaled 3 -> 1 in {time.monotonic() - t0:.1f}s after the Topic went; status {json.dumps(c['status'])}")
     assert (condition(c, "Degraded") or {}).get("reason") != "ScaleDownBlocked", c["status"]

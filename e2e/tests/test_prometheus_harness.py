@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from prometheus import Prometheus, PromQueryError
+from harness.prometheus import Prometheus, PromQueryError
 
 pytestmark = pytest.mark.fjord_only
 

@@ -1,7 +1,7 @@
 """read_committed consumers see every record: with no transactions the last stable offset
 is the high watermark."""
 
-from kclients import create_topic, produce, read_partition, unique, watermarks
+from harness.clients import create_topic, produce, read_partition, unique, watermarks
 
 
 def test_read_committed_reads_everything(broker):

@@ -12,10 +12,10 @@ import time
 from collections import defaultdict
 
 import pytest
-
 from conftest import TARGET
-from kclients import produce, unique, wait_for
-from workload import AckingProducer, CommitReader, GroupConsumer, check_acked, high_watermarks
+
+from harness.clients import produce, unique, wait_for
+from harness.workload import AckingProducer, CommitReader, GroupConsumer, check_acked, high_watermarks
 
 # Kafka's defaults (9 s session, 2 s heartbeat, 30 s replica lag) would make every failover slow;
 # the same keys are set on both targets.
@@ -78,7 +78,7 @@ def test_leader_kill9_new_leader_serves(cluster_factory):
         first = _wait_first_ack(prod, 0, cut, 60, "an acknowledged write on partition 0 after the kill")
         failover_ms = (first.t - t_kill) * 1000
         new_leader = c.wait_partition(
-            topic, 0, lambda l, r, i: l >= 0 and l != leader, 30, "a new leader", exclude=[leader]
+            topic, 0, lambda lead, r, i: lead >= 0 and lead != leader, 30, "a new leader", exclude=[leader]
         )[0]
         timeline["new leader serves ms"] = round(failover_ms)
         print(
@@ -225,7 +225,7 @@ def test_sigstop_leader_past_session_timeout(cluster_factory):
         new_leader = c.wait_partition(
             topic,
             0,
-            lambda l, r, i: l >= 0 and l != leader,
+            lambda lead, r, i: lead >= 0 and lead != leader,
             40,
             "a new leader while the old one is stopped",
             exclude=[leader],
@@ -242,7 +242,11 @@ def test_sigstop_leader_past_session_timeout(cluster_factory):
         t_cont = time.monotonic()
         node.sigcont()
         c.wait_partition(
-            topic, 0, lambda l, r, i: l >= 0 and leader in i and set(i) == set(r), 90, f"node {leader} back in the ISR"
+            topic,
+            0,
+            lambda lead, r, i: lead >= 0 and leader in i and set(i) == set(r),
+            90,
+            f"node {leader} back in the ISR",
         )
         print(
             f"stopped for {t_cont - t_stop:.1f}s; node {leader} back in the ISR of partition 0 "
@@ -321,7 +325,7 @@ def test_kill_active_controller(cluster_factory):
 
 
 def _as_acks(delivered):
-    from workload import Ack
+    from harness.workload import Ack
 
     return [Ack(0, p, o, v.decode(), i) for i, (p, o, v) in enumerate(delivered)]
 

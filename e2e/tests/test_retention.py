@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TARGET
-from kclients import (
+
+from harness.clients import (
     AdminClient,
     Consumer,
     TopicPartition,

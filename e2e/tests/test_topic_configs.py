@@ -7,7 +7,7 @@ import time
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from kclients import Consumer, Producer, admin, create_topic, unique
+from harness.clients import Consumer, Producer, admin, create_topic, unique
 
 
 def describe(bootstrap, topic):

@@ -2,7 +2,7 @@
 every panel's queries with Grafana's variables filled in, run against a real Prometheus, and
 rendered to a PNG per dashboard (panel layout, titles and units from the JSON).
 
-    from dashboards import load_dashboards, panels, queries, render
+    from harness.dashboards import load_dashboards, panels, queries, render
 
     for path, dash in load_dashboards():             # (Path, parsed JSON), every dashboards/*.json
         for panel in panels(dash):                   # panels with targets, rows flattened
@@ -65,6 +65,25 @@ def substitute(expr, variables):
 def queries(panel, variables=None):
     v = {**DEFAULT_VARS, **(variables or {})}
     return [substitute(t["expr"], v) for t in panel["targets"] if t.get("expr") and not t.get("hide")]
+
+
+def queries_without_data(prom, dash, prefix=""):
+    """([f"{prefix}{panel title}: {query}" for each panel query that returns no data], number of
+    queries asked) of a dashboard against a harness.prometheus.Prometheus."""
+    empty, checked = [], 0
+    for panel in panels(dash):
+        for q in queries(panel):
+            checked += 1
+            if not prom.query(q):
+                empty.append(f"{prefix}{panel['title']}: {q}")
+    return empty, checked
+
+
+def load_alert_groups():
+    """The rule groups of dashboards/alerts.yaml."""
+    import yaml  # PyYAML, installed with the kubernetes client
+
+    return yaml.safe_load((DASHBOARDS / "alerts.yaml").read_text())["groups"]
 
 
 def legend(fmt, labels):
@@ -136,7 +155,9 @@ def render(dash, prom, start, end, out, variables=None, step=None):
         ax.set_title(f"{p['title']}", fontsize=9, loc="left")
         n = 0
         last = None
-        for t, expr in zip([t for t in p["targets"] if t.get("expr") and not t.get("hide")], queries(p, variables)):
+        for t, expr in zip(
+            [t for t in p["targets"] if t.get("expr") and not t.get("hide")], queries(p, variables), strict=True
+        ):
             for s in prom.query_range(expr, start, end, step):
                 xs = [float(x) - end for x, _ in s["values"]]
                 ys = [float(y) for _, y in s["values"]]

@@ -222,7 +222,7 @@ class RawConn:
         if nothing happened within timeout."""
         try:
             return "response", self.recv_frame(timeout)
-        except socket.timeout:
+        except TimeoutError:
             return "open", None
         except (ConnectionError, OSError):
             return "closed", None

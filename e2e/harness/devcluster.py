@@ -12,28 +12,19 @@ No pytest dependency."""
 import os
 import random
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
-from cluster import _Watchdog
-from kclients import wait_for
-
-
-def _free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+from harness.clients import wait_for
+from harness.ports import can_bind
+from harness.procs import Watchdog
 
 
 def _base_ports():
     """A Kafka port base P (P..P+2 and controllers P+100..P+102) and an HTTP base, all free."""
     for _ in range(200):
         p, h = random.randrange(20000, 40000), random.randrange(40000, 60000)
-        if all(_free(x) for x in (p, p + 1, p + 2, p + 100, p + 101, p + 102, h, h + 1, h + 2)):
+        if all(can_bind(x) for x in (p, p + 1, p + 2, p + 100, p + 101, p + 102, h, h + 1, h + 2)):
             return p, h
     raise AssertionError("no free ports for a dev cluster")
 
@@ -64,7 +55,7 @@ class DevCluster:
         )
         # Should this process die, the watchdog kills every pid recorded under root.
         (self.root / "pid").write_text(str(self.proc.pid))
-        self.watchdog = _Watchdog(self.root)
+        self.watchdog = Watchdog(self.root)
         self.bootstrap = ",".join(f"127.0.0.1:{self.port + i}" for i in range(3))
         self.http = [f"127.0.0.1:{self.http_port + i}" for i in range(3)]
 

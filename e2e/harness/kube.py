@@ -23,13 +23,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent.parent
+from harness.paths import REPO, fjord_bin_path, fjord_bin_problem
+from harness.paths import operator_bin as operator_bin
+
 KUBE_DIR = REPO / "e2e" / "kube"
 POD_IP_BASE = "127.0.10."
 
@@ -59,19 +59,11 @@ def kube_bin():
 
 
 def fjord_bin():
-    b = os.environ.get("FJORD_BIN") or str(REPO / "target" / "release" / "fjord")
-    if not os.access(b, os.X_OK):
-        pytest.fail(
-            f"fjord binary {b} not found: build it with `cargo build --release -p fjord` or set FJORD_BIN",
-            pytrace=False,
-        )
+    b = fjord_bin_path()
+    problem = fjord_bin_problem(b)
+    if problem:
+        pytest.fail(problem, pytrace=False)
     return b
-
-
-def operator_bin():
-    """The binary the `fjord/operator` image runs: $FJORD_OPERATOR_BIN or target/release/fjord-operator
-    (a test module sets KUBE_IMAGES = {"fjord/operator": operator_bin()})."""
-    return os.environ.get("FJORD_OPERATOR_BIN") or str(REPO / "target" / "release" / "fjord-operator")
 
 
 def condition(obj, type_):
@@ -80,6 +72,15 @@ def condition(obj, type_):
         if c.get("type") == type_:
             return c
     return None
+
+
+def is_true(obj, type_):
+    """The resource's condition of that type has status "True"."""
+    return (condition(obj, type_) or {}).get("status") == "True"
+
+
+def _pod_ready(pod):
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
 OPERATOR_RELEASE = "fjord"
@@ -242,9 +243,9 @@ class KubeCluster:
 
     # --- waiting -----------------------------------------------------------------
     def wait_for(self, cond, timeout, what, interval=0.25):
-        """kclients.wait_for, ending at once on an AssertionError (a failed kubectl) and
+        """clients.wait_for, ending at once on an AssertionError (a failed kubectl) and
         adding the cluster's diagnostics to a timeout."""
-        from kclients import wait_for
+        from harness.clients import wait_for
 
         return wait_for(cond, timeout, interval=interval, what=what, fatal=AssertionError, details=self.diagnostics)
 
@@ -303,17 +304,61 @@ class KubeCluster:
         assert dep["status"].get("readyReplicas") == 1, dep["status"]
         return dep
 
-    def operator_metrics(self, raw=False):
-        """The operator pod's /metrics: [(name, labels, value)], or the text with raw=True."""
-        from kclients import http_get, parse_prometheus
-
-        pod = next(
+    def operator_pod(self):
+        """The operator's pod (of the Deployment helm_install_operator made)."""
+        return next(
             p
             for p in self.get("pods", namespace=OPERATOR_NS)["items"]
             if p["metadata"]["name"].startswith(OPERATOR_DEPLOYMENT)
         )
+
+    def operator_metrics(self, raw=False):
+        """The operator pod's /metrics: [(name, labels, value)], or the text with raw=True."""
+        from harness.clients import http_get, parse_prometheus
+
+        pod = self.operator_pod()
         text = http_get(f"http://{pod['status']['podIP']}:8080/metrics")[1]
         return text if raw else parse_prometheus(text)
+
+    # --- a Fjord Cluster resource ------------------------------------------------
+    def broker_pods(self, namespace, cluster="events"):
+        """The pods of a Cluster (named CLUSTER-i by its StatefulSet), sorted by name."""
+        return sorted(
+            (
+                p
+                for p in self.get("pods", namespace=namespace)["items"]
+                if p["metadata"]["name"].startswith(f"{cluster}-")
+            ),
+            key=lambda p: p["metadata"]["name"],
+        )
+
+    def bootstrap(self, namespace, cluster="events", ready_only=False, port=9092):
+        """The broker pods' addresses as a client bootstrap (there is no cluster DNS here, so
+        clients use the pods' IPs). ready_only: only pods that are Ready and not being deleted."""
+        return ",".join(
+            f"{p['status']['podIP']}:{port}"
+            for p in self.broker_pods(namespace, cluster)
+            if p["status"].get("podIP")
+            and (not ready_only or (not p["metadata"].get("deletionTimestamp") and _pod_ready(p)))
+        )
+
+    def cluster_ready(self, namespace, cluster="events", brokers=None, observed=False):
+        """The Cluster resource if its Ready condition is True (and, with brokers, status.readyBrokers
+        is that; with observed, status.observedGeneration is the current generation), else None."""
+        c = self.get("cluster", cluster, namespace)
+        ok = (
+            is_true(c, "Ready")
+            and (brokers is None or c["status"].get("readyBrokers") == brokers)
+            and (not observed or c["status"].get("observedGeneration") == c["metadata"]["generation"])
+        )
+        return c if ok else None
+
+    def wait_cluster_ready(self, namespace, cluster="events", brokers=None, observed=False, timeout=300, interval=0.25):
+        """Wait for cluster_ready(...); returns the Cluster resource."""
+        what = f"Cluster {cluster} Ready" + (f" with {brokers} broker{'s' if brokers != 1 else ''}" if brokers else "")
+        return self.wait_for(
+            lambda: self.cluster_ready(namespace, cluster, brokers, observed), timeout, what, interval=interval
+        )
 
 
 @pytest.fixture(scope="module")

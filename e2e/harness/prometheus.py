@@ -1,7 +1,7 @@
 """A real Prometheus server for the observability tests: started on a free loopback port with a
 generated config, its TSDB in a temp folder, queried through its HTTP API.
 
-    from prometheus import Prometheus, PrometheusError, PromQueryError
+    from harness.prometheus import Prometheus, PrometheusError, PromQueryError
 
     prom = Prometheus(binary, root,                      # binary: tools.prometheus (env PROMETHEUS)
                       targets=[{"address": "127.0.0.1:9644",          # host:port of /metrics
@@ -57,7 +57,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from cluster import _Watchdog, free_port, pid_alive
+from harness.ports import free_port
+from harness.procs import Watchdog, pid_alive
 
 
 class PrometheusError(AssertionError):
@@ -152,7 +153,7 @@ class Prometheus:
         if missing:
             raise PrometheusError(f"rule files missing: {missing}")
         if self._watchdog is None:
-            self._watchdog = _Watchdog(self.root)
+            self._watchdog = Watchdog(self.root)
         # A free port can be taken by someone else before Prometheus binds it: try a few.
         for attempt in range(3):
             self.port = free_port()
@@ -377,3 +378,19 @@ def fast_rules(src, dst, duration="3s"):
         raise ValueError(f"no `for:` in {src}")
     Path(dst).write_text(fast)
     return Path(dst)
+
+
+def selectors_without_series(prom, groups, parse=False):
+    """([f"{alert}: {selector}" for each series selector of the groups' alert expressions that
+    matches no series in `prom`], number of selectors asked). parse: also run each expression
+    itself (PromQueryError if it does not parse)."""
+    missing, checked = [], 0
+    for g in groups:
+        for rule in g["rules"]:
+            if parse:
+                prom.query(rule["expr"])
+            for sel in prom.selectors(rule["expr"]):
+                checked += 1
+                if not prom.query(sel):
+                    missing.append(f"{rule['alert']}: {sel}")
+    return missing, checked

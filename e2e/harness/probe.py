@@ -12,7 +12,6 @@ probe's own start. Stdlib only, so it runs with any python3.
 """
 
 import argparse
-import os
 import socket
 import struct
 import sys

@@ -181,8 +181,21 @@ fn parse_voters(s: &str) -> Result<Vec<(i32, String)>> {
     Ok(out)
 }
 
+/// One `key=value` setting, from a properties file or an `--override`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Property {
+    pub key: String,
+    pub value: String,
+}
+
+impl Property {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Property { key: key.into(), value: value.into() }
+    }
+}
+
 /// Parse a Java-style properties text: `key=value` or `key: value`, `#`/`!` comments.
-pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
+pub fn parse_properties(text: &str) -> Result<Vec<Property>> {
     let mut out = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -190,7 +203,7 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
             continue;
         }
         let idx = line.find(['=', ':']).ok_or_else(|| anyhow!("line {}: expected key=value, got {:?}", n + 1, raw))?;
-        out.push((line[..idx].trim().to_string(), line[idx + 1..].trim().to_string()));
+        out.push(Property::new(line[..idx].trim(), line[idx + 1..].trim()));
     }
     Ok(out)
 }
@@ -199,10 +212,10 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
 /// replaced by KEY's value in the properties file PATH. The Kubernetes operator uses this
 /// for what differs per broker but is only known after the pods' template is written
 /// (the node port of a broker's external Service), kept in a ConfigMap file by ordinal.
-pub fn resolve_file_refs(pairs: Vec<(String, String)>) -> Result<Vec<(String, String)>> {
-    let mut files: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut out = Vec::with_capacity(pairs.len());
-    for (k, mut v) in pairs {
+pub fn resolve_file_refs(props: Vec<Property>) -> Result<Vec<Property>> {
+    let mut files: BTreeMap<String, Vec<Property>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(props.len());
+    for Property { key: k, value: mut v } in props {
         let mut from = 0; // past the last replacement: a value is not resolved again
         while let Some(start) = v[from..].find("${file:").map(|i| from + i) {
             let end = start
@@ -217,13 +230,13 @@ pub fn resolve_file_refs(pairs: Vec<(String, String)>) -> Result<Vec<(String, St
             let value = files[path]
                 .iter()
                 .rev()
-                .find(|(fk, _)| fk == key)
-                .map(|(_, fv)| fv.clone())
+                .find(|p| p.key == key)
+                .map(|p| p.value.clone())
                 .ok_or_else(|| anyhow!("{k}: {path} has no key {key:?}"))?;
             v.replace_range(start..=end, &value);
             from = start + value.len();
         }
-        out.push((k, v));
+        out.push(Property { key: k, value: v });
     }
     Ok(out)
 }
@@ -283,92 +296,92 @@ impl BrokerConfig {
         Advertised { host: host.to_string(), port: l.port as i32 }
     }
 
-    /// Build a config from `key=value` pairs, later pairs overriding earlier ones.
-    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self> {
-        let mut props: BTreeMap<String, String> =
+    /// Build a config from properties, later ones overriding earlier ones.
+    pub fn from_properties(props: &[Property]) -> Result<Self> {
+        let mut settings: BTreeMap<String, String> =
             DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut unknown = Vec::new();
-        for (k, v) in pairs {
-            if props.contains_key(k.as_str()) {
-                props.insert(k.clone(), v.clone());
+        for p in props {
+            if settings.contains_key(p.key.as_str()) {
+                settings.insert(p.key.clone(), p.value.clone());
             } else {
-                unknown.push(k.clone());
+                unknown.push(p.key.clone());
             }
         }
         if !unknown.is_empty() {
             bail!("unknown configuration key(s): {}", unknown.join(", "));
         }
 
-        let node_id = match (props["node.id"].as_str(), props["broker.id"].as_str()) {
+        let node_id = match (settings["node.id"].as_str(), settings["broker.id"].as_str()) {
             ("", "") => bail!("node.id is required"),
-            ("", _) => num::<i32>(&props, "broker.id")?,
-            _ => num::<i32>(&props, "node.id")?,
+            ("", _) => num::<i32>(&settings, "broker.id")?,
+            _ => num::<i32>(&settings, "node.id")?,
         };
         if node_id < 0 {
             bail!("node.id must be >= 0, got {}", node_id);
         }
         let process_roles: Vec<String> =
-            props["process.roles"].split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            settings["process.roles"].split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         for r in &process_roles {
             if r != "broker" && r != "controller" {
                 bail!("invalid value {:?} in process.roles: expected broker and/or controller", r);
             }
         }
-        let controller_listener_names: Vec<String> = props["controller.listener.names"]
+        let controller_listener_names: Vec<String> = settings["controller.listener.names"]
             .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        let all_listeners = parse_listeners(&props["listeners"])?;
+        let all_listeners = parse_listeners(&settings["listeners"])?;
         // Client-facing listeners: the controller listener is served by the metadata quorum.
         let listeners: Vec<Listener> =
             all_listeners.iter().filter(|l| !controller_listener_names.contains(&l.name)).cloned().collect();
         if listeners.is_empty() {
             bail!("listeners must name at least one client listener");
         }
-        let advertised_listeners = if props["advertised.listeners"].is_empty() {
+        let advertised_listeners = if settings["advertised.listeners"].is_empty() {
             listeners.clone()
         } else {
-            parse_listeners(&props["advertised.listeners"])?
+            parse_listeners(&settings["advertised.listeners"])?
         };
-        let dirs = if props["log.dirs"].is_empty() { &props["log.dir"] } else { &props["log.dirs"] };
+        let dirs = if settings["log.dirs"].is_empty() { &settings["log.dir"] } else { &settings["log.dirs"] };
         let log_dirs: Vec<PathBuf> =
             dirs.split(',').map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
         if log_dirs.is_empty() {
             bail!("log.dirs must name a directory");
         }
-        let log_retention_ms = if let Some(ms) = opt_num(&props, "log.retention.ms")? {
+        let log_retention_ms = if let Some(ms) = opt_num(&settings, "log.retention.ms")? {
             ms
-        } else if let Some(m) = opt_num(&props, "log.retention.minutes")? {
+        } else if let Some(m) = opt_num(&settings, "log.retention.minutes")? {
             m * 60_000
         } else {
-            num::<i64>(&props, "log.retention.hours")? * 3_600_000
+            num::<i64>(&settings, "log.retention.hours")? * 3_600_000
         };
-        let log_roll_ms = match opt_num(&props, "log.roll.ms")? {
+        let log_roll_ms = match opt_num(&settings, "log.roll.ms")? {
             Some(ms) => ms,
-            None => num::<i64>(&props, "log.roll.hours")? * 3_600_000,
+            None => num::<i64>(&settings, "log.roll.hours")? * 3_600_000,
         };
-        let http_listen = if props["fjord.http.listen"].is_empty() {
+        let http_listen = if settings["fjord.http.listen"].is_empty() {
             None
         } else {
             Some(
-                props["fjord.http.listen"]
+                settings["fjord.http.listen"]
                     .parse()
                     .map_err(|e| anyhow!("invalid value for fjord.http.listen: {}", e))?,
             )
         };
         let controller_listener = all_listeners.iter().find(|l| controller_listener_names.contains(&l.name)).cloned();
-        let voters = parse_voters(&props["controller.quorum.voters"])?;
+        let voters = parse_voters(&settings["controller.quorum.voters"])?;
         // Unset roles follow from the voter list, so every pod of a StatefulSet can share one
         // configuration: the ones named in controller.quorum.voters are also controllers.
-        let process_roles = if pairs.iter().any(|(k, _)| k == "process.roles") || voters.is_empty() {
+        let process_roles = if props.iter().any(|p| p.key == "process.roles") || voters.is_empty() {
             process_roles
         } else if voters.iter().any(|(id, _)| *id == node_id) {
             vec!["broker".to_string(), "controller".to_string()]
         } else {
             vec!["broker".to_string()]
         };
-        let inter_broker_listener = match props["inter.broker.listener.name"].as_str() {
+        let inter_broker_listener = match settings["inter.broker.listener.name"].as_str() {
             "" => listeners[0].name.clone(),
             name => {
                 if !listeners.iter().any(|l| l.name == name) {
@@ -381,56 +394,56 @@ impl BrokerConfig {
             voters,
             controller_listener,
             inter_broker_listener,
-            broker_rack: Some(props["broker.rack"].clone()).filter(|s| !s.is_empty()),
-            heartbeat_interval_ms: num(&props, "broker.heartbeat.interval.ms")?,
-            session_timeout_ms: num(&props, "broker.session.timeout.ms")?,
-            replica_lag_time_max_ms: num(&props, "replica.lag.time.max.ms")?,
-            replica_fetch_max_bytes: num(&props, "replica.fetch.max.bytes")?,
-            replica_fetch_response_max_bytes: num(&props, "replica.fetch.response.max.bytes")?,
-            replica_fetch_wait_max_ms: num(&props, "replica.fetch.wait.max.ms")?,
-            election_timeout_ms: num(&props, "controller.quorum.election.timeout.ms")?,
-            snapshot_interval_entries: num(&props, "metadata.log.max.snapshot.interval.entries")?,
-            controlled_shutdown: boolean(&props, "controlled.shutdown.enable")?,
+            broker_rack: Some(settings["broker.rack"].clone()).filter(|s| !s.is_empty()),
+            heartbeat_interval_ms: num(&settings, "broker.heartbeat.interval.ms")?,
+            session_timeout_ms: num(&settings, "broker.session.timeout.ms")?,
+            replica_lag_time_max_ms: num(&settings, "replica.lag.time.max.ms")?,
+            replica_fetch_max_bytes: num(&settings, "replica.fetch.max.bytes")?,
+            replica_fetch_response_max_bytes: num(&settings, "replica.fetch.response.max.bytes")?,
+            replica_fetch_wait_max_ms: num(&settings, "replica.fetch.wait.max.ms")?,
+            election_timeout_ms: num(&settings, "controller.quorum.election.timeout.ms")?,
+            snapshot_interval_entries: num(&settings, "metadata.log.max.snapshot.interval.entries")?,
+            controlled_shutdown: boolean(&settings, "controlled.shutdown.enable")?,
             node_id,
             process_roles,
-            controller_quorum_voters: Some(props["controller.quorum.voters"].clone()).filter(|s| !s.is_empty()),
+            controller_quorum_voters: Some(settings["controller.quorum.voters"].clone()).filter(|s| !s.is_empty()),
             controller_listener_names,
             listeners,
             advertised_listeners,
             log_dirs,
-            num_partitions: num(&props, "num.partitions")?,
-            default_replication_factor: num(&props, "default.replication.factor")?,
-            min_insync_replicas: num(&props, "min.insync.replicas")?,
-            auto_create_topics_enable: boolean(&props, "auto.create.topics.enable")?,
-            offsets_topic_replication_factor: num(&props, "offsets.topic.replication.factor")?,
-            offsets_topic_num_partitions: num(&props, "offsets.topic.num.partitions")?,
+            num_partitions: num(&settings, "num.partitions")?,
+            default_replication_factor: num(&settings, "default.replication.factor")?,
+            min_insync_replicas: num(&settings, "min.insync.replicas")?,
+            auto_create_topics_enable: boolean(&settings, "auto.create.topics.enable")?,
+            offsets_topic_replication_factor: num(&settings, "offsets.topic.replication.factor")?,
+            offsets_topic_num_partitions: num(&settings, "offsets.topic.num.partitions")?,
             log_retention_ms,
-            log_retention_bytes: num(&props, "log.retention.bytes")?,
-            log_segment_bytes: num(&props, "log.segment.bytes")?,
+            log_retention_bytes: num(&settings, "log.retention.bytes")?,
+            log_segment_bytes: num(&settings, "log.segment.bytes")?,
             log_roll_ms,
-            log_retention_check_interval_ms: num(&props, "log.retention.check.interval.ms")?,
-            log_flush_interval_messages: num(&props, "log.flush.interval.messages")?,
-            log_flush_interval_ms: opt_num(&props, "log.flush.interval.ms")?,
-            log_index_interval_bytes: num(&props, "log.index.interval.bytes")?,
-            message_max_bytes: num(&props, "message.max.bytes")?,
-            fetch_max_bytes: num(&props, "fetch.max.bytes")?,
-            socket_request_max_bytes: num(&props, "socket.request.max.bytes")?,
-            connections_max_idle_ms: num(&props, "connections.max.idle.ms")?,
-            max_connections: num(&props, "max.connections")?,
-            group_initial_rebalance_delay_ms: num(&props, "group.initial.rebalance.delay.ms")?,
-            group_min_session_timeout_ms: num(&props, "group.min.session.timeout.ms")?,
-            group_max_session_timeout_ms: num(&props, "group.max.session.timeout.ms")?,
-            delete_topic_enable: boolean(&props, "delete.topic.enable")?,
+            log_retention_check_interval_ms: num(&settings, "log.retention.check.interval.ms")?,
+            log_flush_interval_messages: num(&settings, "log.flush.interval.messages")?,
+            log_flush_interval_ms: opt_num(&settings, "log.flush.interval.ms")?,
+            log_index_interval_bytes: num(&settings, "log.index.interval.bytes")?,
+            message_max_bytes: num(&settings, "message.max.bytes")?,
+            fetch_max_bytes: num(&settings, "fetch.max.bytes")?,
+            socket_request_max_bytes: num(&settings, "socket.request.max.bytes")?,
+            connections_max_idle_ms: num(&settings, "connections.max.idle.ms")?,
+            max_connections: num(&settings, "max.connections")?,
+            group_initial_rebalance_delay_ms: num(&settings, "group.initial.rebalance.delay.ms")?,
+            group_min_session_timeout_ms: num(&settings, "group.min.session.timeout.ms")?,
+            group_max_session_timeout_ms: num(&settings, "group.max.session.timeout.ms")?,
+            delete_topic_enable: boolean(&settings, "delete.topic.enable")?,
             http_listen,
-            max_inflight_requests: num(&props, "fjord.max.inflight.requests")?,
-            metrics: crate::metrics::MetricsConfig::from_props(&props)?,
-            otlp_endpoint: Some(props["fjord.tracing.otlp.endpoint"].clone())
+            max_inflight_requests: num(&settings, "fjord.max.inflight.requests")?,
+            metrics: crate::metrics::MetricsConfig::from_props(&settings)?,
+            otlp_endpoint: Some(settings["fjord.tracing.otlp.endpoint"].clone())
                 .filter(|s| !s.is_empty())
                 .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|s| !s.is_empty())),
-            trace_sample_ratio: num(&props, "fjord.tracing.sample.ratio")?,
-            cluster_id: Some(props["cluster.id"].clone()).filter(|s| !s.is_empty()),
-            explicit: pairs.iter().map(|(k, _)| k.clone()).collect(),
-            props,
+            trace_sample_ratio: num(&settings, "fjord.tracing.sample.ratio")?,
+            cluster_id: Some(settings["cluster.id"].clone()).filter(|s| !s.is_empty()),
+            explicit: props.iter().map(|p| p.key.clone()).collect(),
+            props: settings,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -504,8 +517,8 @@ impl BrokerConfig {
 mod tests {
     use super::*;
 
-    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn pairs(v: &[(&str, &str)]) -> Vec<Property> {
+        v.iter().map(|(k, v)| Property::new(*k, *v)).collect()
     }
 
     #[test]
@@ -529,7 +542,7 @@ mod tests {
 
     #[test]
     fn minimal_config_is_a_single_node_cluster() {
-        let c = BrokerConfig::from_pairs(&pairs(&[
+        let c = BrokerConfig::from_properties(&pairs(&[
             ("node.id", "1"),
             ("listeners", "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"),
             ("log.dirs", "/data"),
@@ -544,12 +557,12 @@ mod tests {
 
     #[test]
     fn unknown_and_invalid_keys_are_errors() {
-        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("log.retention.mss", "5")])).unwrap_err();
+        let e = BrokerConfig::from_properties(&pairs(&[("node.id", "1"), ("log.retention.mss", "5")])).unwrap_err();
         assert!(e.to_string().contains("log.retention.mss"), "{e}");
-        let e = BrokerConfig::from_pairs(&pairs(&[("node.id", "x")])).unwrap_err();
+        let e = BrokerConfig::from_properties(&pairs(&[("node.id", "x")])).unwrap_err();
         assert!(e.to_string().contains("node.id"), "{e}");
-        let e =
-            BrokerConfig::from_pairs(&pairs(&[("node.id", "1"), ("auto.create.topics.enable", "yes")])).unwrap_err();
+        let e = BrokerConfig::from_properties(&pairs(&[("node.id", "1"), ("auto.create.topics.enable", "yes")]))
+            .unwrap_err();
         assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
     }
 
@@ -559,7 +572,7 @@ mod tests {
         let mk = |extra: &[(&str, &str)]| {
             let mut v: Vec<(&str, &str)> = base.to_vec();
             v.extend_from_slice(extra);
-            BrokerConfig::from_pairs(&pairs(&v))
+            BrokerConfig::from_properties(&pairs(&v))
         };
         let c = mk(&[("node.id", "2"), ("controller.quorum.voters", "1@a:9093,2@b:9093,3@c:9093")]).unwrap();
         assert_eq!(c.voters.len(), 3);

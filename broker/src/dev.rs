@@ -10,29 +10,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::config::Property;
+
 pub struct DevCluster {
     children: Vec<(u32, Child)>,
 }
 
 /// The `--override` pairs of node `i` (1-based) of an `n`-node dev cluster.
-pub fn node_overrides(dir: &Path, n: u32, i: u32, port: u16, http_port: u16) -> Vec<(String, String)> {
+pub fn node_overrides(dir: &Path, n: u32, i: u32, port: u16, http_port: u16) -> Vec<Property> {
     let kafka = port + (i - 1) as u16;
     let controller = |j: u32| port + 100 + (j - 1) as u16;
     let voters: Vec<String> = (1..=n).map(|j| format!("{j}@127.0.0.1:{}", controller(j))).collect();
     let rf = n.min(3).to_string();
     let min_isr = if n >= 3 { "2" } else { "1" };
     vec![
-        ("node.id".into(), i.to_string()),
-        ("process.roles".into(), "broker,controller".into()),
-        ("controller.quorum.voters".into(), voters.join(",")),
-        ("controller.listener.names".into(), "CONTROLLER".into()),
-        ("listeners".into(), format!("PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{}", controller(i))),
-        ("log.dirs".into(), dir.join(format!("node-{i}")).display().to_string()),
-        ("fjord.http.listen".into(), format!("127.0.0.1:{}", http_port + (i - 1) as u16)),
-        ("default.replication.factor".into(), rf.clone()),
-        ("offsets.topic.replication.factor".into(), rf),
-        ("min.insync.replicas".into(), min_isr.into()),
-        ("group.initial.rebalance.delay.ms".into(), "0".into()),
+        Property::new("node.id", i.to_string()),
+        Property::new("process.roles", "broker,controller"),
+        Property::new("controller.quorum.voters", voters.join(",")),
+        Property::new("controller.listener.names", "CONTROLLER"),
+        Property::new("listeners", format!("PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{}", controller(i))),
+        Property::new("log.dirs", dir.join(format!("node-{i}")).display().to_string()),
+        Property::new("fjord.http.listen", format!("127.0.0.1:{}", http_port + (i - 1) as u16)),
+        Property::new("default.replication.factor", rf.clone()),
+        Property::new("offsets.topic.replication.factor", rf),
+        Property::new("min.insync.replicas", min_isr),
+        Property::new("group.initial.rebalance.delay.ms", "0"),
     ]
 }
 
@@ -48,15 +50,15 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
 
 impl DevCluster {
     /// Start the nodes and wait until every one is ready.
-    pub fn start(dir: &Path, n: u32, port: u16, http_port: u16, extra: &[(String, String)]) -> Result<DevCluster> {
+    pub fn start(dir: &Path, n: u32, port: u16, http_port: u16, extra: &[Property]) -> Result<DevCluster> {
         let exe = std::env::current_exe().context("locating the fjord binary")?;
         std::fs::create_dir_all(dir)?;
         let mut cluster = DevCluster { children: Vec::new() };
         for i in 1..=n {
             let mut cmd = Command::new(&exe);
             cmd.arg("broker");
-            for (k, v) in node_overrides(dir, n, i, port, http_port).into_iter().chain(extra.iter().cloned()) {
-                cmd.arg("--override").arg(format!("{k}={v}"));
+            for p in node_overrides(dir, n, i, port, http_port).into_iter().chain(extra.iter().cloned()) {
+                cmd.arg("--override").arg(format!("{}={}", p.key, p.value));
             }
             let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("node-{i}.log")))?;
             cmd.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log)).stdin(Stdio::null());

@@ -11,6 +11,7 @@ mod config;
 mod connection;
 mod controller;
 mod dev;
+mod error;
 mod group;
 mod http;
 mod metadata;
@@ -35,6 +36,7 @@ use anyhow::{Context, Result};
 #[global_allocator]
 static GLOBAL: alloc::Allocator = alloc::Allocator;
 use clap::{Parser, Subcommand};
+use config::Property;
 
 #[derive(Parser)]
 #[command(name = "fjord", version, about = "Fjord: a Kafka-compatible event streaming platform")]
@@ -75,9 +77,9 @@ enum Command {
     },
 }
 
-fn parse_override(s: &str) -> Result<(String, String)> {
+fn parse_override(s: &str) -> Result<Property> {
     let (k, v) = s.split_once('=').with_context(|| format!("--override {s:?}: expected key=value"))?;
-    Ok((k.trim().to_string(), v.trim().to_string()))
+    Ok(Property::new(k.trim(), v.trim()))
 }
 
 fn main() {
@@ -119,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Dev { nodes, dir, port, http_port, overrides } if nodes > 1 => {
             let _telemetry = telemetry::init(None, 0.0, 0)?;
-            let extra: Vec<(String, String)> = overrides.iter().map(|o| parse_override(o)).collect::<Result<_>>()?;
+            let extra: Vec<Property> = overrides.iter().map(|o| parse_override(o)).collect::<Result<_>>()?;
             let cluster = dev::DevCluster::start(&dir, nodes, port, http_port, &extra)?;
             let bootstrap: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", port + i as u16)).collect();
             println!("Fjord dev cluster is ready ({nodes} nodes).");
@@ -150,13 +152,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Dev { dir, port, http_port, overrides, .. } => {
             let data = dir.join("node-1");
-            let mut pairs: Vec<(String, String)> = vec![
-                ("node.id".into(), "1".into()),
-                ("listeners".into(), format!("PLAINTEXT://127.0.0.1:{port}")),
-                ("log.dirs".into(), data.display().to_string()),
-                ("fjord.http.listen".into(), format!("127.0.0.1:{http_port}")),
-                ("offsets.topic.replication.factor".into(), "1".into()),
-                ("group.initial.rebalance.delay.ms".into(), "0".into()),
+            let mut pairs = vec![
+                Property::new("node.id", "1"),
+                Property::new("listeners", format!("PLAINTEXT://127.0.0.1:{port}")),
+                Property::new("log.dirs", data.display().to_string()),
+                Property::new("fjord.http.listen", format!("127.0.0.1:{http_port}")),
+                Property::new("offsets.topic.replication.factor", "1"),
+                Property::new("group.initial.rebalance.delay.ms", "0"),
             ];
             for o in overrides {
                 pairs.push(parse_override(&o)?);
@@ -164,7 +166,7 @@ fn run(cli: Cli) -> Result<()> {
             (pairs, true)
         }
     };
-    let cfg = config::BrokerConfig::from_pairs(&pairs)?;
+    let cfg = config::BrokerConfig::from_properties(&pairs)?;
     let _telemetry = telemetry::init(cfg.otlp_endpoint.as_deref(), cfg.trace_sample_ratio, cfg.node_id)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

@@ -271,7 +271,8 @@ impl Partition {
         self.maybe_advance_high_watermark();
         // Kafka's rule: a follower rejoins once it has everything up to the high watermark
         // and something of the current leader epoch.
-        let epoch_start = self.log.latest_epoch().filter(|e| e.0 == self.leader_epoch).map(|e| e.1).unwrap_or(0);
+        let epoch_start =
+            self.log.latest_epoch().filter(|e| e.epoch == self.leader_epoch).map_or(0, |e| e.start_offset);
         let joins = !self.isr.contains(&replica) && fetch_offset >= self.high_watermark && fetch_offset >= epoch_start;
         if joins && self.pending_isr.is_none() {
             let mut isr = self.isr.clone();
@@ -307,8 +308,8 @@ impl Partition {
         let ranges = split_batches(records, usize::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
         if !ranges.is_empty() {
             self.log.append_replica(records, &ranges, now_ms)?;
-            for (_, h) in &ranges {
-                self.producers.update(h);
+            for span in &ranges {
+                self.producers.update(&span.header);
             }
         }
         self.high_watermark =
@@ -359,8 +360,8 @@ impl Partition {
         if ranges.len() != 1 {
             return Err(AppendError::Corrupt(BatchError::BatchCount(ranges.len())));
         }
-        for (_, h) in &ranges {
-            match self.producers.check(h).map_err(AppendError::Protocol)? {
+        for span in &ranges {
+            match self.producers.check(&span.header).map_err(AppendError::Protocol)? {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate(m) => {
                     return Ok(AppendInfo {
@@ -375,16 +376,15 @@ impl Partition {
             }
         }
         if self.log.config.log_append_time {
-            for (range, h) in ranges.iter_mut() {
-                *h = crate::storage::batch::set_log_append_time(&mut records[range.clone()], now_ms);
+            for span in ranges.iter_mut() {
+                span.header = crate::storage::batch::set_log_append_time(&mut records[span.range.clone()], now_ms);
             }
         }
-        let (base, last) =
-            self.log.append(records, &ranges, self.leader_epoch, now_ms).map_err(AppendError::Storage)?;
-        let mut offset = base;
+        let written = self.log.append(records, &ranges, self.leader_epoch, now_ms).map_err(AppendError::Storage)?;
+        let mut offset = written.first_offset;
         let mut count = 0;
-        for (_, h) in &ranges {
-            let mut h = *h;
+        for span in &ranges {
+            let mut h = span.header;
             h.base_offset = offset;
             h.partition_leader_epoch = self.leader_epoch;
             offset = h.next_offset();
@@ -394,8 +394,8 @@ impl Partition {
         self.maybe_advance_high_watermark();
         let log_append_time = if self.log.config.log_append_time { now_ms } else { -1 };
         Ok(AppendInfo {
-            base_offset: base,
-            last_offset: last,
+            base_offset: written.first_offset,
+            last_offset: written.last_offset,
             records: count,
             bytes: records.len(),
             duplicate: false,

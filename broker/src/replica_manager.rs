@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::config::BrokerConfig;
 use crate::metadata::{ClusterImage, TopicMeta};
 use crate::partition::{Partition, Transition};
-use crate::storage::log::LogConfig;
+use crate::storage::log::{LogConfig, RemovedSegments};
 use crate::topic_config;
 
 pub type PartitionRef = Arc<Mutex<Partition>>;
@@ -250,18 +250,24 @@ impl ReplicaManager {
     pub fn housekeeping(&self, now_ms: i64, retention: bool) {
         for p in self.all() {
             let mut p = p.lock();
+            let mut removed = RemovedSegments::default();
             if retention {
                 match p.log.apply_retention(now_ms) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(topic = %p.topic, partition = p.index, segments = n, start = p.log.log_start_offset(), "retention removed segments")
+                    Ok(r) if r.is_empty() => {}
+                    Ok(r) => {
+                        tracing::info!(topic = %p.topic, partition = p.index, segments = r.len(), start = p.log.log_start_offset(), "retention removed segments");
+                        removed = r;
                     }
                     Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
                 }
             }
             let due = p.log.take_due_syncs();
             let (topic, index) = (p.topic.clone(), p.index);
+            // The unlinks and fsyncs wait on the disk: after the lock is released.
             drop(p);
+            if let Err(e) = removed.delete() {
+                tracing::error!(topic = %topic, partition = index, error = %e, "deleting removed segments failed");
+            }
             if let Err(e) = due.and_then(|d| d.run()) {
                 tracing::error!(topic = %topic, partition = index, error = %e, "flush failed");
             }

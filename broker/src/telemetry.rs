@@ -76,8 +76,14 @@ pub fn init(otlp_endpoint: Option<&str>, sample_ratio: f64, node_id: i32) -> any
     Ok(Guard(provider))
 }
 
-/// The span of one request when tracing is on, with its trace id if it was sampled.
-pub fn request_span(api: &'static str, client_id: &str) -> Option<(tracing::Span, Option<String>)> {
+/// The span of one request, with its trace id if it was sampled (the exemplar).
+pub struct RequestSpan {
+    pub span: tracing::Span,
+    pub trace_id: Option<String>,
+}
+
+/// The span of one request when tracing is on.
+pub fn request_span(api: &'static str, client_id: &str) -> Option<RequestSpan> {
     if !TRACING.load(Ordering::Relaxed) {
         return None;
     }
@@ -85,7 +91,7 @@ pub fn request_span(api: &'static str, client_id: &str) -> Option<(tracing::Span
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     let trace_id = (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string());
-    Some((span, trace_id))
+    Some(RequestSpan { span, trace_id })
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+
+use crate::error::ApiError;
 use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;
 use crate::group::coordinator::GroupCoordinator;
 use crate::group::OFFSETS_TOPIC;
-use crate::metadata::image::assign_replicas;
+use crate::metadata::image::{assign_replicas, UsableBroker};
 use crate::metadata::{MetadataStore, PartitionMeta, TopicMeta};
 use crate::replication::Replication;
 use crate::topic_config;
@@ -57,25 +59,6 @@ pub struct TopicRequest {
     pub assignment: Option<Vec<Vec<i32>>>,
 }
 
-/// A topic creation failure, with Kafka's error code and a message for the client.
-#[derive(Debug)]
-pub struct CreateError {
-    pub code: ResponseError,
-    pub message: Option<String>,
-}
-
-impl CreateError {
-    fn new(code: ResponseError, message: impl Into<String>) -> Self {
-        CreateError { code, message: Some(message.into()) }
-    }
-}
-
-impl From<ResponseError> for CreateError {
-    fn from(code: ResponseError) -> Self {
-        CreateError { code, message: None }
-    }
-}
-
 impl TopicAdmin {
     pub fn new(deps: TopicAdminDeps) -> Self {
         TopicAdmin {
@@ -88,8 +71,14 @@ impl TopicAdmin {
     }
 
     /// Live brokers with their racks, for replica placement.
-    fn live_brokers(&self) -> Vec<(i32, Option<String>)> {
-        self.metadata.read(|img| img.brokers.values().filter(|b| !b.fenced).map(|b| (b.id, b.rack.clone())).collect())
+    fn live_brokers(&self) -> Vec<UsableBroker> {
+        self.metadata.read(|img| {
+            img.brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| UsableBroker { id: b.id, rack: b.rack.clone() })
+                .collect()
+        })
     }
 
     /// Create a topic as CreateTopics does: -1 means the broker default.
@@ -99,18 +88,13 @@ impl TopicAdmin {
         partitions: i32,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
-    ) -> Result<TopicMeta, CreateError> {
+    ) -> Result<TopicMeta, ApiError> {
         let req = TopicRequest { name: name.to_string(), partitions, replication_factor, configs, assignment: None };
         self.create_topics(vec![req], false).await.pop().expect("one result per topic")
     }
 
     /// Check one requested topic, fill in broker defaults and place its replicas.
-    fn check_topic(
-        &self,
-        t: TopicRequest,
-        live: &[(i32, Option<String>)],
-        start: usize,
-    ) -> Result<TopicMeta, CreateError> {
+    fn check_topic(&self, t: TopicRequest, live: &[UsableBroker], start: usize) -> Result<TopicMeta, ApiError> {
         let partitions = match &t.assignment {
             Some(a) => a.len() as i32,
             None if t.partitions == -1 => self.config.num_partitions,
@@ -122,32 +106,29 @@ impl TopicAdmin {
             None => t.replication_factor,
         };
         if partitions < 1 {
-            return Err(CreateError::new(
-                ResponseError::InvalidPartitions,
-                "Number of partitions must be larger than 0.",
-            ));
+            return Err(ApiError::new(ResponseError::InvalidPartitions, "Number of partitions must be larger than 0."));
         }
         if partitions > MAX_PARTITIONS_PER_TOPIC {
-            return Err(CreateError::new(
+            return Err(ApiError::new(
                 ResponseError::InvalidPartitions,
                 format!("Number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}."),
             ));
         }
         if rf < 1 {
-            return Err(CreateError::new(
+            return Err(ApiError::new(
                 ResponseError::InvalidReplicationFactor,
                 "Replication factor must be larger than 0.",
             ));
         }
         if rf as usize > live.len() {
-            return Err(CreateError::new(ResponseError::InvalidReplicationFactor, format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", live.len())));
+            return Err(ApiError::new(ResponseError::InvalidReplicationFactor, format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", live.len())));
         }
         for (k, v) in &t.configs {
-            topic_config::validate(k, v).map_err(|(e, m)| CreateError::new(e, m))?;
+            topic_config::validate(k, v)?;
         }
         topic_config::warn_unimplemented(&t.name, &t.configs);
         if !crate::metadata::valid_topic_name(&t.name) {
-            return Err(CreateError::new(
+            return Err(ApiError::new(
                 ResponseError::InvalidTopicException,
                 format!("Topic name {:?} is illegal", t.name),
             ));
@@ -164,7 +145,7 @@ impl TopicAdmin {
                         || r.len() as i16 != rf
                         || r.iter().any(|id| !known.contains(id))
                     {
-                        return Err(CreateError::new(
+                        return Err(ApiError::new(
                             ResponseError::InvalidReplicaAssignment,
                             format!("Invalid replica assignment {r:?}"),
                         ));
@@ -190,10 +171,10 @@ impl TopicAdmin {
         &self,
         topics: Vec<TopicRequest>,
         validate_only: bool,
-    ) -> Vec<Result<TopicMeta, CreateError>> {
+    ) -> Vec<Result<TopicMeta, ApiError>> {
         let live = self.live_brokers();
         let start = rand::random::<u32>() as usize;
-        let checked: Vec<Result<TopicMeta, CreateError>> =
+        let checked: Vec<Result<TopicMeta, ApiError>> =
             topics.into_iter().enumerate().map(|(i, t)| self.check_topic(t, &live, start.wrapping_add(i))).collect();
         if validate_only {
             return checked
@@ -201,7 +182,7 @@ impl TopicAdmin {
                 .map(|r| {
                     let t = r?;
                     if self.metadata.topic(&t.name).is_some() {
-                        return Err(CreateError::new(
+                        return Err(ApiError::new(
                             ResponseError::TopicAlreadyExists,
                             format!("Topic '{}' already exists.", t.name),
                         ));
@@ -210,7 +191,7 @@ impl TopicAdmin {
                 })
                 .collect();
         }
-        let mut results: Vec<Option<Result<TopicMeta, CreateError>>> = Vec::with_capacity(checked.len());
+        let mut results: Vec<Option<Result<TopicMeta, ApiError>>> = Vec::with_capacity(checked.len());
         let mut valid = Vec::new();
         for r in checked {
             match r {
@@ -225,7 +206,7 @@ impl TopicAdmin {
         let mut created = self.metadata.create_topics(valid).await.into_iter().zip(names).map(|(r, name)| {
             r.map_err(|e| {
                 let message = (e == ResponseError::TopicAlreadyExists).then(|| format!("Topic '{name}' already exists."));
-                CreateError { code: e, message }
+                ApiError { code: e, message }
             })
             .inspect(|t| tracing::info!(topic = %t.name, partitions = t.partitions, rf = t.replication_factor, id = %t.id, "created topic"))
         });
@@ -251,7 +232,7 @@ impl TopicAdmin {
         }
         match self.create_topic(name, -1, -1, BTreeMap::new()).await {
             Ok(t) => Some(t),
-            Err(CreateError { code: ResponseError::TopicAlreadyExists, .. }) => self.metadata.topic(name),
+            Err(ApiError { code: ResponseError::TopicAlreadyExists, .. }) => self.metadata.topic(name),
             Err(_) => None,
         }
     }
@@ -316,14 +297,14 @@ impl TopicAdmin {
         t: &TopicMeta,
         count: i32,
         assignment: Option<Vec<Vec<i32>>>,
-    ) -> Result<TopicMeta, CreateError> {
+    ) -> Result<TopicMeta, ApiError> {
         let live = self.live_brokers();
         let rf = t.replication_factor;
         let n = count - t.partitions;
         let replicas = match assignment {
             Some(a) => {
                 if a.len() as i32 != n
-                    || a.iter().any(|r| r.is_empty() || r.iter().any(|id| !live.iter().any(|(l, _)| l == id)))
+                    || a.iter().any(|r| r.is_empty() || r.iter().any(|id| !live.iter().any(|l| l.id == *id)))
                 {
                     return Err(ResponseError::InvalidReplicaAssignment.into());
                 }
@@ -331,7 +312,7 @@ impl TopicAdmin {
             }
             None => {
                 if (rf as usize) > live.len() {
-                    return Err(CreateError::new(
+                    return Err(ApiError::new(
                         ResponseError::InvalidReplicationFactor,
                         format!("only {} broker(s) are available", live.len()),
                     ));
@@ -343,7 +324,7 @@ impl TopicAdmin {
             .metadata
             .add_partitions(&t.name, replicas.into_iter().map(new_partition).collect())
             .await
-            .map_err(CreateError::from);
+            .map_err(ApiError::from);
         self.sync_replicas().await;
         r
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kafka_protocol::error::ResponseError;
 
 use crate::config::BrokerConfig;
+use crate::error::ApiError;
 use crate::storage::log::LogConfig;
 
 /// (topic key, broker key it defaults from, value kind)
@@ -113,9 +114,9 @@ pub fn all_keys() -> impl Iterator<Item = &'static str> {
 }
 
 /// Validate one topic config override.
-pub fn validate(key: &str, value: &str) -> Result<(), (ResponseError, String)> {
+pub fn validate(key: &str, value: &str) -> Result<(), ApiError> {
     let Some((_, _, kind)) = KEYS.iter().find(|(k, _, _)| *k == key) else {
-        return Err((ResponseError::InvalidConfig, format!("Unknown topic config name: {key}")));
+        return Err(ApiError::new(ResponseError::InvalidConfig, format!("Unknown topic config name: {key}")));
     };
     let ok = match kind {
         Kind::Int => value.parse::<i32>().is_ok(),
@@ -137,7 +138,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), (ResponseError, String)> {
     if ok {
         Ok(())
     } else {
-        Err((ResponseError::InvalidConfig, format!("Invalid value {value} for configuration {key}")))
+        Err(ApiError::new(ResponseError::InvalidConfig, format!("Invalid value {value} for configuration {key}")))
     }
 }
 
@@ -170,6 +171,7 @@ pub fn log_config(b: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Log
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Property;
 
     #[test]
     fn validation() {
@@ -183,7 +185,7 @@ mod tests {
 
     #[test]
     fn overrides_win() {
-        let b = BrokerConfig::from_pairs(&[("node.id".into(), "1".into())]).unwrap();
+        let b = BrokerConfig::from_properties(&[Property::new("node.id", "1")]).unwrap();
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "5".to_string());
         o.insert("cleanup.policy".to_string(), "compact".to_string());

@@ -11,7 +11,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str, Ctx};
-use crate::topic_admin::{CreateError, TopicRequest, MAX_PARTITIONS_PER_TOPIC};
+use crate::error::ApiError;
+use crate::topic_admin::{TopicRequest, MAX_PARTITIONS_PER_TOPIC};
 
 pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let b = ctx.broker;
@@ -75,7 +76,7 @@ pub async fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTop
                         .with_replication_factor(meta.replication_factor)
                         .with_configs(Some(cfgs))
                 }
-                Err(CreateError { code, message }) => {
+                Err(ApiError { code, message }) => {
                     result.with_error_code(ctx.err(code)).with_error_message(message.map(StrBytes::from_string))
                 }
             }
@@ -152,7 +153,7 @@ pub async fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> C
             t.assignments.map(|a| a.into_iter().map(|a| a.broker_ids.into_iter().map(|b| b.0).collect()).collect());
         results.push(match b.topics.add_partitions(&meta, t.count, assignment).await {
             Ok(_) => r,
-            Err(CreateError { code, message }) => {
+            Err(ApiError { code, message }) => {
                 r.with_error_code(ctx.err(code)).with_error_message(message.map(StrBytes::from_string))
             }
         });
@@ -187,7 +188,14 @@ pub async fn delete_records(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteR
                     }
                     // Renames and deletes files: off the worker (docs/architecture.md).
                     match tokio::task::block_in_place(|| p.log.advance_start(target)) {
-                        Ok(()) => r.with_low_watermark(p.log.log_start_offset()),
+                        Ok(removed) => {
+                            let low_watermark = p.log.log_start_offset();
+                            drop(p);
+                            if let Err(e) = tokio::task::block_in_place(|| removed.delete()) {
+                                tracing::warn!(error = %e, "deleting segments below the new log start failed");
+                            }
+                            r.with_low_watermark(low_watermark)
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "delete records failed");
                             r.with_error_code(ctx.err(ResponseError::KafkaStorageError))

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{str, Ctx};
 use crate::broker::Broker;
+use crate::error::ApiError;
 use crate::throttle;
 use crate::topic_config;
 
@@ -92,31 +93,31 @@ async fn apply_broker(
     resource: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
-) -> Result<(), (ResponseError, Option<String>)> {
+) -> Result<(), ApiError> {
     if !resource.is_empty() && resource.parse::<i32>().is_err() {
-        return Err((ResponseError::InvalidRequest, Some(format!("Invalid broker id {resource}"))));
+        return Err(ApiError::new(ResponseError::InvalidRequest, format!("Invalid broker id {resource}")));
     }
     for (k, v) in &configs {
         if !DYNAMIC_BROKER_KEYS.contains(&k.as_str()) {
-            return Err((
+            return Err(ApiError::new(
                 ResponseError::InvalidConfig,
-                Some(format!(
+                format!(
                     "Cannot update these configs dynamically: {k} (dynamic broker configs: {})",
                     DYNAMIC_BROKER_KEYS.join(", ")
-                )),
+                ),
             ));
         }
         if v.parse::<i64>().map_or(true, |r| r < 0) {
-            return Err((
+            return Err(ApiError::new(
                 ResponseError::InvalidConfig,
-                Some(format!("Invalid value {v} for configuration {k}: a byte rate, at least 0")),
+                format!("Invalid value {v} for configuration {k}: a byte rate, at least 0"),
             ));
         }
     }
     if validate_only {
         return Ok(());
     }
-    b.metadata.set_broker_configs(resource, configs).await.map_err(|e| (e, None))?;
+    b.metadata.set_broker_configs(resource, configs).await?;
     b.topics.sync_replicas().await;
     Ok(())
 }
@@ -177,39 +178,34 @@ async fn apply_topic(
     name: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
-) -> Result<(), (ResponseError, Option<String>)> {
+) -> Result<(), ApiError> {
     if b.metadata.topic(name).is_none() {
-        return Err((ResponseError::UnknownTopicOrPartition, None));
+        return Err(ResponseError::UnknownTopicOrPartition.into());
     }
     for (k, v) in &configs {
-        topic_config::validate(k, v).map_err(|(e, m)| (e, Some(m)))?;
+        topic_config::validate(k, v)?;
     }
     if validate_only {
         return Ok(());
     }
     topic_config::warn_unimplemented(name, &configs);
-    b.metadata.set_topic_configs(name, configs).await.map_err(|e| (e, None))?;
+    b.metadata.set_topic_configs(name, configs).await?;
     b.topics.sync_replicas().await;
     Ok(())
 }
 
-fn respond(
-    ctx: &Ctx<'_>,
-    resource_type: i8,
-    name: StrBytes,
-    r: Result<(), (ResponseError, Option<String>)>,
-) -> AlterConfigsResourceResponse {
+fn respond(ctx: &Ctx<'_>, resource_type: i8, name: StrBytes, r: Result<(), ApiError>) -> AlterConfigsResourceResponse {
     let resp = AlterConfigsResourceResponse::default().with_resource_type(resource_type).with_resource_name(name);
     match r {
         Ok(()) => resp,
-        Err((e, m)) => resp.with_error_code(ctx.err(e)).with_error_message(m.map(StrBytes::from_string)),
+        Err(e) => resp.with_error_code(ctx.err(e.code)).with_error_message(e.message.map(StrBytes::from_string)),
     }
 }
 
-fn unsupported(resource_type: i8) -> Result<(), (ResponseError, Option<String>)> {
-    Err((
+fn unsupported(resource_type: i8) -> Result<(), ApiError> {
+    Err(ApiError::new(
         ResponseError::InvalidRequest,
-        Some(format!("Fjord alters topic and broker configs only, not resource type {resource_type}")),
+        format!("Fjord alters topic and broker configs only, not resource type {resource_type}"),
     ))
 }
 
@@ -234,7 +230,7 @@ fn apply_ops(
     mut configs: BTreeMap<String, String>,
     ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
     current: impl Fn(&BTreeMap<String, String>, &str) -> String,
-) -> Result<BTreeMap<String, String>, (ResponseError, Option<String>)> {
+) -> Result<BTreeMap<String, String>, ApiError> {
     for c in ops {
         let key = c.name.to_string();
         let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
@@ -261,7 +257,7 @@ fn apply_ops(
                 }
                 configs.insert(key, items.join(","));
             }
-            op => return Err((ResponseError::InvalidRequest, Some(format!("Unknown config operation {op}")))),
+            op => return Err(ApiError::new(ResponseError::InvalidRequest, format!("Unknown config operation {op}"))),
         }
     }
     Ok(configs)
@@ -278,7 +274,7 @@ pub async fn incremental_alter(ctx: &Ctx<'_>, req: IncrementalAlterConfigsReques
                     Ok(configs) => apply_topic(b, name, configs, req.validate_only).await,
                     Err(e) => Err(e),
                 },
-                None => Err((ResponseError::UnknownTopicOrPartition, None)),
+                None => Err(ResponseError::UnknownTopicOrPartition.into()),
             },
             BROKER => {
                 let now = b.metadata.read(|img| img.broker_configs.get(name).cloned().unwrap_or_default());

@@ -13,7 +13,8 @@ use kafka_protocol::messages::*;
 
 use super::{check_epoch, leader_partition, Ctx};
 use crate::partition::Partition;
-use crate::storage::batch::find_record;
+use crate::storage::batch::{find_record, TimestampOffset};
+use crate::storage::log::EpochEnd;
 use crate::storage::log::ReadError;
 
 struct Resolved {
@@ -76,12 +77,12 @@ fn read_once(
                 continue;
             }
             if replica >= 0 && fp.last_fetched_epoch >= 0 {
-                let (epoch, end) = p.log.end_offset_for_epoch(fp.last_fetched_epoch);
-                if epoch != fp.last_fetched_epoch || end < fp.fetch_offset {
+                let ours = p.log.end_offset_for_epoch(fp.last_fetched_epoch);
+                if ours.epoch != fp.last_fetched_epoch || ours.end_offset < fp.fetch_offset {
                     // The follower's log diverged from ours: tell it where to truncate.
                     let div = kafka_protocol::messages::fetch_response::EpochEndOffset::default()
-                        .with_epoch(epoch)
-                        .with_end_offset(end);
+                        .with_epoch(ours.epoch)
+                        .with_end_offset(ours.end_offset);
                     parts.push(pd.with_diverging_epoch(div).with_records(Some(Bytes::new())));
                     any_error = true;
                     continue;
@@ -196,11 +197,13 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
 /// Offset of the first record with timestamp >= `ts`: exact for uncompressed batches; for
 /// a compressed one, its first offset at or after the log start (a consumer then reads a
 /// few records early, never misses one). See `batch::find_record`.
-fn offset_for_timestamp(p: &Partition, ts: i64) -> anyhow::Result<Option<(i64, i64)>> {
-    let Some((h, raw)) = p.log.batch_for_timestamp(ts)? else { return Ok(None) };
+fn offset_for_timestamp(p: &Partition, ts: i64) -> anyhow::Result<Option<TimestampOffset>> {
+    let Some(b) = p.log.batch_for_timestamp(ts)? else { return Ok(None) };
     let start = p.log.log_start_offset();
-    let exact = find_record(&h, raw, |t, offset| t >= ts && offset >= start);
-    Ok(Some(exact.unwrap_or((h.max_timestamp, h.base_offset.max(start)))))
+    let exact = find_record(&b.header, b.bytes, |t, offset| t >= ts && offset >= start);
+    Ok(Some(
+        exact.unwrap_or(TimestampOffset { timestamp: b.header.max_timestamp, offset: b.header.base_offset.max(start) }),
+    ))
 }
 
 pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -224,15 +227,18 @@ pub async fn list_offsets(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsets
                     };
                     let p = part.lock();
                     let found = match lp.timestamp {
-                        -2 | -4 => Ok(Some((-1, p.log.log_start_offset()))),
-                        -1 => Ok(Some((-1, if read_committed { p.last_stable_offset() } else { p.high_watermark() }))),
+                        -2 | -4 => Ok(Some(TimestampOffset { timestamp: -1, offset: p.log.log_start_offset() })),
+                        -1 => Ok(Some(TimestampOffset {
+                            timestamp: -1,
+                            offset: if read_committed { p.last_stable_offset() } else { p.high_watermark() },
+                        })),
                         -3 => Ok(p.log.max_timestamp()),
                         ts if ts >= 0 => offset_for_timestamp(&p, ts),
                         _ => Ok(None),
                     };
                     match found {
-                        Ok(Some((ts, off))) => {
-                            let resp = resp.with_timestamp(ts).with_offset(off);
+                        Ok(Some(found)) => {
+                            let resp = resp.with_timestamp(found.timestamp).with_offset(found.offset);
                             if ctx.version >= 4 {
                                 resp.with_leader_epoch(p.leader_epoch)
                             } else {
@@ -271,12 +277,12 @@ pub async fn offset_for_leader_epoch(ctx: &Ctx<'_>, req: OffsetForLeaderEpochReq
                         Err(code) => return resp.with_error_code(code),
                     };
                     let p = part.lock();
-                    let (epoch, end) = if op.leader_epoch >= p.leader_epoch {
-                        (p.leader_epoch, p.log.log_end_offset())
+                    let ours = if op.leader_epoch >= p.leader_epoch {
+                        EpochEnd { epoch: p.leader_epoch, end_offset: p.log.log_end_offset() }
                     } else {
                         p.log.end_offset_for_epoch(op.leader_epoch)
                     };
-                    resp.with_leader_epoch(epoch).with_end_offset(end)
+                    resp.with_leader_epoch(ours.epoch).with_end_offset(ours.end_offset)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(parts)

@@ -12,8 +12,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str, Ctx};
-use crate::group::coordinator::JoinRequest;
-use crate::group::coordinator::LeaveResult;
+use crate::group::coordinator::{JoinRequest, LeaveResult, LeavingMember, MemberAssignment, Protocol};
 
 fn opt(s: Option<String>) -> Option<StrBytes> {
     s.map(StrBytes::from_string)
@@ -86,18 +85,22 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
             // v0 had no rebalance timeout: it was the session timeout.
             rebalance_timeout_ms: if ctx.version == 0 { req.session_timeout_ms } else { req.rebalance_timeout_ms },
             protocol_type: req.protocol_type.to_string(),
-            protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+            protocols: req
+                .protocols
+                .into_iter()
+                .map(|p| Protocol { name: p.name.to_string(), metadata: p.metadata })
+                .collect(),
             require_known_member_id: ctx.version >= 4,
         })
         .await;
     let members = r
         .members
         .into_iter()
-        .map(|(id, inst, meta)| {
+        .map(|m| {
             JoinGroupResponseMember::default()
-                .with_member_id(StrBytes::from_string(id))
-                .with_group_instance_id(opt(inst))
-                .with_metadata(meta)
+                .with_member_id(StrBytes::from_string(m.member_id))
+                .with_group_instance_id(opt(m.instance_id))
+                .with_metadata(m.metadata)
         })
         .collect();
     let error = r.error.map(|e| ctx.err(e)).unwrap_or(0);
@@ -117,7 +120,11 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
     if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
         return SyncGroupResponse::default().with_error_code(ctx.err(e));
     }
-    let assignments = req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| MemberAssignment { member_id: a.member_id.to_string(), assignment: a.assignment })
+        .collect();
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let r = ctx
         .broker
@@ -147,13 +154,16 @@ pub async fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatRespons
 }
 
 pub async fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
-    let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
+    let members: Vec<LeavingMember> = if ctx.version >= 3 {
         req.members
             .iter()
-            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .map(|m| LeavingMember {
+                member_id: m.member_id.to_string(),
+                instance_id: m.group_instance_id.as_ref().map(|s| s.to_string()),
+            })
             .collect()
     } else {
-        vec![(req.member_id.to_string(), None)]
+        vec![LeavingMember { member_id: req.member_id.to_string(), instance_id: None }]
     };
     if let Err(e) = ctx.broker.groups.check(req.group_id.as_str()) {
         return LeaveGroupResponse::default().with_error_code(ctx.err(e));
@@ -185,17 +195,17 @@ pub async fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| {
-            req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(state))
+        .filter(|g| {
+            req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(g.state))
         })
         .filter(|_| {
             req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic"))
         })
-        .map(|(id, ptype, state)| {
+        .map(|g| {
             ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(id)))
-                .with_protocol_type(StrBytes::from_string(ptype))
-                .with_group_state(str(state))
+                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type))
+                .with_group_state(str(g.state))
                 .with_group_type(str("classic"))
         })
         .collect();

@@ -203,7 +203,7 @@ pub async fn handle(
     let Some(range) = versions::supported(api) else {
         return Err(ProtocolError::UnknownApi(key));
     };
-    if version < range.0 || version > range.1 {
+    if !range.contains(version) {
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
             let timing = Timing {
@@ -267,7 +267,7 @@ pub async fn handle(
         })
     };
     let (out, trace_id) = match span {
-        Some((span, trace_id)) => (dispatched.instrument(span).await, trace_id),
+        Some(s) => (dispatched.instrument(s.span).await, s.trace_id),
         None => (dispatched.await, None),
     };
     let answered = Instant::now();

@@ -10,7 +10,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Ctx;
 use crate::clock::now_ms;
+use crate::group::coordinator::OffsetCommit;
 use crate::group::offsets::CommittedOffset;
+use crate::replica_manager::TopicPartition;
 
 pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let b = ctx.broker;
@@ -22,16 +24,15 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
                 unknown.push((t.name.to_string(), p.partition_index));
                 continue;
             }
-            entries.push((
-                t.name.to_string(),
-                p.partition_index,
-                CommittedOffset {
+            entries.push(OffsetCommit {
+                tp: TopicPartition::new(t.name.as_str(), p.partition_index),
+                offset: CommittedOffset {
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
                     commit_timestamp: now_ms(),
                 },
-            ));
+            });
         }
     }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
@@ -88,14 +89,17 @@ fn lookup(ctx: &Ctx<'_>, group: &str, wanted: Option<Vec<(TopicName, Vec<i32>)>>
         Some(topics) => topics
             .into_iter()
             .map(|(t, parts)| {
-                let ps = parts.into_iter().map(|p| (p, committed.get(&(t.to_string(), p)).cloned())).collect();
+                let ps = parts
+                    .into_iter()
+                    .map(|p| (p, committed.get(&TopicPartition::new(t.as_str(), p)).cloned()))
+                    .collect();
                 (t, ps)
             })
             .collect(),
         None => {
             let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
-            for ((t, p), c) in committed {
-                by_topic.entry(t).or_default().push((p, Some(c)));
+            for (tp, c) in committed {
+                by_topic.entry(tp.topic).or_default().push((tp.partition, Some(c)));
             }
             by_topic.into_iter().map(|(t, ps)| (TopicName(StrBytes::from_string(t)), ps)).collect()
         }

@@ -13,10 +13,10 @@ use rand::{Rng, SeedableRng};
 
 use super::{handle, versions, ProtocolError};
 use crate::broker::Broker;
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Property};
 
 async fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let pairs: Vec<(String, String)> = [
+    let pairs: Vec<Property> = [
         ("node.id", "1"),
         ("listeners", "PLAINTEXT://127.0.0.1:0"),
         ("log.dirs", dir.to_str().unwrap()),
@@ -25,9 +25,9 @@ async fn broker(dir: &std::path::Path) -> Arc<Broker> {
         ("offsets.topic.replication.factor", "1"),
     ]
     .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .map(|(k, v)| Property::new(*k, *v))
     .collect();
-    crate::server::start(BrokerConfig::from_pairs(&pairs).unwrap()).await.unwrap().broker
+    crate::server::start(BrokerConfig::from_properties(&pairs).unwrap()).await.unwrap().broker
 }
 
 fn s(v: &str) -> StrBytes {
@@ -303,8 +303,8 @@ async fn every_api_answers_every_advertised_version() {
     b.topics.create_topic("t", 1, 1, Default::default()).await.unwrap();
     let mut covered = 0;
     for key in ALL {
-        let (min, max) = versions::supported(*key).unwrap();
-        for v in min..=max {
+        let range = versions::supported(*key).unwrap();
+        for v in range.min..=range.max {
             let f = sample(*key, v).unwrap_or_else(|| panic!("no sample for {key:?}"));
             match call(&b, f).await {
                 Some(Ok(Some(resp))) => {
@@ -358,8 +358,8 @@ async fn mutated_frames_never_panic() {
     let seeds: Vec<Bytes> = ALL
         .iter()
         .flat_map(|k| {
-            let (min, max) = versions::supported(*k).unwrap();
-            (min..=max).filter_map(move |v| sample(*k, v))
+            let range = versions::supported(*k).unwrap();
+            (range.min..=range.max).filter_map(move |v| sample(*k, v))
         })
         .collect();
     let mut outcomes = [0usize; 3];

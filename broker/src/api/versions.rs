@@ -41,8 +41,21 @@ const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::DescribeLogDirs, 1, 4, "describe_log_dirs"),
 ];
 
-pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|s| s.0 == api).map(|s| (s.1, s.2))
+/// The versions of one API this broker implements, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionRange {
+    pub min: i16,
+    pub max: i16,
+}
+
+impl VersionRange {
+    pub fn contains(&self, version: i16) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+}
+
+pub fn supported(api: ApiKey) -> Option<VersionRange> {
+    SUPPORTED.iter().find(|s| s.0 == api).map(|s| VersionRange { min: s.1, max: s.2 })
 }
 
 pub fn name(api: ApiKey) -> &'static str {

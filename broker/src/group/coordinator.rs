@@ -18,13 +18,13 @@ use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::offsets::{self, CommittedOffset};
+use super::offsets::{self, CommittedOffset, OffsetRecord};
 use super::offsets_store::{CommitWait, OffsetsStore};
 use super::status::{CommitSample, CommitWindow};
 use super::OFFSETS_TOPIC;
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
-use crate::replica_manager::ReplicaManager;
+use crate::replica_manager::{ReplicaManager, TopicPartition};
 use crate::replication::LeadershipListener;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct JoinResult {
     pub protocol_name: Option<String>,
     pub leader: String,
     pub member_id: String,
-    pub members: Vec<(String, Option<String>, Bytes)>,
+    pub members: Vec<JoinedMember>,
     pub skip_assignment: bool,
 }
 
@@ -88,7 +88,7 @@ pub struct JoinRequest {
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
+    pub protocols: Vec<Protocol>,
     /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED with its id.
     pub require_known_member_id: bool,
 }
@@ -101,7 +101,7 @@ pub struct Member {
     pub client_host: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
-    pub protocols: Vec<(String, Bytes)>,
+    pub protocols: Vec<Protocol>,
     pub assignment: Bytes,
     join_tx: Option<oneshot::Sender<JoinResult>>,
     sync_tx: Option<oneshot::Sender<SyncResult>>,
@@ -110,7 +110,10 @@ pub struct Member {
 
 impl Member {
     pub fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
-        protocol.and_then(|p| self.protocols.iter().find(|(n, _)| n == p)).map(|(_, m)| m.clone()).unwrap_or_default()
+        protocol
+            .and_then(|p| self.protocols.iter().find(|q| q.name == p))
+            .map(|q| q.metadata.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -132,13 +135,13 @@ pub struct Group {
     /// removed, so followers never wait forever on a leader that went quiet.
     sync_deadline: Option<Instant>,
     awaiting_sync: std::collections::HashSet<String>,
-    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
     /// OffsetCommit requests accepted since this node loaded the group.
     pub commits: u64,
     /// The last commit's time (from the log after a load).
     pub last_commit_ms: Option<i64>,
     /// The last commits per partition, for the Burrow-style status.
-    pub windows: HashMap<(String, i32), CommitWindow>,
+    pub windows: HashMap<TopicPartition, CommitWindow>,
 }
 
 impl Group {
@@ -179,12 +182,12 @@ impl Group {
         }
     }
 
-    fn supports_protocols(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+    fn supports_protocols(&self, protocol_type: &str, protocols: &[Protocol]) -> bool {
         if self.members.is_empty() {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols.iter().any(|(p, _)| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == p)))
+            && protocols.iter().any(|p| self.members.values().all(|m| m.protocols.iter().any(|q| q.name == p.name)))
     }
 
     /// The protocol every member supports that gets the most first-choice votes.
@@ -195,13 +198,13 @@ impl Group {
             .next()?
             .protocols
             .iter()
-            .map(|(p, _)| p)
-            .filter(|p| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == *p)))
+            .map(|p| &p.name)
+            .filter(|p| self.members.values().all(|m| m.protocols.iter().any(|q| &q.name == *p)))
             .collect();
         let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0, *c)).collect();
         for m in self.members.values() {
-            if let Some((p, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p)) {
-                if let Some(v) = votes.iter_mut().find(|v| v.1 == p) {
+            if let Some(p) = m.protocols.iter().find(|p| candidates.contains(&&p.name)) {
+                if let Some(v) = votes.iter_mut().find(|v| *v.1 == p.name) {
                     v.0 += 1;
                 }
             }
@@ -285,10 +288,14 @@ impl Group {
         self.sync_deadline = Some(Instant::now() + sync_timeout);
         self.awaiting_sync = self.members.keys().cloned().collect();
         let leader = self.leader.clone().unwrap_or_default();
-        let all: Vec<(String, Option<String>, Bytes)> = self
+        let all: Vec<JoinedMember> = self
             .members
             .values()
-            .map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata_for(self.protocol.as_deref())))
+            .map(|m| JoinedMember {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.metadata_for(self.protocol.as_deref()),
+            })
             .collect();
         tracing::info!(group = %self.id, generation = self.generation, members = all.len(), protocol = ?self.protocol, "rebalance complete");
         for m in self.members.values_mut() {
@@ -592,7 +599,7 @@ impl GroupCoordinator {
         generation: i32,
         member: &str,
         instance_id: Option<&str>,
-        assignments: Vec<(String, Bytes)>,
+        assignments: Vec<MemberAssignment>,
     ) -> SyncResult {
         let rx = {
             let mut groups = self.groups.lock();
@@ -630,7 +637,8 @@ impl GroupCoordinator {
             let (tx, rx) = oneshot::channel();
             g.members.get_mut(member).unwrap().sync_tx = Some(tx);
             if g.leader.as_deref() == Some(member) {
-                let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
+                let mut by_member: HashMap<String, Bytes> =
+                    assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect();
                 g.state = GroupState::Stable;
                 g.sync_deadline = None;
                 g.awaiting_sync.clear();
@@ -682,16 +690,12 @@ impl GroupCoordinator {
     }
 
     /// Remove members (by member id, or by instance id for static members).
-    pub fn leave(
-        &self,
-        group_id: &str,
-        members: Vec<(String, Option<String>)>,
-    ) -> Result<Vec<LeaveResult>, ResponseError> {
+    pub fn leave(&self, group_id: &str, members: Vec<LeavingMember>) -> Result<Vec<LeaveResult>, ResponseError> {
         let mut groups = self.groups.lock();
         let g = groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
         let mut out = Vec::new();
         let mut removed_any = false;
-        for (mid, inst) in members {
+        for LeavingMember { member_id: mid, instance_id: inst } in members {
             let target = match &inst {
                 Some(i) => match g.static_members.get(i) {
                     Some(known) if mid.is_empty() || *known == mid => Ok(known.clone()),
@@ -762,12 +766,12 @@ impl GroupCoordinator {
         generation: i32,
         member: &str,
         instance_id: Option<&str>,
-        entries: Vec<(String, i32, CommittedOffset)>,
+        entries: Vec<OffsetCommit>,
     ) -> Result<Option<CommitWait>, ResponseError> {
         if group_id.is_empty() || group_id.len() > MAX_NAME_LEN {
             return Err(ResponseError::InvalidGroupId);
         }
-        if entries.iter().any(|(_, _, c)| c.metadata.len() > MAX_OFFSET_METADATA) {
+        if entries.iter().any(|e| e.offset.metadata.len() > MAX_OFFSET_METADATA) {
             return Err(ResponseError::OffsetMetadataTooLarge);
         }
         self.check(group_id)?;
@@ -775,34 +779,33 @@ impl GroupCoordinator {
         if entries.is_empty() {
             return Ok(None);
         }
-        let records: Vec<(Bytes, Option<Bytes>)> = entries
-            .iter()
-            .map(|(t, p, c)| (offsets::encode_key(group_id, t, *p), Some(offsets::encode_value(c))))
-            .collect();
+        let records: Vec<OffsetRecord> =
+            entries.iter().map(|e| OffsetRecord::commit(group_id, &e.tp, &e.offset)).collect();
         let wait = self.store.append(group_id, &records)?;
         // The lag each commit leaves, for the group's status; a partition this node holds
         // no replica of has no lag to record.
-        let lags: Vec<Option<i64>> = entries.iter().map(|(t, p, c)| self.store.lag_at(t, *p, c.offset)).collect();
+        let lags: Vec<Option<i64>> =
+            entries.iter().map(|e| self.store.lag_at(&e.tp.topic, e.tp.partition, e.offset.offset)).collect();
         let now = now_ms();
         let mut groups = self.groups.lock();
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
         g.commits += 1;
         g.last_commit_ms = Some(now);
-        for ((t, p, c), lag) in entries.into_iter().zip(lags) {
-            g.windows.entry((t.clone(), p)).or_default().push(CommitSample { offset: c.offset, lag, at_ms: now });
-            g.offsets.insert((t, p), c);
+        for (e, lag) in entries.into_iter().zip(lags) {
+            g.windows.entry(e.tp.clone()).or_default().push(CommitSample { offset: e.offset.offset, lag, at_ms: now });
+            g.offsets.insert(e.tp, e.offset);
         }
         Ok(Some(wait))
     }
 
     /// Committed offsets of a group: all of them, or the given partitions.
-    pub fn fetch_offsets(&self, group_id: &str) -> BTreeMap<(String, i32), CommittedOffset> {
+    pub fn fetch_offsets(&self, group_id: &str) -> BTreeMap<TopicPartition, CommittedOffset> {
         self.groups.lock().get(group_id).map(|g| g.offsets.clone()).unwrap_or_default()
     }
 
     pub fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
         self.check(group_id)?;
-        let keys: Vec<(String, i32)> = {
+        let keys: Vec<TopicPartition> = {
             let groups = self.groups.lock();
             let g = groups.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
             if !g.members.is_empty() || g.state != GroupState::Empty {
@@ -810,8 +813,7 @@ impl GroupCoordinator {
             }
             g.offsets.keys().cloned().collect()
         };
-        let tombstones: Vec<(Bytes, Option<Bytes>)> =
-            keys.iter().map(|(t, p)| (offsets::encode_key(group_id, t, *p), None)).collect();
+        let tombstones: Vec<OffsetRecord> = keys.iter().map(|tp| OffsetRecord::tombstone(group_id, tp)).collect();
         if !tombstones.is_empty() {
             self.store.append(group_id, &tombstones)?;
         }
@@ -822,35 +824,38 @@ impl GroupCoordinator {
     /// Delete every group's committed offsets for a deleted topic, durably (tombstones),
     /// so a topic re-created under the same name starts with no stale offsets.
     pub fn forget_topic(&self, topic: &str) {
-        let per_group: Vec<(String, Vec<(String, i32)>)> = {
+        let per_group: Vec<(String, Vec<TopicPartition>)> = {
             let mut groups = self.groups.lock();
             groups
                 .values_mut()
                 .filter_map(|g| {
-                    let keys: Vec<(String, i32)> = g.offsets.keys().filter(|(t, _)| t == topic).cloned().collect();
-                    g.offsets.retain(|(t, _), _| t != topic);
-                    g.windows.retain(|(t, _), _| t != topic);
+                    let keys: Vec<TopicPartition> = g.offsets.keys().filter(|tp| tp.topic == topic).cloned().collect();
+                    g.offsets.retain(|tp, _| tp.topic != topic);
+                    g.windows.retain(|tp, _| tp.topic != topic);
                     (!keys.is_empty()).then(|| (g.id.clone(), keys))
                 })
                 .collect()
         };
         for (group, keys) in per_group {
-            let tombstones: Vec<(Bytes, Option<Bytes>)> =
-                keys.iter().map(|(t, p)| (offsets::encode_key(&group, t, *p), None)).collect();
+            let tombstones: Vec<OffsetRecord> = keys.iter().map(|tp| OffsetRecord::tombstone(&group, tp)).collect();
             if let Err(e) = self.store.append(&group, &tombstones) {
                 tracing::warn!(group = %group, topic, error = ?e, "could not write offset tombstones");
             }
         }
     }
 
-    /// (group id, protocol type, state) of every group.
-    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+    /// Every group, by id.
+    pub fn list(&self) -> Vec<GroupListing> {
         let groups = self.groups.lock();
         let mut v: Vec<_> = groups
             .values()
-            .map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name()))
+            .map(|g| GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state.name(),
+            })
             .collect();
-        v.sort();
+        v.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         v
     }
 
@@ -873,8 +878,10 @@ impl GroupCoordinator {
                 partitions: g
                     .offsets
                     .iter()
-                    .map(|((t, p), c)| {
-                        (t.clone(), *p, c.offset, g.windows.get(&(t.clone(), *p)).cloned().unwrap_or_default())
+                    .map(|(tp, c)| PartitionCommits {
+                        tp: tp.clone(),
+                        offset: c.offset,
+                        window: g.windows.get(tp).cloned().unwrap_or_default(),
                     })
                     .collect(),
             })
@@ -889,8 +896,59 @@ pub struct GroupSnapshot {
     pub members: usize,
     pub commits: u64,
     pub last_commit_ms: Option<i64>,
-    /// (topic, partition, committed offset, its last commits)
-    pub partitions: Vec<(String, i32, i64, CommitWindow)>,
+    pub partitions: Vec<PartitionCommits>,
+}
+
+/// A group's committed offset of one partition, and its last commits (for the status).
+#[derive(Debug, Clone)]
+pub struct PartitionCommits {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub window: CommitWindow,
+}
+
+/// One offset a member commits.
+#[derive(Debug, Clone)]
+pub struct OffsetCommit {
+    pub tp: TopicPartition,
+    pub offset: CommittedOffset,
+}
+
+/// A protocol a member can use (an assignor for consumers), with its metadata for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol {
+    pub name: String,
+    pub metadata: Bytes,
+}
+
+/// A member as the leader's JoinGroup answer lists it.
+#[derive(Debug, Clone)]
+pub struct JoinedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+/// The leader's assignment for one member (SyncGroup).
+#[derive(Debug, Clone)]
+pub struct MemberAssignment {
+    pub member_id: String,
+    pub assignment: Bytes,
+}
+
+/// A member a LeaveGroup names: by member id, or by instance id for a static member.
+#[derive(Debug, Clone)]
+pub struct LeavingMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+}
+
+/// A group as ListGroups describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
 }
 
 /// The coordinator follows the leadership of `__consumer_offsets`: it coordinates the
@@ -912,10 +970,11 @@ impl LeadershipListener for GroupCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Property;
     use std::sync::Arc;
 
     fn coordinator(delay_ms: u64) -> GroupCoordinator {
-        let mut cfg = BrokerConfig::from_pairs(&[("node.id".into(), "1".into())]).unwrap();
+        let mut cfg = BrokerConfig::from_properties(&[Property::new("node.id", "1")]).unwrap();
         cfg.group_initial_rebalance_delay_ms = delay_ms;
         let dir = std::env::temp_dir().join(format!("fjord-coordinator-test-{}", uuid::Uuid::new_v4()));
         GroupCoordinator::new(&cfg, Arc::new(ReplicaManager::new(&dir, 1)))
@@ -931,7 +990,7 @@ mod tests {
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 1_000,
             protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            protocols: vec![Protocol { name: "range".into(), metadata: Bytes::from_static(b"m") }],
             require_known_member_id: true,
         }
     }
@@ -943,7 +1002,15 @@ mod tests {
         assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
         let a = c.join(join_req(&first.member_id, None)).await;
         assert_eq!((a.error, a.generation, a.leader == a.member_id, a.members.len()), (None, 1, true, 1));
-        let s = c.sync("g", 1, &a.member_id, None, vec![(a.member_id.clone(), Bytes::from_static(b"A"))]).await;
+        let s = c
+            .sync(
+                "g",
+                1,
+                &a.member_id,
+                None,
+                vec![MemberAssignment { member_id: a.member_id.clone(), assignment: Bytes::from_static(b"A") }],
+            )
+            .await;
         assert_eq!(s.assignment, Bytes::from_static(b"A"));
         assert!(c.heartbeat("g", 1, &a.member_id, None).is_ok());
 
@@ -970,8 +1037,8 @@ mod tests {
                 &a2.member_id,
                 None,
                 vec![
-                    (a2.member_id.clone(), Bytes::from_static(b"A")),
-                    (b2.member_id.clone(), Bytes::from_static(b"B")),
+                    MemberAssignment { member_id: a2.member_id.clone(), assignment: Bytes::from_static(b"A") },
+                    MemberAssignment { member_id: b2.member_id.clone(), assignment: Bytes::from_static(b"B") },
                 ],
             )
             .await;
@@ -979,7 +1046,7 @@ mod tests {
         assert_eq!(sb.await.unwrap().assignment, Bytes::from_static(b"B"));
         assert_eq!(c.heartbeat("g", 1, &a.member_id, None), Err(ResponseError::IllegalGeneration));
 
-        c.leave("g", vec![(b2.member_id.clone(), None)]).unwrap();
+        c.leave("g", vec![LeavingMember { member_id: b2.member_id.clone(), instance_id: None }]).unwrap();
         assert_eq!(c.with_group("g", |g| g.state), Some(GroupState::PreparingRebalance));
         let a3 = c.join(join_req(&a.member_id, None)).await;
         assert_eq!((a3.generation, a3.members.len()), (3, 1));
@@ -990,8 +1057,14 @@ mod tests {
         let c = Arc::new(coordinator(0));
         let a = c.join(join_req("", Some("i1"))).await;
         assert_eq!(a.error, None, "static members get an id directly");
-        c.sync("g", a.generation, &a.member_id, Some("i1"), vec![(a.member_id.clone(), Bytes::from_static(b"A"))])
-            .await;
+        c.sync(
+            "g",
+            a.generation,
+            &a.member_id,
+            Some("i1"),
+            vec![MemberAssignment { member_id: a.member_id.clone(), assignment: Bytes::from_static(b"A") }],
+        )
+        .await;
         let c1 = c.clone();
         let jb = tokio::spawn(async move { c1.join(join_req("", Some("i2"))).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1005,7 +1078,14 @@ mod tests {
         let bid = b_id.clone();
         let sb = tokio::spawn(async move { c2.sync("g", gen, &bid, Some("i2"), vec![]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        c.sync("g", gen, &a_id, Some("i1"), vec![(b_id.clone(), Bytes::from_static(b"B"))]).await;
+        c.sync(
+            "g",
+            gen,
+            &a_id,
+            Some("i1"),
+            vec![MemberAssignment { member_id: b_id.clone(), assignment: Bytes::from_static(b"B") }],
+        )
+        .await;
         assert_eq!(sb.await.unwrap().assignment, Bytes::from_static(b"B"));
         // i2 restarts with a new process: same generation, no rebalance, same assignment.
         let b3 = c.join(join_req("", Some("i2"))).await;
@@ -1078,7 +1158,10 @@ mod tests {
                     client_host: String::new(),
                     session_timeout: Duration::from_secs(1),
                     rebalance_timeout: Duration::from_secs(1),
-                    protocols: protos.into_iter().map(|p| (p.to_string(), Bytes::new())).collect(),
+                    protocols: protos
+                        .into_iter()
+                        .map(|p| Protocol { name: p.to_string(), metadata: Bytes::new() })
+                        .collect(),
                     assignment: Bytes::new(),
                     join_tx: None,
                     sync_tx: None,

@@ -6,6 +6,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
+use crate::replica_manager::TopicPartition;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffset {
     pub offset: i64,
@@ -59,15 +61,15 @@ pub fn encode_value(c: &CommittedOffset) -> Bytes {
 }
 
 /// An offset-commit key, or `None` for other record kinds (group metadata).
-pub fn decode_key(mut k: Bytes) -> Option<(String, String, i32)> {
+pub fn decode_key(mut k: Bytes) -> Option<OffsetKey> {
     if k.remaining() < 2 {
         return None;
     }
     match k.get_i16() {
         0 | 1 => {
-            let g = get_str(&mut k)?;
-            let t = get_str(&mut k)?;
-            (k.remaining() >= 4).then(|| (g, t, k.get_i32()))
+            let group = get_str(&mut k)?;
+            let topic = get_str(&mut k)?;
+            (k.remaining() >= 4).then(|| OffsetKey { group, tp: TopicPartition { topic, partition: k.get_i32() } })
         }
         _ => None,
     }
@@ -88,12 +90,38 @@ pub fn decode_value(mut v: Bytes) -> Option<CommittedOffset> {
     Some(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp })
 }
 
-/// One uncompressed batch holding `records` (key, value-or-tombstone).
-pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Vec<u8> {
+/// One `__consumer_offsets` record: a key and a value, or a tombstone (no value).
+#[derive(Debug, Clone)]
+pub struct OffsetRecord {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+}
+
+impl OffsetRecord {
+    /// The record of a commit of `offset` for `tp` by `group`.
+    pub fn commit(group: &str, tp: &TopicPartition, offset: &CommittedOffset) -> Self {
+        OffsetRecord { key: encode_key(group, &tp.topic, tp.partition), value: Some(encode_value(offset)) }
+    }
+
+    /// The tombstone that deletes `group`'s committed offset for `tp`.
+    pub fn tombstone(group: &str, tp: &TopicPartition) -> Self {
+        OffsetRecord { key: encode_key(group, &tp.topic, tp.partition), value: None }
+    }
+}
+
+/// The key of an offset commit: whose offset, for which partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetKey {
+    pub group: String,
+    pub tp: TopicPartition,
+}
+
+/// One uncompressed batch holding `records`.
+pub fn encode_batch(records: &[OffsetRecord], now_ms: i64) -> Vec<u8> {
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (k, v))| Record {
+        .map(|(i, r)| Record {
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
@@ -105,8 +133,8 @@ pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Vec<u8> 
             // yields one batch whose base sequence is -1 (no producer id).
             sequence: i as i32 - 1,
             timestamp: now_ms,
-            key: Some(k.clone()),
-            value: v.clone(),
+            key: Some(r.key.clone()),
+            value: r.value.clone(),
             headers: IndexMap::new(),
             delete_horizon: false,
         })
@@ -130,8 +158,8 @@ mod tests {
 
     #[test]
     fn key_value_round_trip() {
-        let (g, t, p) = decode_key(encode_key("g", "t", 3)).unwrap();
-        assert_eq!((g.as_str(), t.as_str(), p), ("g", "t", 3));
+        let key = decode_key(encode_key("g", "t", 3)).unwrap();
+        assert_eq!(key, OffsetKey { group: "g".into(), tp: TopicPartition::new("t", 3) });
         let c = CommittedOffset { offset: 42, leader_epoch: 1, metadata: "m".into(), commit_timestamp: 9 };
         assert_eq!(decode_value(encode_value(&c)).unwrap(), c);
         assert!(decode_key(Bytes::from_static(&[0, 2, 0, 1, b'g'])).is_none());

@@ -12,11 +12,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::watch;
 
-use super::offsets::{self, CommittedOffset};
+use super::offsets::{self, CommittedOffset, OffsetRecord};
 use super::OFFSETS_TOPIC;
 use crate::clock::now_ms;
 use crate::partition::Progress;
-use crate::replica_manager::ReplicaManager;
+use crate::replica_manager::{ReplicaManager, TopicPartition};
 use crate::storage::batch::{BatchHeader, HEADER_LEN};
 use crate::storage::log::ReadError;
 
@@ -30,12 +30,9 @@ pub struct CommitWait {
 /// A group's committed offsets as read back from the log.
 #[derive(Debug, Default)]
 pub struct LoadedGroup {
-    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
     pub last_commit_ms: Option<i64>,
 }
-
-/// One `__consumer_offsets` record: a key and a value, or a tombstone (no value).
-pub type OffsetRecord = (Bytes, Option<Bytes>);
 
 pub struct OffsetsStore {
     replicas: Arc<ReplicaManager>,
@@ -78,19 +75,19 @@ impl OffsetsStore {
                     }
                 };
                 for rec in set.records {
-                    let Some((g, t, part_idx)) = rec.key.and_then(offsets::decode_key) else { continue };
-                    let group = groups.entry(g.clone()).or_default();
+                    let Some(key) = rec.key.and_then(offsets::decode_key) else { continue };
+                    let group = groups.entry(key.group.clone()).or_default();
                     match rec.value {
                         None => {
-                            group.offsets.remove(&(t, part_idx));
+                            group.offsets.remove(&key.tp);
                         }
                         Some(v) => match offsets::decode_value(v) {
                             Some(v) => {
                                 group.last_commit_ms = group.last_commit_ms.max(Some(v.commit_timestamp));
-                                group.offsets.insert((t, part_idx), v);
+                                group.offsets.insert(key.tp, v);
                                 loaded += 1;
                             }
-                            None => tracing::warn!(group = %g, "skipping an undecodable committed offset"),
+                            None => tracing::warn!(group = %key.group, "skipping an undecodable committed offset"),
                         },
                     }
                 }

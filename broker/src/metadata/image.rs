@@ -445,13 +445,20 @@ fn complete_reassignment(p: &mut PartitionMeta) {
     }
 }
 
-/// Place `partitions` partitions of `rf` replicas on `brokers` (id, rack): Kafka's
-/// round-robin with a shifting follower offset, over a broker list that alternates racks
-/// so that replicas of one partition land on different racks when there are enough.
-pub fn assign_replicas(brokers: &[(i32, Option<String>)], partitions: i32, rf: i16, start: usize) -> Vec<Vec<i32>> {
+/// A broker replicas may be placed on (Kafka's `UsableBroker`): registered, not fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsableBroker {
+    pub id: i32,
+    pub rack: Option<String>,
+}
+
+/// Place `partitions` partitions of `rf` replicas on `brokers`: Kafka's round-robin with a
+/// shifting follower offset, over a broker list that alternates racks so that replicas of
+/// one partition land on different racks when there are enough.
+pub fn assign_replicas(brokers: &[UsableBroker], partitions: i32, rf: i16, start: usize) -> Vec<Vec<i32>> {
     let mut by_rack: BTreeMap<Option<String>, Vec<i32>> = BTreeMap::new();
-    for (id, rack) in brokers {
-        by_rack.entry(rack.clone()).or_default().push(*id);
+    for b in brokers {
+        by_rack.entry(b.rack.clone()).or_default().push(b.id);
     }
     for v in by_rack.values_mut() {
         v.sort_unstable();
@@ -469,7 +476,7 @@ pub fn assign_replicas(brokers: &[(i32, Option<String>)], partitions: i32, rf: i
     if n == 0 {
         return vec![vec![]; partitions.max(0) as usize];
     }
-    let rack = |id: i32| brokers.iter().find(|b| b.0 == id).and_then(|b| b.1.clone());
+    let rack = |id: i32| brokers.iter().find(|b| b.id == id).and_then(|b| b.rack.clone());
     let want = (rf.max(1) as usize).min(n);
     (0..partitions.max(0) as usize)
         .map(|p| {
@@ -656,10 +663,10 @@ mod tests {
 
     #[test]
     fn assignment_spreads_leaders_and_racks() {
-        let brokers: Vec<(i32, Option<String>)> =
-            vec![(1, Some("a".into())), (2, Some("a".into())), (3, Some("b".into())), (4, Some("b".into()))];
+        let usable = |id, rack: Option<&str>| UsableBroker { id, rack: rack.map(String::from) };
+        let brokers = vec![usable(1, Some("a")), usable(2, Some("a")), usable(3, Some("b")), usable(4, Some("b"))];
         let a = assign_replicas(&brokers, 8, 2, 0);
-        let rack = |id: i32| brokers.iter().find(|b| b.0 == id).unwrap().1.clone();
+        let rack = |id: i32| brokers.iter().find(|b| b.id == id).unwrap().rack.clone();
         for r in &a {
             assert_eq!(r.len(), 2);
             assert_ne!(rack(r[0]), rack(r[1]), "{a:?}");
@@ -669,7 +676,7 @@ mod tests {
             *leaders.entry(r[0]).or_default() += 1;
         }
         assert!(leaders.values().all(|&n| n == 2), "{leaders:?}");
-        let three: Vec<(i32, Option<String>)> = (1..=3).map(|i| (i, None)).collect();
+        let three: Vec<UsableBroker> = (1..=3).map(|i| usable(i, None)).collect();
         for r in assign_replicas(&three, 10, 3, 1) {
             let mut s = r.clone();
             s.sort();

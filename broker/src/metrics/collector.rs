@@ -81,11 +81,12 @@ impl TimestampCache {
         let p = b.replicas.get(topic, partition)?;
         let p = p.lock();
         let ts = match p.log.batch_at(from) {
-            Ok(Some((h, _))) if h.base_offset == from => Some(h.base_timestamp),
+            Ok(Some(b)) if b.header.base_offset == from => Some(b.header.base_timestamp),
             // A compressed batch's first timestamp stands in (overstating lag by at most a batch).
-            Ok(Some((h, raw))) => {
-                Some(find_record(&h, raw, |_, offset| offset >= from).map_or(h.base_timestamp, |r| r.0))
-            }
+            Ok(Some(b)) => Some(
+                find_record(&b.header, b.bytes, |_, offset| offset >= from)
+                    .map_or(b.header.base_timestamp, |r| r.timestamp),
+            ),
             _ => None,
         };
         if ts.is_some() {
@@ -405,11 +406,11 @@ impl Collector for BrokerCollector {
         timestamps.next_scrape();
         for g in &groups {
             let mut worst = Status::Ok;
-            for (topic, partition, offset, window) in &g.partitions {
-                let Some(p) = by_partition.get(&(topic.as_str(), *partition)) else { continue };
-                let (records, seconds) = lag(b, p, *offset, now, &mut timestamps);
-                worst = worst.max(window.evaluate(records, now, g.last_commit_ms.unwrap_or(0)));
-                lags.push(GroupLag { group: &g.id, topic, partition: *partition, records, seconds });
+            for pc in &g.partitions {
+                let Some(p) = by_partition.get(&(pc.tp.topic.as_str(), pc.tp.partition)) else { continue };
+                let (records, seconds) = lag(b, p, pc.offset, now, &mut timestamps);
+                worst = worst.max(pc.window.evaluate(records, now, g.last_commit_ms.unwrap_or(0)));
+                lags.push(GroupLag { group: &g.id, topic: &pc.tp.topic, partition: pc.tp.partition, records, seconds });
             }
             status.push((GroupLabel { group: g.id.clone() }, ConstGauge::new(worst as i64)));
         }
@@ -423,11 +424,11 @@ impl Collector for BrokerCollector {
         for l in &lags {
             *costs.entry(l.topic).or_default() += 2;
         }
-        let (per_partition, dropped) = cfg.per_partition(&costs);
-        if dropped > 0 {
-            b.series_dropped.inc_by(dropped);
+        let per_partition = cfg.per_partition(&costs);
+        if per_partition.dropped > 0 {
+            b.series_dropped.inc_by(per_partition.dropped);
         }
-        let fine = |topic: &str| per_partition.contains(topic);
+        let fine = |topic: &str| per_partition.topics.contains(topic);
 
         let mut sizes: BTreeMap<Labels, i64> = BTreeMap::new();
         for p in &hosted {

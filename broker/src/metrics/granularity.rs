@@ -71,9 +71,9 @@ impl MetricsConfig {
     }
 
     /// The topics exported per partition, given what each would cost in per-partition
-    /// series, and how many series the cap dropped. Topics are taken in name order, so
-    /// which ones fit does not change from scrape to scrape.
-    pub fn per_partition<'a>(&self, costs: &BTreeMap<&'a str, usize>) -> (HashSet<&'a str>, u64) {
+    /// series. Topics are taken in name order, so which ones fit does not change from
+    /// scrape to scrape.
+    pub fn per_partition<'a>(&self, costs: &BTreeMap<&'a str, usize>) -> PartitionSeries<'a> {
         let mut chosen = HashSet::new();
         let (mut used, mut dropped) = (0usize, 0u64);
         for (topic, cost) in costs {
@@ -87,8 +87,15 @@ impl MetricsConfig {
                 dropped += *cost as u64;
             }
         }
-        (chosen, dropped)
+        PartitionSeries { topics: chosen, dropped }
     }
+}
+
+/// Which topics a scrape exports per partition, and how many series the cap dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PartitionSeries<'a> {
+    pub topics: HashSet<&'a str>,
+    pub dropped: u64,
 }
 
 #[cfg(test)]
@@ -107,7 +114,7 @@ mod tests {
     fn topic_granularity_by_default() {
         let c = config(&[]).unwrap();
         let costs = costs(&[("a", 3)]);
-        assert_eq!(c.per_partition(&costs), (HashSet::new(), 0));
+        assert_eq!(c.per_partition(&costs), PartitionSeries { topics: HashSet::new(), dropped: 0 });
         assert!(c.group_exported("anything"));
     }
 
@@ -120,9 +127,9 @@ mod tests {
         ])
         .unwrap();
         let costs = costs(&[("orders", 3), ("orders-dlq", 3), ("payments", 3), ("payments-dlq", 3)]);
-        let (chosen, dropped) = c.per_partition(&costs);
-        assert_eq!(chosen, HashSet::from(["orders", "payments"]));
-        assert_eq!(dropped, 0, "unwanted topics are not dropped, just not asked for");
+        let chosen = c.per_partition(&costs);
+        assert_eq!(chosen.topics, HashSet::from(["orders", "payments"]));
+        assert_eq!(chosen.dropped, 0, "unwanted topics are not dropped, just not asked for");
     }
 
     #[test]
@@ -130,9 +137,9 @@ mod tests {
         let c = config(&[("fjord.metrics.granularity", "partition"), ("fjord.metrics.max.partition.series", "10")])
             .unwrap();
         let costs = costs(&[("a", 6), ("b", 6), ("c", 4)]);
-        let (chosen, dropped) = c.per_partition(&costs);
-        assert_eq!(chosen, HashSet::from(["a", "c"]));
-        assert_eq!(dropped, 6);
+        let chosen = c.per_partition(&costs);
+        assert_eq!(chosen.topics, HashSet::from(["a", "c"]));
+        assert_eq!(chosen.dropped, 6);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 
-use super::network::{Pool, Request, Response, Service, WriteReply};
+use super::network::{LeaderHint, Pool, Request, Response, Service, WriteReply};
 use super::types::{Cmd, Raft};
 use super::Handler;
 
@@ -35,11 +35,12 @@ impl Service for Core {
         &self.handler
     }
 
-    async fn join(&self, id: u64, addr: String) -> Result<(), Option<(u64, String)>> {
+    async fn join(&self, id: u64, addr: String) -> Result<(), Option<LeaderHint>> {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         if m.current_leader != Some(self.id) || m.state != ServerState::Leader {
-            let hint = m.current_leader.and_then(|l| Some((l, membership.get_node(&l)?.addr.clone())));
+            let hint =
+                m.current_leader.and_then(|l| Some(LeaderHint { id: l, addr: membership.get_node(&l)?.addr.clone() }));
             return Err(hint);
         }
         if membership.voter_ids().any(|v| v == id) || membership.get_node(&id).is_some_and(|n| n.addr == addr) {
@@ -49,7 +50,7 @@ impl Service for Core {
         match self.raft.add_learner(id, BasicNode::new(addr), false).await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(f.leader_id.zip(f.leader_node).map(|(l, n)| (l, n.addr)))
+                Err(f.leader_id.zip(f.leader_node).map(|(id, n)| LeaderHint { id, addr: n.addr }))
             }
             Err(e) => {
                 tracing::warn!(learner = id, error = %e, "add_learner failed");
@@ -135,7 +136,7 @@ pub(super) async fn join_loop(
             match pool.call(&addr, &req, Duration::from_secs(2)).await {
                 Ok(Response::Join(Ok(()))) => Duration::from_millis(500),
                 Ok(Response::Join(Err(leader))) => {
-                    hint = leader.map(|(_, a)| a);
+                    hint = leader.map(|l| l.addr);
                     Duration::from_millis(if hint.is_some() { 10 } else { 200 })
                 }
                 Ok(_) => Duration::from_millis(200),

@@ -31,6 +31,22 @@ use network::{CallError, NetFactory, Pool, Request, Response, Service, WriteRepl
 use state_machine::StateMachine;
 use types::{Cmd, Raft};
 
+/// The leader's answer to an application request, and which node the leader was.
+#[derive(Debug)]
+pub struct LeaderReply {
+    #[cfg_attr(not(test), allow(dead_code))] // the tests check who answered; the broker needs only the body
+    pub leader: u64,
+    pub body: Vec<u8>,
+}
+
+/// Why an application request failed, and whether it certainly never reached the target
+/// (then it may be retried without being delivered twice).
+#[derive(Debug)]
+struct CallFailure {
+    error: QuorumError,
+    undelivered: bool,
+}
+
 pub struct QuorumConfig {
     pub node_id: u64,
     /// Voters: node id -> "host:port" of its quorum (controller) listener. Fixed at bootstrap.
@@ -285,13 +301,13 @@ impl Quorum {
     /// Delivery is at-least-once in a rare case (see `Pool::call`): keep handlers idempotent.
     #[allow(dead_code)] // quorum API; the broker uses call_leader and MetadataStore's own watch
     pub async fn call(&self, target: u64, request: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, QuorumError> {
-        self.call_app(target, request, timeout).await.map_err(|(e, _)| e)
+        self.call_app(target, request, timeout).await.map_err(|f| f.error)
     }
 
-    /// The same, to whichever node is leader now; returns (leader id, response). Retries only
-    /// while there is no leader or it cannot be connected to; an error after the request may
-    /// have been delivered is returned, not retried.
-    pub async fn call_leader(&self, request: Vec<u8>, timeout: Duration) -> Result<(u64, Vec<u8>), QuorumError> {
+    /// The same, to whichever node is leader now. Retries only while there is no leader or
+    /// it cannot be connected to; an error after the request may have been delivered is
+    /// returned, not retried.
+    pub async fn call_leader(&self, request: Vec<u8>, timeout: Duration) -> Result<LeaderReply, QuorumError> {
         let deadline = Instant::now() + timeout;
         let mut leader_rx = self.leader_rx.clone();
         loop {
@@ -303,30 +319,32 @@ impl Quorum {
             let pause = match leader {
                 None => remaining,
                 Some(l) => match self.call_app(l, request.clone(), remaining).await {
-                    Ok(resp) => return Ok((l, resp)),
-                    Err((_, true)) => remaining.min(Duration::from_millis(50)),
-                    Err((e, false)) => return Err(e),
+                    Ok(body) => return Ok(LeaderReply { leader: l, body }),
+                    Err(CallFailure { undelivered: true, .. }) => remaining.min(Duration::from_millis(50)),
+                    Err(f) => return Err(f.error),
                 },
             };
             let _ = tokio::time::timeout(pause, leader_rx.changed()).await;
         }
     }
 
-    /// The error comes with whether the request was certainly not delivered.
-    async fn call_app(&self, target: u64, request: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, (QuorumError, bool)> {
+    async fn call_app(&self, target: u64, request: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, CallFailure> {
+        let maybe_delivered = |error| CallFailure { error, undelivered: false };
         if target == self.id {
             let fut = self.core.handler.handle(self.id, request);
-            return tokio::time::timeout(timeout, fut).await.map_err(|_| (QuorumError::Timeout, false));
+            return tokio::time::timeout(timeout, fut).await.map_err(|_| maybe_delivered(QuorumError::Timeout));
         }
-        let addr = self.addr_of(target).ok_or((QuorumError::UnknownNode(target), false))?;
+        let addr = self.addr_of(target).ok_or(maybe_delivered(QuorumError::UnknownNode(target)))?;
         let req = Request::App { from: self.id, body: request, timeout_ms: timeout.as_millis() as u64 };
         match self.pool.call(&addr, &req, timeout).await {
             Ok(Response::App(body)) => Ok(body),
-            Ok(Response::Error(e)) => Err((QuorumError::Remote(e), false)),
-            Ok(_) => Err((QuorumError::Remote("unexpected response".into()), false)),
-            Err(CallError::Timeout) => Err((QuorumError::Timeout, false)),
-            Err(e @ CallError::Connect(_)) => Err((QuorumError::Transport(e.to_string()), true)),
-            Err(e) => Err((QuorumError::Transport(e.to_string()), false)),
+            Ok(Response::Error(e)) => Err(maybe_delivered(QuorumError::Remote(e))),
+            Ok(_) => Err(maybe_delivered(QuorumError::Remote("unexpected response".into()))),
+            Err(CallError::Timeout) => Err(maybe_delivered(QuorumError::Timeout)),
+            Err(e @ CallError::Connect(_)) => {
+                Err(CallFailure { error: QuorumError::Transport(e.to_string()), undelivered: true })
+            }
+            Err(e) => Err(maybe_delivered(QuorumError::Transport(e.to_string()))),
         }
     }
 

@@ -58,13 +58,34 @@ pub enum Request {
     },
 }
 
+/// Where a node that is not the leader says the leader is. On the wire a JSON pair
+/// `[id, "host:port"]`, as before it had a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(u64, String)", into = "(u64, String)")]
+pub struct LeaderHint {
+    pub id: u64,
+    pub addr: String,
+}
+
+impl From<(u64, String)> for LeaderHint {
+    fn from((id, addr): (u64, String)) -> Self {
+        LeaderHint { id, addr }
+    }
+}
+
+impl From<LeaderHint> for (u64, String) {
+    fn from(h: LeaderHint) -> Self {
+        (h.id, h.addr)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub enum Response {
     Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     Snapshot(Result<SnapshotResponse<u64>, Fatal<u64>>),
-    /// Ok, or not the leader (with the leader's id and address when known).
-    Join(Result<(), Option<(u64, String)>>),
+    /// Ok, or not the leader (with the leader when known).
+    Join(Result<(), Option<LeaderHint>>),
     Probe(bool),
     Write(WriteReply),
     App(#[serde(with = "hex")] Vec<u8>),
@@ -281,11 +302,7 @@ pub trait Service: Send + Sync + 'static {
     /// A leader's AppendEntries was accepted.
     fn leader_heard(&self) {}
     fn handler(&self) -> &Arc<dyn Handler>;
-    fn join(
-        &self,
-        id: u64,
-        addr: String,
-    ) -> impl std::future::Future<Output = Result<(), Option<(u64, String)>>> + Send;
+    fn join(&self, id: u64, addr: String) -> impl std::future::Future<Output = Result<(), Option<LeaderHint>>> + Send;
     fn local_write(&self, cmd: Cmd, timeout: Duration) -> impl std::future::Future<Output = WriteReply> + Send;
 }
 

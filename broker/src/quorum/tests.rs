@@ -334,9 +334,9 @@ async fn learner_joins_gets_state_via_snapshot_and_answers_calls() {
 
     let r = c.node(leader).q.call(10, b"ping".to_vec(), T).await.unwrap();
     assert_eq!(r, format!("10 got ping from {leader}").into_bytes());
-    let (l, r) = c.node(10).q.call_leader(b"hb".to_vec(), T).await.unwrap();
-    assert_eq!(l, leader);
-    assert_eq!(r, format!("{leader} got hb from 10").into_bytes());
+    let reply = c.node(10).q.call_leader(b"hb".to_vec(), T).await.unwrap();
+    assert_eq!(reply.leader, leader);
+    assert_eq!(reply.body, format!("{leader} got hb from 10").into_bytes());
 
     // A learner's writes are forwarded and it receives later entries too.
     c.node(10).q.write(b"from-learner".to_vec(), T).await.unwrap();

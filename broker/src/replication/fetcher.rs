@@ -205,7 +205,7 @@ async fn run(b: Arc<Shared>, leader: i32) {
 fn request(b: &Shared, parts: &[Followed]) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for f in parts {
-        let last_epoch = f.part.lock().log.latest_epoch().map(|e| e.0).unwrap_or(-1);
+        let last_epoch = f.part.lock().log.latest_epoch().map_or(-1, |e| e.epoch);
         let fp = FetchPartition::default()
             .with_partition(f.index)
             .with_current_leader_epoch(f.epoch)
@@ -307,9 +307,8 @@ fn apply(b: &Shared, leader: i32, parts: &[Followed], resp: FetchResponse) -> bo
                 }
             }
             if pd.diverging_epoch.epoch >= 0 {
-                let (local_epoch, local_end) = p.log.end_offset_for_epoch(pd.diverging_epoch.epoch);
-                let _ = local_epoch;
-                let to = local_end.min(pd.diverging_epoch.end_offset);
+                let local = p.log.end_offset_for_epoch(pd.diverging_epoch.epoch);
+                let to = local.end_offset.min(pd.diverging_epoch.end_offset);
                 if let Err(e) = p.truncate_to(to.max(0)) {
                     tracing::error!(topic = %f.topic, partition = f.index, error = %e, "truncation failed");
                 }
@@ -331,7 +330,12 @@ fn apply(b: &Shared, leader: i32, parts: &[Followed], resp: FetchResponse) -> bo
                 }
             }
             if pd.log_start_offset > p.log.log_start_offset() && pd.log_start_offset <= p.log.log_end_offset() {
-                let _ = p.log.advance_start(pd.log_start_offset);
+                let advanced = p.log.advance_start(pd.log_start_offset);
+                drop(p);
+                // Unlinked after the partition lock is released.
+                if let Err(e) = advanced.and_then(|removed| removed.delete()) {
+                    tracing::warn!(topic = %f.topic, partition = f.index, error = %e, "following the leader's log start failed");
+                }
             }
         }
     }

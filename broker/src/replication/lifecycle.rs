@@ -35,7 +35,7 @@ async fn send(b: &Replication, hb: Heartbeat) -> Option<Reply> {
     let req = serde_json::to_vec(&Request::Heartbeat(hb)).expect("heartbeats serialize");
     let timeout = Duration::from_millis(b.config.session_timeout_ms);
     match q.call_leader(req, timeout).await {
-        Ok((_, bytes)) => serde_json::from_slice(&bytes).ok(),
+        Ok(reply) => serde_json::from_slice(&reply.body).ok(),
         Err(e) => {
             tracing::debug!(error = %e, "heartbeat not delivered");
             None

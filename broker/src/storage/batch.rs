@@ -144,8 +144,22 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
-/// Split a produce payload into its batches, validating each. Returns byte ranges.
-pub fn split_batches(records: &[u8], max_batch: usize) -> Result<Vec<(Range<usize>, BatchHeader)>, BatchError> {
+/// One batch of a record set: where its bytes are, and its validated header.
+#[derive(Debug, Clone)]
+pub struct BatchSpan {
+    pub range: Range<usize>,
+    pub header: BatchHeader,
+}
+
+/// A record's timestamp and offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+/// Split a produce payload into its batches, validating each.
+pub fn split_batches(records: &[u8], max_batch: usize) -> Result<Vec<BatchSpan>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
@@ -172,7 +186,7 @@ pub fn split_batches(records: &[u8], max_batch: usize) -> Result<Vec<(Range<usiz
         if h.is_control() {
             return Err(BatchError::Control);
         }
-        out.push((pos..end, h));
+        out.push(BatchSpan { range: pos..end, header: h });
         pos = end;
     }
     Ok(out)
@@ -190,17 +204,20 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) -> BatchHeader {
     BatchHeader::parse(batch).expect("a validated batch keeps its header")
 }
 
-/// (timestamp, offset) of the first record in a stored batch that satisfies `pred`.
+/// The first record in a stored batch that satisfies `pred(timestamp, offset)`.
 ///
 /// Only uncompressed batches are decoded: decompressing a client's batch has no bound on
 /// its output size, so one crafted batch could exhaust memory. Callers fall back to the
 /// header (first offset, first or max timestamp) when this returns `None`.
-pub fn find_record(h: &BatchHeader, raw: Vec<u8>, pred: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
+pub fn find_record(h: &BatchHeader, raw: Vec<u8>, pred: impl Fn(i64, i64) -> bool) -> Option<TimestampOffset> {
     if h.compression() != 0 {
         return None;
     }
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes::Bytes::from(raw)).ok()?;
-    set.records.iter().find(|r| pred(r.timestamp, r.offset)).map(|r| (r.timestamp, r.offset))
+    set.records
+        .iter()
+        .find(|r| pred(r.timestamp, r.offset))
+        .map(|r| TimestampOffset { timestamp: r.timestamp, offset: r.offset })
 }
 
 /// Rewrite the broker-assigned fields (outside the CRC) of a batch in place.
@@ -247,7 +264,7 @@ pub(crate) mod tests {
             let b = encode(10, c, 1000);
             let v = split_batches(&b, 1 << 20).unwrap();
             assert_eq!(v.len(), 1);
-            assert_eq!(v[0].1.records_count, 10);
+            assert_eq!(v[0].header.records_count, 10);
         }
     }
 

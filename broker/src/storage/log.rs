@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::batch::{self, BatchHeader};
-use super::segment::{list_segments, Segment};
+use super::batch::{self, BatchHeader, BatchSpan, TimestampOffset};
+use super::segment::{delete_segment_files, list_segments, Segment};
 use super::segments::Segments;
 
 /// Per-topic log settings (Kafka topic config names in comments).
@@ -70,6 +70,61 @@ pub struct ReadResult {
     pub bytes: Vec<u8>,
 }
 
+/// Where a leader epoch starts in the log (an entry of Kafka's leader-epoch cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEntry {
+    pub epoch: i32,
+    pub start_offset: i64,
+}
+
+/// OffsetForLeaderEpoch's answer: the largest epoch at or below the one asked for, and
+/// where it ends (the next epoch's start, or the log end offset). -1/-1 when unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    pub epoch: i32,
+    pub end_offset: i64,
+}
+
+/// The offsets an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedOffsets {
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// One stored batch: its header and its bytes as they are on disk.
+#[derive(Debug)]
+pub struct StoredBatch {
+    pub header: BatchHeader,
+    pub bytes: Vec<u8>,
+}
+
+/// Segments taken out of a log under its lock, whose files are deleted once the caller
+/// has released it (unlinking can wait on the disk: docs/architecture.md). A crash in
+/// between leaves files wholly below the stored log start offset, which `Log::open_with`
+/// deletes.
+#[must_use = "the segments' files stay on disk until `delete` runs"]
+#[derive(Debug, Default)]
+pub struct RemovedSegments(Vec<Segment>);
+
+impl RemovedSegments {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Delete the files. Blocking: call from `spawn_blocking` or `block_in_place`.
+    pub fn delete(self) -> Result<()> {
+        for seg in self.0 {
+            seg.delete()?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
@@ -77,8 +132,8 @@ pub struct Log {
     segments: Segments,
     log_start_offset: i64,
     log_end_offset: i64,
-    /// (leader epoch, first offset written in it), ascending.
-    epochs: Vec<(i32, i64)>,
+    /// Ascending by epoch.
+    epochs: Vec<EpochEntry>,
     unflushed_messages: i64,
     last_flush: Instant,
     /// Files of rolled segments not yet fsynced: the roll happens inside an append, under
@@ -111,13 +166,21 @@ impl Log {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let bases = list_segments(dir)?;
         let mut segments = BTreeMap::new();
-        let mut epochs: Vec<(i32, i64)> = Vec::new();
+        let mut epochs: Vec<EpochEntry> = Vec::new();
+        let stored_start = std::fs::read_to_string(dir.join(LOG_START_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
         for (i, base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
+            // Wholly below the log start: removed by retention or DeleteRecords, but not
+            // yet unlinked when the process stopped (see `RemovedSegments`).
+            if !active && bases[i + 1] <= stored_start {
+                delete_segment_files(dir, *base)?;
+                continue;
+            }
             let seg = Segment::open(dir, *base, config.index_interval, active, &mut |h: &BatchHeader| {
-                if epochs.last().is_none_or(|e| h.partition_leader_epoch > e.0) {
-                    epochs.push((h.partition_leader_epoch, h.base_offset));
-                }
+                note_epoch(&mut epochs, h.partition_leader_epoch, h.base_offset);
                 on_batch(h);
             })?;
             segments.insert(*base, seg);
@@ -128,10 +191,6 @@ impl Log {
         };
         let log_end_offset = segments.active().next_offset;
         let first_base = segments.oldest().base_offset;
-        let stored_start = std::fs::read_to_string(dir.join(LOG_START_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .unwrap_or(0);
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -165,6 +224,10 @@ impl Log {
     #[cfg(test)]
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+    #[cfg(test)]
+    pub fn oldest_base_offset(&self) -> i64 {
+        self.segments.oldest().base_offset
     }
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -206,12 +269,12 @@ impl Log {
     pub fn append(
         &mut self,
         batches: &mut [u8],
-        ranges: &[(std::ops::Range<usize>, BatchHeader)],
+        ranges: &[BatchSpan],
         leader_epoch: i32,
         now_ms: i64,
-    ) -> Result<(i64, i64)> {
+    ) -> Result<AppendedOffsets> {
         let first = self.log_end_offset;
-        for (range, h) in ranges {
+        for BatchSpan { range, header: h } in ranges {
             let b = &mut batches[range.clone()];
             batch::assign(b, self.log_end_offset, leader_epoch);
             let mut h = *h;
@@ -219,27 +282,20 @@ impl Log {
             h.partition_leader_epoch = leader_epoch;
             self.maybe_roll(b.len(), now_ms)?;
             self.active().append(b, &h, now_ms)?;
-            if self.epochs.last().is_none_or(|e| leader_epoch > e.0) {
-                self.epochs.push((leader_epoch, h.base_offset));
-            }
+            note_epoch(&mut self.epochs, leader_epoch, h.base_offset);
             self.log_end_offset = h.next_offset();
             self.unflushed_messages += h.records_count as i64;
         }
         if self.config.flush_messages.is_some_and(|n| self.unflushed_messages >= n) {
             self.flush()?;
         }
-        Ok((first, self.log_end_offset - 1))
+        Ok(AppendedOffsets { first_offset: first, last_offset: self.log_end_offset - 1 })
     }
 
     /// Append batches copied from the leader as they are: offsets and leader epochs were
     /// assigned there, and must continue this log exactly.
-    pub fn append_replica(
-        &mut self,
-        batches: &[u8],
-        ranges: &[(std::ops::Range<usize>, BatchHeader)],
-        now_ms: i64,
-    ) -> Result<()> {
-        for (range, h) in ranges {
+    pub fn append_replica(&mut self, batches: &[u8], ranges: &[BatchSpan], now_ms: i64) -> Result<()> {
+        for BatchSpan { range, header: h } in ranges {
             anyhow::ensure!(
                 h.base_offset == self.log_end_offset,
                 "replicated batch at offset {} does not continue the log end offset {}",
@@ -249,9 +305,7 @@ impl Log {
             let b = &batches[range.clone()];
             self.maybe_roll(b.len(), now_ms)?;
             self.active().append(b, h, now_ms)?;
-            if self.epochs.last().is_none_or(|e| h.partition_leader_epoch > e.0) {
-                self.epochs.push((h.partition_leader_epoch, h.base_offset));
-            }
+            note_epoch(&mut self.epochs, h.partition_leader_epoch, h.base_offset);
             self.log_end_offset = h.next_offset();
             self.unflushed_messages += h.records_count as i64;
         }
@@ -284,7 +338,7 @@ impl Log {
         }
         self.log_end_offset = self.segments.active().next_offset;
         let leo = self.log_end_offset;
-        self.epochs.retain(|e| e.1 < leo);
+        self.epochs.retain(|e| e.start_offset < leo);
         Ok(())
     }
 
@@ -309,7 +363,7 @@ impl Log {
     }
 
     /// The latest leader epoch written, and the offset it started at.
-    pub fn latest_epoch(&self) -> Option<(i32, i64)> {
+    pub fn latest_epoch(&self) -> Option<EpochEntry> {
         self.epochs.last().copied()
     }
 
@@ -348,12 +402,12 @@ impl Log {
             return Ok(ReadResult::default());
         }
         for seg in self.segments.starting_at(offset) {
-            let Some((pos, first)) = seg.find_batch(offset)? else { continue };
-            if first.base_offset >= upper {
+            let Some(first) = seg.find_batch(offset)? else { continue };
+            if first.header.base_offset >= upper {
                 break;
             }
-            let want = max_bytes.max(first.total_len());
-            let raw = seg.read_at(pos, want)?;
+            let want = max_bytes.max(first.header.total_len());
+            let raw = seg.read_at(first.position, want)?;
             // Trim to whole batches below the high watermark.
             let mut end = 0;
             while end + batch::HEADER_LEN <= raw.len() {
@@ -371,70 +425,63 @@ impl Log {
     }
 
     /// The header of the batch holding `offset`, if stored.
-    pub fn batch_at(&self, offset: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
+    pub fn batch_at(&self, offset: i64) -> Result<Option<StoredBatch>> {
         if offset < self.log_start_offset || offset >= self.log_end_offset {
             return Ok(None);
         }
         for seg in self.segments.starting_at(offset) {
-            if let Some((pos, h)) = seg.find_batch(offset)? {
-                let raw = seg.read_at(pos, h.total_len())?;
-                return Ok(Some((h, raw)));
+            if let Some(at) = seg.find_batch(offset)? {
+                return Ok(Some(at.read(seg)?));
             }
         }
         Ok(None)
     }
 
     /// First batch (header and bytes) whose max timestamp is >= `ts`.
-    pub fn batch_for_timestamp(&self, ts: i64) -> Result<Option<(BatchHeader, Vec<u8>)>> {
+    pub fn batch_for_timestamp(&self, ts: i64) -> Result<Option<StoredBatch>> {
         for seg in self.segments.iter() {
             if seg.max_timestamp < ts {
                 continue;
             }
-            if let Some((pos, h)) = seg.find_by_timestamp(ts, self.log_start_offset)? {
-                let raw = seg.read_at(pos, h.total_len())?;
-                return Ok(Some((h, raw)));
+            if let Some(at) = seg.find_by_timestamp(ts, self.log_start_offset)? {
+                return Ok(Some(at.read(seg)?));
             }
         }
         Ok(None)
     }
 
     /// The largest max timestamp, with the offset of the batch holding it.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+    pub fn max_timestamp(&self) -> Option<TimestampOffset> {
         let seg = self.segments.iter().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp)?;
-        let (_, h) = seg.find_by_timestamp(seg.max_timestamp, self.log_start_offset).ok()??;
-        Some((h.max_timestamp, h.last_offset()))
+        let at = seg.find_by_timestamp(seg.max_timestamp, self.log_start_offset).ok()??;
+        Some(TimestampOffset { timestamp: at.header.max_timestamp, offset: at.header.last_offset() })
     }
 
-    /// Move the log start offset forward (DeleteRecords); whole segments below it go.
-    pub fn advance_start(&mut self, offset: i64) -> Result<()> {
+    /// Move the log start offset forward (DeleteRecords); whole segments below it are
+    /// taken out, to be deleted by the caller after it releases the lock.
+    pub fn advance_start(&mut self, offset: i64) -> Result<RemovedSegments> {
         let offset = offset.min(self.log_end_offset);
-        if offset > self.log_start_offset {
-            self.log_start_offset = offset;
-            let tmp = self.dir.join(format!("{LOG_START_FILE}.tmp"));
-            std::fs::write(&tmp, offset.to_string())?;
-            std::fs::rename(&tmp, self.dir.join(LOG_START_FILE))?;
-            self.delete_below_start()?;
+        if offset <= self.log_start_offset {
+            return Ok(RemovedSegments::default());
         }
-        Ok(())
+        self.log_start_offset = offset;
+        let tmp = self.dir.join(format!("{LOG_START_FILE}.tmp"));
+        std::fs::write(&tmp, offset.to_string())?;
+        std::fs::rename(&tmp, self.dir.join(LOG_START_FILE))?;
+        let mut removed = Vec::new();
+        while let Some(seg) = self.segments.pop_oldest_if(|s| s.next_offset <= offset) {
+            removed.push(seg);
+        }
+        Ok(RemovedSegments(removed))
     }
 
-    fn delete_below_start(&mut self) -> Result<usize> {
-        let mut deleted = 0;
-        let start = self.log_start_offset;
-        while let Some(seg) = self.segments.pop_oldest_if(|s| s.next_offset <= start) {
-            seg.delete()?;
-            deleted += 1;
-        }
-        Ok(deleted)
-    }
-
-    /// Apply `retention.ms` and `retention.bytes`: delete whole inactive segments from the
-    /// front. Returns how many segments were removed.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+    /// Apply `retention.ms` and `retention.bytes`: take whole inactive segments from the
+    /// front, to be deleted by the caller after it releases the lock.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RemovedSegments> {
         if !self.config.delete_enabled {
-            return Ok(0);
+            return Ok(RemovedSegments::default());
         }
-        let mut deleted = 0;
+        let mut removed = Vec::new();
         // A quiet topic never rolls by size: once its only live data is past retention,
         // roll so the expired segment can go (Kafka does the same).
         let (retention_ms, interval, leo) = (self.config.retention_ms, self.config.index_interval, self.log_end_offset);
@@ -458,25 +505,31 @@ impl Log {
         };
         while let Some(seg) = self.segments.pop_oldest_if(|s| expired(s, size)) {
             size -= seg.size() as i64;
-            let next = seg.next_offset;
-            seg.delete()?;
-            deleted += 1;
-            if next > self.log_start_offset {
-                self.log_start_offset = next;
-                std::fs::write(self.dir.join(LOG_START_FILE), next.to_string())?;
-            }
+            self.log_start_offset = self.log_start_offset.max(seg.next_offset);
+            removed.push(seg);
         }
-        Ok(deleted)
+        // Written before any file goes, so a crash in between finds them below the start.
+        if !removed.is_empty() {
+            std::fs::write(self.dir.join(LOG_START_FILE), self.log_start_offset.to_string())?;
+        }
+        Ok(RemovedSegments(removed))
     }
 
-    /// End offset of `epoch`: (largest epoch <= requested, first offset of the next epoch
-    /// or the log end offset). Used by OffsetForLeaderEpoch for follower truncation.
-    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
-        match self.epochs.partition_point(|e| e.0 <= epoch) {
+    /// Where `epoch` ends (OffsetForLeaderEpoch, used for follower truncation).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> EpochEnd {
+        let (epoch, end_offset) = match self.epochs.partition_point(|e| e.epoch <= epoch) {
             0 => (-1, -1),
-            i if i == self.epochs.len() => (self.epochs[i - 1].0, self.log_end_offset),
-            i => (self.epochs[i - 1].0, self.epochs[i].1),
-        }
+            i if i == self.epochs.len() => (self.epochs[i - 1].epoch, self.log_end_offset),
+            i => (self.epochs[i - 1].epoch, self.epochs[i].start_offset),
+        };
+        EpochEnd { epoch, end_offset }
+    }
+}
+
+/// Record that `epoch` starts at `offset` if it is newer than the last one known.
+fn note_epoch(epochs: &mut Vec<EpochEntry>, epoch: i32, offset: i64) {
+    if epochs.last().is_none_or(|e| epoch > e.epoch) {
+        epochs.push(EpochEntry { epoch, start_offset: offset });
     }
 }
 
@@ -486,7 +539,7 @@ mod tests {
     use crate::storage::batch::{split_batches, tests::encode};
     use kafka_protocol::records::Compression;
 
-    fn append(log: &mut Log, n: usize, ts: i64) -> (i64, i64) {
+    fn append(log: &mut Log, n: usize, ts: i64) -> AppendedOffsets {
         let mut b = encode(n, Compression::None, ts);
         let ranges = split_batches(&b, 1 << 20).unwrap();
         log.append(&mut b, &ranges, 0, ts).unwrap()
@@ -501,7 +554,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), cfg(500)).unwrap().0;
         for i in 0..20 {
-            assert_eq!(append(&mut log, 5, 1000 + i), (i * 5, i * 5 + 4));
+            assert_eq!(append(&mut log, 5, 1000 + i), AppendedOffsets { first_offset: i * 5, last_offset: i * 5 + 4 });
         }
         assert!(log.segment_count() > 2);
         let r = log.read(37, 1, 100).unwrap();
@@ -512,14 +565,14 @@ mod tests {
         assert!(log.read(100, 1000, 100).unwrap().bytes.is_empty());
         // The high watermark bounds reads.
         let r = log.read(0, 1 << 20, 12).unwrap();
-        let last = split_batches(&r.bytes, 1 << 20).unwrap().last().unwrap().1;
+        let last = split_batches(&r.bytes, 1 << 20).unwrap().last().unwrap().header;
         assert_eq!(last.last_offset(), 9);
         drop(log);
         let (log, headers) = Log::open(dir.path(), cfg(500)).unwrap();
         assert_eq!(headers.len(), 20);
         assert_eq!(log.log_end_offset(), 100);
         // Batch i holds timestamps 1000+i ..= 1004+i: the first reaching 1010 is batch 6.
-        assert_eq!(log.batch_for_timestamp(1010).unwrap().unwrap().0.base_offset, 30);
+        assert_eq!(log.batch_for_timestamp(1010).unwrap().unwrap().header.base_offset, 30);
     }
 
     #[test]
@@ -541,7 +594,7 @@ mod tests {
         let (mut log, _) = Log::open(dir.path(), cfg(1 << 20)).unwrap();
         assert_eq!(log.log_end_offset(), 30);
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
-        assert_eq!(append(&mut log, 1, 99), (30, 30));
+        assert_eq!(append(&mut log, 1, 99), AppendedOffsets { first_offset: 30, last_offset: 30 });
         assert_eq!(BatchHeader::parse(&log.read(16, 10, 31).unwrap().bytes).unwrap().base_offset, 15);
     }
 
@@ -554,14 +607,38 @@ mod tests {
         }
         let before = log.segment_count();
         let removed = log.apply_retention(8000).unwrap();
-        assert!(removed > 0 && log.segment_count() == before - removed);
+        let n = removed.len();
+        assert!(n > 0 && log.segment_count() == before - n);
+        removed.delete().unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), log.segment_count());
         assert!(log.log_start_offset() > 0);
         assert!(log.read(0, 100, 40).unwrap_err().is_out_of_range());
-        log.advance_start(38).unwrap();
+        log.advance_start(38).unwrap().delete().unwrap();
         assert_eq!(log.log_start_offset(), 38);
         drop(log);
         let log = Log::open(dir.path(), cfg(300)).unwrap().0;
         assert_eq!(log.log_start_offset(), 38);
+    }
+
+    #[test]
+    fn segments_removed_but_not_deleted_go_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(300)).unwrap().0;
+        for i in 0..10 {
+            append(&mut log, 4, i);
+        }
+        let kept = log.segment_count();
+        // A crash after the segments left the log but before their files were unlinked.
+        let removed = log.advance_start(30).unwrap();
+        assert!(!removed.is_empty());
+        let kept = kept - removed.len();
+        drop(removed);
+        drop(log);
+        let (log, headers) = Log::open(dir.path(), cfg(300)).unwrap();
+        assert_eq!(log.log_start_offset(), 30);
+        assert_eq!(log.segment_count(), kept);
+        assert_eq!(list_segments(dir.path()).unwrap().len(), kept);
+        assert!(headers.iter().all(|h| h.next_offset() > log.oldest_base_offset()));
     }
 
     #[test]
@@ -572,7 +649,7 @@ mod tests {
         for i in 0..10 {
             append(&mut log, 4, i);
         }
-        log.apply_retention(0).unwrap();
+        log.apply_retention(0).unwrap().delete().unwrap();
         assert!(log.size_bytes() <= 400 + 200);
         assert!(log.log_start_offset() > 0);
     }
@@ -595,11 +672,11 @@ mod tests {
         }
         let ranges = split_batches(&data, 1 << 20).unwrap();
         assert_eq!(follower.log_end_offset(), 30);
-        assert_eq!(follower.end_offset_for_epoch(0), (0, 15));
+        assert_eq!(follower.end_offset_for_epoch(0), EpochEnd { epoch: 0, end_offset: 15 });
         assert!(follower.append_replica(&data, &ranges, 0).is_err(), "a gap or overlap is refused");
         follower.truncate_to(15).unwrap();
         assert_eq!(follower.log_end_offset(), 15);
-        assert_eq!(follower.latest_epoch(), Some((0, 0)));
+        assert_eq!(follower.latest_epoch(), Some(EpochEntry { epoch: 0, start_offset: 0 }));
         let mut n = 0;
         follower.for_each_header(&mut |_| n += 1).unwrap();
         assert_eq!(n, 5);
@@ -617,8 +694,10 @@ mod tests {
         log.append(&mut b, &r, 0, 1).unwrap();
         let mut b = encode(2, Compression::None, 1);
         log.append(&mut b, &r, 3, 1).unwrap();
-        assert_eq!(log.end_offset_for_epoch(0), (0, 2));
-        assert_eq!(log.end_offset_for_epoch(2), (0, 2));
-        assert_eq!(log.end_offset_for_epoch(5), (3, 4));
+        let end = |epoch, end_offset| EpochEnd { epoch, end_offset };
+        assert_eq!(log.end_offset_for_epoch(0), end(0, 2));
+        assert_eq!(log.end_offset_for_epoch(2), end(0, 2));
+        assert_eq!(log.end_offset_for_epoch(5), end(3, 4));
+        assert_eq!(log.end_offset_for_epoch(-2), end(-1, -1));
     }
 }

@@ -15,6 +15,21 @@ pub fn file_name(base_offset: i64, ext: &str) -> String {
     format!("{:020}.{}", base_offset, ext)
 }
 
+/// A batch found in a segment: its byte position and its header.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchAt {
+    pub position: u64,
+    pub header: BatchHeader,
+}
+
+impl BatchAt {
+    /// The whole batch, read from `segment` (the one it was found in).
+    pub fn read(&self, segment: &Segment) -> Result<super::log::StoredBatch> {
+        let bytes = segment.read_at(self.position, self.header.total_len())?;
+        Ok(super::log::StoredBatch { header: self.header, bytes })
+    }
+}
+
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: i64,
@@ -211,32 +226,32 @@ impl Segment {
         Ok(BatchHeader::parse(&hdr)?)
     }
 
-    /// Position and header of the first batch whose last offset is >= `offset`.
-    pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+    /// The first batch whose last offset is >= `offset`.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<BatchAt>> {
         let rel = (offset - self.base_offset).max(0) as u32;
         let mut pos = self.index.lookup(rel) as u64;
         while pos + HEADER_LEN as u64 <= self.size {
             let h = self.header_at(pos)?;
             if h.last_offset() >= offset {
-                return Ok(Some((pos, h)));
+                return Ok(Some(BatchAt { position: pos, header: h }));
             }
             pos += h.total_len() as u64;
         }
         Ok(None)
     }
 
-    /// Position and header of the first batch at or after `min_offset` whose max
-    /// timestamp is >= `ts`.
-    pub fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+    /// The first batch at or after `min_offset` whose max timestamp is >= `ts`.
+    pub fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<BatchAt>> {
         let rel = self.time_index.lookup(ts);
         let from = (self.base_offset + rel as i64).max(min_offset);
-        let Some((mut pos, _)) = self.find_batch(from)? else {
+        let Some(start) = self.find_batch(from)? else {
             return Ok(None);
         };
+        let mut pos = start.position;
         while pos + HEADER_LEN as u64 <= self.size {
             let h = self.header_at(pos)?;
             if h.max_timestamp >= ts {
-                return Ok(Some((pos, h)));
+                return Ok(Some(BatchAt { position: pos, header: h }));
             }
             pos += h.total_len() as u64;
         }
@@ -246,8 +261,8 @@ impl Segment {
     /// Cut the segment before the batch holding `offset` (a follower dropping a divergent
     /// tail); the indexes are rebuilt from what remains.
     pub fn truncate_to(&mut self, dir: &Path, offset: i64) -> Result<()> {
-        let Some((pos, _)) = self.find_batch(offset)? else { return Ok(()) };
-        self.file.set_len(pos)?;
+        let Some(at) = self.find_batch(offset)? else { return Ok(()) };
+        self.file.set_len(at.position)?;
         self.file.sync_all()?;
         // On error `self` stays as it was: its files were only shortened.
         *self = Segment::open(dir, self.base_offset, self.index_interval, true, &mut |_| {})?;
@@ -280,16 +295,20 @@ impl Segment {
     }
 
     pub fn delete(self) -> Result<()> {
-        let dir = self.log_path.parent().unwrap().to_path_buf();
-        for ext in ["log", "index", "timeindex"] {
-            let p = dir.join(file_name(self.base_offset, ext));
-            match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-        }
-        Ok(())
+        let dir = self.log_path.parent().expect("a segment file is inside its partition directory");
+        delete_segment_files(dir, self.base_offset)
     }
+}
+
+/// Remove the files of the segment at `base_offset`; missing files are not an error.
+pub fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<()> {
+    for ext in ["log", "index", "timeindex"] {
+        match std::fs::remove_file(dir.join(file_name(base_offset, ext))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Base offsets of the segments in a partition directory, ascending.

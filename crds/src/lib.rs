@@ -40,15 +40,21 @@ pub mod ports {
     pub const HTTP: i32 = 9644;
 }
 
+/// A CRD and the file `crdgen` writes it to.
+pub struct CrdFile {
+    pub file: &'static str,
+    pub crd: CustomResourceDefinition,
+}
+
 /// Every CRD this crate defines, as `crdgen` writes them: install these (not
 /// `Cluster::crd()`) so the applied CRDs equal the committed YAML.
-pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+pub fn crds() -> Vec<CrdFile> {
     [("cluster.yaml", Cluster::crd()), ("topic.yaml", Topic::crd())]
         .into_iter()
         .map(|(file, crd)| {
             let mut json = serde_json::to_value(crd).expect("a CRD serializes");
             unwrap_descriptions(&mut json);
-            (file, serde_json::from_value(json).expect("a CRD round-trips"))
+            CrdFile { file, crd: serde_json::from_value(json).expect("a CRD round-trips") }
         })
         .collect()
 }

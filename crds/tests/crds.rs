@@ -16,7 +16,7 @@ fn root() -> &'static Path {
 
 /// The openAPIV3Schema of the CRD `crdgen` writes to `file`.
 fn schema(file: &str) -> Value {
-    let (_, crd) = fjord_crds::crds().into_iter().find(|(f, _)| *f == file).unwrap();
+    let crd = fjord_crds::crds().into_iter().find(|c| c.file == file).unwrap().crd;
     let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
     serde_json::to_value(schema).unwrap()
 }
@@ -250,7 +250,7 @@ fn examples_deserialize_without_unknown_fields_and_pass_the_rules() {
 #[test]
 fn committed_yaml_matches_the_types() {
     let fix = "run `cargo run -p fjord-crds --bin crdgen` and commit the result";
-    for (file, crd) in fjord_crds::crds() {
+    for fjord_crds::CrdFile { file, crd } in fjord_crds::crds() {
         let want = fjord_crds::to_yaml(&crd);
         for dir in [root().to_path_buf(), root().join("../charts/fjord-operator/crds")] {
             let path = dir.join(file);
@@ -269,7 +269,7 @@ fn committed_yaml_matches_the_types() {
 
 #[test]
 fn names_columns_and_subresources() {
-    for (file, crd) in fjord_crds::crds() {
+    for fjord_crds::CrdFile { file, crd } in fjord_crds::crds() {
         let (plural, short) = if file == "cluster.yaml" { ("clusters", "fjc") } else { ("topics", "fjt") };
         assert_eq!(crd.metadata.name.as_deref(), Some(format!("{plural}.fjord.dev").as_str()));
         assert_eq!(crd.spec.scope, "Namespaced");

@@ -155,7 +155,7 @@ async fn mark_ready(client: Client, namespace: Option<String>, ready: Arc<Atomic
 /// Server-side apply the CRDs exactly as `crdgen` writes them, then wait until established.
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in fjord_crds::crds() {
+    for fjord_crds::CrdFile { crd, .. } in fjord_crds::crds() {
         let name = crd.name_any();
         api.patch(&name, &PatchParams::apply(cluster::model::MANAGER).force(), &Patch::Apply(&crd))
             .await

@@ -7,7 +7,7 @@ use std::path::Path;
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dirs = [root.to_path_buf(), root.join("../charts/fjord-operator/crds")];
-    for (file, crd) in fjord_crds::crds() {
+    for fjord_crds::CrdFile { file, crd } in fjord_crds::crds() {
         let yaml = fjord_crds::to_yaml(&crd);
         for dir in &dirs {
             std::fs::create_dir_all(dir)?;

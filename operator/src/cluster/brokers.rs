@@ -48,12 +48,19 @@ pub fn url(ip: &str, path: &str) -> String {
     format!("http://{host}:{}{path}", ports::HTTP)
 }
 
-/// `GET http://<ip>:9644<path>`: (status code, body), the body cut off at 4 MiB.
-pub async fn get(ip: &str, path: &str) -> Result<(u16, String), CallError> {
+/// A broker's HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub code: u16,
+    pub body: String,
+}
+
+/// `GET http://<ip>:9644<path>`, the body cut off at 4 MiB.
+pub async fn get(ip: &str, path: &str) -> Result<HttpReply, CallError> {
     get_url(url(ip, path)).await
 }
 
-async fn get_url(url: String) -> Result<(u16, String), CallError> {
+async fn get_url(url: String) -> Result<HttpReply, CallError> {
     let http = |source| CallError::Http { url: url.clone(), source };
     let mut resp = client().get(&url).send().await.map_err(http)?;
     let code = resp.status().as_u16();
@@ -64,14 +71,14 @@ async fn get_url(url: String) -> Result<(u16, String), CallError> {
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    Ok(HttpReply { code, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 /// A 200 answer's body, or the error saying which code came instead.
 async fn get_ok(ip: &str, path: &str) -> Result<String, CallError> {
     match get(ip, path).await? {
-        (200, body) => Ok(body),
-        (code, _) => Err(CallError::Status { url: url(ip, path), code }),
+        HttpReply { code: 200, body } => Ok(body),
+        HttpReply { code, .. } => Err(CallError::Status { url: url(ip, path), code }),
     }
 }
 
@@ -88,14 +95,40 @@ pub struct Health {
 }
 
 pub fn parse_health(text: &str) -> Health {
-    let value = |name: &str| samples(text, name).map(|(_, v)| v).sum::<f64>() as i64;
+    let value = |name: &str| samples(text, name).map(|s| s.value).sum::<f64>() as i64;
     Health { under_replicated: value("fjord_under_replicated_partitions"), offline: value("fjord_offline_partitions") }
 }
 
-/// The samples of metric `name` in Prometheus text: (labels, value). Comments, other
-/// metrics (also those whose name merely starts with `name`) and unparsable lines are
-/// skipped; a trailing timestamp is ignored.
-pub fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (Vec<(String, String)>, f64)> + 'a {
+/// One sample of a metric in Prometheus text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<Label>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|l| l.name == name).map(|l| l.value.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// A consumer group's lag on one topic is keyed by both.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupTopic {
+    pub group: String,
+    pub topic: String,
+}
+
+/// The samples of metric `name` in Prometheus text. Comments, other metrics (also those
+/// whose name merely starts with `name`) and unparsable lines are skipped; a trailing
+/// timestamp is ignored.
+pub fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = Sample> + 'a {
     text.lines().filter(|l| !l.starts_with('#')).filter_map(move |l| {
         let rest = l.strip_prefix(name)?;
         let (labels, rest) = match rest.strip_prefix('{') {
@@ -103,13 +136,13 @@ pub fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (Vec<(S
             None if rest.starts_with(' ') => (Vec::new(), rest),
             None => return None,
         };
-        Some((labels, rest.split_whitespace().next()?.parse::<f64>().ok()?))
+        Some(Sample { labels, value: rest.split_whitespace().next()?.parse::<f64>().ok()? })
     })
 }
 
-/// `k="v",k2="v2"}` (after the opening brace): the pairs, with `\"`, `\\` and `\n`
+/// `k="v",k2="v2"}` (after the opening brace): the labels, with `\"`, `\\` and `\n`
 /// unescaped, and the text after the closing brace.
-fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
+fn parse_labels(mut s: &str) -> Option<(Vec<Label>, &str)> {
     let mut out = Vec::new();
     loop {
         s = s.trim_start_matches([',', ' ']);
@@ -129,7 +162,7 @@ fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
                 (_, c) => value.push(c),
             }
         };
-        out.push((key.trim().to_string(), value));
+        out.push(Label { name: key.trim().to_string(), value });
         s = &rest[end + 2..];
     }
 }
@@ -137,17 +170,17 @@ fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
 /// `fjord_consumer_group_lag_seconds` of several brokers' `/metrics` texts, as the
 /// maximum per (group, topic): each coordinator reports its own groups, and at partition
 /// granularity a group has one series per partition.
-pub fn lag_seconds<'a>(texts: impl IntoIterator<Item = &'a str>) -> HashMap<(String, String), f64> {
-    let mut out: HashMap<(String, String), f64> = HashMap::new();
+pub fn lag_seconds<'a>(texts: impl IntoIterator<Item = &'a str>) -> HashMap<GroupTopic, f64> {
+    let mut out: HashMap<GroupTopic, f64> = HashMap::new();
     for text in texts {
-        for (labels, value) in samples(text, "fjord_consumer_group_lag_seconds") {
-            let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let (Some(group), Some(topic)) = (get("group"), get("topic")) else { continue };
-            if !value.is_finite() {
+        for s in samples(text, "fjord_consumer_group_lag_seconds") {
+            let (Some(group), Some(topic)) = (s.label("group"), s.label("topic")) else { continue };
+            if !s.value.is_finite() {
                 continue;
             }
-            let slot = out.entry((group, topic)).or_insert(value);
-            *slot = slot.max(value);
+            let key = GroupTopic { group: group.to_string(), topic: topic.to_string() };
+            let slot = out.entry(key).or_insert(s.value);
+            *slot = slot.max(s.value);
         }
     }
     out
@@ -193,7 +226,7 @@ mod tests {
                   fjord_consumer_group_lag_seconds{group=\"g3\"} 5\n\
                   fjord_consumer_group_lag_seconds{group=\"g4\",topic=\"t\"} NaN\n";
         let lag = lag_seconds([b0, b1]);
-        let get = |g: &str, t: &str| lag.get(&(g.to_string(), t.to_string())).copied();
+        let get = |g: &str, t: &str| lag.get(&GroupTopic { group: g.to_string(), topic: t.to_string() }).copied();
         assert_eq!(get("g1", "orders"), Some(6.0), "max over brokers");
         assert_eq!(get("g2", "orders"), Some(7.25), "max over partitions, timestamp ignored");
         assert_eq!(get("we\"ird,}", "t"), Some(2.0), "escaped label values");
@@ -229,10 +262,10 @@ mod tests {
         };
         let fetch = |port: u16| get_url(format!("http://127.0.0.1:{port}/x"));
         let port = answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}").await;
-        assert_eq!(fetch(port).await.unwrap(), (503, "{}".to_string()));
+        assert_eq!(fetch(port).await.unwrap(), HttpReply { code: 503, body: "{}".to_string() });
         let port =
             answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await;
-        assert_eq!(fetch(port).await.unwrap(), (200, "abcde".to_string()));
+        assert_eq!(fetch(port).await.unwrap(), HttpReply { code: 200, body: "abcde".to_string() });
         let port = answer("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
         let started = std::time::Instant::now();
         assert!(fetch(port).await.is_err(), "a body that never completes");

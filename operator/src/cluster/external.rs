@@ -122,19 +122,30 @@ pub fn properties(m: &Model, a: &Addresses) -> Option<String> {
     Some(out)
 }
 
-/// How many brokers the StatefulSet may run out of `replicas`, and why not all. A broker
-/// behind a load balancer advertises the balancer's address, so it starts only once that
-/// address is known: the StatefulSet grows up to the first broker still waiting, and never
-/// shrinks for a missing address (`current` is its present count).
-pub fn startable(m: &Model, replicas: i32, current: Option<i32>, a: &Addresses) -> (i32, Option<String>) {
+/// How many brokers the StatefulSet may run, and why not all it was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Startable {
+    pub replicas: i32,
+    pub waiting: Option<String>,
+}
+
+/// How many brokers the StatefulSet may run out of `replicas`. A broker behind a load
+/// balancer advertises the balancer's address, so it starts only once that address is
+/// known: the StatefulSet grows up to the first broker still waiting, and never shrinks
+/// for a missing address (`current` is its present count).
+pub fn startable(m: &Model, replicas: i32, current: Option<i32>, a: &Addresses) -> Startable {
+    let all = Startable { replicas, waiting: None };
     if type_of(m) != Some(ExternalType::LoadBalancer) {
-        return (replicas, None);
+        return all;
     }
-    let Some(first) = (0..replicas).find(|o| !a.hosts.contains_key(o)) else { return (replicas, None) };
+    let Some(first) = (0..replicas).find(|o| !a.hosts.contains_key(o)) else { return all };
     let waiting: Vec<String> =
         (first..replicas).filter(|o| !a.hosts.contains_key(o)).map(|o| m.external_service(o)).collect();
     let n = replicas.min(first.max(current.unwrap_or(0)));
-    (n, Some(format!("waiting for a load balancer address on Service {}", waiting.join(", "))))
+    Startable {
+        replicas: n,
+        waiting: Some(format!("waiting for a load balancer address on Service {}", waiting.join(", "))),
+    }
 }
 
 /// `status.externalBootstrap`: for NodePort, `nodeAddress:nodePort,...` of the ready
@@ -221,7 +232,11 @@ mod tests {
         assert!(
             cmd.contains(",EXTERNAL://$(HOST_IP):${file:/etc/fjord/external.properties:broker-$(FJORD_NODE_ID).port}")
         );
-        assert_eq!(startable(&m, 3, None, &a), (3, None), "node ports never hold a broker back");
+        assert_eq!(
+            startable(&m, 3, None, &a),
+            Startable { replicas: 3, waiting: None },
+            "node ports never hold a broker back"
+        );
 
         let allocated = model(json!({"type": "NodePort"}));
         let svc = serde_json::to_value(&services(&allocated, 1)[1]).unwrap();
@@ -266,13 +281,14 @@ mod tests {
         // Broker 2 has no address yet: a new cluster starts brokers 0 and 1 only, a larger
         // running one is not shrunk, and the reason names the Service.
         let why = Some("waiting for a load balancer address on Service events-2-external".to_string());
-        assert_eq!(startable(&m, 3, None, &a), (2, why.clone()));
-        assert_eq!(startable(&m, 3, Some(3), &a), (3, why.clone()));
-        assert_eq!(startable(&m, 1, Some(3), &a), (1, None), "a scale-down is not held back");
+        let s = |replicas, waiting: &Option<String>| Startable { replicas, waiting: waiting.clone() };
+        assert_eq!(startable(&m, 3, None, &a), s(2, &why));
+        assert_eq!(startable(&m, 3, Some(3), &a), s(3, &why));
+        assert_eq!(startable(&m, 1, Some(3), &a), s(1, &None), "a scale-down is not held back");
         let none = Addresses::default();
-        assert_eq!(startable(&m, 2, None, &none).0, 0);
+        assert_eq!(startable(&m, 2, None, &none).replicas, 0);
         assert_eq!(
-            startable(&m, 2, None, &none).1.unwrap(),
+            startable(&m, 2, None, &none).waiting.unwrap(),
             "waiting for a load balancer address on Service events-0-external, events-1-external"
         );
     }

@@ -361,7 +361,7 @@ async fn reconcile_inner(c: &Cluster, ctx: &Context) -> Result<Action, Error> {
     } else {
         fetch::external_addresses(&ctx.client, &m, replicas).await.map_err(Error::Fetch)?
     };
-    let (replicas, waiting) = external::startable(&m, replicas, sts_replicas, &addresses);
+    let external::Startable { replicas, waiting } = external::startable(&m, replicas, sts_replicas, &addresses);
     let mut wanted = children(&m, replicas, f.monitoring, &addresses);
     let mut sts_written = false;
     for child in &wanted {
@@ -462,7 +462,7 @@ async fn roll_step(
     let all_ready = pods.len() as i32 >= replicas && pods.iter().all(|p| p.ready && !p.terminating);
     let safety = match order[0].ip.as_deref() {
         Some(ip) if all_ready => match brokers::get(ip, "/restart-safe").await {
-            Ok((code, body)) => roll::classify(code, &body),
+            Ok(reply) => roll::classify(reply.code, &reply.body),
             Err(e) => Safety::Unsafe(e.to_string()),
         },
         _ => Safety::Unsafe("no answer".into()),

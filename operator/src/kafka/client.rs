@@ -253,19 +253,15 @@ impl AdminClient {
         Ok(out)
     }
 
-    /// (cluster id, controller id).
     #[allow(dead_code)] // part of the admin API; no controller needs it yet
-    pub async fn describe_cluster(&self) -> Result<(String, i32), AdminError> {
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, AdminError> {
         let resp = self.call(DescribeClusterRequest::default(), 1, true).await?;
         AdminError::check(resp.error_code, resp.error_message.as_ref())?;
-        Ok((resp.cluster_id.to_string(), resp.controller_id.0))
+        Ok(ClusterDescription { cluster_id: resp.cluster_id.to_string(), controller_id: resp.controller_id.0 })
     }
 
     /// Create topics in one request; per topic its id (may be empty) or error.
-    pub async fn create_topics(
-        &self,
-        topics: &[NewTopic],
-    ) -> Result<Vec<(String, Result<String, AdminError>)>, AdminError> {
+    pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<Vec<CreateResult>, AdminError> {
         let creatable = topics
             .iter()
             .map(|t| {
@@ -300,7 +296,7 @@ impl AdminClient {
                         topic_id_string(t.topic_id.as_bytes())
                     }
                 });
-                (t.name.to_string(), r)
+                CreateResult { name: t.name.to_string(), topic_id: r }
             })
             .collect())
     }
@@ -395,15 +391,15 @@ impl AdminClient {
     }
 
     /// Brokers from a fresh Metadata, with addresses resolved.
-    async fn broker_addrs(&self) -> Result<Vec<(i32, String)>, AdminError> {
+    async fn broker_addrs(&self) -> Result<Vec<BrokerAddr>, AdminError> {
         let md = self.metadata(Some(&[])).await?;
-        Ok(md.brokers.iter().map(|b| (b.id, self.resolve(&b.host, b.port))).collect())
+        Ok(md.brokers.iter().map(|b| BrokerAddr { id: b.id, addr: self.resolve(&b.host, b.port) }).collect())
     }
 
     /// Group ids of every broker's coordinated groups (each broker lists only its own).
     pub async fn list_groups(&self) -> Result<Vec<String>, AdminError> {
         let mut groups = Vec::new();
-        for (id, addr) in self.broker_addrs().await? {
+        for BrokerAddr { id, addr } in self.broker_addrs().await? {
             let resp = self.call_node(id, addr, ListGroupsRequest::default(), 3).await?;
             AdminError::check(resp.error_code, None)?;
             groups.extend(resp.groups.into_iter().map(|g| g.group_id.to_string()));
@@ -413,8 +409,8 @@ impl AdminClient {
         Ok(groups)
     }
 
-    /// Committed offsets of `group`: (topic, partition, offset), asked of its coordinator.
-    pub async fn offset_fetch(&self, group: &str) -> Result<Vec<(String, i32, i64)>, AdminError> {
+    /// Committed offsets of `group`, asked of its coordinator.
+    pub async fn offset_fetch(&self, group: &str) -> Result<Vec<GroupOffset>, AdminError> {
         let fc = self.call(FindCoordinatorRequest::default().with_key(s(group)), 3, true).await?;
         AdminError::check(fc.error_code, fc.error_message.as_ref())?;
         let addr = self.resolve(&fc.host, fc.port);
@@ -426,7 +422,12 @@ impl AdminClient {
         for t in resp.topics {
             for p in t.partitions {
                 if p.error_code == 0 && p.committed_offset >= 0 {
-                    out.push((t.name.to_string(), p.partition_index, p.committed_offset));
+                    out.push(GroupOffset {
+                        group: group.to_string(),
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                    });
                 }
             }
         }
@@ -434,11 +435,11 @@ impl AdminClient {
     }
 
     /// Latest (high watermark) offset of each partition, asked of each leader.
-    /// `partitions` are (index, leader id) as Metadata returned them.
+    /// `partitions` as Metadata returned them.
     pub async fn list_offsets_latest(
         &self,
         topic: &str,
-        partitions: &[(i32, i32)],
+        partitions: &[PartitionLeader],
     ) -> Result<HashMap<i32, i64>, AdminError> {
         let mut out = HashMap::new();
         for (leader, parts) in by_leader(partitions) {
@@ -461,17 +462,18 @@ impl AdminClient {
         Ok(out)
     }
 
-    /// Size of every partition replica in the cluster: (topic, partition, broker) → bytes,
-    /// one DescribeLogDirs per broker (each reports only its own replicas).
-    pub async fn partition_sizes(&self) -> Result<HashMap<(String, i32, i32), i64>, AdminError> {
+    /// Bytes of every partition replica in the cluster, one DescribeLogDirs per broker
+    /// (each reports only its own replicas).
+    pub async fn partition_sizes(&self) -> Result<HashMap<ReplicaKey, i64>, AdminError> {
         let mut out = HashMap::new();
-        for (id, addr) in self.broker_addrs().await? {
+        for BrokerAddr { id, addr } in self.broker_addrs().await? {
             let resp = self.call_node(id, addr, DescribeLogDirsRequest::default().with_topics(None), 4).await?;
             AdminError::check(resp.error_code, None)?;
             for dir in resp.results.into_iter().filter(|d| d.error_code == 0) {
                 for t in dir.topics {
                     for p in t.partitions {
-                        *out.entry((t.name.to_string(), p.partition_index, id)).or_default() += p.partition_size;
+                        let key = ReplicaKey { topic: t.name.to_string(), partition: p.partition_index, broker: id };
+                        *out.entry(key).or_default() += p.partition_size;
                     }
                 }
             }
@@ -479,13 +481,11 @@ impl AdminClient {
         Ok(out)
     }
 
-    /// Committed offsets of every group: (group, topic, partition, offset).
-    pub async fn all_group_offsets(&self) -> Result<Vec<(String, String, i32, i64)>, AdminError> {
+    /// Committed offsets of every group.
+    pub async fn all_group_offsets(&self) -> Result<Vec<GroupOffset>, AdminError> {
         let mut out = Vec::new();
         for group in self.list_groups().await? {
-            for (topic, partition, offset) in self.offset_fetch(&group).await? {
-                out.push((group.clone(), topic, partition, offset));
-            }
+            out.extend(self.offset_fetch(&group).await?);
         }
         Ok(out)
     }
@@ -497,19 +497,65 @@ impl AdminClient {
         self.broker_addrs()
             .await?
             .into_iter()
-            .find(|(id, _)| *id == leader)
-            .map(|(_, a)| a)
+            .find(|b| b.id == leader)
+            .map(|b| b.addr)
             .ok_or_else(|| AdminError::Protocol(format!("broker {leader} not in metadata")))
     }
 }
 
 /// Partition indexes grouped by leader; partitions without a leader (-1) are skipped.
-fn by_leader(partitions: &[(i32, i32)]) -> BTreeMap<i32, Vec<i32>> {
+fn by_leader(partitions: &[PartitionLeader]) -> BTreeMap<i32, Vec<i32>> {
     let mut m: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for (p, leader) in partitions.iter().filter(|(_, l)| *l >= 0) {
-        m.entry(*leader).or_default().push(*p);
+    for p in partitions.iter().filter(|p| p.leader >= 0) {
+        m.entry(p.leader).or_default().push(p.partition);
     }
     m
+}
+
+/// A partition and its leader's broker id (-1: none), as Metadata reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLeader {
+    pub partition: i32,
+    pub leader: i32,
+}
+
+/// A broker and the address the operator reaches it at.
+#[derive(Debug, Clone)]
+struct BrokerAddr {
+    id: i32,
+    addr: String,
+}
+
+/// One group's committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One replica of a partition: which broker holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplicaKey {
+    pub topic: String,
+    pub partition: i32,
+    pub broker: i32,
+}
+
+/// DescribeCluster's answer.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // part of the admin API; no controller needs it yet
+pub struct ClusterDescription {
+    pub cluster_id: String,
+    pub controller_id: i32,
+}
+
+/// One topic's CreateTopics result: its id (may be empty) or why it was not created.
+#[derive(Debug, Clone)]
+pub struct CreateResult {
+    pub name: String,
+    pub topic_id: Result<String, AdminError>,
 }
 
 /// Collects creates for a short window and sends them as one CreateTopics. Holds the
@@ -537,8 +583,8 @@ async fn create_batcher(client: Weak<AdminClient>, mut rx: mpsc::UnboundedReceiv
             let r = match &results {
                 Ok(rs) => rs
                     .iter()
-                    .find(|(n, _)| *n == t.name)
-                    .map(|(_, r)| r.clone())
+                    .find(|r| r.name == t.name)
+                    .map(|r| r.topic_id.clone())
                     .unwrap_or_else(|| Err(AdminError::Protocol(format!("no result for topic {}", t.name)))),
                 Err(e) => Err(e.clone()),
             };
@@ -553,7 +599,8 @@ mod tests {
 
     #[test]
     fn partitions_group_by_leader() {
-        let m = by_leader(&[(0, 1), (1, 2), (2, 1), (3, -1)]);
+        let pl = |partition, leader| PartitionLeader { partition, leader };
+        let m = by_leader(&[pl(0, 1), pl(1, 2), pl(2, 1), pl(3, -1)]);
         assert_eq!(m.into_iter().collect::<Vec<_>>(), vec![(1, vec![0, 2]), (2, vec![1])]);
     }
 
@@ -595,7 +642,8 @@ mod tests {
             cfg.iter().filter(|e| e.source == super::super::SOURCE_DYNAMIC_TOPIC).map(|e| e.name.as_str()).collect();
         assert_eq!(dynamic, vec!["segment.ms"]);
         let md = c.metadata(Some(std::slice::from_ref(&name))).await.unwrap();
-        let parts: Vec<(i32, i32)> = md.topics[0].partitions.iter().map(|p| (p.index, p.leader)).collect();
+        let parts: Vec<PartitionLeader> =
+            md.topics[0].partitions.iter().map(|p| PartitionLeader { partition: p.index, leader: p.leader }).collect();
         assert_eq!(c.list_offsets_latest(&name, &parts).await.unwrap().len(), 3);
         c.partition_sizes().await.unwrap();
         c.all_group_offsets().await.unwrap();

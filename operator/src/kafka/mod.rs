@@ -17,7 +17,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
 
-pub use client::{AdminClient, ConfigEntry, NewTopic, TopicInfo, WriteHook};
+pub use client::{AdminClient, ConfigEntry, GroupOffset, NewTopic, PartitionLeader, ReplicaKey, TopicInfo, WriteHook};
 
 /// `config_source` of a topic override set with AlterConfigs/IncrementalAlterConfigs or at
 /// creation (DYNAMIC_TOPIC_CONFIG): the only entries the operator owns.

@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::kafka::{ConfigEntry, Endpoints, TopicInfo, SOURCE_DYNAMIC_TOPIC};
+use crate::cluster::brokers::GroupTopic;
+use crate::kafka::{ConfigEntry, Endpoints, GroupOffset, TopicInfo, SOURCE_DYNAMIC_TOPIC};
 
 pub const PAUSED_ANNOTATION: &str = "fjord.dev/paused";
 
@@ -88,25 +89,26 @@ pub fn under_replicated(t: &TopicInfo) -> i32 {
 
 /// Lag per group on `topic`: latest offset − committed, summed over partitions (never
 /// negative: the latest offset is read after the commit and may be stale by a little).
-/// `committed` is (group, topic, partition, offset). Lag in seconds comes from the brokers'
+/// Lag in seconds comes from the brokers'
 /// `fjord_consumer_group_lag_seconds` (max per group and topic, see
 /// [`crate::cluster::brokers::lag_seconds`]), rounded to 0.1 s; 0 for a group no broker
 /// reported.
 pub fn group_lags(
     topic: &str,
-    committed: &[(String, String, i32, i64)],
+    committed: &[GroupOffset],
     latest: &HashMap<i32, i64>,
-    seconds: &HashMap<(String, String), f64>,
+    seconds: &HashMap<GroupTopic, f64>,
 ) -> Vec<GroupLag> {
     let mut by_group: BTreeMap<&str, i64> = BTreeMap::new();
-    for (group, _, partition, offset) in committed.iter().filter(|c| c.1 == topic) {
-        let end = latest.get(partition).copied().unwrap_or(*offset);
-        *by_group.entry(group).or_default() += (end - offset).max(0);
+    for c in committed.iter().filter(|c| c.topic == topic) {
+        let end = latest.get(&c.partition).copied().unwrap_or(c.offset);
+        *by_group.entry(&c.group).or_default() += (end - c.offset).max(0);
     }
     by_group
         .into_iter()
         .map(|(group, lag)| {
-            let secs = seconds.get(&(group.to_string(), topic.to_string())).copied().unwrap_or(0.0).max(0.0);
+            let key = GroupTopic { group: group.to_string(), topic: topic.to_string() };
+            let secs = seconds.get(&key).copied().unwrap_or(0.0).max(0.0);
             GroupLag { group: group.to_string(), lag, lag_seconds: (secs * 10.0).round() / 10.0 }
         })
         .collect()
@@ -260,15 +262,21 @@ mod tests {
 
     #[test]
     fn lag_is_latest_minus_committed_per_group() {
+        let offset = |group: &str, topic: &str, partition, offset| GroupOffset {
+            group: group.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+        };
         let committed = vec![
-            ("g1".to_string(), "t".to_string(), 0, 5),
-            ("g1".to_string(), "t".to_string(), 1, 10),
-            ("g2".to_string(), "t".to_string(), 0, 8),
-            ("g2".to_string(), "other".to_string(), 0, 0),
+            offset("g1", "t", 0, 5),
+            offset("g1", "t", 1, 10),
+            offset("g2", "t", 0, 8),
+            offset("g2", "other", 0, 0),
         ];
         let latest: HashMap<i32, i64> = [(0, 8), (1, 9)].into();
-        let seconds: HashMap<(String, String), f64> =
-            [(("g1".to_string(), "t".to_string()), 12.345), (("g1".to_string(), "other".to_string()), 99.0)].into();
+        let key = |group: &str, topic: &str| GroupTopic { group: group.into(), topic: topic.into() };
+        let seconds: HashMap<GroupTopic, f64> = [(key("g1", "t"), 12.345), (key("g1", "other"), 99.0)].into();
         let lags = group_lags("t", &committed, &latest, &seconds);
         assert_eq!(
             lags.iter().map(|g| (g.group.as_str(), g.lag, g.lag_seconds)).collect::<Vec<_>>(),

@@ -17,7 +17,8 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::logic::{self, PartitionPlan};
 use super::{Ctx, CONTROLLER, FINALIZER};
-use crate::kafka::{AdminClient, AdminError, NewTopic, TopicInfo};
+use crate::cluster::brokers::GroupTopic;
+use crate::kafka::{AdminClient, AdminError, GroupOffset, NewTopic, PartitionLeader, ReplicaKey, TopicInfo};
 
 /// A failed Topic reconcile, one variant per step that can fail, each wrapping its cause.
 /// Connecting to the cluster and converging Kafka on the spec do not fail the reconcile:
@@ -85,12 +86,11 @@ type Outcome = (&'static str, Option<String>);
 /// Consumer-group offsets and partition sizes of one cluster, read at `at`.
 pub struct ClusterStats {
     at: Instant,
-    /// (group, topic, partition, committed offset).
-    offsets: Vec<(String, String, i32, i64)>,
-    /// (topic, partition, broker) → bytes.
-    sizes: HashMap<(String, i32, i32), i64>,
-    /// (group, topic) → seconds behind, the max over the brokers' `/metrics`.
-    lag_seconds: HashMap<(String, String), f64>,
+    offsets: Vec<GroupOffset>,
+    /// Bytes of each replica.
+    sizes: HashMap<ReplicaKey, i64>,
+    /// Seconds behind, the max over the brokers' `/metrics`.
+    lag_seconds: HashMap<GroupTopic, f64>,
 }
 
 /// One cluster's latest stats; the async lock makes concurrent reconciles share a refresh.
@@ -383,9 +383,12 @@ async fn stats(t: &Topic, ctx: &Ctx, client: &AdminClient, info: &TopicInfo, st:
             None => return,
         }
     };
-    let leaders: Vec<(i32, i32)> = info.partitions.iter().map(|p| (p.index, p.leader)).collect();
-    st.bytes = Some(leaders.iter().filter_map(|(p, l)| snapshot.sizes.get(&(info.name.clone(), *p, *l))).sum());
-    if !snapshot.offsets.iter().any(|o| o.1 == info.name) {
+    let leaders: Vec<PartitionLeader> =
+        info.partitions.iter().map(|p| PartitionLeader { partition: p.index, leader: p.leader }).collect();
+    let leader_replica =
+        |p: &PartitionLeader| ReplicaKey { topic: info.name.clone(), partition: p.partition, broker: p.leader };
+    st.bytes = Some(leaders.iter().filter_map(|p| snapshot.sizes.get(&leader_replica(p))).sum());
+    if !snapshot.offsets.iter().any(|o| o.topic == info.name) {
         st.groups = Vec::new();
         return;
     }
@@ -403,7 +406,7 @@ async fn read_stats(client: &AdminClient) -> Result<ClusterStats, AdminError> {
 
 /// Time lag from every ready broker's `/metrics` (only coordinators report a group, so all
 /// are asked); a broker that does not answer is left out, as its groups then read 0.
-async fn lag_seconds(ips: &[String]) -> HashMap<(String, String), f64> {
+async fn lag_seconds(ips: &[String]) -> HashMap<GroupTopic, f64> {
     let asks = ips.iter().map(|ip| crate::cluster::brokers::metrics(ip));
     let texts: Vec<String> = futures::future::join_all(asks)
         .await

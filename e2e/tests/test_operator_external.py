@@ -282,8 +282,16 @@ def test_load_balancer_brokers_wait_for_their_addresses(kc):
     # Broker 0's address arrives: broker 0 starts, broker 1 still waits for its own.
     assign_lb_address(kc, f"{LB_NAME}-0-external", f"{LB_ADDR}10")
     kc.wait_for(lambda: sts_replicas(kc) == 1, 60, "StatefulSet at 1 replica")
-    c = kc.get("cluster", LB_NAME, NS)
-    assert condition(c, "Progressing")["message"].endswith(f"Service {LB_NAME}-1-external"), c["status"]
+
+    # A reconcile applies the StatefulSet before it writes the Cluster's status: wait for
+    # that status rather than read it between the two writes.
+    def waiting_for_broker_1():
+        p = condition(kc.get("cluster", LB_NAME, NS), "Progressing")
+        return p and p["message"].endswith(f"Service {LB_NAME}-1-external") and p
+
+    p = kc.wait_for(waiting_for_broker_1, 30, f"Progressing names only {LB_NAME}-1-external")
+    assert p["reason"] == "WaitingForLoadBalancer", p
+    assert sts_replicas(kc) == 1, "the StatefulSet grows only up to the first broker still waiting"
     cm = kc.get("configmap", f"{LB_NAME}-config", NS)["data"]["external.properties"]
     assert f"broker-0.host={LB_ADDR}10\n" in cm and "broker-1." not in cm, cm
 

@@ -72,22 +72,28 @@ impl Controller {
     }
 
     pub fn is_active(&self) -> bool {
-        self.metadata.quorum().is_some_and(|q| q.is_leader())
+        self.term().is_some()
+    }
+
+    /// The controller epoch: the quorum term in which this node leads (and holds the lease).
+    /// Every decision is written with it, so one taken by a deposed controller is rejected.
+    fn term(&self) -> Option<u64> {
+        self.metadata.quorum().and_then(|q| q.leader_term())
     }
 
     pub async fn handle(&self, req: Request) -> Reply {
-        if !self.is_active() {
+        let Some(term) = self.term() else {
             return Reply::NotController;
-        }
+        };
         match req {
-            Request::Heartbeat(hb) => match self.heartbeat(hb).await {
+            Request::Heartbeat(hb) => match self.heartbeat(hb, term).await {
                 Ok(r) => r,
                 Err(e) => Reply::Error(format!("{e:?}")),
             },
         }
     }
 
-    async fn heartbeat(&self, hb: Heartbeat) -> Result<Reply, kafka_protocol::error::ResponseError> {
+    async fn heartbeat(&self, hb: Heartbeat, term: u64) -> Result<Reply, kafka_protocol::error::ResponseError> {
         let id = hb.broker.id;
         self.last_heartbeat.lock().insert(id, Instant::now());
         {
@@ -103,7 +109,7 @@ impl Controller {
         let reg = match registered {
             Some(b) => b,
             None => {
-                md.write(&Command::RegisterBroker { broker: hb.broker.clone() }).await?;
+                md.write_decided(&Command::RegisterBroker { broker: hb.broker.clone() }, term).await?;
                 let b = md.broker(id).expect("just registered");
                 tracing::info!(broker = id, epoch = b.epoch, "registered broker");
                 return Ok(self.reply(&b, false));
@@ -111,7 +117,7 @@ impl Controller {
         };
         if hb.want_shutdown {
             if !reg.fenced {
-                md.write(&Command::ControlledShutdown { id }).await?;
+                md.write_decided(&Command::ControlledShutdown { id }, term).await?;
                 tracing::info!(broker = id, "controlled shutdown: leadership moved away");
             }
             let b = md.broker(id).expect("registered");
@@ -120,7 +126,7 @@ impl Controller {
         // Unfence once it has applied its own registration: it then knows every
         // partition's state as of then, and fetches the rest like any follower.
         if reg.fenced && hb.applied >= reg.epoch {
-            md.write(&Command::Unfence { id }).await?;
+            md.write_decided(&Command::Unfence { id }, term).await?;
             tracing::info!(broker = id, "unfenced broker");
         }
         let b = md.broker(id).expect("registered");
@@ -141,11 +147,11 @@ impl Controller {
     /// Fence brokers whose session expired. Runs every few hundred ms on every node;
     /// does something only on the active controller.
     pub async fn check_sessions(&self) {
-        if !self.is_active() {
+        let Some(term) = self.term() else {
             *self.active_since.lock() = None;
             *self.last_check.lock() = None;
             return;
-        }
+        };
         let now = Instant::now();
         let paused =
             self.last_check.lock().replace(now).is_some_and(|t| now.duration_since(t) > self.heartbeat_interval * 2);
@@ -179,13 +185,13 @@ impl Controller {
         }
         for (id, silent, refused) in doomed {
             tracing::warn!(broker = id, silent_ms = silent.as_millis() as u64, refused, "fencing broker: no heartbeat");
-            if let Err(e) = self.metadata.write(&Command::Fence { id }).await {
+            if let Err(e) = self.metadata.write_decided(&Command::Fence { id }, term).await {
                 tracing::warn!(broker = id, error = ?e, "fencing failed");
             }
         }
         if self.metadata.cluster_id().is_empty() {
             let id = self.cluster_id.clone().unwrap_or_else(crate::metadata::random_cluster_id);
-            let _ = self.metadata.write(&Command::SetClusterId { id }).await;
+            let _ = self.metadata.write_decided(&Command::SetClusterId { id }, term).await;
         }
         // Measured from the end, so a slow write above does not look like a pause.
         *self.last_check.lock() = Some(Instant::now());

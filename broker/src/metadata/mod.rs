@@ -6,6 +6,7 @@
 pub mod image;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 pub use image::{BrokerMeta, ClusterImage, Command, Endpoint, IsrChange, Outcome, PartitionMeta, TopicMeta};
 
-use crate::quorum::{Machine, Quorum, QuorumError};
+use crate::quorum::{Machine, Quorum, QuorumError, StaleDecision};
 
 /// How long a metadata write may take, forwarding and leader changes included.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +65,8 @@ pub struct MetadataStore {
     image: RwLock<ClusterImage>,
     applied: watch::Sender<u64>,
     quorum: OnceLock<Arc<Quorum>>,
+    /// Controller decisions this node refused to apply because a deposed controller took them.
+    stale_decisions: AtomicU64,
 }
 
 impl Default for MetadataStore {
@@ -72,6 +75,7 @@ impl Default for MetadataStore {
             image: RwLock::new(ClusterImage::default()),
             applied: watch::channel(0).0,
             quorum: OnceLock::new(),
+            stale_decisions: AtomicU64::new(0),
         }
     }
 }
@@ -92,6 +96,19 @@ impl Machine for MetadataStore {
 
     fn snapshot(&self) -> Vec<u8> {
         serde_json::to_vec(&*self.image.read()).expect("the image serializes")
+    }
+
+    fn reject_stale(&self, index: u64, stale: StaleDecision) -> Vec<u8> {
+        tracing::warn!(
+            index,
+            decided_term = stale.decided_term,
+            entry_term = stale.entry_term,
+            "rejected a controller decision taken by a deposed controller"
+        );
+        self.stale_decisions.fetch_add(1, Ordering::Relaxed);
+        self.applied.send_replace(index);
+        let outcome = Outcome::Error(ResponseError::StaleControllerEpoch.code());
+        serde_json::to_vec(&Applied { index, outcome }).expect("outcomes serialize")
     }
 
     fn restore(&self, snapshot: &[u8]) -> anyhow::Result<()> {
@@ -149,11 +166,30 @@ impl MetadataStore {
         self.image.read().brokers.get(&id).cloned()
     }
 
+    /// Controller decisions rejected here since this process started (see `Machine::reject_stale`).
+    pub fn stale_decisions(&self) -> u64 {
+        self.stale_decisions.load(Ordering::Relaxed)
+    }
+
     /// Commit `cmd` through the quorum and wait until this node has applied it.
     pub async fn write(&self, cmd: &Command) -> Result<Outcome, ResponseError> {
+        self.write_with(cmd, None).await
+    }
+
+    /// `write` for a decision the active controller took while leading in `term`: it fails
+    /// with STALE_CONTROLLER_EPOCH, changing nothing, if a later controller appends it.
+    pub async fn write_decided(&self, cmd: &Command, term: u64) -> Result<Outcome, ResponseError> {
+        self.write_with(cmd, Some(term)).await
+    }
+
+    async fn write_with(&self, cmd: &Command, decided_term: Option<u64>) -> Result<Outcome, ResponseError> {
         let q = self.quorum.get().ok_or(ResponseError::NotController)?;
         let bytes = serde_json::to_vec(cmd).expect("commands serialize");
-        let out = q.write(bytes, WRITE_TIMEOUT).await.map_err(|e| {
+        let written = match decided_term {
+            Some(term) => q.write_decided(bytes, term, WRITE_TIMEOUT).await,
+            None => q.write(bytes, WRITE_TIMEOUT).await,
+        };
+        let out = written.map_err(|e| {
             tracing::warn!(error = %e, "metadata write failed");
             match e {
                 QuorumError::Timeout => ResponseError::RequestTimedOut,
@@ -225,5 +261,30 @@ impl MetadataStore {
             Outcome::ProducerIds { first } => Ok(first),
             _ => Err(ResponseError::UnknownServerError),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_fence_changes_nothing_and_answers_stale_controller_epoch() {
+        let md = MetadataStore::default();
+        let apply = |index, cmd: &Command| md.apply(index, &serde_json::to_vec(cmd).unwrap());
+        let broker =
+            BrokerMeta { id: 1, endpoints: vec![], rack: None, http: None, fenced: true, epoch: 0, controller: true };
+        apply(1, &Command::RegisterBroker { broker });
+        apply(2, &Command::Unfence { id: 1 });
+        assert!(!md.broker(1).unwrap().fenced);
+
+        // Command::Fence { id: 1 }, decided in term 3 and appended in term 4.
+        let out = md.reject_stale(3, StaleDecision { decided_term: 3, entry_term: 4 });
+        let applied: Applied = serde_json::from_slice(&out).unwrap();
+        assert_eq!(applied.index, 3);
+        assert!(matches!(applied.outcome, Outcome::Error(c) if c == ResponseError::StaleControllerEpoch.code()));
+        assert!(!md.broker(1).unwrap().fenced, "the stale fence was not applied");
+        assert_eq!(md.applied_index(), 3, "a writer waiting for index 3 is released");
+        assert_eq!(md.stale_decisions(), 1);
     }
 }

@@ -29,7 +29,7 @@ use log_store::{LogReader, LogStore};
 use membership::Core;
 use network::{CallError, NetFactory, Pool, Request, Response, Service, WriteReply};
 use state_machine::StateMachine;
-use types::{Cmd, Raft};
+use types::{Cmd, Raft, RaftMetrics};
 
 /// The leader's answer to an application request, and which node the leader was.
 #[derive(Debug)]
@@ -73,6 +73,21 @@ pub trait Machine: Send + Sync + 'static {
     fn snapshot(&self) -> Vec<u8>;
     /// Replace the whole state with a snapshot.
     fn restore(&self, snapshot: &[u8]) -> anyhow::Result<()>;
+    /// A committed command that a leader decided in an older term than the one whose leader
+    /// appended it (written with `Quorum::write_decided`): it must not change the state.
+    /// Called in its place, in log order like `apply`; returns the bytes handed to the writer.
+    fn reject_stale(&self, index: u64, stale: StaleDecision) -> Vec<u8>;
+}
+
+/// A decision that reached the log after its leader was deposed: a controller cut off from
+/// the other voters that kept deciding, and whose write was forwarded to the new leader
+/// once the network healed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleDecision {
+    /// The term in which the deposed leader decided the command.
+    pub decided_term: u64,
+    /// The term of the leader that appended it to the log.
+    pub entry_term: u64,
 }
 
 /// Application RPCs that ride on the quorum transport.
@@ -110,8 +125,37 @@ pub struct QuorumStatus {
     pub replication: BTreeMap<u64, Option<u64>>,
 }
 
+/// Check quorum: a leader counts as leader only while a majority of voters has acknowledged
+/// it within `duration` (openraft reports the age of the last quorum acknowledgement; openraft
+/// 0.9 itself never steps a leader down for silence). A leader cut off from the other voters
+/// then stops deciding and stops naming itself, within one election timeout, while the
+/// others elect a new one.
+struct Lease {
+    duration: Duration,
+    /// When a majority last acknowledged this node as leader; None when it is not leader.
+    acked: Mutex<Option<Instant>>,
+}
+
+impl Lease {
+    fn observe(&self, m: &RaftMetrics) {
+        let now = Instant::now();
+        *self.acked.lock() = m.millis_since_quorum_ack.and_then(|ms| now.checked_sub(Duration::from_millis(ms)));
+    }
+
+    fn held(&self, id: u64, m: &RaftMetrics) -> bool {
+        let mut voters = m.membership_config.membership().voter_ids();
+        // A single voter is its own majority; openraft reports its acknowledgement only
+        // when something else changes, so its age means nothing.
+        if voters.next() == Some(id) && voters.next().is_none() {
+            return true;
+        }
+        self.acked.lock().is_some_and(|t| t.elapsed() <= self.duration)
+    }
+}
+
 pub struct Quorum {
     id: u64,
+    lease: Arc<Lease>,
     voters: BTreeMap<u64, String>,
     core: Arc<Core>,
     pool: Arc<Pool>,
@@ -168,7 +212,9 @@ impl Quorum {
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(network::serve(listener, core.clone(), stop_rx.clone()));
         let (leader_tx, leader_rx) = watch::channel(None);
-        let leader_task = tokio::spawn(watch_leader(raft.clone(), leader_tx));
+        let lease =
+            Arc::new(Lease { duration: Duration::from_millis(cfg.election_timeout_max_ms), acked: Mutex::new(None) });
+        let leader_task = tokio::spawn(watch_leader(raft.clone(), leader_tx, lease.clone()));
         let incarnation = {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             h.write_u64(cfg.node_id);
@@ -177,6 +223,7 @@ impl Quorum {
         };
         let q = Arc::new(Quorum {
             id: cfg.node_id,
+            lease,
             voters: cfg.voters.clone(),
             core,
             pool,
@@ -226,8 +273,25 @@ impl Quorum {
     /// Forwards to the leader and retries across leader changes until `timeout`. Each command
     /// carries a unique id, so a resend after an ambiguous failure is applied at most once.
     pub async fn write(&self, command: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, QuorumError> {
+        self.write_cmd(command, None, timeout).await
+    }
+
+    /// `write` for a decision this node took as leader in `term` (from `leader_term`). It
+    /// keeps that term when forwarded; if a later leader appends it, every node hands it to
+    /// `Machine::reject_stale` instead of applying it.
+    pub async fn write_decided(&self, command: Vec<u8>, term: u64, timeout: Duration) -> Result<Vec<u8>, QuorumError> {
+        self.write_cmd(command, Some(term), timeout).await
+    }
+
+    async fn write_cmd(
+        &self,
+        command: Vec<u8>,
+        decided_term: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
         let deadline = Instant::now() + timeout;
-        let cmd = Cmd { id: Some((self.incarnation, self.next_write.fetch_add(1, Ordering::Relaxed))), data: command };
+        let id = Some((self.incarnation, self.next_write.fetch_add(1, Ordering::Relaxed)));
+        let cmd = Cmd { id, data: command, decided_term };
         let mut leader_rx = self.leader_rx.clone();
         // A leader named by the node we just tried, which may know better than we do.
         let mut hint: Option<u64> = None;
@@ -275,14 +339,27 @@ impl Quorum {
         }
     }
 
+    /// The leader as this node knows it; never itself while it does not hold the lease.
     pub fn leader(&self) -> Option<u64> {
-        *self.leader_rx.borrow()
+        let leader = *self.leader_rx.borrow();
+        if leader == Some(self.id) && !self.is_leader() {
+            return None;
+        }
+        leader
     }
 
+    /// Leader, and acknowledged by a majority of voters within an election timeout.
     pub fn is_leader(&self) -> bool {
+        self.leader_term().is_some()
+    }
+
+    /// The term in which this node leads, while it holds the lease: the epoch of the
+    /// decisions it takes now (see `write_decided`).
+    pub fn leader_term(&self) -> Option<u64> {
         let m = self.core.raft.metrics();
         let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+        let leads = m.state == ServerState::Leader && m.current_leader == Some(self.id) && self.lease.held(self.id, &m);
+        leads.then_some(m.current_term)
     }
 
     /// Index of the last entry applied to the local Machine (advances on every node).
@@ -425,11 +502,16 @@ impl Drop for Quorum {
     }
 }
 
-/// Mirror openraft's metrics into a watch that changes only when the leader does.
-async fn watch_leader(raft: Raft, tx: watch::Sender<Option<u64>>) {
+/// Mirror openraft's metrics into a watch that changes only when the leader does, and into
+/// the lease (openraft publishes metrics on every turn of its loop, heartbeats included).
+async fn watch_leader(raft: Raft, tx: watch::Sender<Option<u64>>, lease: Arc<Lease>) {
     let mut m = raft.metrics();
     loop {
-        let leader = m.borrow_and_update().current_leader;
+        let leader = {
+            let m = m.borrow_and_update();
+            lease.observe(&m);
+            m.current_leader
+        };
         tx.send_if_modified(|cur| std::mem::replace(cur, leader) != leader);
         if m.changed().await.is_err() {
             tx.send_replace(None);

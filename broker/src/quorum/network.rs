@@ -152,10 +152,19 @@ async fn write_frame(s: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    /// Tests cut links: calls to these addresses are dropped as a network partition drops
+    /// packets (no answer until the timeout).
+    #[cfg(test)]
+    pub cut: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Pool {
     pub async fn call(&self, addr: &str, req: &Request, timeout: Duration) -> Result<Response, CallError> {
+        #[cfg(test)]
+        if self.cut.lock().contains(addr) {
+            tokio::time::sleep(timeout).await;
+            return Err(CallError::Timeout);
+        }
         let payload = serde_json::to_vec(req).map_err(|e| CallError::Io(e.to_string()))?;
         tokio::time::timeout(timeout, self.call_inner(addr, &payload)).await.map_err(|_| CallError::Timeout)?
     }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::log_store::sync_dir;
 use super::types::{io_err, Entry, LogId, Resp, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use super::Machine;
+use super::{Machine, StaleDecision};
 
 const SNAPSHOT_FILE: &str = "snapshot";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
@@ -214,7 +214,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => match cmd.id.and_then(|id| self.dedup.results.get(&id)) {
                     Some(prev) => prev.clone(),
                     None => {
-                        let r = self.machine.apply(e.log_id.index, &cmd.data);
+                        let index = e.log_id.index;
+                        let entry_term = e.log_id.leader_id.term;
+                        let r = match cmd.decided_term {
+                            Some(decided_term) if decided_term < entry_term => {
+                                self.machine.reject_stale(index, StaleDecision { decided_term, entry_term })
+                            }
+                            _ => self.machine.apply(index, &cmd.data),
+                        };
                         if let Some(id) = cmd.id {
                             self.dedup.insert(id, r.clone());
                         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 
-use super::{Handler, Machine, Quorum, QuorumConfig, QuorumError};
+use super::{Handler, Machine, Quorum, QuorumConfig, QuorumError, StaleDecision};
 
 /// Appends each command; apply returns the new length. Counts applies and restores so tests
 /// can tell a snapshot restore plus tail replay from a full replay.
@@ -19,7 +19,11 @@ struct Toy {
     log: Mutex<Vec<Vec<u8>>>,
     applies: Mutex<u64>,
     restored_len: Mutex<Option<usize>>,
+    rejected: Mutex<Vec<StaleDecision>>,
 }
+
+/// What `Toy::reject_stale` hands the writer.
+const STALE: &[u8] = b"stale";
 
 impl Machine for Toy {
     fn apply(&self, _index: u64, command: &[u8]) -> Vec<u8> {
@@ -38,6 +42,11 @@ impl Machine for Toy {
         *self.restored_len.lock() = Some(log.len());
         *self.log.lock() = log;
         Ok(())
+    }
+
+    fn reject_stale(&self, _index: u64, stale: StaleDecision) -> Vec<u8> {
+        self.rejected.lock().push(stale);
+        STALE.to_vec()
     }
 }
 
@@ -143,6 +152,25 @@ impl Cluster {
 
     fn node(&self, id: u64) -> &Node {
         &self.nodes[&id]
+    }
+
+    /// Drop every packet between `id` and the other nodes (`false`: heal).
+    fn isolate(&self, id: u64, cut: bool) {
+        for n in self.nodes.values().filter(|n| n.id != id) {
+            let (theirs, mine) = (&self.voters[&n.id], &self.voters[&id]);
+            for (pool, addr) in [(&self.node(id).q.pool, theirs), (&n.q.pool, mine)] {
+                if cut {
+                    pool.cut.lock().insert(addr.clone());
+                } else {
+                    pool.cut.lock().remove(addr);
+                }
+            }
+        }
+    }
+
+    /// The nodes that hold a leader's lease now.
+    fn leading(&self) -> Vec<u64> {
+        self.nodes.values().filter(|n| n.q.is_leader()).map(|n| n.id).collect()
     }
 
     async fn shutdown(mut self) {
@@ -267,7 +295,8 @@ async fn leader_failover_and_old_leader_catches_up() {
     }
     let new = new.unwrap();
     eprintln!("failover: node {new} leads {:?} after leader {old} stopped", killed.elapsed());
-    assert!(c.node(new).q.is_leader());
+    // It holds the lease once a majority has acknowledged it, a heartbeat later at most.
+    wait_for(Duration::from_millis(500), "the new leader's lease", || c.node(new).q.is_leader().then_some(())).await;
 
     let survivors: Vec<u64> = c.nodes.keys().copied().collect();
     write_many(&c, &survivors, "after", 30, 4).await;
@@ -376,6 +405,83 @@ async fn write_without_quorum_times_out() {
     assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
     let r = c.node(survivor).q.call_leader(b"hb".to_vec(), Duration::from_secs(1)).await;
     assert!(r.is_err(), "{r:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_of_a_deposed_leader_is_rejected() {
+    let mut c = Cluster::new(3, 10_000).await;
+    let old = c.leader(T).await;
+    let old_term = c.node(old).q.leader_term().expect("the leader has a term");
+    let other = *c.nodes.keys().find(|id| **id != old).unwrap();
+    // Decided by the leader of the term that appends it: applied, even when forwarded.
+    let r = c.node(other).q.write_decided(b"fresh".to_vec(), old_term, T).await.unwrap();
+    assert_eq!(r, 1u64.to_be_bytes().to_vec());
+
+    c.stop(old).await;
+    let new = c.leader(T).await;
+    let new_term = c.node(new).q.leader_term().unwrap();
+    assert!(new_term > old_term, "{new_term} > {old_term}");
+    // The deposed leader's decision, replayed through a node that is not the leader now.
+    let via = *c.nodes.keys().find(|id| **id != new).unwrap();
+    let r = c.node(via).q.write_decided(b"fence".to_vec(), old_term, T).await.unwrap();
+    assert_eq!(r, STALE, "a decision of term {old_term} appended in term {new_term}");
+    let r = c.node(via).q.write_decided(b"fence".to_vec(), new_term, T).await.unwrap();
+    assert_eq!(r, 2u64.to_be_bytes().to_vec(), "the same decision of the current term is applied");
+
+    c.start(old).await;
+    let state = c.converged(T).await;
+    assert_eq!(state, vec![b"fresh".to_vec(), b"fence".to_vec()]);
+    let want = StaleDecision { decided_term: old_term, entry_term: new_term };
+    for n in c.nodes.values() {
+        let rejected =
+            wait_for(T, "the rejection applied", || Some(n.m.rejected.lock().clone()).filter(|r| !r.is_empty())).await;
+        assert_eq!(rejected, vec![want], "node {}", n.id);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_voters_stops_leading_and_its_decision_is_rejected() {
+    let c = Cluster::new(3, 10_000).await;
+    let old = c.leader(T).await;
+    let old_term = c.node(old).q.leader_term().unwrap();
+    c.node(old).q.write(b"before".to_vec(), T).await.unwrap();
+
+    let cut = Instant::now();
+    c.isolate(old, true);
+    // It decides in its term just as the cut begins (a fence, say); the write waits
+    // for a majority it cannot reach.
+    let q = c.node(old).q.clone();
+    let decided =
+        tokio::spawn(async move { q.write_decided(b"fence".to_vec(), old_term, Duration::from_secs(20)).await });
+
+    let stepped = wait_for(T, "the cut-off leader to stop leading", || {
+        let q = &c.node(old).q;
+        (!q.is_leader() && q.leader() != Some(old) && q.leader_term().is_none()).then(|| cut.elapsed())
+    })
+    .await;
+    let new = wait_for(T, "a new leader on the majority side", || {
+        let l = c.leading();
+        (l.len() == 1 && l[0] != old).then(|| l[0])
+    })
+    .await;
+    eprintln!("old leader {old} stopped leading {stepped:?} after the cut; {new} leads after {:?}", cut.elapsed());
+    assert!(stepped <= Duration::from_millis(2000), "within two election timeouts: {stepped:?}");
+    // Two election timeouts after the cut, exactly one node leads, for as long as it lasts.
+    tokio::time::sleep(Duration::from_millis(2000).saturating_sub(cut.elapsed())).await;
+    for _ in 0..40 {
+        assert_eq!(c.leading(), vec![new], "exactly one leader during the cut");
+        assert_eq!(c.node(old).q.leader(), None, "the cut-off node names no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    c.isolate(old, false);
+    let r = decided.await.unwrap().unwrap();
+    assert_eq!(r, STALE, "the decision of term {old_term} reached the log only under a later leader");
+    let state = c.converged(T).await;
+    assert_eq!(state, vec![b"before".to_vec()], "the stale decision changed no state");
+    assert_eq!(c.leader(T).await, new, "the healed node follows the new leader");
     c.shutdown().await;
 }
 

@@ -23,6 +23,7 @@ pub type StorageError = openraft::StorageError<u64>;
 pub type SnapshotMeta = openraft::SnapshotMeta<u64, BasicNode>;
 pub type StoredMembership = openraft::StoredMembership<u64, BasicNode>;
 pub type Raft = openraft::Raft<TypeConfig>;
+pub type RaftMetrics = openraft::RaftMetrics<u64, BasicNode>;
 
 /// A replicated command. `id` lets a writer retry after an ambiguous failure (connection lost
 /// after sending, leader crash) without the command reaching the Machine twice.
@@ -31,6 +32,12 @@ pub struct Cmd {
     pub id: Option<(u64, u64)>,
     #[serde(with = "hex")]
     pub data: Vec<u8>,
+    /// The Raft term of the leader that decided this command (Kafka's controller epoch), for
+    /// decisions only the active controller may take. An entry appended in a later term
+    /// than this was decided by a deposed leader and is not applied. Absent from commands
+    /// that any node may write, so their encoding is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_term: Option<u64>,
 }
 
 /// Machine::apply's output for one entry (empty for blank and membership entries).

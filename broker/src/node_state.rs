@@ -4,7 +4,7 @@
 //! Flags only: nothing here owns or reaches another component.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -25,6 +25,8 @@ pub struct NodeState {
     /// operator and tools can find each broker's endpoint.
     pub http_addr: OnceLock<SocketAddr>,
     pub started: Instant,
+    /// Wall-clock ms of the last heartbeat the active controller answered (0: none yet).
+    pub controller_contact_ms: AtomicI64,
 }
 
 impl Default for NodeState {
@@ -37,6 +39,15 @@ impl Default for NodeState {
             broker_epoch: AtomicU64::new(0),
             http_addr: OnceLock::new(),
             started: Instant::now(),
+            controller_contact_ms: AtomicI64::new(crate::clock::now_ms()),
         }
+    }
+}
+
+impl NodeState {
+    /// How long the active controller has not answered this broker (since the process
+    /// started, before the first answer).
+    pub fn controller_silence_ms(&self, now_ms: i64) -> i64 {
+        (now_ms - self.controller_contact_ms.load(Ordering::Relaxed)).max(0)
     }
 }

@@ -71,6 +71,8 @@ pub struct Partition {
     pub leader_throttled: bool,
     pub follower_throttled: bool,
     progress: watch::Sender<Progress>,
+    /// Wall-clock ms when this replica last became leader.
+    leader_since_ms: i64,
 }
 
 /// What an append did.
@@ -138,6 +140,7 @@ impl Partition {
             producers,
             followers: HashMap::new(),
             pending_isr: None,
+            leader_since_ms: 0,
             leader_throttled: false,
             follower_throttled: false,
             progress: watch::channel(Progress { high_watermark, leader_epoch: -1, leader: false, isr_len: 0 }).0,
@@ -155,6 +158,20 @@ impl Partition {
 
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader
+    }
+
+    /// A leader cut off from the cluster: neither the active controller (silent for
+    /// `controller_silence_ms`) nor any follower has been heard from for `session_ms`
+    /// (followers counted from when this replica became leader at the earliest). The
+    /// controller has then fenced this broker and elected other leaders, so the broker
+    /// refuses produce and stops naming itself leader, and clients go and find the new one.
+    /// A leader its followers still fetch from keeps serving on its last metadata when only
+    /// the controller quorum is unreachable, and one without followers is never cut off.
+    pub fn cut_off(&self, now_ms: i64, controller_silence_ms: i64, session_ms: i64) -> bool {
+        let last_fetch = self.followers.values().map(|f| f.last_fetch_ms).max();
+        self.is_leader()
+            && controller_silence_ms > session_ms
+            && last_fetch.is_some_and(|t| now_ms - t.max(self.leader_since_ms) > session_ms)
     }
 
     pub fn progress(&self) -> watch::Receiver<Progress> {
@@ -199,6 +216,7 @@ impl Partition {
             self.followers.clear();
             match role {
                 Role::Leader => {
+                    self.leader_since_ms = now_ms;
                     // Followers in the ISR get the benefit of the doubt for one lag period.
                     for r in meta.replicas.iter().filter(|r| **r != self.node_id) {
                         let caught_up = if meta.isr.contains(r) { now_ms } else { 0 };
@@ -428,5 +446,63 @@ pub async fn wait_replicated(
         Ok(Ok(p)) if !p.leader || p.leader_epoch != epoch => Err(ResponseError::NotLeaderOrFollower),
         Ok(Ok(p)) if p.isr_len < min_isr => Err(ResponseError::NotEnoughReplicasAfterAppend),
         Ok(Ok(_)) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: i64 = 9_000;
+
+    fn leader_of(replicas: Vec<i32>, now_ms: i64) -> (tempfile::TempDir, Partition) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Partition::open(dir.path(), "t", 0, Uuid::nil(), LogConfig::default(), 1, None).unwrap();
+        let meta = PartitionMeta {
+            isr: replicas.clone(),
+            replicas,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: vec![],
+            removing: vec![],
+        };
+        p.apply_metadata(&meta, now_ms);
+        (dir, p)
+    }
+
+    #[test]
+    fn a_leader_is_cut_off_only_when_controller_and_every_follower_are_silent() {
+        let t0 = 1_000_000;
+        let (_d, mut p) = leader_of(vec![1, 2, 3], t0);
+        let later = t0 + SESSION + 1;
+        // Nobody heard from since it became leader, but the controller answers.
+        assert!(!p.cut_off(later, 0, SESSION));
+        // Controller silent too: cut off.
+        assert!(p.cut_off(later, SESSION + 1, SESSION));
+        // One follower fetched within the session: it still reaches its replicas, and keeps
+        // serving through a controller-quorum outage.
+        p.record_follower_fetch(3, 0, later - 100);
+        assert!(!p.cut_off(later, SESSION * 10, SESSION));
+        assert!(p.cut_off(later - 100 + SESSION + 1, SESSION * 10, SESSION));
+    }
+
+    #[test]
+    fn a_leader_without_followers_or_a_follower_is_never_cut_off() {
+        let t0 = 1_000_000;
+        let (_d, p) = leader_of(vec![1], t0);
+        assert!(!p.cut_off(t0 + SESSION * 10, SESSION * 10, SESSION));
+        let (_d, mut p) = leader_of(vec![2, 1], t0);
+        let meta = PartitionMeta {
+            replicas: vec![2, 1],
+            isr: vec![2, 1],
+            leader: 2,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            adding: vec![],
+            removing: vec![],
+        };
+        p.apply_metadata(&meta, t0);
+        assert!(!p.cut_off(t0 + SESSION * 10, SESSION * 10, SESSION), "a follower");
     }
 }

@@ -10,22 +10,38 @@ use kafka_protocol::messages::*;
 use super::{str, Ctx};
 use crate::metadata::TopicMeta;
 
+/// The leader to name for partition `index` of `t`: the metadata's, except that a leader
+/// cut off from the cluster does not name itself (see `Replication::cut_off`).
+fn named_leader(ctx: &Ctx<'_>, t: &TopicMeta, index: i32, leader: i32, now_ms: i64) -> i32 {
+    let b = ctx.broker;
+    let cut_off = leader == b.node_id()
+        && b.replication.controller_unreachable(now_ms)
+        && b.replicas.get(&t.name, index).is_some_and(|p| b.replication.cut_off(&p.lock(), now_ms));
+    if cut_off {
+        -1
+    } else {
+        leader
+    }
+}
+
 fn topic_response(ctx: &Ctx<'_>, t: &TopicMeta, fenced: &[i32]) -> MetadataResponseTopic {
     let ids = |v: &[i32]| v.iter().map(|i| BrokerId(*i)).collect::<Vec<_>>();
+    let now = crate::clock::now_ms();
     let partitions = t
         .assignment
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| fenced.contains(r)).collect();
+            let leader = named_leader(ctx, t, i as i32, p.leader, now);
             let r = MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
                 .with_offline_replicas(ids(&offline));
-            if p.leader < 0 {
+            if leader < 0 {
                 r.with_error_code(ctx.err(ResponseError::LeaderNotAvailable))
             } else {
                 r

@@ -77,7 +77,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             let mut append = || {
                 let mut p = partition.lock();
                 let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
-                if !p.is_leader() {
+                if !p.is_leader() || b.replication.cut_off(&p, now) {
                     Err((ResponseError::NotLeaderOrFollower, None))
                 } else if req.acks == -1 && p.isr.len() < min_isr {
                     Err((

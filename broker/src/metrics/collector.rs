@@ -174,6 +174,8 @@ struct ReplicationHealth {
     leaders: i64,
     max_lag: i64,
     controller_active: i64,
+    controller_silence_ms: i64,
+    cut_off: i64,
     active_brokers: i64,
     fenced_brokers: i64,
     applied: u64,
@@ -183,12 +185,18 @@ struct ReplicationHealth {
 
 fn replication_health(b: &Sources) -> ReplicationHealth {
     let mut h = ReplicationHealth::default();
+    let now = crate::clock::now_ms();
+    h.controller_silence_ms = b.state.controller_silence_ms(now);
+    let session = b.config.session_timeout_ms as i64;
     for p in b.replicas.all() {
         let p = p.lock();
         if !p.is_leader() {
             continue;
         }
         h.leaders += 1;
+        if p.cut_off(now, h.controller_silence_ms, session) {
+            h.cut_off += 1;
+        }
         let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
         if p.isr.len() < p.replicas.len() {
             h.under_replicated += 1;
@@ -311,7 +319,18 @@ impl Collector for BrokerCollector {
         let h = replication_health(b);
         let partitions = b.replicas.all();
         gauge(enc, "fjord_partitions", "Partitions hosted by this broker", partitions.len() as f64)?;
-        let gauges: [(&str, &str, i64); 11] = [
+        gauge(
+            enc,
+            "fjord_broker_controller_silence_seconds",
+            "Time since the active controller last answered this broker's heartbeat",
+            h.controller_silence_ms as f64 / 1000.0,
+        )?;
+        let gauges: [(&str, &str, i64); 12] = [
+            (
+                "fjord_cut_off_leader_partitions",
+                "Led partitions refusing produce: neither the controller nor any follower heard from for broker.session.timeout.ms",
+                h.cut_off,
+            ),
             (
                 "fjord_under_replicated_partitions",
                 "Led partitions whose ISR is smaller than their replica set",
@@ -367,6 +386,12 @@ impl Collector for BrokerCollector {
             [("clean", h.elections.clean), ("unclean", h.elections.unclean)]
                 .map(|(kind, n)| (KindLabel { kind }, ConstCounter::new(n))),
         )?;
+        ConstCounter::new(b.metadata.stale_decisions()).encode(enc.encode_descriptor(
+            "fjord_controller_stale_decisions_rejected",
+            "Controller decisions not applied because a deposed controller took them (counts on every node)",
+            None,
+            MetricType::Counter,
+        )?)?;
         family(
             enc,
             "fjord_replication_throttled_seconds",

@@ -61,6 +61,7 @@ pub async fn run(b: Arc<Replication>) {
         match send(&b, hb).await {
             Some(Reply::Heartbeat { epoch, fenced, controller_applied, .. }) => {
                 last_ok = Instant::now();
+                b.state.controller_contact_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
                 b.state.broker_epoch.store(epoch, Ordering::SeqCst);
                 if !b.state.caught_up.load(Ordering::SeqCst) && b.metadata.applied_index() >= controller_applied {
                     tracing::info!(applied = controller_applied, "caught up with the metadata log");

@@ -21,7 +21,7 @@ use crate::config::BrokerConfig;
 use crate::metadata::{Command, IsrChange, MetadataStore, Outcome};
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
-use crate::partition::Transition;
+use crate::partition::{Partition, Transition};
 use crate::replica_manager::{Changes, PartitionRef, ReplicaManager};
 use crate::throttle::{self, Quota};
 use fetcher::FetcherManager;
@@ -72,6 +72,19 @@ struct IsrBatcher {
 }
 
 impl Replication {
+    /// `Partition::cut_off` with this broker's contact with the controller and
+    /// `broker.session.timeout.ms`.
+    pub fn cut_off(&self, p: &Partition, now_ms: i64) -> bool {
+        let session = self.config.session_timeout_ms as i64;
+        p.cut_off(now_ms, self.state.controller_silence_ms(now_ms), session)
+    }
+
+    /// No answer from an active controller for `broker.session.timeout.ms`: the half of
+    /// `cut_off` that needs no partition lock.
+    pub fn controller_unreachable(&self, now_ms: i64) -> bool {
+        self.state.controller_silence_ms(now_ms) > self.config.session_timeout_ms as i64
+    }
+
     pub fn new(deps: ReplicationDeps) -> Arc<Replication> {
         let follower_quota = Arc::new(Quota::default());
         let fetchers = Arc::new(FetcherManager::new(fetcher::FetcherDeps {

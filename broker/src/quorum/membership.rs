@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
+use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::election::{self, Timeouts};
 use super::network::{LeaderHint, Pool, Request, Response, Service, WriteReply};
-use super::types::{Cmd, Raft};
+use super::types::{Cmd, LogId, Raft};
 use super::Handler;
 
 /// The part the RPC server needs; kept apart from `Quorum` so server tasks don't own it.
@@ -18,13 +21,21 @@ pub(super) struct Core {
     pub id: u64,
     pub raft: Raft,
     pub handler: Arc<dyn Handler>,
-    /// Set once a leader's AppendEntries was accepted since this process started.
-    pub heard_leader: tokio::sync::watch::Sender<bool>,
+    /// When a leader's AppendEntries (or snapshot) was last accepted, or a vote granted.
+    pub last_heard: Mutex<Option<Instant>>,
+    /// The election timeouts, for pre-votes (election.rs).
+    pub timeouts: Timeouts,
 }
 
 impl Service for Core {
     fn leader_heard(&self) {
-        self.heard_leader.send_if_modified(|h| !std::mem::replace(h, true));
+        *self.last_heard.lock() = Some(Instant::now());
+    }
+
+    fn pre_vote(&self, candidate: u64, last_log: Option<LogId>) -> bool {
+        let granted = election::grant(self, last_log, &self.timeouts);
+        tracing::debug!(node = self.id, candidate, granted, "pre-vote");
+        granted
     }
 
     fn raft(&self) -> &Raft {

@@ -1,6 +1,7 @@
 //! Raft metadata quorum on openraft 0.9: durable log, snapshotting state machine adapter
 //! around an opaque `Machine`, and a small TCP transport that also carries application RPCs.
 
+mod election;
 mod log_store;
 mod membership;
 mod network;
@@ -25,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use election::Timeouts;
 use log_store::{LogReader, LogStore};
 use membership::Core;
 use network::{CallError, NetFactory, Pool, Request, Response, Service, WriteReply};
@@ -207,8 +209,18 @@ impl Quorum {
         let net = NetFactory { id: cfg.node_id, pool: pool.clone() };
         let raft = Raft::new(cfg.node_id, Arc::new(raft_cfg), net, log, sm).await?;
 
-        let (heard_leader, mut heard_rx) = watch::channel(false);
-        let core = Arc::new(Core { id: cfg.node_id, raft: raft.clone(), handler, heard_leader });
+        let timeouts = || Timeouts {
+            min: Duration::from_millis(cfg.election_timeout_min_ms),
+            max: Duration::from_millis(cfg.election_timeout_max_ms),
+        };
+        let core = Arc::new(Core {
+            id: cfg.node_id,
+            raft: raft.clone(),
+            handler,
+            last_heard: Mutex::new(None),
+            timeouts: timeouts(),
+        });
+        let timeouts = timeouts();
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(network::serve(listener, core.clone(), stop_rx.clone()));
         let (leader_tx, leader_rx) = watch::channel(None);
@@ -240,19 +252,12 @@ impl Quorum {
         });
 
         let is_voter = cfg.voters.contains_key(&cfg.node_id);
-        if is_voter && cfg.voters.len() > 1 && raft.is_initialized().await? {
-            // A restarted voter would time out before the leader's first heartbeat reaches
-            // it and start an election with a higher term; without pre-vote (openraft 0.9)
-            // that deposes a healthy leader on every restart. So it listens first, until a
-            // leader's append is accepted, or for `grace` (the quorum may really have lost its
-            // leader while this node was down).
+        if is_voter && cfg.voters.len() > 1 {
+            // Elections only after a won pre-vote (election.rs): openraft's own timer would
+            // let a voter cut off from the others, or just restarted, depose a healthy leader.
             raft.runtime_config().elect(false);
-            let grace = Duration::from_millis(cfg.election_timeout_max_ms * 3);
-            let raft = raft.clone();
-            q.tasks.lock().push(tokio::spawn(async move {
-                let _ = tokio::time::timeout(grace, heard_rx.wait_for(|h| *h)).await;
-                raft.runtime_config().elect(true);
-            }));
+            let elections = election::run(q.core.clone(), q.pool.clone(), timeouts, stop_rx.clone());
+            q.tasks.lock().push(tokio::spawn(elections));
         }
         if is_voter {
             let probe_timeout = Duration::from_millis(cfg.election_timeout_min_ms);

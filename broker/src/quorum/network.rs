@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::types::{hex, Cmd, Raft, Resp, SnapshotMeta, TypeConfig, Vote};
+use super::types::{hex, Cmd, LogId, Raft, Resp, SnapshotMeta, TypeConfig, Vote};
 use super::Handler;
 
 pub const MAX_FRAME: usize = 64 << 20;
@@ -45,6 +45,11 @@ pub enum Request {
     },
     /// Does this node already have any Raft state (log or vote)?
     Probe,
+    /// Would this voter vote for `candidate`, whose last log id is `last_log` (election.rs)?
+    PreVote {
+        candidate: u64,
+        last_log: Option<LogId>,
+    },
     /// The server gives up after `timeout_ms` so an abandoned request does not linger.
     Write {
         cmd: Cmd,
@@ -87,6 +92,7 @@ pub enum Response {
     /// Ok, or not the leader (with the leader when known).
     Join(Result<(), Option<LeaderHint>>),
     Probe(bool),
+    PreVote(bool),
     Write(WriteReply),
     App(#[serde(with = "hex")] Vec<u8>),
     Error(String),
@@ -308,11 +314,12 @@ impl RaftNetwork<TypeConfig> for NetConn {
 /// What the server needs from the node: raft for protocol RPCs, the rest for the others.
 pub trait Service: Send + Sync + 'static {
     fn raft(&self) -> &Raft;
-    /// A leader's AppendEntries was accepted.
+    /// A leader's AppendEntries or snapshot was accepted, or this node granted a vote.
     fn leader_heard(&self) {}
     fn handler(&self) -> &Arc<dyn Handler>;
     fn join(&self, id: u64, addr: String) -> impl std::future::Future<Output = Result<(), Option<LeaderHint>>> + Send;
     fn local_write(&self, cmd: Cmd, timeout: Duration) -> impl std::future::Future<Output = WriteReply> + Send;
+    fn pre_vote(&self, candidate: u64, last_log: Option<LogId>) -> bool;
 }
 
 pub async fn serve<S: Service>(listener: TcpListener, svc: Arc<S>, shutdown: watch::Receiver<bool>) {
@@ -379,11 +386,23 @@ async fn handle<S: Service>(svc: &S, req: Request) -> Response {
             }
             Response::Append(resp)
         }
-        Request::Vote(r) => Response::Vote(raft.vote(r).await),
+        Request::Vote(r) => {
+            let resp = raft.vote(r).await;
+            // Raft resets its election timer on granting a vote: no rival campaign right after.
+            if resp.as_ref().is_ok_and(|r| r.vote_granted) {
+                svc.leader_heard();
+            }
+            Response::Vote(resp)
+        }
         Request::Snapshot { vote, meta, data } => {
             let snapshot = Snapshot { meta, snapshot: Box::new(std::io::Cursor::new(data)) };
-            Response::Snapshot(raft.install_full_snapshot(vote, snapshot).await)
+            let resp = raft.install_full_snapshot(vote, snapshot).await;
+            if resp.is_ok() {
+                svc.leader_heard();
+            }
+            Response::Snapshot(resp)
         }
+        Request::PreVote { candidate, last_log } => Response::PreVote(svc.pre_vote(candidate, last_log)),
         Request::Join { id, addr } => Response::Join(svc.join(id, addr).await),
         Request::Probe => match raft.is_initialized().await {
             Ok(init) => Response::Probe(init),

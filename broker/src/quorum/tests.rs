@@ -476,7 +476,16 @@ async fn a_leader_cut_off_from_the_voters_stops_leading_and_its_decision_is_reje
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The cut-off node asked for votes in vain (pre-vote) and did not raise its term, so
+    // rejoining does not depose the new leader.
+    let term = c.node(new).q.leader_term().unwrap();
+    assert!(c.node(old).q.status().term <= term, "{:?} vs term {term}", c.node(old).q.status());
     c.isolate(old, false);
+    for _ in 0..40 {
+        assert_eq!(c.leading(), vec![new], "the leader keeps its lease across the heal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.node(new).q.leader_term(), Some(term), "no election after the heal");
     let r = decided.await.unwrap().unwrap();
     assert_eq!(r, STALE, "the decision of term {old_term} reached the log only under a later leader");
     let state = c.converged(T).await;

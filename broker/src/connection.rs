@@ -93,11 +93,15 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, lis
         let received = Instant::now();
         let in_flight = InFlight::new(&broker);
         match api::handle(&broker, buf.freeze(), &host, &listener, received).await {
-            Ok(Some(reply)) => match timeout(idle, tx.send((reply, in_flight))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break "client",
-                Err(_) => break "idle",
-            },
+            Ok(Some(reply)) => {
+                let close = reply.close;
+                match timeout(idle, tx.send((reply, in_flight))).await {
+                    Ok(Ok(())) if close => break "cut_off",
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break "client",
+                    Err(_) => break "idle",
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad request");

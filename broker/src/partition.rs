@@ -47,6 +47,8 @@ pub struct Progress {
     pub leader_epoch: i32,
     pub leader: bool,
     pub isr_len: usize,
+    /// A leader cut off from the cluster (`Partition::cut_off`): acks=all waiters give up.
+    pub cut_off: bool,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,8 @@ pub struct Partition {
     progress: watch::Sender<Progress>,
     /// Wall-clock ms when this replica last became leader.
     leader_since_ms: i64,
+    /// `cut_off` as replication maintenance last found it (published in `Progress`).
+    marked_cut_off: bool,
 }
 
 /// What an append did.
@@ -141,9 +145,17 @@ impl Partition {
             followers: HashMap::new(),
             pending_isr: None,
             leader_since_ms: 0,
+            marked_cut_off: false,
             leader_throttled: false,
             follower_throttled: false,
-            progress: watch::channel(Progress { high_watermark, leader_epoch: -1, leader: false, isr_len: 0 }).0,
+            progress: watch::channel(Progress {
+                high_watermark,
+                leader_epoch: -1,
+                leader: false,
+                isr_len: 0,
+                cut_off: false,
+            })
+            .0,
         })
     }
 
@@ -174,6 +186,14 @@ impl Partition {
             && last_fetch.is_some_and(|t| now_ms - t.max(self.leader_since_ms) > session_ms)
     }
 
+    /// Record whether this leader is cut off now; producers waiting for acks=all are answered
+    /// NOT_LEADER_OR_FOLLOWER when it is. Returns true when that changed.
+    pub fn mark_cut_off(&mut self, cut_off: bool) -> bool {
+        let changed = std::mem::replace(&mut self.marked_cut_off, cut_off) != cut_off;
+        self.publish();
+        changed
+    }
+
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
     }
@@ -184,6 +204,7 @@ impl Partition {
             leader_epoch: self.leader_epoch,
             leader: self.is_leader(),
             isr_len: self.isr.len(),
+            cut_off: self.marked_cut_off && self.is_leader(),
         };
         self.progress.send_if_modified(|old| {
             let changed = *old != p;
@@ -439,13 +460,19 @@ pub async fn wait_replicated(
     timeout: std::time::Duration,
 ) -> Result<(), ResponseError> {
     let epoch = rx.borrow().leader_epoch;
-    let wait = rx.wait_for(|p| p.high_watermark > offset || !p.leader || p.leader_epoch != epoch);
+    let wait = rx.wait_for(|p| p.high_watermark > offset || !p.leader || p.leader_epoch != epoch || p.cut_off);
     match tokio::time::timeout(timeout, wait).await {
         Err(_) => Err(ResponseError::RequestTimedOut),
         Ok(Err(_)) => Err(ResponseError::NotLeaderOrFollower),
-        Ok(Ok(p)) if !p.leader || p.leader_epoch != epoch => Err(ResponseError::NotLeaderOrFollower),
-        Ok(Ok(p)) if p.isr_len < min_isr => Err(ResponseError::NotEnoughReplicasAfterAppend),
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(p)) if p.high_watermark > offset && p.leader_epoch == epoch && p.leader => {
+            if p.isr_len < min_isr {
+                Err(ResponseError::NotEnoughReplicasAfterAppend)
+            } else {
+                Ok(())
+            }
+        }
+        // Leadership moved, or this leader was cut off, before the records were replicated.
+        Ok(Ok(_)) => Err(ResponseError::NotLeaderOrFollower),
     }
 }
 

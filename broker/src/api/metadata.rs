@@ -18,6 +18,7 @@ fn named_leader(ctx: &Ctx<'_>, t: &TopicMeta, index: i32, leader: i32, now_ms: i
         && b.replication.controller_unreachable(now_ms)
         && b.replicas.get(&t.name, index).is_some_and(|p| b.replication.cut_off(&p.lock(), now_ms));
     if cut_off {
+        ctx.close_after_reply();
         -1
     } else {
         leader

@@ -53,6 +53,8 @@ pub struct Ctx<'a> {
     /// Time the handler spent waiting on others (`remote` in the request metrics).
     pub remote: RemoteTime,
     api: &'static str,
+    /// Close the connection once the response is sent (`close_after_reply`).
+    close: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx<'_> {
@@ -61,6 +63,14 @@ impl Ctx<'_> {
         self.broker.metrics.request_error(self.api, e.code());
         e.code()
     }
+    /// This broker is cut off from the cluster and its answer is stale: the client should
+    /// ask another broker next. Clients keep asking a broker they are connected to (and
+    /// librdkafka connects only to the brokers it needs), so the connection is closed after
+    /// the response, and the client's next Metadata request goes to another broker.
+    pub fn close_after_reply(&self) {
+        self.close.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn code(&self, r: Result<(), ResponseError>) -> i16 {
         match r {
             Ok(()) => 0,
@@ -163,6 +173,8 @@ macro_rules! dispatch {
 pub struct Reply {
     pub frame: Bytes,
     pub timing: Timing,
+    /// Close the connection after sending this (see `Ctx::close_after_reply`).
+    pub close: bool,
 }
 
 /// A request's phases up to its answer; the connection adds the send time.
@@ -214,7 +226,7 @@ pub async fn handle(
                 answered: Instant::now(),
                 trace_id: None,
             };
-            return unsupported_api_versions(correlation_id).map(|frame| Some(Reply { frame, timing }));
+            return unsupported_api_versions(correlation_id).map(|frame| Some(Reply { frame, timing, close: false }));
         }
         return Err(ProtocolError::UnsupportedVersion(api, version));
     }
@@ -230,6 +242,7 @@ pub async fn handle(
         listener: listener.to_string(),
         remote: RemoteTime::default(),
         api: api_name,
+        close: std::sync::atomic::AtomicBool::new(false),
     };
     let span = crate::telemetry::request_span(api_name, &ctx.client_id);
     let mut buf = frame;
@@ -284,7 +297,7 @@ pub async fn handle(
         tracing::debug!(api = api_name, version, extra = buf.remaining(), "trailing bytes after request body");
     }
     match out {
-        Ok(Some(frame)) => Ok(Some(Reply { frame, timing })),
+        Ok(Some(frame)) => Ok(Some(Reply { frame, timing, close: ctx.close.into_inner() })),
         other => {
             timing.finish(&broker.metrics);
             other.map(|_| None)

@@ -77,7 +77,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             let mut append = || {
                 let mut p = partition.lock();
                 let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
-                if !p.is_leader() || b.replication.cut_off(&p, now) {
+                if !p.is_leader() {
+                    Err((ResponseError::NotLeaderOrFollower, None))
+                } else if b.replication.cut_off(&p, now) {
+                    ctx.close_after_reply();
                     Err((ResponseError::NotLeaderOrFollower, None))
                 } else if req.acks == -1 && p.isr.len() < min_isr {
                     Err((
@@ -137,6 +140,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     for (t, p, rx, last, min_isr) in waiting {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if let Err(e) = ctx.remote.wait(wait_replicated(rx, last, min_isr, left)).await {
+            if e == ResponseError::NotLeaderOrFollower && b.replication.controller_unreachable(now_ms()) {
+                ctx.close_after_reply(); // cut off while waiting (see `Partition::cut_off`)
+            }
             let index = responses[t].partition_responses[p].index;
             responses[t].partition_responses[p] = partition_error(ctx, index, e, None);
         }

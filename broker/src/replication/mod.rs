@@ -250,13 +250,23 @@ impl Replication {
     /// Leaders drop followers that stopped keeping up. Runs on every node.
     async fn run_isr_maintenance(self: Arc<Self>) {
         let b = &self;
-        let every = Duration::from_millis((b.config.replica_lag_time_max_ms / 4).clamp(50, 1000) as u64);
+        // Often enough to notice a lagging follower, and a cut-off leader (`cut_off`), soon.
+        let period = (b.config.replica_lag_time_max_ms as u64).min(b.config.session_timeout_ms);
+        let every = Duration::from_millis((period / 8).clamp(50, 1000));
         loop {
             tokio::time::sleep(every).await;
             let now = now_ms();
             for part in b.replicas.all() {
                 let (role, shrink, topic, index) = {
-                    let p = part.lock();
+                    let mut p = part.lock();
+                    let cut_off = b.cut_off(&p, now);
+                    if p.mark_cut_off(cut_off) {
+                        if cut_off {
+                            tracing::warn!(topic = %p.topic, partition = p.index, "leader cut off from the controller and every follower: refusing produce");
+                        } else {
+                            tracing::info!(topic = %p.topic, partition = p.index, "leader no longer cut off");
+                        }
+                    }
                     (p.role, p.isr_to_shrink(now, b.config.replica_lag_time_max_ms), p.topic.clone(), p.index)
                 };
                 // A fetcher for every leader followed here, whatever happened to the last one.

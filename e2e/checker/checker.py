@@ -14,6 +14,19 @@ Nemesis: a seeded random schedule (printed before it runs) of one fault at a tim
   kill9       kill -9 a node, restart it after a few seconds
   pause       SIGSTOP a node past broker.session.timeout.ms, then SIGCONT
   controller  SIGTERM the active controller and start it again
+and the network partitions (--faults with any of these; each node then runs in a network
+namespace of its own and the clients in another that reaches every node, see harness/netns.py):
+  isolate         cut one node from every other node
+  cut-leader      cut the leader of a partition from its followers
+  cut-controller  cut the active controller's controller-listener traffic to the other voters
+  split           cut a random minority of the nodes from the majority
+  quorum-cut      cut the controller-listener traffic between all nodes (the quorum has no
+                  majority; the brokers' own listeners stay connected): every partition must
+                  keep taking acks=all writes until the heal
+a cut lasts 1.5-3 broker session timeouts, then heals. While a cut lasts and until the cluster
+has healed, the nodes on the majority side (all nodes for quorum-cut) must stay in every ISR,
+and (Fjord) from two election timeouts after the cut on, exactly one node may report
+fjord_controller_active = 1 (none during quorum-cut).
 each followed by waiting until the cluster has healed (all brokers listed, full ISR) and a quiet
 interval. Then producers stop, consumers catch up and a fresh consumer reads every partition
 from the beginning (read_uncommitted).
@@ -24,7 +37,8 @@ Anomalies (each one fails the run):
                         consumers' polls and the final read
   nonmonotonic_polls    a consumer seeing offsets go backwards on a partition within one
                         assignment (no rebalance, no seek in between)
-Also fatal: a node that dies by itself, a cluster that does not heal within --heal-timeout.
+Also fatal: a node that dies by itself, a cluster that does not heal within --heal-timeout, and
+for partitions a majority-side node leaving an ISR or a wrong number of active controllers.
 Output: a JSON report (--out) and one summary line; exit 0 when clean, 1 on any anomaly or
 liveness failure, 2 when the harness itself failed (e.g. the cluster did not start).
 """
@@ -36,13 +50,16 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from harness import cluster as cluster_mod
-from harness.clients import wait_for
+from harness import kproto, netns
+from harness.clients import parse_prometheus, wait_for
+from harness.procs import http_text
 from harness.workload import AckingProducer, GroupConsumer, high_watermarks, read_all
 
 SESSION_MS = 3000
@@ -51,29 +68,121 @@ OVERRIDES = {
     "broker.heartbeat.interval.ms": "500",
     "replica.lag.time.max.ms": "5000",
 }
-FAULTS = ("kill9", "pause", "controller")
+PARTITIONS = ("isolate", "cut-leader", "cut-controller", "split", "quorum-cut")
+FAULTS = ("kill9", "pause", "controller", *PARTITIONS)
+# controller.quorum.election.timeout.ms (both targets' default).
+ELECTION_TIMEOUT_S = 1.0
 
 
 def log(msg):
     print(f"[checker {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def make_schedule(rng, duration, node_ids, faults):
+def make_schedule(rng, duration, node_ids, faults, count=None):
     """[(fault, node or None, fault seconds, quiet seconds)] whose planned time adds up to at
-    least `duration` seconds (controller faults pick their node when they run)."""
+    least `duration` seconds, or exactly `count` ops (controller and leader faults pick their
+    node when they run)."""
     ops, planned = [], 0.0
-    while planned < duration:
+    while (planned < duration) if count is None else (len(ops) < count):
         fault = rng.choice(faults)
         if fault == "kill9":
             node, hold = rng.choice(node_ids), round(rng.uniform(1.0, 6.0), 1)
         elif fault == "pause":
             node, hold = rng.choice(node_ids), round(rng.uniform(1.5, 3.0) * SESSION_MS / 1000, 1)
+        elif fault in ("isolate", "split"):
+            node, hold = rng.choice(node_ids), round(rng.uniform(1.5, 3.0) * SESSION_MS / 1000, 1)
+        elif fault in PARTITIONS:
+            node, hold = None, round(rng.uniform(1.5, 3.0) * SESSION_MS / 1000, 1)
         else:
             node, hold = None, 0.0
         quiet = round(rng.uniform(2.0, 5.0), 1)
         ops.append((fault, node, hold, quiet))
         planned += hold + quiet + (8.0 if fault != "pause" else 2.0)  # rough restart/heal cost
     return ops
+
+
+class PartitionMonitor(threading.Thread):
+    """While a cut lasts and until the cluster has healed, samples every 0.5 s each partition's
+    ISR as a majority-side node reports it, and (Fjord) every node's fjord_controller_active;
+    records each ISR that lacks a protected node and each sample with a wrong number of active
+    controllers."""
+
+    def __init__(self, cluster, topic, partitions):
+        super().__init__(daemon=True, name="partition-monitor")
+        self.c, self.topic, self.partitions = cluster, topic, partitions
+        self.lock = threading.Lock()
+        self.window = None  # (op index, protected node ids, quorum cut?, cut time)
+        self.healed_at = None  # when the cut of the open window was healed
+        self.violations = []
+        self.samples = 0
+        self.stopping = threading.Event()
+
+    def open(self, i, protected, quorum_cut):
+        with self.lock:
+            self.window = (i, frozenset(protected), quorum_cut, time.monotonic())
+            self.healed_at = None
+
+    def heal(self):
+        with self.lock:
+            self.healed_at = time.monotonic()
+
+    def close_window(self):
+        with self.lock:
+            self.window = None
+
+    def stop(self):
+        self.stopping.set()
+        self.join(10)
+
+    def run(self):
+        while not self.stopping.wait(0.5):
+            with self.lock:
+                w = self.window
+            if w is not None:
+                self.sample(*w)
+
+    def sample(self, i, protected, quorum_cut, t_cut):
+        c = self.c
+        for nid in sorted(protected)[:1]:
+            nd = c.node(nid)
+            try:
+                parts, _ = kproto.metadata_v1(nd.host, nd.port, self.topic, timeout=2)
+            except (OSError, ValueError, ConnectionError):
+                continue  # asked again in 0.5 s
+            for p, (err, leader, replicas, isr) in sorted(parts.items()):
+                missing = sorted(set(replicas) & protected - set(isr))
+                if missing and err == 0:
+                    self.record(
+                        f"op {i}: partition {p} ISR {isr} (leader {leader}) lacks majority-side node(s) {missing}"
+                    )
+        self.samples += 1
+        with self.lock:
+            healed_at = self.healed_at
+        # From two election timeouts after the cut (or the heal) on: one active controller (none
+        # while a quorum-cut lasts), never two.
+        since = t_cut if healed_at is None else healed_at
+        if c.target != "fjord" or time.monotonic() - since < 2 * ELECTION_TIMEOUT_S:
+            return
+        active = []
+        for nd in c.nodes:
+            try:
+                m = parse_prometheus(http_text(nd.metrics_url, timeout=2))
+            except OSError:
+                continue
+            if any(name == "fjord_controller_active" and v == 1 for name, _, v in m):
+                active.append(nd.id)
+        want = 0 if quorum_cut and healed_at is None else 1
+        if len(active) != want:
+            phase = "the cut" if healed_at is None else "the heal"
+            self.record(
+                f"op {i}: {len(active)} active controllers {active} ({time.monotonic() - since:.1f}s after {phase})"
+            )
+
+    def record(self, what):
+        with self.lock:
+            if len(self.violations) < 200:
+                self.violations.append(what)
+            log(f"violation: {what}")
 
 
 class Checker:
@@ -95,6 +204,8 @@ class Checker:
         self.factory = None
         self.cluster = None
         self.producers, self.consumers = [], []
+        self.net = netns.Network(args.netns, args.nodes) if args.netns else None
+        self.monitor = None
 
     # --- nemesis ------------------------------------------------------------
     def healed(self, timeout):
@@ -122,7 +233,9 @@ class Checker:
             "t_start": round(time.monotonic() - self.t0, 1),
         }
         t = time.monotonic()
-        if fault == "kill9":
+        if fault in PARTITIONS:
+            self.run_cut(op, fault, node_id, hold)
+        elif fault == "kill9":
             c.node(node_id).kill9()
             time.sleep(hold)
             t1 = time.monotonic()
@@ -153,7 +266,7 @@ class Checker:
         op["fault_s"] = round(time.monotonic() - t, 1)
         try:
             op["heal_s"] = round(self.healed(self.args.heal_timeout), 1)
-        except AssertionError as e:
+        except (AssertionError, cluster_mod.StartError) as e:
             op["heal_s"] = None
             self.report["liveness_failures"].append(
                 f"op {i} ({fault} node {node_id}): not healed within {self.args.heal_timeout}s: {str(e)[:2000]}"
@@ -163,14 +276,66 @@ class Checker:
             f"({', '.join(f'{k} {v}' for k, v in op.items() if k.endswith('_s') and k not in ('fault_s', 'hold_s', 'quiet_s', 'heal_s'))}), "
             f"healed in {op['heal_s']}s"
         )
+        if self.monitor is not None:
+            self.monitor.close_window()
         self.report["ops"].append(op)
         self.check_nodes()
         time.sleep(quiet)
 
+    def run_cut(self, op, fault, node_id, hold):
+        """Cut links for `hold` seconds, then heal; the monitor watches from the cut until the
+        cluster has healed (run_op closes its window)."""
+        c, net, ids = self.cluster, self.net, self.cluster.ids
+        ports = {nd.id: nd.controller_port for nd in c.nodes}
+        if fault == "cut-leader":
+            p = self.rng.randrange(self.args.partitions)
+            leader, replicas, _ = c.partition(self.topic, p)
+            minority, majority = {leader}, set(replicas) - {leader}
+            op.update(node=leader, partition=p)
+        elif fault == "cut-controller":
+            ctl = wait_for(lambda: (lambda x: x if x in ids else None)(c.active_controller()), 30, interval=0.5)
+            minority, majority = {ctl}, set(ids) - {ctl}
+            op["node"] = ctl
+        elif fault == "split":
+            size = max(1, (len(ids) - 1) // 2)
+            others = [i for i in ids if i != node_id]
+            minority = {node_id, *self.rng.sample(others, size - 1)}
+            majority = set(ids) - minority
+            op["minority"] = sorted(minority)
+        elif fault == "isolate":
+            minority, majority = {node_id}, set(ids) - {node_id}
+        else:  # quorum-cut: nobody is cut off from the data path
+            minority, majority = set(), set(ids)
+        self.monitor.open(op["i"], majority, fault == "quorum-cut")
+        if fault == "quorum-cut":
+            net.cut_ports([(a, b) for a in ids for b in ids if a < b], ports)
+        elif fault == "cut-controller":
+            net.cut_ports([(a, b) for a in minority for b in majority], ports)
+        else:
+            net.cut(minority, majority)
+        t_cut = time.monotonic()
+        try:
+            time.sleep(hold)
+        finally:
+            net.heal()
+            self.monitor.heal()
+        if fault == "quorum-cut":
+            # With no controller the brokers keep serving on their last metadata: every partition
+            # takes acks=all writes to the end of the cut, past the broker session timeout.
+            t_heal, since = time.monotonic(), t_cut + SESSION_MS / 1000 + 0.5
+            served = Counter(a.partition for p in self.producers for a in p.acks_snapshot() if since <= a.t < t_heal)
+            op["acks_late_in_cut"] = dict(sorted(served.items()))
+            idle = [p for p in range(self.args.partitions) if not served[p]]
+            if idle and t_heal - since > 0.5:
+                self.report["liveness_failures"].append(
+                    f"op {op['i']} (quorum-cut): no acknowledged write to partition(s) {idle} in the last "
+                    f"{t_heal - since:.1f}s of the cut: leaders stopped serving without a controller"
+                )
+
     # --- main ---------------------------------------------------------------
     def run(self):
         a = self.args
-        schedule = make_schedule(self.rng, a.duration, list(range(1, a.nodes + 1)), a.faults)
+        schedule = make_schedule(self.rng, a.duration, list(range(1, a.nodes + 1)), a.faults, a.ops)
         self.report["schedule"] = [{"fault": f, "node": n, "hold_s": h, "quiet_s": q} for f, n, h, q in schedule]
         log(
             f"seed {a.seed}; target {a.target}; schedule: "
@@ -181,7 +346,7 @@ class Checker:
         self.root = Path(tempfile.mkdtemp(prefix="fjord-checker-", dir=tmp))
         self.factory = cluster_mod.ClusterFactory(self.root, "checker", a.target)
         t = time.monotonic()
-        self.cluster = c = self.factory.start(n=a.nodes, overrides=OVERRIDES)
+        self.cluster = c = self.factory.start(n=a.nodes, overrides=OVERRIDES, net=self.net)
         self.report["cluster_start_s"] = round(time.monotonic() - t, 1)
         log(
             f"{a.nodes}-node {a.target} cluster up in {self.report['cluster_start_s']}s: {c.bootstrap} "
@@ -189,6 +354,9 @@ class Checker:
         )
         self.topic = f"checker-{a.seed}"
         c.create_topic(self.topic, a.partitions, replication_factor=3)
+        if self.net is not None:
+            self.monitor = PartitionMonitor(c, self.topic, a.partitions)
+            self.monitor.start()
         group = f"checker-group-{a.seed}"
         self.consumers = [
             GroupConsumer(c.bootstrap, self.topic, group, f"c{i}", commit="manual").start() for i in range(a.consumers)
@@ -201,12 +369,16 @@ class Checker:
             p.wait_acks(50, 60, what="warm-up")
         self.t0 = time.monotonic()
         for i, (fault, node, hold, quiet) in enumerate(schedule):
-            if i > 0 and time.monotonic() - self.t0 >= a.duration:
+            if a.ops is None and i > 0 and time.monotonic() - self.t0 >= a.duration:
                 self.report["skipped_ops"] = len(schedule) - i
                 log(f"--duration {a.duration}s used up: the last {len(schedule) - i} op(s) of the schedule skipped")
                 break
             self.run_op(i, fault, node, hold, quiet)
         self.report["nemesis_s"] = round(time.monotonic() - self.t0, 1)
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.report["partition_monitor_samples"] = self.monitor.samples
+            self.report["liveness_failures"] += self.monitor.violations
 
         log("nemesis done; stopping producers")
         time.sleep(2)
@@ -346,7 +518,9 @@ def main(argv=None):
     ap.add_argument("--consumers", type=int, default=3)
     ap.add_argument("--rate", type=float, default=50.0, help="records/s per producer (default 50)")
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {', '.join(FAULTS)}")
+    ap.add_argument("--ops", type=int, default=None, help="run exactly this many faults (default: fill --duration)")
     ap.add_argument("--heal-timeout", type=float, default=90.0)
+    ap.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # set when re-run inside the client namespace
     ap.add_argument("--out", default="checker-report.json", help="JSON report path")
     ap.add_argument("--tmp", default=os.environ.get("FJORD_TEST_TMP"), help="where the node dirs go")
     ap.add_argument("--keep", action="store_true", help="keep node dirs (always kept on an anomaly)")
@@ -359,6 +533,8 @@ def main(argv=None):
         a.seed = random.SystemRandom().randrange(1, 10**9)
     os.environ["FJORD_TEST_TARGET"] = a.target
     cluster_mod.TARGET = a.target
+    if set(a.faults) & set(PARTITIONS) and not a.netns:
+        return run_in_network(a, argv if argv is not None else sys.argv[1:])
 
     ck = Checker(a)
     t0 = time.monotonic()
@@ -402,6 +578,13 @@ def main(argv=None):
     for lf in ck.report["liveness_failures"]:
         print(f"liveness failure: {lf[:1500]}", file=sys.stderr)
     return rc
+
+
+def run_in_network(a, argv):
+    """The checker again, inside the client namespace of a network of its own (harness/netns.py)."""
+    if "--seed" not in argv:
+        argv = [*argv, "--seed", str(a.seed)]
+    return netns.run_inside(__file__, argv, a.nodes)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ class Node(Process):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.root / "data"
-        self.host = "127.0.0.1"
+        self.host = cluster.host_of(node_id)
         self.port, self.controller_port, self.http_port = ports
         self.bootstrap = f"{self.host}:{self.port}"
         self.voter = voter
@@ -147,9 +147,10 @@ def node_class(target):
 
 
 class Cluster:
-    def __init__(self, root, n, voters, overrides, target):
+    def __init__(self, root, n, voters, overrides, target, net=None):
         self.root = Path(root)
         self.target = target
+        self.net = net  # a netns.Network: each node in a namespace of its own (None: 127.0.0.1)
         self.overrides = {k: str(v) for k, v in (overrides or {}).items()}
         self.cluster_id = new_cluster_id()
         self.n_voters = voters
@@ -163,8 +164,15 @@ class Cluster:
         for i in range(1, n + 1):
             node_ports = ports[3 * (i - 1) : 3 * i]
             self.nodes.append(node_class(target)(self, i, self.root / f"n{i}", node_ports, i <= voters))
-        self.quorum_voters = ",".join(f"{nd.id}@127.0.0.1:{nd.controller_port}" for nd in self.nodes if nd.voter)
+        self.quorum_voters = ",".join(f"{nd.id}@{nd.host}:{nd.controller_port}" for nd in self.nodes if nd.voter)
         self.bootstrap = ",".join(nd.bootstrap for nd in self.nodes)
+
+    def host_of(self, node_id):
+        return self.net.node_ip(node_id) if self.net else "127.0.0.1"
+
+    def wrap(self, node_id, cmd):
+        """The command that runs `cmd` for node `node_id` (inside its namespace, with a network)."""
+        return self.net.wrap(node_id, cmd) if self.net else cmd
 
     def node(self, node_id):
         for nd in self.nodes:
@@ -356,14 +364,14 @@ class ClusterFactory:
         self.base = None  # this factory's directory; every cluster of it lives below
         self.watchdog = None
 
-    def start(self, n=3, overrides=None, voters=None, timeout=240):
+    def start(self, n=3, overrides=None, voters=None, timeout=240, net=None):
         voters = n if voters is None else voters
         assert 1 <= voters <= n, f"voters must be 1..{n}"
         if self.base is None:
             self.base = Path(tempfile.mkdtemp(prefix=f"{self.target}-{self.label}-", dir=self.tmp_root)).resolve()
             self.watchdog = Watchdog(self.base)
         root = Path(tempfile.mkdtemp(prefix="cluster-", dir=self.base))
-        c = Cluster(root, n, voters, overrides, self.target)
+        c = Cluster(root, n, voters, overrides, self.target, net)
         self.clusters.append(c)
         if self.registry is not None:
             self.registry.extend(c.nodes)

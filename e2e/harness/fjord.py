@@ -94,7 +94,7 @@ class FjordNode(Node):
     def __init__(self, cluster, node_id, root, ports, voter):
         super().__init__(cluster, node_id, root, ports, voter)
         self.binary = cluster.fjord_bin
-        self.http_base = f"http://127.0.0.1:{self.http_port}"
+        self.http_base = f"http://{self.host}:{self.http_port}"
         self.metrics_url = f"{self.http_base}/metrics"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.root / "broker.log"
@@ -105,11 +105,11 @@ class FjordNode(Node):
             "node.id": str(self.id),
             "process.roles": "broker,controller" if self.voter else "broker",
             "controller.quorum.voters": c.quorum_voters,
-            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://{self.host}:{self.controller_port}",
             "controller.listener.names": "CONTROLLER",
             "cluster.id": c.cluster_id,
             "log.dirs": str(self.data_dir),
-            "fjord.http.listen": f"127.0.0.1:{self.http_port}",
+            "fjord.http.listen": f"{self.host}:{self.http_port}",
         }
         cfg.update(COMMON_DEFAULTS)
         cfg.update(c.overrides)
@@ -119,7 +119,7 @@ class FjordNode(Node):
         return command(self.binary, self.config())
 
     def _spawn(self):
-        cmd = self.command()
+        cmd = self.cluster.wrap(self.id, self.command())
         header = f"e2e: node {self.id} start #{self.starts + 1} at {time.strftime('%H:%M:%S')}: {' '.join(cmd)}"
         self.spawn(cmd, self.log_path, header, env=child_env())
         (self.root / "pid").write_text(f"{self.proc.pid}\n")  # for the watchdog

@@ -105,6 +105,9 @@ class KafkaNode(Node):
     def config(self):
         cfg = dict(COMMON_DEFAULTS)
         cfg.update(KAFKA_EXTRA_DEFAULTS)
+        if self.host != "127.0.0.1":  # in a namespace of its own (cluster.net)
+            cfg["listeners"] = f"PLAINTEXT://{self.bootstrap},CONTROLLER://{self.host}:{self.controller_port}"
+            cfg["advertised.listeners"] = f"PLAINTEXT://{self.bootstrap}"
         if not self.voter:
             # A Kafka broker-only node must not listen on a controller listener.
             cfg["process.roles"] = "broker"
@@ -114,7 +117,7 @@ class KafkaNode(Node):
 
     def _spawn(self):
         self.starts += 1
-        cmd = start_command(self.root, self.port, self.controller_port, self.config())
+        cmd = self.cluster.wrap(self.id, start_command(self.root, self.port, self.controller_port, self.config()))
         env = cluster_env(
             self.id,
             self.cluster.cluster_id,

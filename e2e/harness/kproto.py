@@ -291,3 +291,52 @@ def log_tail(files, lines, label):
         out.append(f"--- {label}: last {min(lines, len(data))} lines of {f} ---")
         out.extend(data[-lines:])
     return "\n".join(out) if out else f"(no log files for {label})"
+
+
+def metadata_v1(host, port, topic, timeout=5.0):
+    """One Metadata v1 round trip to this broker alone (an admin client may ask any broker):
+    {partition: (error_code, leader, replicas, isr)} of `topic`, and the controller id."""
+    body = struct.pack(">i", 1) + kstring(topic)
+    cid = 0x3E7A
+    with RawConn(host, port, timeout) as c:
+        payload = c.request(header_v1(API_METADATA, 1, cid) + body, timeout)
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        vals = struct.unpack_from(fmt, payload, pos)
+        pos += struct.calcsize(fmt)
+        return vals
+
+    def skip_string(nullable=False):
+        nonlocal pos
+        (ln,) = take(">h")
+        pos += max(ln, 0)
+
+    def int32s():
+        (n,) = take(">i")
+        return list(take(f">{n}i")) if n > 0 else []
+
+    (got,) = take(">i")
+    if got != cid:
+        raise ValueError(f"Metadata: correlation id {got:#x} != {cid:#x}")
+    (nb,) = take(">i")
+    for _ in range(nb):
+        take(">i")
+        skip_string()
+        take(">i")
+        skip_string(nullable=True)
+    (controller,) = take(">i")
+    parts = {}
+    (nt,) = take(">i")
+    for _ in range(nt):
+        take(">h")
+        skip_string()
+        take(">?")
+        (np_,) = take(">i")
+        for _ in range(np_):
+            err, p, leader = take(">hii")
+            replicas = int32s()
+            isr = int32s()
+            parts[p] = (err, leader, replicas, isr)
+    return parts, controller

@@ -32,7 +32,11 @@ QUIET = {"log_level": 2}  # librdkafka: no stderr noise about nodes that are dow
 REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 
 # What a producer may report while only one of three nodes is alive (min ISR 2, no quorum).
+# Fjord: past the session timeout the survivor hears neither a controller nor a follower and
+# says it is not the leader (closing the connection after that answer); Kafka's waits.
 OUTAGE_ERRORS = {
+    "NOT_LEADER_OR_FOLLOWER",
+    "_TRANSPORT",
     "NOT_ENOUGH_REPLICAS",
     "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
     "_MSG_TIMED_OUT",

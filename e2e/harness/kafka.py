@@ -176,41 +176,21 @@ def quorum_leader(host, controller_port, timeout=5.0):
     )  # request tags
     cid = 0x51D
     with kproto.RawConn(host, controller_port, timeout) as conn:
-        resp = conn.request(kproto.header_v2(55, 0, cid) + body, timeout)
-    pos = 0
-
-    def take(fmt):
-        nonlocal pos
-        vals = struct.unpack_from(fmt, resp, pos)
-        pos += struct.calcsize(fmt)
-        return vals
-
-    def uvarint():
-        nonlocal pos
-        shift = n = 0
-        while True:
-            b = resp[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return n
-            shift += 7
-
-    (got_cid,) = take(">i")
+        r = kproto.Reader(conn.request(kproto.header_v2(55, 0, cid) + body, timeout))
+    got_cid = r.int()
     if got_cid != cid:
         raise ValueError(f"DescribeQuorum: correlation id {got_cid} != {cid}")
-    if uvarint() != 0:
+    if r.uvarint() != 0:
         raise ValueError("DescribeQuorum: unexpected tagged fields in the response header")
-    (err,) = take(">h")
+    err = r.int(">h")
     if err != 0:
         raise ValueError(f"DescribeQuorum: error_code {err}")
-    if uvarint() != 2:
+    if r.uvarint() != 2:
         raise ValueError("DescribeQuorum: expected one topic")
-    name_len = uvarint() - 1  # (read before `pos +=` takes pos)
-    pos += name_len
-    if uvarint() != 2:
+    r.skip(r.uvarint() - 1)  # the compact topic name
+    if r.uvarint() != 2:
         raise ValueError("DescribeQuorum: expected one partition")
-    _pidx, perr, leader = take(">ihi")
+    _pidx, perr, leader = r.take(">ihi")
     if perr != 0 or leader < 0:
         raise ValueError(f"DescribeQuorum: partition error_code {perr}, leader {leader}")
     return leader

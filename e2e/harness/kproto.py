@@ -157,29 +157,57 @@ def produce_v3_request(correlation_id, topic, partition, batch, acks=-1, timeout
     return header_v1(API_PRODUCE, 3, correlation_id, client_id) + body
 
 
-def parse_produce_v3_response(payload):
-    """Returns (correlation_id, [(topic, partition, error_code, base_offset)], throttle_ms)."""
-    pos = 0
+class Reader:
+    """Reads a response payload front to back."""
 
-    def take(fmt):
-        nonlocal pos
-        vals = struct.unpack_from(fmt, payload, pos)
-        pos += struct.calcsize(fmt)
+    def __init__(self, payload):
+        self.buf, self.pos = payload, 0
+
+    def take(self, fmt):
+        vals = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += struct.calcsize(fmt)
         return vals
 
-    (cid,) = take(">i")
+    def int(self, fmt=">i"):
+        return self.take(fmt)[0]
+
+    def string(self):
+        """An int16-length string (None when null)."""
+        n = self.int(">h")
+        if n < 0:
+            return None
+        self.pos += n
+        return self.buf[self.pos - n : self.pos].decode()
+
+    def int32s(self):
+        n = self.int()
+        return list(self.take(f">{n}i")) if n > 0 else []
+
+    def uvarint(self):
+        shift = n = 0
+        while True:
+            b = self.buf[self.pos]
+            self.pos += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+
+    def skip(self, n):
+        self.pos += n
+
+
+def parse_produce_v3_response(payload):
+    """Returns (correlation_id, [(topic, partition, error_code, base_offset)], throttle_ms)."""
+    r = Reader(payload)
+    cid = r.int()
     out = []
-    (nt,) = take(">i")
-    for _ in range(nt):
-        (ln,) = take(">h")
-        name = payload[pos : pos + ln].decode()
-        pos += ln
-        (np_,) = take(">i")
-        for _ in range(np_):
-            p, err, base, _append_time = take(">ihqq")
+    for _ in range(r.int()):
+        name = r.string()
+        for _ in range(r.int()):
+            p, err, base, _append_time = r.take(">ihqq")
             out.append((name, p, err, base))
-    (throttle,) = take(">i")
-    return cid, out, throttle
+    return cid, out, r.int()
 
 
 # ---------------------------------------------------------------------------
@@ -299,44 +327,23 @@ def metadata_v1(host, port, topic, timeout=5.0):
     body = struct.pack(">i", 1) + kstring(topic)
     cid = 0x3E7A
     with RawConn(host, port, timeout) as c:
-        payload = c.request(header_v1(API_METADATA, 1, cid) + body, timeout)
-    pos = 0
-
-    def take(fmt):
-        nonlocal pos
-        vals = struct.unpack_from(fmt, payload, pos)
-        pos += struct.calcsize(fmt)
-        return vals
-
-    def skip_string(nullable=False):
-        nonlocal pos
-        (ln,) = take(">h")
-        pos += max(ln, 0)
-
-    def int32s():
-        (n,) = take(">i")
-        return list(take(f">{n}i")) if n > 0 else []
-
-    (got,) = take(">i")
+        r = Reader(c.request(header_v1(API_METADATA, 1, cid) + body, timeout))
+    got = r.int()
     if got != cid:
         raise ValueError(f"Metadata: correlation id {got:#x} != {cid:#x}")
-    (nb,) = take(">i")
-    for _ in range(nb):
-        take(">i")
-        skip_string()
-        take(">i")
-        skip_string(nullable=True)
-    (controller,) = take(">i")
+    for _ in range(r.int()):  # brokers: node id, host, port, rack
+        r.int()
+        r.string()
+        r.int()
+        r.string()
+    controller = r.int()
     parts = {}
-    (nt,) = take(">i")
-    for _ in range(nt):
-        take(">h")
-        skip_string()
-        take(">?")
-        (np_,) = take(">i")
-        for _ in range(np_):
-            err, p, leader = take(">hii")
-            replicas = int32s()
-            isr = int32s()
-            parts[p] = (err, leader, replicas, isr)
+    for _ in range(r.int()):  # topics: error code, name, is_internal, partitions
+        r.int(">h")
+        r.string()
+        r.int(">?")
+        for _ in range(r.int()):
+            err, p, leader = r.take(">hii")
+            replicas = r.int32s()
+            parts[p] = (err, leader, replicas, r.int32s())
     return parts, controller

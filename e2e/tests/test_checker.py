@@ -114,7 +114,9 @@ def test_checker_analysis_reports_each_anomaly_kind():
     mod = checker_module()
 
     def run(acks, polls, final, regressions=()):
-        ck = mod.Checker(NS(seed=1, target="kafka", nodes=3, partitions=2, producers=1, consumers=1, rate=1))
+        ck = mod.Checker(
+            NS(seed=1, target="kafka", nodes=3, partitions=2, producers=1, consumers=1, rate=1, netns=None)
+        )
         ck.producers = [
             NS(name="p0", acks_snapshot=lambda: acks, sent=len(acks), failures_snapshot=lambda: [], undelivered=0)
         ]

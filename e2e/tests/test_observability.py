@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from harness.clients import create_topic, wait_for
 from harness.dashboards import load_alert_groups, load_dashboards, queries_without_data, render
@@ -97,7 +97,10 @@ class Load:
         while not self.stop.is_set():
             for m in c.consume(1, timeout=0.5):
                 if not m.error():
-                    c.commit(m, asynchronous=False)
+                    try:
+                        c.commit(m, asynchronous=False)
+                    except KafkaException:
+                        pass  # refused during a rebalance (a broker was killed): commit the next one
             self.stop.wait(2)
         c.close()
 

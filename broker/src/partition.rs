@@ -235,6 +235,7 @@ impl Partition {
             self.leader_epoch = meta.leader_epoch;
             self.role = role;
             self.followers.clear();
+            self.marked_cut_off = false;
             match role {
                 Role::Leader => {
                     self.leader_since_ms = now_ms;

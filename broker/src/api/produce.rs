@@ -79,7 +79,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 let min_isr = p.log.config.min_insync_replicas.max(1) as usize;
                 if !p.is_leader() {
                     Err((ResponseError::NotLeaderOrFollower, None))
-                } else if b.replication.cut_off(&p, now) {
+                } else if b.replication.check_cut_off(&mut p, now) {
                     ctx.close_after_reply();
                     Err((ResponseError::NotLeaderOrFollower, None))
                 } else if req.acks == -1 && p.isr.len() < min_isr {

@@ -381,7 +381,9 @@ async fn handle<S: Service>(svc: &S, req: Request) -> Response {
     match req {
         Request::Append(r) => {
             let resp = raft.append_entries(r).await;
-            if resp.as_ref().is_ok_and(|r| r.is_success()) {
+            // Any answer but a higher vote means this node took the sender as its leader (a
+            // conflict too: openraft refreshes its vote lease then, and would refuse votes).
+            if resp.as_ref().is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_))) {
                 svc.leader_heard();
             }
             Response::Append(resp)

@@ -79,6 +79,21 @@ impl Replication {
         p.cut_off(now_ms, self.state.controller_silence_ms(now_ms), session)
     }
 
+    /// `cut_off`, also recorded in the partition (`Partition::mark_cut_off`) so that acks=all
+    /// waiters see it at once, not only at the next maintenance pass: a flag left over from
+    /// before contact came back would fail writes that were replicated.
+    pub fn check_cut_off(&self, p: &mut Partition, now_ms: i64) -> bool {
+        let cut_off = self.cut_off(p, now_ms);
+        if p.mark_cut_off(cut_off) {
+            if cut_off {
+                tracing::warn!(topic = %p.topic, partition = p.index, "leader cut off from the controller and every follower: refusing produce");
+            } else {
+                tracing::info!(topic = %p.topic, partition = p.index, "leader no longer cut off");
+            }
+        }
+        cut_off
+    }
+
     /// No answer from an active controller for `broker.session.timeout.ms`: the half of
     /// `cut_off` that needs no partition lock.
     pub fn controller_unreachable(&self, now_ms: i64) -> bool {
@@ -259,14 +274,7 @@ impl Replication {
             for part in b.replicas.all() {
                 let (role, shrink, topic, index) = {
                     let mut p = part.lock();
-                    let cut_off = b.cut_off(&p, now);
-                    if p.mark_cut_off(cut_off) {
-                        if cut_off {
-                            tracing::warn!(topic = %p.topic, partition = p.index, "leader cut off from the controller and every follower: refusing produce");
-                        } else {
-                            tracing::info!(topic = %p.topic, partition = p.index, "leader no longer cut off");
-                        }
-                    }
+                    b.check_cut_off(&mut p, now);
                     (p.role, p.isr_to_shrink(now, b.config.replica_lag_time_max_ms), p.topic.clone(), p.index)
                 };
                 // A fetcher for every leader followed here, whatever happened to the last one.

@@ -101,29 +101,37 @@ class Network:
         is the node's)."""
         return ["ip", "netns", "exec", self.node_ns(i), *map(str, cmd)]
 
-    def _drop(self, i, rule_out, rule_in):
-        ns = self.node_ns(i)
-        _run("nft", "add", "rule", "inet", "fjord", "output", *rule_out.split(), "drop", ns=ns)
-        _run("nft", "add", "rule", "inet", "fjord", "input", *rule_in.split(), "drop", ns=ns)
+    def _drop(self, rules):
+        """Add drop rules {node id: [(output match, input match)]}, one nft transaction per node."""
+        for i, pairs in rules.items():
+            script = "".join(
+                f"add rule inet fjord output {out} drop\nadd rule inet fjord input {inp} drop\n" for out, inp in pairs
+            )
+            _run("nft", "-f", "-", ns=self.node_ns(i), input=script)
 
     def cut(self, side_a, side_b):
         """Drop every packet between the nodes of side_a and those of side_b (both directions),
         as a switch that loses a link does: no reset, no error, only silence."""
+        rules = {}
         for a in side_a:
             for b in side_b:
-                self._drop(a, f"ip daddr {self.node_ip(b)}", f"ip saddr {self.node_ip(b)}")
-                self._drop(b, f"ip daddr {self.node_ip(a)}", f"ip saddr {self.node_ip(a)}")
+                rules.setdefault(a, []).append((f"ip daddr {self.node_ip(b)}", f"ip saddr {self.node_ip(b)}"))
+                rules.setdefault(b, []).append((f"ip daddr {self.node_ip(a)}", f"ip saddr {self.node_ip(a)}"))
+        self._drop(rules)
 
     def cut_ports(self, pairs, ports):
         """Drop TCP traffic to `ports` ({node id: port}, e.g. the controller listeners) between
         the two nodes of each pair, both ways; every other link stays up."""
+        rules = {}
         for a, b in pairs:
             for x, y in ((a, b), (b, a)):
-                self._drop(
-                    x,
-                    f"ip daddr {self.node_ip(y)} tcp dport {ports[y]}",
-                    f"ip saddr {self.node_ip(y)} tcp dport {ports[x]}",
+                rules.setdefault(x, []).append(
+                    (
+                        f"ip daddr {self.node_ip(y)} tcp dport {ports[y]}",
+                        f"ip saddr {self.node_ip(y)} tcp dport {ports[x]}",
+                    )
                 )
+        self._drop(rules)
 
     def heal(self):
         for i in self.ids:

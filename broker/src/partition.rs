@@ -190,7 +190,10 @@ impl Partition {
     /// NOT_LEADER_OR_FOLLOWER when it is. Returns true when that changed.
     pub fn mark_cut_off(&mut self, cut_off: bool) -> bool {
         let changed = std::mem::replace(&mut self.marked_cut_off, cut_off) != cut_off;
-        self.publish();
+        // Every produce checks it: publish only a change.
+        if changed {
+            self.publish();
+        }
         changed
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::group::coordinator::GroupCoordinator;
+use crate::log_cleaner::LogCleaner;
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
@@ -25,6 +26,7 @@ pub struct Broker {
     pub controller: Arc<Controller>,
     pub replication: Arc<Replication>,
     pub topics: TopicAdmin,
+    pub cleaner: Arc<LogCleaner>,
 }
 
 impl std::fmt::Debug for Broker {

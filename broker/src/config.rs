@@ -44,6 +44,10 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     pub offsets_topic_replication_factor: i16,
     pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_segment_bytes: i32,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub log_cleaner: LogCleanerConfig,
     pub log_retention_ms: i64,
     pub log_retention_bytes: i64,
     pub log_segment_bytes: i64,
@@ -89,6 +93,16 @@ pub struct BrokerConfig {
     pub explicit: std::collections::BTreeSet<String>,
 }
 
+/// `log.cleaner.*`: the cleaner threads of compacted topics.
+#[derive(Debug, Clone)]
+pub struct LogCleanerConfig {
+    pub enable: bool,
+    pub threads: usize,
+    pub backoff_ms: u64,
+    pub dedupe_buffer_size: usize,
+    pub io_max_bytes_per_second: f64,
+}
+
 /// Every key Fjord understands, with its default. Defaults are Kafka's unless noted.
 const DEFAULTS: &[(&str, &str)] = &[
     ("node.id", ""),
@@ -109,6 +123,19 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("auto.create.topics.enable", "true"),
     ("offsets.topic.replication.factor", "3"),
     ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("log.cleanup.policy", "delete"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.threads", "1"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.dedupe.buffer.size", "134217728"),
+    ("log.cleaner.io.max.bytes.per.second", "1.7976931348623157E308"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("transaction.state.log.replication.factor", "3"),
     ("transaction.state.log.min.isr", "2"),
     ("log.retention.ms", ""),
@@ -417,6 +444,16 @@ impl BrokerConfig {
             auto_create_topics_enable: boolean(&settings, "auto.create.topics.enable")?,
             offsets_topic_replication_factor: num(&settings, "offsets.topic.replication.factor")?,
             offsets_topic_num_partitions: num(&settings, "offsets.topic.num.partitions")?,
+            offsets_topic_segment_bytes: num(&settings, "offsets.topic.segment.bytes")?,
+            offsets_retention_ms: num::<i64>(&settings, "offsets.retention.minutes")?.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: num(&settings, "offsets.retention.check.interval.ms")?,
+            log_cleaner: LogCleanerConfig {
+                enable: boolean(&settings, "log.cleaner.enable")?,
+                threads: num(&settings, "log.cleaner.threads")?,
+                backoff_ms: num(&settings, "log.cleaner.backoff.ms")?,
+                dedupe_buffer_size: num(&settings, "log.cleaner.dedupe.buffer.size")?,
+                io_max_bytes_per_second: num(&settings, "log.cleaner.io.max.bytes.per.second")?,
+            },
             log_retention_ms,
             log_retention_bytes: num(&settings, "log.retention.bytes")?,
             log_segment_bytes: num(&settings, "log.segment.bytes")?,
@@ -494,6 +531,42 @@ impl BrokerConfig {
         }
         if self.log_index_interval_bytes == 0 {
             bail!("log.index.interval.bytes must be > 0");
+        }
+        if self.offsets_topic_segment_bytes < 14 {
+            bail!("offsets.topic.segment.bytes must be >= 14");
+        }
+        if self.offsets_retention_ms < 1 || self.offsets_retention_check_interval_ms < 1 {
+            bail!("offsets.retention.minutes and offsets.retention.check.interval.ms must be >= 1");
+        }
+        let c = &self.log_cleaner;
+        if c.threads < 1 || c.dedupe_buffer_size < 1024 * 1024 || c.io_max_bytes_per_second <= 0.0 {
+            bail!("log.cleaner.threads must be >= 1, log.cleaner.dedupe.buffer.size >= 1 MiB and log.cleaner.io.max.bytes.per.second > 0");
+        }
+        for (key, valid) in [
+            (
+                "log.cleanup.policy",
+                crate::topic_config::validate("cleanup.policy", &self.props["log.cleanup.policy"]).is_ok(),
+            ),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                self.props["log.cleaner.min.cleanable.ratio"].parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)),
+            ),
+            (
+                "log.cleaner.delete.retention.ms",
+                self.props["log.cleaner.delete.retention.ms"].parse::<i64>().is_ok_and(|v| v >= 0),
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms",
+                self.props["log.cleaner.min.compaction.lag.ms"].parse::<i64>().is_ok_and(|v| v >= 0),
+            ),
+            (
+                "log.cleaner.max.compaction.lag.ms",
+                self.props["log.cleaner.max.compaction.lag.ms"].parse::<i64>().is_ok_and(|v| v >= 1),
+            ),
+        ] {
+            if !valid {
+                bail!("invalid value {:?} for {key}", self.props[key]);
+            }
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ mod dev;
 mod error;
 mod group;
 mod http;
+mod log_cleaner;
 mod metadata;
 mod metrics;
 mod node_state;

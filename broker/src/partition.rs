@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::metadata::PartitionMeta;
 use crate::producer_state::{ProducerStateManager, SequenceCheck};
-use crate::storage::batch::{split_batches, BatchError};
+use crate::storage::batch::{split_batches, split_stored_batches, BatchError};
 use crate::storage::log::{Log, LogConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,9 +106,9 @@ impl AppendError {
     pub fn code(&self) -> ResponseError {
         match self {
             AppendError::Corrupt(BatchError::TooLarge(..)) => ResponseError::MessageTooLarge,
-            AppendError::Corrupt(BatchError::Control | BatchError::BatchCount(_) | BatchError::Offsets) => {
-                ResponseError::InvalidRecord
-            }
+            AppendError::Corrupt(
+                BatchError::Control | BatchError::BatchCount(_) | BatchError::Offsets | BatchError::NoKey(_),
+            ) => ResponseError::InvalidRecord,
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::Protocol(e) => *e,
             AppendError::Storage(_) => ResponseError::KafkaStorageError,
@@ -157,6 +157,11 @@ impl Partition {
             })
             .0,
         })
+    }
+
+    /// See `ProducerStateManager::last_batch_offsets`.
+    pub fn producer_last_batches(&self) -> std::collections::HashMap<i64, i64> {
+        self.producers.last_batch_offsets()
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -348,7 +353,7 @@ impl Partition {
 
     /// Follower: append batches fetched from the leader and take its high watermark.
     pub fn append_replica(&mut self, records: &[u8], leader_hw: i64, now_ms: i64) -> Result<usize> {
-        let ranges = split_batches(records, usize::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ranges = split_stored_batches(records).map_err(|e| anyhow::anyhow!("{e}"))?;
         if !ranges.is_empty() {
             self.log.append_replica(records, &ranges, now_ms)?;
             for span in &ranges {
@@ -403,6 +408,11 @@ impl Partition {
         if ranges.len() != 1 {
             return Err(AppendError::Corrupt(BatchError::BatchCount(ranges.len())));
         }
+        if self.log.config.compact {
+            for span in &ranges {
+                self.check_keys(&records[span.range.clone()], &span.header, max_batch_bytes)?;
+            }
+        }
         for span in &ranges {
             match self.producers.check(&span.header).map_err(AppendError::Protocol)? {
                 SequenceCheck::Append => {}
@@ -444,6 +454,27 @@ impl Partition {
             duplicate: false,
             log_append_time,
         })
+    }
+}
+
+impl Partition {
+    /// A compacted topic keeps the latest record per key, so a record without one has
+    /// nowhere to go: Kafka refuses the batch with INVALID_RECORD, and so do we.
+    fn check_keys(
+        &self,
+        batch: &[u8],
+        h: &crate::storage::batch::BatchHeader,
+        max_batch: usize,
+    ) -> Result<(), AppendError> {
+        use crate::storage::records;
+        let corrupt = |e: anyhow::Error| AppendError::Corrupt(BatchError::Records(format!("{e:#}")));
+        let limit = max_batch.min(1 << 26).saturating_mul(64);
+        let section = records::records_section(batch, h, limit).map_err(corrupt)?;
+        let recs = records::parse(&section, h.records_count).map_err(corrupt)?;
+        if recs.iter().any(|r| r.key.is_none()) {
+            return Err(AppendError::Corrupt(BatchError::NoKey(format!("{}-{}", self.topic, self.index))));
+        }
+        Ok(())
     }
 }
 

@@ -82,6 +82,12 @@ impl ProducerStateManager {
     }
 
     /// Record a batch that was appended (or found in the log on recovery).
+    /// Base offset of each producer's last batch: the batch the log cleaner keeps (empty if
+    /// need be) so the producer's sequence numbers survive cleaning and a restart.
+    pub fn last_batch_offsets(&self) -> HashMap<i64, i64> {
+        self.producers.iter().filter_map(|(pid, e)| Some((*pid, e.batches.back()?.base_offset))).collect()
+    }
+
     pub fn update(&mut self, h: &BatchHeader) {
         if !h.has_producer_id() || h.base_sequence < 0 {
             return;

@@ -15,6 +15,7 @@ use crate::config::BrokerConfig;
 use crate::connection;
 use crate::controller::Controller;
 use crate::group::coordinator::GroupCoordinator;
+use crate::log_cleaner::LogCleaner;
 use crate::metadata::MetadataStore;
 use crate::metrics::collector::{BrokerCollector, Sources};
 use crate::metrics::Metrics;
@@ -100,6 +101,7 @@ fn build(config: BrokerConfig) -> Result<Broker> {
     let replicas = Arc::new(ReplicaManager::new(&dir, config.node_id));
     let groups = Arc::new(GroupCoordinator::new(&config, replicas.clone()));
     let controller = Arc::new(Controller::new(&config, metadata.clone()));
+    let cleaner = LogCleaner::new(&config, replicas.clone(), metrics.clone());
     let replication = Replication::new(ReplicationDeps {
         config: config.clone(),
         metadata: metadata.clone(),
@@ -124,8 +126,9 @@ fn build(config: BrokerConfig) -> Result<Broker> {
         leader_quota: replication.leader_quota.clone(),
         follower_quota: replication.follower_quota.clone(),
         series_dropped: metrics.series_dropped.clone(),
+        cleaner: cleaner.clone(),
     }));
-    Ok(Broker { config, state, metadata, metrics, replicas, groups, controller, replication, topics })
+    Ok(Broker { config, state, metadata, metrics, replicas, groups, controller, replication, topics, cleaner })
 }
 
 /// Bind everything and start serving; returns once the broker is ready.
@@ -155,6 +158,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
     broker.metadata.set_quorum(quorum);
 
     broker.replication.spawn_tasks();
+    broker.cleaner.spawn();
     let (groups, controller) = (broker.groups.clone(), broker.controller.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));

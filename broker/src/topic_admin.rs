@@ -252,7 +252,7 @@ impl TopicAdmin {
         }
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        configs.insert("segment.bytes".to_string(), "104857600".to_string());
+        configs.insert("segment.bytes".to_string(), self.config.offsets_topic_segment_bytes.to_string());
         let n = self.config.offsets_topic_num_partitions;
         let t = TopicMeta {
             name: OFFSETS_TOPIC.into(),

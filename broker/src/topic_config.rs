@@ -11,18 +11,18 @@ use crate::storage::log::LogConfig;
 
 /// (topic key, broker key it defaults from, value kind)
 const KEYS: &[(&str, Option<&str>, Kind)] = &[
-    ("cleanup.policy", None, Kind::Policy),
+    ("cleanup.policy", Some("log.cleanup.policy"), Kind::Policy),
     ("compression.type", None, Kind::Compression),
-    ("delete.retention.ms", None, Kind::Long),
+    ("delete.retention.ms", Some("log.cleaner.delete.retention.ms"), Kind::Long),
     ("file.delete.delay.ms", None, Kind::Long),
     ("flush.messages", Some("log.flush.interval.messages"), Kind::Long),
     ("flush.ms", Some("log.flush.interval.ms"), Kind::Long),
     ("index.interval.bytes", Some("log.index.interval.bytes"), Kind::Int),
-    ("max.compaction.lag.ms", None, Kind::Long),
+    ("max.compaction.lag.ms", Some("log.cleaner.max.compaction.lag.ms"), Kind::Long),
     ("max.message.bytes", Some("message.max.bytes"), Kind::Int),
     ("message.timestamp.type", None, Kind::TimestampType),
-    ("min.cleanable.dirty.ratio", None, Kind::Double),
-    ("min.compaction.lag.ms", None, Kind::Long),
+    ("min.cleanable.dirty.ratio", Some("log.cleaner.min.cleanable.ratio"), Kind::Double),
+    ("min.compaction.lag.ms", Some("log.cleaner.min.compaction.lag.ms"), Kind::Long),
     ("min.insync.replicas", Some("min.insync.replicas"), Kind::Int),
     ("preallocate", None, Kind::Bool),
     ("retention.bytes", Some("log.retention.bytes"), Kind::Long),
@@ -57,18 +57,18 @@ pub fn defaults(b: &BrokerConfig) -> BTreeMap<&'static str, String> {
     KEYS.iter()
         .map(|(k, _, _)| {
             let v = match *k {
-                "cleanup.policy" => "delete".to_string(),
+                "cleanup.policy" => b.props["log.cleanup.policy"].clone(),
                 "compression.type" => "producer".to_string(),
-                "delete.retention.ms" => "86400000".to_string(),
+                "delete.retention.ms" => b.props["log.cleaner.delete.retention.ms"].clone(),
                 "file.delete.delay.ms" => "60000".to_string(),
                 "flush.messages" => b.log_flush_interval_messages.to_string(),
                 "flush.ms" => flush_ms.to_string(),
                 "index.interval.bytes" => b.log_index_interval_bytes.to_string(),
-                "max.compaction.lag.ms" => i64::MAX.to_string(),
+                "max.compaction.lag.ms" => b.props["log.cleaner.max.compaction.lag.ms"].clone(),
                 "max.message.bytes" => b.message_max_bytes.to_string(),
                 "message.timestamp.type" => "CreateTime".to_string(),
-                "min.cleanable.dirty.ratio" => "0.5".to_string(),
-                "min.compaction.lag.ms" => "0".to_string(),
+                "min.cleanable.dirty.ratio" => b.props["log.cleaner.min.cleanable.ratio"].clone(),
+                "min.compaction.lag.ms" => b.props["log.cleaner.min.compaction.lag.ms"].clone(),
                 "min.insync.replicas" => b.min_insync_replicas.to_string(),
                 "preallocate" => "false".to_string(),
                 "retention.bytes" => b.log_retention_bytes.to_string(),
@@ -95,12 +95,6 @@ pub fn broker_key(key: &str) -> Option<&'static str> {
 
 /// Say so when a topic asks for something this broker stores but does not act on yet.
 pub fn warn_unimplemented(topic: &str, overrides: &BTreeMap<String, String>) {
-    if overrides.get("cleanup.policy").is_some_and(|p| p.contains("compact")) {
-        tracing::warn!(
-            topic,
-            "cleanup.policy=compact is recorded but compaction is not implemented yet: the log keeps every record"
-        );
-    }
     if overrides.get("compression.type").is_some_and(|c| c != "producer") {
         tracing::warn!(
             topic,
@@ -133,6 +127,9 @@ pub fn validate(key: &str, value: &str) -> Result<(), ApiError> {
             "segment.bytes" => value.parse::<i64>().is_ok_and(|v| v >= 14),
             "min.insync.replicas" | "max.message.bytes" => value.parse::<i64>().is_ok_and(|v| v >= 1),
             "retention.ms" | "retention.bytes" => value.parse::<i64>().is_ok_and(|v| v >= -1),
+            "min.cleanable.dirty.ratio" => value.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
+            "delete.retention.ms" | "min.compaction.lag.ms" => value.parse::<i64>().is_ok_and(|v| v >= 0),
+            "max.compaction.lag.ms" => value.parse::<i64>().is_ok_and(|v| v >= 1),
             _ => true,
         };
     if ok {
@@ -165,6 +162,11 @@ pub fn log_config(b: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Log
         max_message_bytes: long("max.message.bytes", 1048588).max(1) as usize,
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
         min_insync_replicas: long("min.insync.replicas", 1).clamp(1, i32::MAX as i64) as i32,
+        compact: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
+        min_cleanable_ratio: get("min.cleanable.dirty.ratio").parse::<f64>().unwrap_or(0.5),
+        min_compaction_lag_ms: long("min.compaction.lag.ms", 0),
+        max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX),
+        delete_retention_ms: long("delete.retention.ms", 86_400_000),
     }
 }
 
@@ -191,7 +193,8 @@ mod tests {
         o.insert("cleanup.policy".to_string(), "compact".to_string());
         let c = log_config(&b, &o);
         assert_eq!(c.retention_ms, 5);
-        assert!(!c.delete_enabled);
+        assert!(!c.delete_enabled && c.compact);
+        assert_eq!((c.min_cleanable_ratio, c.delete_retention_ms), (0.5, 86_400_000));
         assert_eq!(c.segment_bytes, 1 << 30);
     }
 }

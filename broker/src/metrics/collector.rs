@@ -37,6 +37,7 @@ pub struct Sources {
     pub leader_quota: Arc<Quota>,
     pub follower_quota: Arc<Quota>,
     pub series_dropped: prometheus_client::metrics::counter::Counter,
+    pub cleaner: Arc<crate::log_cleaner::LogCleaner>,
 }
 
 pub struct BrokerCollector {
@@ -270,6 +271,51 @@ struct GroupLag<'a> {
     seconds: f64,
 }
 
+/// The log cleaner's state: how dirty and how late the compacted logs hosted here are.
+fn cleaner_gauges(
+    enc: &mut DescriptorEncoder,
+    b: &Sources,
+    partitions: &[crate::replica_manager::PartitionRef],
+    now: i64,
+) -> Result<(), std::fmt::Error> {
+    let (mut since_clean_ms, mut delay_ms) = (0i64, 0i64);
+    for p in partitions {
+        let p = p.lock();
+        if !p.log.config.compact {
+            continue;
+        }
+        // Only a log with something to clean is late; a clean idle log is not.
+        if let Some(c) = p.log.cleanable(p.high_watermark(), now) {
+            since_clean_ms = since_clean_ms.max(now - p.log.last_cleaned_ms);
+            delay_ms = delay_ms.max(c.compaction_delay_ms);
+        }
+    }
+    gauge(
+        enc,
+        "fjord_log_cleaner_max_dirty_ratio",
+        "Largest dirty ratio (bytes not yet cleaned / cleanable bytes) among compacted logs, at the cleaner's last pass",
+        b.cleaner.max_dirty_ratio(),
+    )?;
+    gauge(
+        enc,
+        "fjord_log_cleaner_uncleanable_partitions",
+        "Compacted logs the cleaner gave up on after an error (until a restart)",
+        b.cleaner.uncleanable_count() as f64,
+    )?;
+    gauge(
+        enc,
+        "fjord_log_cleaner_max_seconds_since_last_clean",
+        "Longest time since a compacted log hosted here that is due for cleaning was last cleaned (or opened)",
+        since_clean_ms as f64 / 1000.0,
+    )?;
+    gauge(
+        enc,
+        "fjord_log_cleaner_max_compaction_delay_seconds",
+        "How far the oldest dirty record of a compacted log is past its max.compaction.lag.ms",
+        delay_ms as f64 / 1000.0,
+    )
+}
+
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let b = &self.b;
@@ -325,6 +371,7 @@ impl Collector for BrokerCollector {
             "Time since the active controller last answered this broker's heartbeat",
             h.controller_silence_ms as f64 / 1000.0,
         )?;
+        cleaner_gauges(enc, b, &partitions, now)?;
         let gauges: [(&str, &str, i64); 12] = [
             (
                 "fjord_cut_off_leader_partitions",

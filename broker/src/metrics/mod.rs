@@ -71,6 +71,15 @@ pub struct Phases {
     pub send: Duration,
 }
 
+/// The log cleaner's counters (its gauges are read at scrape time).
+pub struct CleanerMetrics {
+    pub runs: Counter,
+    pub read_bytes: Counter,
+    pub written_bytes: Counter,
+    pub records_removed: Counter,
+    pub duration: Histogram,
+}
+
 pub struct Metrics {
     registry: parking_lot::Mutex<Registry>,
     bytes_in: Family<TopicLabel, Counter>,
@@ -92,6 +101,7 @@ pub struct Metrics {
     pub replication_bytes_in: Counter,
     pub replication_bytes_out: Counter,
     pub series_dropped: Counter,
+    pub cleaner: CleanerMetrics,
 }
 
 fn latency_histogram() -> HistogramWithExemplars<TraceLabel> {
@@ -128,6 +138,14 @@ impl Metrics {
             replication_bytes_in: Counter::default(),
             replication_bytes_out: Counter::default(),
             series_dropped: Counter::default(),
+            cleaner: CleanerMetrics {
+                runs: Counter::default(),
+                read_bytes: Counter::default(),
+                written_bytes: Counter::default(),
+                records_removed: Counter::default(),
+                // 10 ms .. ~3 h
+                duration: Histogram::new(exponential_buckets(0.01, 4.0, 11)),
+            },
         };
         r.register("fjord_topic_bytes_in", "Bytes of record batches appended, per topic", m.bytes_in.clone());
         r.register(
@@ -185,6 +203,30 @@ impl Metrics {
             "fjord_metrics_series_dropped",
             "Per-partition series left out by fjord.metrics.max.partition.series (their topics are exported per topic)",
             m.series_dropped.clone(),
+        );
+        r.register("fjord_log_cleaner_runs", "Cleanings of compacted logs swapped in", m.cleaner.runs.clone());
+        r.register_with_unit(
+            "fjord_log_cleaner_read",
+            "Bytes the log cleaner read (the offset map pass and the rewrite)",
+            Unit::Bytes,
+            m.cleaner.read_bytes.clone(),
+        );
+        r.register_with_unit(
+            "fjord_log_cleaner_written",
+            "Bytes of cleaned segments the log cleaner wrote",
+            Unit::Bytes,
+            m.cleaner.written_bytes.clone(),
+        );
+        r.register(
+            "fjord_log_cleaner_records_removed",
+            "Records the log cleaner removed (superseded, expired tombstones, keyless)",
+            m.cleaner.records_removed.clone(),
+        );
+        r.register_with_unit(
+            "fjord_log_cleaner_run_duration",
+            "Time of one cleaning of one log, from the offset map to the swap",
+            Unit::Seconds,
+            m.cleaner.duration.clone(),
         );
         *m.registry.lock() = r;
         m

@@ -13,7 +13,7 @@ use std::ops::Range;
 pub const LOG_OVERHEAD: usize = 12;
 /// Size of a v2 batch header.
 pub const HEADER_LEN: usize = 61;
-const CRC_START: usize = 21;
+pub const CRC_START: usize = 21;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -52,6 +52,10 @@ pub enum BatchError {
     Control,
     #[error("a produce request must carry exactly one record batch per partition, got {0}")]
     BatchCount(usize),
+    #[error("Compacted topic cannot accept message without key in topic partition {0}.")]
+    NoKey(String),
+    #[error("record batch records do not decode: {0}")]
+    Records(String),
 }
 
 fn i64_at(b: &[u8], at: usize) -> i64 {
@@ -160,6 +164,17 @@ pub struct TimestampOffset {
 
 /// Split a produce payload into its batches, validating each.
 pub fn split_batches(records: &[u8], max_batch: usize) -> Result<Vec<BatchSpan>, BatchError> {
+    split(records, max_batch, true)
+}
+
+/// Split batches copied from a leader's log: checked like produced batches, except that a
+/// cleaned batch may hold fewer records than its offset range (or none), and control
+/// batches are the leader's own.
+pub fn split_stored_batches(records: &[u8]) -> Result<Vec<BatchSpan>, BatchError> {
+    split(records, usize::MAX, false)
+}
+
+fn split(records: &[u8], max_batch: usize, produced: bool) -> Result<Vec<BatchSpan>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
@@ -180,10 +195,10 @@ pub fn split_batches(records: &[u8], max_batch: usize) -> Result<Vec<BatchSpan>,
         let h = validate(&records[pos..end])?;
         // A produced batch counts its records; an offset range that disagrees with the
         // count would hand out offsets twice or leave holes (Kafka's LogValidator too).
-        if h.records_count < 1 || h.last_offset_delta != h.records_count - 1 {
+        if produced && (h.records_count < 1 || h.last_offset_delta != h.records_count - 1) {
             return Err(BatchError::Offsets);
         }
-        if h.is_control() {
+        if produced && h.is_control() {
             return Err(BatchError::Control);
         }
         out.push(BatchSpan { range: pos..end, header: h });

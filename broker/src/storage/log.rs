@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::batch::{self, BatchHeader, BatchSpan, TimestampOffset};
-use super::segment::{delete_segment_files, list_segments, Segment};
+use super::cleaner::{self, CleanedLog, CleaningJob};
+use super::records::DELETE_HORIZON_FLAG;
+use super::segment::{delete_segment_files, file_name, list_segments, Segment};
 use super::segments::Segments;
 
 /// Per-topic log settings (Kafka topic config names in comments).
@@ -26,6 +28,11 @@ pub struct LogConfig {
     pub max_message_bytes: usize,    // max.message.bytes (largest batch accepted)
     pub log_append_time: bool,       // message.timestamp.type=LogAppendTime
     pub min_insync_replicas: i32,    // min.insync.replicas (checked by acks=all produces)
+    pub compact: bool,               // cleanup.policy contains compact
+    pub min_cleanable_ratio: f64,    // min.cleanable.dirty.ratio
+    pub min_compaction_lag_ms: i64,  // min.compaction.lag.ms
+    pub max_compaction_lag_ms: i64,  // max.compaction.lag.ms
+    pub delete_retention_ms: i64,    // delete.retention.ms
 }
 
 impl Default for LogConfig {
@@ -42,6 +49,11 @@ impl Default for LogConfig {
             max_message_bytes: 1048588,
             log_append_time: false,
             min_insync_replicas: 1,
+            compact: false,
+            min_cleanable_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
         }
     }
 }
@@ -105,21 +117,42 @@ pub struct StoredBatch {
 /// deletes.
 #[must_use = "the segments' files stay on disk until `delete` runs"]
 #[derive(Debug, Default)]
-pub struct RemovedSegments(Vec<Segment>);
+pub struct RemovedSegments {
+    segments: Vec<Segment>,
+    /// Replaced by a cleaning: their `.log` file was renamed `<name>.deleted`.
+    renamed: bool,
+}
 
 impl RemovedSegments {
+    fn new(segments: Vec<Segment>) -> Self {
+        RemovedSegments { segments, renamed: false }
+    }
+
+    fn deleted(segments: Vec<Segment>) -> Self {
+        RemovedSegments { segments, renamed: true }
+    }
+
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.segments.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.segments.is_empty()
     }
 
     /// Delete the files. Blocking: call from `spawn_blocking` or `block_in_place`.
     pub fn delete(self) -> Result<()> {
-        for seg in self.0 {
-            seg.delete()?;
+        for seg in self.segments {
+            if self.renamed {
+                let dir = seg.dir().to_path_buf();
+                let log = dir.join(file_name(seg.base_offset, "log.deleted"));
+                match std::fs::remove_file(&log) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            } else {
+                seg.delete()?;
+            }
         }
         Ok(())
     }
@@ -139,6 +172,26 @@ pub struct Log {
     /// Files of rolled segments not yet fsynced: the roll happens inside an append, under
     /// the partition lock, so their fsync is left to housekeeping, outside it.
     pending_sync: Vec<std::fs::File>,
+    /// Everything below is clean (Kafka's cleaner offset checkpoint), kept in this
+    /// partition's `cleaner-offset-checkpoint` file.
+    cleaner_checkpoint: i64,
+    /// Counts truncations: a cleaning taken before one is not swapped in.
+    generation: u64,
+    /// Earliest delete horizon of a kept tombstone: the log needs cleaning then.
+    next_delete_horizon: Option<i64>,
+    /// Wall-clock ms of the last cleaning swapped in (or of the open, before any).
+    pub last_cleaned_ms: i64,
+}
+
+/// How dirty a compacted log is, for the cleaner's choice (Kafka's LogToClean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cleanable {
+    pub dirty_ratio: f64,
+    /// Past `max.compaction.lag.ms`, or a tombstone's delete horizon passed: cleaned
+    /// whatever the ratio.
+    pub due: bool,
+    /// How long past `max.compaction.lag.ms` the oldest dirty record is (0 when not).
+    pub compaction_delay_ms: i64,
 }
 
 /// fsyncs taken out of a log under its lock, to run after the lock is released: an
@@ -158,13 +211,56 @@ impl PendingSync {
 }
 
 const LOG_START_FILE: &str = "log-start-offset";
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
+/// Finish or roll back what a cleaning left in `dir` when the process stopped. A
+/// `.cleaned` file is incomplete: removed, the old segments stand. A `.swap` file is a
+/// complete cleaned group: the segments it replaces (named in it) are removed and it
+/// becomes the segment. `.deleted` files were already replaced.
+fn recover_cleaning(dir: &Path) -> Result<()> {
+    let mut swaps = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().to_string();
+        if name.ends_with(".cleaned") || name.ends_with(".deleted") {
+            std::fs::remove_file(dir.join(&name))?;
+        } else if let Some(range) = cleaner::parse_group_file(&name, "swap") {
+            swaps.push((range, name));
+        }
+    }
+    if swaps.is_empty() {
+        return Ok(());
+    }
+    let bases = list_segments(dir)?;
+    for ((base, end), name) in swaps {
+        tracing::warn!(dir = %dir.display(), base, end, "completing a log cleaning swap interrupted by a stop");
+        for b in bases.iter().filter(|b| **b >= base && **b < end) {
+            delete_segment_files(dir, *b)?;
+        }
+        std::fs::rename(dir.join(&name), dir.join(file_name(base, "log")))?;
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
 
 impl Log {
     /// Open (or create) the log in `dir`, recovering the active segment, and call
     /// `on_batch` with the header of every batch (to rebuild producer state).
     pub fn open_with(dir: &Path, config: LogConfig, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        recover_cleaning(dir)?;
         let bases = list_segments(dir)?;
+        let mut next_delete_horizon: Option<i64> = None;
         let mut segments = BTreeMap::new();
         let mut epochs: Vec<EpochEntry> = Vec::new();
         let stored_start = std::fs::read_to_string(dir.join(LOG_START_FILE))
@@ -181,6 +277,10 @@ impl Log {
             }
             let seg = Segment::open(dir, *base, config.index_interval, active, &mut |h: &BatchHeader| {
                 note_epoch(&mut epochs, h.partition_leader_epoch, h.base_offset);
+                if h.attributes & DELETE_HORIZON_FLAG != 0 {
+                    next_delete_horizon =
+                        Some(next_delete_horizon.map_or(h.base_timestamp, |t| t.min(h.base_timestamp)));
+                }
                 on_batch(h);
             })?;
             segments.insert(*base, seg);
@@ -191,16 +291,26 @@ impl Log {
         };
         let log_end_offset = segments.active().next_offset;
         let first_base = segments.oldest().base_offset;
+        let log_start_offset = stored_start.max(first_base).min(log_end_offset);
+        let cleaner_checkpoint = std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+            .clamp(log_start_offset, log_end_offset);
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
             segments,
-            log_start_offset: stored_start.max(first_base).min(log_end_offset),
+            log_start_offset,
             log_end_offset,
             epochs,
             unflushed_messages: 0,
             last_flush: Instant::now(),
             pending_sync: Vec::new(),
+            cleaner_checkpoint,
+            generation: 0,
+            next_delete_horizon,
+            last_cleaned_ms: wall_clock_ms(),
         })
     }
 
@@ -296,9 +406,10 @@ impl Log {
     /// assigned there, and must continue this log exactly.
     pub fn append_replica(&mut self, batches: &[u8], ranges: &[BatchSpan], now_ms: i64) -> Result<()> {
         for BatchSpan { range, header: h } in ranges {
+            // A cleaned leader log has gaps between batches (Kafka's follower accepts them).
             anyhow::ensure!(
-                h.base_offset == self.log_end_offset,
-                "replicated batch at offset {} does not continue the log end offset {}",
+                h.base_offset >= self.log_end_offset,
+                "replicated batch at offset {} is below the log end offset {}",
                 h.base_offset,
                 self.log_end_offset
             );
@@ -318,7 +429,11 @@ impl Log {
         if offset >= self.log_end_offset {
             return Ok(());
         }
+        self.generation += 1;
         let interval = self.config.index_interval;
+        // A cleaned log may have no batch at `offset`: the log end is then `offset` itself,
+        // or the start of the batch holding it.
+        let cut_batch_base = self.batch_at(offset)?.map(|b| b.header.base_offset);
         let doomed = if offset < self.log_start_offset { None } else { self.segments.split_above(offset.max(0)) };
         match doomed {
             Some(doomed) => {
@@ -336,14 +451,22 @@ impl Log {
                 std::fs::write(self.dir.join(LOG_START_FILE), offset.to_string())?;
             }
         }
-        self.log_end_offset = self.segments.active().next_offset;
+        let active_end = self.segments.active().next_offset;
+        self.log_end_offset = if offset < self.log_start_offset {
+            active_end
+        } else {
+            active_end.max(offset.min(cut_batch_base.unwrap_or(offset)))
+        };
         let leo = self.log_end_offset;
         self.epochs.retain(|e| e.start_offset < leo);
+        self.cleaner_checkpoint = self.cleaner_checkpoint.min(leo);
         Ok(())
     }
 
     /// Empty the log and start it at `offset` (a follower behind its leader's log start).
     pub fn restart_at(&mut self, offset: i64) -> Result<()> {
+        self.generation += 1;
+        self.cleaner_checkpoint = offset;
         for seg in self.segments.reset(Segment::create(&self.dir, offset, self.config.index_interval)?) {
             seg.delete()?;
         }
@@ -472,7 +595,7 @@ impl Log {
         while let Some(seg) = self.segments.pop_oldest_if(|s| s.next_offset <= offset) {
             removed.push(seg);
         }
-        Ok(RemovedSegments(removed))
+        Ok(RemovedSegments::new(removed))
     }
 
     /// Apply `retention.ms` and `retention.bytes`: take whole inactive segments from the
@@ -512,7 +635,137 @@ impl Log {
         if !removed.is_empty() {
             std::fs::write(self.dir.join(LOG_START_FILE), self.log_start_offset.to_string())?;
         }
-        Ok(RemovedSegments(removed))
+        Ok(RemovedSegments::new(removed))
+    }
+
+    /// The first offset the cleaner may not touch: the active segment, records not yet
+    /// committed (`upper`, the high watermark) and segments younger than
+    /// `min.compaction.lag.ms`.
+    fn first_uncleanable(&self, upper: i64, now_ms: i64) -> i64 {
+        let mut first = self.segments.active().base_offset.min(upper);
+        if self.config.min_compaction_lag_ms > 0 {
+            let young = self
+                .segments
+                .iter()
+                .find(|s| s.max_timestamp >= 0 && now_ms - s.max_timestamp < self.config.min_compaction_lag_ms);
+            if let Some(s) = young {
+                first = first.min(s.base_offset);
+            }
+        }
+        first
+    }
+
+    fn first_dirty(&self) -> i64 {
+        self.cleaner_checkpoint.clamp(self.log_start_offset, self.log_end_offset)
+    }
+
+    /// How dirty this log is, if it is compacted and has something to clean.
+    pub fn cleanable(&self, upper: i64, now_ms: i64) -> Option<Cleanable> {
+        if !self.config.compact {
+            return None;
+        }
+        let first_dirty = self.first_dirty();
+        let first_uncleanable = self.first_uncleanable(upper, now_ms);
+        let (mut clean, mut dirty) = (0u64, 0u64);
+        let mut oldest_dirty: Option<i64> = None;
+        for s in self.segments.iter().filter(|s| s.base_offset < first_uncleanable) {
+            if s.next_offset <= first_dirty {
+                clean += s.size();
+            } else {
+                dirty += s.size();
+                if oldest_dirty.is_none() && s.first_timestamp >= 0 {
+                    oldest_dirty = Some(s.first_timestamp);
+                }
+            }
+        }
+        let dirty_ratio = if clean + dirty == 0 { 0.0 } else { dirty as f64 / (clean + dirty) as f64 };
+        let max_lag = self.config.max_compaction_lag_ms;
+        let compaction_delay_ms = match oldest_dirty {
+            Some(ts) if max_lag < i64::MAX && dirty > 0 => (now_ms - ts - max_lag).max(0),
+            _ => 0,
+        };
+        let lag_due = oldest_dirty.is_some_and(|ts| max_lag < i64::MAX && dirty > 0 && now_ms - ts >= max_lag);
+        let horizon_due = self.next_delete_horizon.is_some_and(|t| t <= now_ms);
+        let due = lag_due || horizon_due;
+        (due || (dirty > 0 && dirty_ratio >= self.config.min_cleanable_ratio)).then_some(Cleanable {
+            dirty_ratio,
+            due,
+            compaction_delay_ms,
+        })
+    }
+
+    /// A snapshot for one cleaning: handles on the closed segments below the first
+    /// uncleanable offset, and the settings it follows.
+    pub fn cleaning_job(
+        &self,
+        upper: i64,
+        now_ms: i64,
+        producer_last_batches: std::collections::HashMap<i64, i64>,
+    ) -> Result<CleaningJob> {
+        let first_uncleanable = self.first_uncleanable(upper, now_ms);
+        let active = self.segments.active().base_offset;
+        let segments = self
+            .segments
+            .iter()
+            .filter(|s| s.base_offset < first_uncleanable && s.base_offset < active)
+            .map(|s| s.source())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CleaningJob {
+            dir: self.dir.clone(),
+            segments,
+            first_dirty: self.first_dirty(),
+            first_uncleanable,
+            segment_bytes: self.config.segment_bytes,
+            delete_retention_ms: self.config.delete_retention_ms,
+            producer_last_batches,
+            generation: self.generation,
+        })
+    }
+
+    /// Swap the cleaned groups in for their source segments, in Kafka's order: the old
+    /// files are renamed `.deleted`, then the `.swap` file becomes the segment, with a
+    /// directory fsync between, so a stop at any point leaves either the old segments or
+    /// the swap file that replaces them (`recover_cleaning` finishes it). Returns false,
+    /// swapping nothing, when the log changed under the cleaning (a truncation, a
+    /// retention pass): the swap files are then removed. The `.deleted` files are removed
+    /// by the caller after it releases the lock (`RemovedSegments`).
+    pub fn swap_cleaned(
+        &mut self,
+        job: &CleaningJob,
+        cleaned: CleanedLog,
+        now_ms: i64,
+    ) -> Result<(bool, RemovedSegments)> {
+        let active = self.segments.active().base_offset;
+        let intact = job.generation == self.generation
+            && cleaned.groups.iter().all(|g| {
+                g.end_offset <= active
+                    && g.sources.iter().all(|(base, size)| self.segments.size_of(*base) == Some(*size))
+            });
+        if !intact {
+            cleaner::discard(&cleaned.groups);
+            return Ok((false, RemovedSegments::default()));
+        }
+        let dir_sync = || std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+        let mut removed = Vec::new();
+        for g in &cleaned.groups {
+            for (base, _) in &g.sources {
+                let log = self.dir.join(file_name(*base, "log"));
+                std::fs::rename(&log, log.with_extension("log.deleted"))?;
+                for ext in ["index", "timeindex"] {
+                    let _ = std::fs::remove_file(self.dir.join(file_name(*base, ext)));
+                }
+            }
+            dir_sync()?;
+            std::fs::rename(&g.swap_path, self.dir.join(file_name(g.base_offset, "log")))?;
+            dir_sync()?;
+            let seg = Segment::open(&self.dir, g.base_offset, self.config.index_interval, false, &mut |_| {})?;
+            removed.extend(self.segments.replace(seg, g.end_offset));
+        }
+        self.cleaner_checkpoint = cleaned.clean_up_to.max(self.cleaner_checkpoint);
+        write_atomically(&self.dir.join(CLEANER_CHECKPOINT_FILE), &self.cleaner_checkpoint.to_string())?;
+        self.next_delete_horizon = cleaned.next_delete_horizon;
+        self.last_cleaned_ms = now_ms;
+        Ok((true, RemovedSegments::deleted(removed)))
     }
 
     /// Where `epoch` ends (OffsetForLeaderEpoch, used for follower truncation).

@@ -44,6 +44,9 @@ pub struct Segment {
     pub max_timestamp: i64,
     /// Wall-clock ms when the first batch was appended; drives `segment.ms` rolls.
     pub first_append_ms: Option<i64>,
+    /// Max timestamp of the first batch, -1 while empty: how old the segment's oldest
+    /// data is (`max.compaction.lag.ms`).
+    pub first_timestamp: i64,
     bytes_since_index: u32,
     index_interval: u32,
 }
@@ -72,6 +75,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: -1,
             first_append_ms: None,
+            first_timestamp: -1,
             bytes_since_index: 0,
             index_interval,
         })
@@ -123,6 +127,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: -1,
             first_append_ms: None,
+            first_timestamp: -1,
             bytes_since_index: 0,
             index_interval,
         };
@@ -177,6 +182,9 @@ impl Segment {
         if write_index && h.max_timestamp > self.max_timestamp {
             self.time_index.append(h.max_timestamp, rel)?;
         }
+        if position == 0 {
+            self.first_timestamp = h.max_timestamp;
+        }
         self.bytes_since_index += h.total_len() as u32;
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
         self.next_offset = h.next_offset();
@@ -189,6 +197,16 @@ impl Segment {
 
     pub fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// This segment as the cleaner reads it, through a handle of its own.
+    pub fn source(&self) -> Result<super::cleaner::SourceSegment> {
+        Ok(super::cleaner::SourceSegment {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            size: self.size,
+            file: self.file.try_clone()?,
+        })
     }
 
     /// Append one batch whose offsets are already assigned.
@@ -292,6 +310,11 @@ impl Segment {
         self.file.sync_data()?;
         self.index.sync()?;
         self.time_index.sync()
+    }
+
+    /// The partition directory this segment is in.
+    pub fn dir(&self) -> &Path {
+        self.log_path.parent().expect("a segment file is inside its partition directory")
     }
 
     pub fn delete(self) -> Result<()> {

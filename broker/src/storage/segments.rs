@@ -72,6 +72,22 @@ impl Segments {
         Some(self.map.split_off(&(offset + 1)).into_values().collect())
     }
 
+    /// The segment at `base` and its size, if there is one.
+    pub fn size_of(&self, base: i64) -> Option<u64> {
+        self.map.get(&base).map(|s| s.size())
+    }
+
+    /// Put a cleaned segment in place of the segments with base offsets in
+    /// [`new.base_offset`, `end`), returning them. Never the active segment: the caller
+    /// checked that `end` is at most its base.
+    pub fn replace(&mut self, new: Segment, end: i64) -> Vec<Segment> {
+        debug_assert!(end <= self.active().base_offset);
+        let bases: Vec<i64> = self.map.range(new.base_offset..end).map(|(b, _)| *b).collect();
+        let old = bases.iter().filter_map(|b| self.map.remove(b)).collect();
+        self.map.insert(new.base_offset, new);
+        old
+    }
+
     /// Make `first` the only segment and return the others, for the caller to delete.
     /// `Segment::create` truncates the files of a segment with the same base offset, so a
     /// replaced segment of that base is dropped here, not returned: deleting it would

@@ -142,6 +142,9 @@ pub struct Group {
     pub last_commit_ms: Option<i64>,
     /// The last commits per partition, for the Burrow-style status.
     pub windows: HashMap<TopicPartition, CommitWindow>,
+    /// Since when the group has had no member (wall-clock ms): its offsets expire
+    /// `offsets.retention.minutes` after both this and their commit (KIP-211).
+    empty_since_ms: Option<i64>,
 }
 
 impl Group {
@@ -164,6 +167,7 @@ impl Group {
             commits: 0,
             last_commit_ms: None,
             windows: HashMap::new(),
+            empty_since_ms: None,
         }
     }
 
@@ -353,6 +357,9 @@ pub struct GroupCoordinator {
     /// `__consumer_offsets` partitions this node leads and has loaded: it coordinates
     /// exactly the groups that hash to them.
     owned: Mutex<std::collections::HashSet<i32>>,
+    offsets_retention_ms: i64,
+    retention_check_every: Duration,
+    last_retention_check: Mutex<Instant>,
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -374,6 +381,57 @@ impl GroupCoordinator {
             max_session: config.group_max_session_timeout_ms,
             offsets_partitions: config.offsets_topic_num_partitions,
             owned: Mutex::new(std::collections::HashSet::new()),
+            offsets_retention_ms: config.offsets_retention_ms,
+            retention_check_every: Duration::from_millis(config.offsets_retention_check_interval_ms),
+            last_retention_check: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Expire the committed offsets of groups that have had no member for
+    /// `offsets.retention.minutes`, and whose commit is as old (Kafka's KIP-211 rule),
+    /// writing tombstones so that the log cleaner drops them from `__consumer_offsets`.
+    fn expire_offsets(&self, now_ms: i64) {
+        let retention = self.offsets_retention_ms;
+        let per_group: Vec<(String, Vec<TopicPartition>)> = {
+            let mut groups = self.groups.lock();
+            groups
+                .values_mut()
+                .filter_map(|g| {
+                    if !g.members.is_empty() {
+                        g.empty_since_ms = None;
+                        return None;
+                    }
+                    let since = *g.empty_since_ms.get_or_insert(now_ms);
+                    if now_ms - since < retention {
+                        return None;
+                    }
+                    let keys: Vec<TopicPartition> = g
+                        .offsets
+                        .iter()
+                        .filter(|(_, o)| now_ms - o.commit_timestamp >= retention)
+                        .map(|(tp, _)| tp.clone())
+                        .collect();
+                    (!keys.is_empty()).then(|| (g.id.clone(), keys))
+                })
+                .collect()
+        };
+        for (group, keys) in per_group {
+            let tombstones: Vec<OffsetRecord> = keys.iter().map(|tp| OffsetRecord::tombstone(&group, tp)).collect();
+            match self.store.append(&group, &tombstones) {
+                Ok(_) => {
+                    if let Some(g) = self.groups.lock().get_mut(&group) {
+                        // A commit that raced the tombstones is kept (it is after them in the log).
+                        for tp in &keys {
+                            if g.offsets.get(tp).is_some_and(|o| now_ms - o.commit_timestamp >= retention) {
+                                g.offsets.remove(tp);
+                                g.windows.remove(tp);
+                            }
+                        }
+                    }
+                    tracing::info!(group = %group, partitions = keys.len(), "expired committed offsets (offsets.retention.minutes)");
+                }
+                Err(e) => tracing::warn!(group = %group, error = ?e, "could not write offset tombstones"),
+            }
         }
     }
 
@@ -421,9 +479,21 @@ impl GroupCoordinator {
         }
     }
 
-    /// Expire sessions and finish rebalances whose time is up. Called every 100 ms.
+    /// Expire sessions and finish rebalances whose time is up, and committed offsets
+    /// past their retention. Called every 100 ms.
     pub fn tick(&self) {
         let now = Instant::now();
+        let retention_due = {
+            let mut last = self.last_retention_check.lock();
+            let due = now.duration_since(*last) >= self.retention_check_every;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        if retention_due {
+            self.expire_offsets(crate::clock::now_ms());
+        }
         let mut groups = self.groups.lock();
         for g in groups.values_mut() {
             g.pending.retain(|_, deadline| *deadline > now);

@@ -156,7 +156,8 @@ impl LogCleaner {
             return Ok(false);
         }
         let cleaned = cleaner::clean(&job, &self.settings, now)?;
-        let stats = (cleaned.bytes_read, cleaned.bytes_written, cleaned.records_removed, cleaned.clean_up_to);
+        let (read, written) = (cleaned.bytes_read, cleaned.bytes_written);
+        let (records_removed, clean_up_to) = (cleaned.records_removed, cleaned.clean_up_to);
         let (swapped, removed) = {
             let mut p = part.lock();
             match p.log.swap_cleaned(&job, cleaned, now_ms()) {
@@ -166,13 +167,12 @@ impl LogCleaner {
         };
         removed.delete()?;
         if swapped {
-            self.metrics.cleaner.read_bytes.inc_by(stats.0);
-            self.metrics.cleaner.written_bytes.inc_by(stats.1);
-            self.metrics.cleaner.records_removed.inc_by(stats.2);
+            self.metrics.cleaner.read_bytes.inc_by(read);
+            self.metrics.cleaner.written_bytes.inc_by(written);
+            self.metrics.cleaner.records_removed.inc_by(records_removed);
             let p = part.lock();
             tracing::info!(
-                topic = %p.topic, partition = p.index, read = stats.0, written = stats.1, removed = stats.2,
-                clean_up_to = stats.3, secs = format!("{:.2}", (now_ms() - now) as f64 / 1000.0),
+                topic = %p.topic, partition = p.index, read, written, removed = records_removed, clean_up_to, secs = format!("{:.2}", (now_ms() - now) as f64 / 1000.0),
                 "log cleaned"
             );
         }

@@ -71,7 +71,10 @@ pub struct CleanedGroup {
     pub end_offset: i64,
     /// (base offset, size) of each source, which the swap checks are unchanged.
     pub sources: Vec<(i64, u64)>,
-    pub swap_path: PathBuf,
+    /// The complete `.cleaned` file. It becomes `.swap` only under the log's lock, once the
+    /// swap has checked the sources are unchanged: a `.swap` file on disk is always one
+    /// that recovery may complete.
+    pub cleaned_path: PathBuf,
 }
 
 /// What one cleaning did.
@@ -122,26 +125,49 @@ impl Throttle {
     }
 }
 
-/// Batches of a segment file, read with positioned reads.
+/// Bytes of a segment read at once: batches are handed out of this buffer, so a segment of
+/// small batches (`__consumer_offsets`) costs one read per chunk, not two per batch.
+const READ_CHUNK: usize = 4 << 20;
+
+/// Batches of a segment file, read with positioned reads of `READ_CHUNK` bytes (or one
+/// batch, when a batch is larger).
 fn for_each_batch(seg: &SourceSegment, f: &mut dyn FnMut(&BatchHeader, &[u8]) -> Result<bool>) -> Result<()> {
-    let mut pos = 0u64;
-    let mut hdr = [0u8; HEADER_LEN];
-    let mut buf = Vec::new();
-    while pos + HEADER_LEN as u64 <= seg.size {
-        seg.file.read_exact_at(&mut hdr, pos)?;
-        let h = BatchHeader::parse(&hdr)?;
+    let mut buf = vec![0u8; READ_CHUNK.min(seg.size as usize)];
+    // buf[..len] holds the file from `start`; `at` is the next batch within it.
+    let (mut start, mut len, mut at) = (0u64, 0usize, 0usize);
+    loop {
+        let pos = start + at as u64;
+        if pos + HEADER_LEN as u64 > seg.size {
+            return Ok(());
+        }
+        if at + HEADER_LEN > len {
+            (start, at) = (pos, 0);
+            len = read_chunk(seg, start, &mut buf)?;
+        }
+        let h = BatchHeader::parse(&buf[at..at + HEADER_LEN])?;
         let total = h.total_len();
         if total < HEADER_LEN || pos + total as u64 > seg.size {
             bail!("segment {} has a batch past its end at {pos}", seg.base_offset);
         }
-        buf.resize(total, 0);
-        seg.file.read_exact_at(&mut buf, pos)?;
-        if !f(&h, &buf)? {
+        if at + total > len {
+            if total > buf.len() {
+                buf.resize(total, 0);
+            }
+            (start, at) = (pos, 0);
+            len = read_chunk(seg, start, &mut buf)?;
+        }
+        if !f(&h, &buf[at..at + total])? {
             return Ok(());
         }
-        pos += total as u64;
+        at += total;
     }
-    Ok(())
+}
+
+/// Fill `buf` from `pos`, or up to the end of the segment: the bytes read.
+fn read_chunk(seg: &SourceSegment, pos: u64, buf: &mut [u8]) -> Result<usize> {
+    let len = buf.len().min((seg.size - pos) as usize);
+    seg.file.read_exact_at(&mut buf[..len], pos)?;
+    Ok(len)
 }
 
 /// Group consecutive segments so that each output stays within `segment.bytes` and its
@@ -222,15 +248,22 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
 
     // 2. Rewrite every segment that starts below the map's end.
     let sources: Vec<&SourceSegment> = job.segments.iter().filter(|s| s.base_offset < map_end).collect();
+    let groups: Vec<Vec<&SourceSegment>> = group_segments(&sources, job.segment_bytes)
+        .into_iter()
+        .map(|g| g.iter().map(|i| sources[*i]).collect())
+        .collect();
+    let path_of = |segs: &[&SourceSegment]| {
+        group_file(&job.dir, segs[0].base_offset, segs[segs.len() - 1].next_offset, "cleaned")
+    };
     let result = (|| -> Result<()> {
-        for group in group_segments(&sources, job.segment_bytes) {
-            let segs: Vec<&SourceSegment> = group.iter().map(|i| sources[*i]).collect();
+        for segs in &groups {
             let base = segs[0].base_offset;
-            let end = segs.last().unwrap().next_offset;
-            let cleaned = group_file(&job.dir, base, end, "cleaned");
-            let file = File::create(&cleaned).with_context(|| format!("creating {}", cleaned.display()))?;
-            let mut w = BufWriter::with_capacity(1 << 20, file);
-            for seg in &segs {
+            let end = segs[segs.len() - 1].next_offset;
+            let cleaned = path_of(segs);
+            // A segment that cleaning leaves as it is is not copied: it stays in place (a
+            // group of several is still written, to merge them).
+            let mut w = LazyWriter { path: &cleaned, file: None, unchanged: 0, merge: segs.len() > 1 };
+            for (i, seg) in segs.iter().enumerate() {
                 for_each_batch(seg, &mut |h, bytes| {
                     out.bytes_read += bytes.len() as u64;
                     let kept = clean_batch(h, bytes, &map, map_end, job, now_ms, limit, &mut out)?;
@@ -239,29 +272,30 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
                         Kept::Rewritten(b) => b.as_slice(),
                         Kept::Nothing => &[][..],
                     };
-                    w.write_all(written)?;
+                    w.write(&segs[..=i], written, matches!(kept, Kept::All))?;
                     out.bytes_written += written.len() as u64;
                     throttle.account(bytes.len() + written.len());
                     Ok(true)
                 })?;
             }
-            let file = w.into_inner().map_err(|e| e.into_error())?;
+            let Some(file) = w.file else {
+                out.bytes_written -= w.unchanged;
+                continue;
+            };
+            let file = file.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
-            let swap = group_file(&job.dir, base, end, "swap");
-            std::fs::rename(&cleaned, &swap)?;
             out.groups.push(CleanedGroup {
                 base_offset: base,
                 end_offset: end,
                 sources: segs.iter().map(|s| (s.base_offset, s.size)).collect(),
-                swap_path: swap,
+                cleaned_path: cleaned,
             });
         }
         Ok(())
     })();
     if let Err(e) = result {
-        discard(&out.groups);
-        for s in &sources {
-            let _ = std::fs::remove_file(group_file(&job.dir, s.base_offset, s.next_offset, "cleaned"));
+        for segs in &groups {
+            let _ = std::fs::remove_file(path_of(segs));
         }
         return Err(e);
     }
@@ -269,10 +303,58 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
     Ok(out)
 }
 
-/// Remove the swap files of a cleaning that will not be swapped in.
+/// The output of one group, created at the first batch that cleaning changes: until then
+/// the group's bytes are only counted, and copied from the sources if a change comes.
+struct LazyWriter<'a> {
+    path: &'a Path,
+    file: Option<BufWriter<File>>,
+    /// Bytes at the start of the group kept as they are and not yet written.
+    unchanged: u64,
+    /// Write even an unchanged group (it merges several segments).
+    merge: bool,
+}
+
+impl LazyWriter<'_> {
+    /// `bytes` come after everything before them in `segs` (the group's sources so far,
+    /// the last one being read).
+    fn write(&mut self, segs: &[&SourceSegment], bytes: &[u8], unchanged: bool) -> Result<()> {
+        if self.file.is_none() {
+            if unchanged && !self.merge {
+                self.unchanged += bytes.len() as u64;
+                return Ok(());
+            }
+            let file = File::create(self.path).with_context(|| format!("creating {}", self.path.display()))?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            let mut left = self.unchanged;
+            for seg in segs {
+                let n = left.min(seg.size);
+                copy_from(seg, n, &mut w)?;
+                left -= n;
+            }
+            self.file = Some(w);
+        }
+        self.file.as_mut().expect("created above").write_all(bytes)?;
+        Ok(())
+    }
+}
+
+/// Copy the first `len` bytes of a source segment.
+fn copy_from(seg: &SourceSegment, len: u64, w: &mut impl Write) -> Result<()> {
+    let mut buf = vec![0u8; READ_CHUNK.min(len as usize)];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = buf.len().min((len - pos) as usize);
+        seg.file.read_exact_at(&mut buf[..n], pos)?;
+        w.write_all(&buf[..n])?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Remove the files of a cleaning that will not be swapped in.
 pub fn discard(groups: &[CleanedGroup]) {
     for g in groups {
-        let _ = std::fs::remove_file(&g.swap_path);
+        let _ = std::fs::remove_file(&g.cleaned_path);
     }
 }
 
@@ -448,6 +530,29 @@ mod tests {
         append(log, keyed(&[("other", Some(&big))], Compression::None, None));
     }
 
+    /// A segment whose records are all still the latest is neither rewritten nor swapped.
+    #[test]
+    fn a_segment_cleaning_does_not_change_stays_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg()).unwrap().0;
+        let value = "s".repeat(120);
+        let stable: Vec<(String, Option<&str>)> = (0..5).map(|k| (format!("s{k}"), Some(value.as_str()))).collect();
+        let stable: Vec<(&str, Option<&str>)> = stable.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        append(&mut log, keyed(&stable, Compression::None, None));
+        let first = dir.path().join(file_name(0, "log"));
+        let (bytes, inode) = (std::fs::read(&first).unwrap(), std::fs::metadata(&first).unwrap().ino());
+        fill(&mut log, Compression::None);
+        assert!(clean_now(&mut log, 5000, HashMap::new()));
+        assert_eq!(std::fs::metadata(&first).unwrap().ino(), inode, "the unchanged segment was replaced");
+        assert_eq!(std::fs::read(&first).unwrap(), bytes);
+        let after = read_all(&log);
+        for k in 0..5 {
+            assert_eq!(after.iter().filter(|r| r.1 == format!("s{k}")).count(), 1);
+            assert_eq!(after.iter().filter(|r| r.1 == format!("k{k}")).count(), 1);
+        }
+    }
+
     #[test]
     fn keeps_the_latest_value_per_key_with_offsets_unchanged_in_every_codec() {
         for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
@@ -540,7 +645,10 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".swap"))
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.ends_with(".swap") || n.ends_with(".cleaned")
+            })
             .collect();
         assert!(leftovers.is_empty());
     }
@@ -559,17 +667,21 @@ mod tests {
             drop(log);
             let g = &cleaned.groups[0];
             match stage {
-                // Stopped while writing: the cleaned file is incomplete.
-                0 => {
+                // Stopped before the swap: the cleaned file may be incomplete.
+                0 => {}
+                // Stopped after the swap began under the lock (the cleaned file became the swap file).
+                1 => {
                     for g in &cleaned.groups {
-                        let cleaned_path = group_file(dir.path(), g.base_offset, g.end_offset, "cleaned");
-                        std::fs::rename(&g.swap_path, cleaned_path).unwrap();
+                        let swap = group_file(dir.path(), g.base_offset, g.end_offset, "swap");
+                        std::fs::rename(&g.cleaned_path, swap).unwrap();
                     }
                 }
-                // Stopped after the swap file was complete.
-                1 => {}
                 // Stopped after some old segments were renamed away.
                 _ => {
+                    for g in &cleaned.groups {
+                        let swap = group_file(dir.path(), g.base_offset, g.end_offset, "swap");
+                        std::fs::rename(&g.cleaned_path, swap).unwrap();
+                    }
                     let (base, _) = g.sources[0];
                     let p = dir.path().join(file_name(base, "log"));
                     std::fs::rename(&p, p.with_extension("log.deleted")).unwrap();

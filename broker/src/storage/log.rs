@@ -722,12 +722,12 @@ impl Log {
         })
     }
 
-    /// Swap the cleaned groups in for their source segments, in Kafka's order: the old
-    /// files are renamed `.deleted`, then the `.swap` file becomes the segment, with a
-    /// directory fsync between, so a stop at any point leaves either the old segments or
-    /// the swap file that replaces them (`recover_cleaning` finishes it). Returns false,
+    /// Swap the cleaned groups in for their source segments, in Kafka's order: each
+    /// `.cleaned` file is renamed `.swap`, the old files are renamed `.deleted`, then the
+    /// `.swap` file becomes the segment, with directory fsyncs between, so a stop at any
+    /// point leaves either the old segments or the swap file that replaces them (`recover_cleaning` finishes it). Returns false,
     /// swapping nothing, when the log changed under the cleaning (a truncation, a
-    /// retention pass): the swap files are then removed. The `.deleted` files are removed
+    /// retention pass): the cleaned files are then removed. The `.deleted` files are removed
     /// by the caller after it releases the lock (`RemovedSegments`).
     pub fn swap_cleaned(
         &mut self,
@@ -746,8 +746,17 @@ impl Log {
             return Ok((false, RemovedSegments::default()));
         }
         let dir_sync = || std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
-        let mut removed = Vec::new();
+        // From here a stop is completed by recovery, never rolled back: the sources were
+        // checked unchanged under this lock, so no later change to the log can be undone.
+        let mut swaps = Vec::with_capacity(cleaned.groups.len());
         for g in &cleaned.groups {
+            let swap = cleaner::group_file(&self.dir, g.base_offset, g.end_offset, "swap");
+            std::fs::rename(&g.cleaned_path, &swap)?;
+            swaps.push(swap);
+        }
+        dir_sync()?;
+        let mut removed = Vec::new();
+        for (g, swap) in cleaned.groups.iter().zip(&swaps) {
             for (base, _) in &g.sources {
                 let log = self.dir.join(file_name(*base, "log"));
                 std::fs::rename(&log, log.with_extension("log.deleted"))?;
@@ -756,7 +765,7 @@ impl Log {
                 }
             }
             dir_sync()?;
-            std::fs::rename(&g.swap_path, self.dir.join(file_name(g.base_offset, "log")))?;
+            std::fs::rename(swap, self.dir.join(file_name(g.base_offset, "log")))?;
             dir_sync()?;
             let seg = Segment::open(&self.dir, g.base_offset, self.config.index_interval, false, &mut |_| {})?;
             removed.extend(self.segments.replace(seg, g.end_offset));

@@ -7,6 +7,7 @@
 //! Compression goes through `kafka_protocol`'s codecs, which write Kafka's framing (xerial
 //! snappy, LZ4 frames).
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use anyhow::{anyhow, bail, Result};
@@ -20,9 +21,13 @@ use super::batch::{BatchHeader, CRC_START, HEADER_LEN, LOG_OVERHEAD};
 pub const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 /// The records section of a stored batch, decompressed (at most `limit` bytes).
-pub fn records_section(batch: &[u8], h: &BatchHeader, limit: usize) -> Result<Vec<u8>> {
+pub fn records_section<'a>(batch: &'a [u8], h: &BatchHeader, limit: usize) -> Result<Cow<'a, [u8]>> {
     let body = batch.get(HEADER_LEN..h.total_len()).ok_or_else(|| anyhow!("batch shorter than its length"))?;
-    decompress(h.compression(), body, limit)
+    // Uncompressed records are read in place: the cleaner reads every byte of a log twice.
+    match h.compression() {
+        0 => Ok(Cow::Borrowed(body)),
+        codec => decompress(codec, body, limit).map(Cow::Owned),
+    }
 }
 
 fn read_bounded(mut r: impl Read, limit: usize) -> Result<Vec<u8>> {

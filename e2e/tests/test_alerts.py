@@ -30,6 +30,8 @@ EXPECTED = {
     "FjordUncleanLeaderElection",
     "FjordDiskLow",
     "FjordDiskFillPredicted",
+    "FjordLogCleanerUncleanablePartitions",
+    "FjordLogCleanerBehind",
     "FjordConsumerLagHigh",
     "FjordConsumerGroupStalled",
     "FjordProduceLatencyHigh",

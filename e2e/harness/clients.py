@@ -171,18 +171,23 @@ def produce(bootstrap, topic, values, partition=None, keys=None, conf=None, time
         if keys is not None:
             k = keys[i]
             kw["key"] = k.encode() if isinstance(k, str) else k
-        while True:
-            try:
-                p.produce(topic, **kw)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce_waiting(p, topic, **kw)
         p.poll(0)
     remaining = p.flush(timeout)
     assert not errors, f"delivery errors ({len(errors)}): {errors[:10]}"
     assert remaining == 0, f"{remaining} messages still undelivered after {timeout}s"
     assert len(delivered) == len(values), f"{len(delivered)} delivered of {len(values)}"
     return delivered
+
+
+def produce_waiting(p, topic, **kw):
+    """Producer.produce, serving delivery reports while the producer's queue is full."""
+    while True:
+        try:
+            p.produce(topic, **kw)
+            return
+        except BufferError:
+            p.poll(0.05)
 
 
 def watermarks(bootstrap, topic, partition, timeout=10):

@@ -2,7 +2,9 @@
 
 Only what the acceptance tests need: request headers v1/v2, ApiVersions v0
 (request and response, also the KIP-511 fallback response), Produce v3
-(non-flexible) with a v2 record batch and a pure-Python, table-driven CRC32C.
+(non-flexible) with a v2 record batch (optionally idempotent: producer id, epoch, base
+sequence), InitProducerId v0, Fetch v4 with a parser of the v2 batches it returns, and a
+pure-Python, table-driven CRC32C.
 No third-party packages, so it also runs under any python3.
 """
 
@@ -89,8 +91,10 @@ def frame(payload):
 # Requests
 
 API_PRODUCE = 0
+API_FETCH = 1
 API_METADATA = 3
 API_API_VERSIONS = 18
+API_INIT_PRODUCER_ID = 22
 
 
 def api_versions_v0_request(correlation_id, client_id="fjord-e2e"):
@@ -114,8 +118,11 @@ def parse_api_versions_v0_response(payload):
     return cid, err, apis
 
 
-def record_batch(values, keys=None, timestamp_ms=None, base_offset=0):
-    """A magic-2 record batch (uncompressed, no producer id) with a correct CRC32C."""
+def record_batch(
+    values, keys=None, timestamp_ms=None, base_offset=0, producer_id=-1, producer_epoch=-1, base_sequence=-1
+):
+    """A magic-2 record batch (uncompressed) with a correct CRC32C. A value None is a null
+    value (a tombstone). Without producer_id the batch is not idempotent (-1, -1, -1)."""
     ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     records = bytearray()
     for i, v in enumerate(values):
@@ -125,7 +132,7 @@ def record_batch(values, keys=None, timestamp_ms=None, base_offset=0):
             k = k.encode()
         body = bytes([0]) + varint(0) + varint(i)
         body += varint(-1) if k is None else varint(len(k)) + k
-        body += varint(len(v)) + v
+        body += varint(-1) if v is None else varint(len(v)) + v
         body += varint(0)  # no headers
         records += varint(len(body)) + body
     after_crc = struct.pack(
@@ -134,9 +141,9 @@ def record_batch(values, keys=None, timestamp_ms=None, base_offset=0):
         len(values) - 1,  # lastOffsetDelta
         ts,
         ts,  # baseTimestamp, maxTimestamp
-        -1,
-        -1,
-        -1,  # producerId, producerEpoch, baseSequence
+        producer_id,
+        producer_epoch,
+        base_sequence,
         len(values),
     ) + bytes(records)
     after_length = struct.pack(">ibI", -1, 2, crc32c(after_crc)) + after_crc
@@ -155,6 +162,30 @@ def produce_v3_request(correlation_id, topic, partition, batch, acks=-1, timeout
     body += struct.pack(">i", 1) + struct.pack(">i", partition)
     body += struct.pack(">i", len(batch)) + batch
     return header_v1(API_PRODUCE, 3, correlation_id, client_id) + body
+
+
+def init_producer_id_v0_request(
+    correlation_id, transactional_id=None, transaction_timeout_ms=60000, client_id="fjord-e2e"
+):
+    body = kstring(transactional_id) + struct.pack(">i", transaction_timeout_ms)
+    return header_v1(API_INIT_PRODUCER_ID, 0, correlation_id, client_id) + body
+
+
+def fetch_v4_request(
+    correlation_id,
+    topic,
+    partition,
+    offset,
+    max_bytes=8 * 1024 * 1024,
+    max_wait_ms=0,
+    isolation_level=0,
+    client_id="fjord-e2e",
+):
+    """Fetch v4 (the oldest Kafka 4 accepts) of one partition, as a consumer (replica id -1)."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, 0, max_bytes, isolation_level)
+    body += struct.pack(">i", 1) + kstring(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, max_bytes)
+    return header_v1(API_FETCH, 4, correlation_id, client_id) + body
 
 
 class Reader:
@@ -208,6 +239,98 @@ def parse_produce_v3_response(payload):
             p, err, base, _append_time = r.take(">ihqq")
             out.append((name, p, err, base))
     return cid, out, r.int()
+
+
+def parse_init_producer_id_v0_response(payload):
+    """Returns (correlation_id, error_code, producer_id, producer_epoch)."""
+    cid, _throttle, err, pid, epoch = struct.unpack(">iihqh", payload[:20])
+    return cid, err, pid, epoch
+
+
+def parse_fetch_v4_response(payload):
+    """Returns (correlation_id, [(topic, partition, error_code, high_watermark, last_stable_offset,
+    records_bytes)])."""
+    r = Reader(payload)
+    cid = r.int()
+    r.int()  # throttle_time_ms
+    out = []
+    for _ in range(r.int()):
+        name = r.string()
+        for _ in range(r.int()):
+            p, err, hw, lso = r.take(">ihqq")
+            n_aborted = r.int()
+            r.skip(16 * max(n_aborted, 0))
+            size = r.int()
+            data = b""
+            if size > 0:
+                data = r.buf[r.pos : r.pos + size]
+                r.skip(size)
+            out.append((name, p, err, hw, lso, data))
+    return cid, out
+
+
+class Batch:
+    """One v2 record batch as stored and served: its size in bytes, offsets, producer fields
+    and, when uncompressed, its records [(offset, key, value)] (None for a null key/value)."""
+
+    def __init__(self, data, pos):
+        (
+            self.base_offset,
+            length,
+            self.leader_epoch,
+            self.magic,
+            self.crc,
+            self.attributes,
+            self.last_offset_delta,
+            self.base_timestamp,
+            self.max_timestamp,
+            self.producer_id,
+            self.producer_epoch,
+            self.base_sequence,
+            self.count,
+        ) = struct.unpack_from(">qiibIhiqqqhii", data, pos)
+        self.size = 12 + length
+        self.last_offset = self.base_offset + self.last_offset_delta
+        self.compression = self.attributes & 0x07
+        self.records = None
+        if self.compression == 0:
+            self.records = _records(data[pos + BATCH_RECORDS_OFFSET : pos + self.size], self.base_offset, self.count)
+
+
+def _records(buf, base_offset, count):
+    r = Reader(buf)
+
+    def svarint():
+        n = r.uvarint()
+        return (n >> 1) ^ -(n & 1)
+
+    out = []
+    for _ in range(count):
+        end = svarint()
+        end += r.pos
+        r.skip(1)  # attributes
+        svarint()  # timestamp delta
+        delta = svarint()
+        kl = svarint()
+        key = None if kl < 0 else bytes(r.buf[r.pos : r.pos + kl])
+        r.skip(max(kl, 0))
+        vl = svarint()
+        value = None if vl < 0 else bytes(r.buf[r.pos : r.pos + vl])
+        r.pos = end  # skip the headers
+        out.append((base_offset + delta, key, value))
+    return out
+
+
+def parse_batches(data):
+    """The complete v2 batches in a Fetch response's records (a trailing partial batch is dropped)."""
+    out, pos = [], 0
+    while pos + 61 <= len(data):
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        if pos + 12 + length > len(data):
+            break
+        out.append(Batch(data, pos))
+        pos += 12 + length
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -347,3 +470,45 @@ def metadata_v1(host, port, topic, timeout=5.0):
             replicas = r.int32s()
             parts[p] = (err, leader, replicas, r.int32s())
     return parts, controller
+
+
+def init_producer_id(host, port, timeout=10.0):
+    """InitProducerId v0 without a transactional id: (producer_id, producer_epoch); retries while
+    the broker answers a retriable error (e.g. COORDINATOR_LOAD_IN_PROGRESS just after a start)."""
+    deadline = time.monotonic() + timeout
+    cid = 0x1D
+    while True:
+        with RawConn(host, port, timeout) as c:
+            got, err, pid, epoch = parse_init_producer_id_v0_response(c.request(init_producer_id_v0_request(cid)))
+        if got != cid:
+            raise ValueError(f"InitProducerId: correlation id {got:#x} != {cid:#x}")
+        if err == 0:
+            return pid, epoch
+        if time.monotonic() > deadline:
+            raise ValueError(f"InitProducerId: error_code {err}")
+        time.sleep(0.2)
+
+
+def fetch_batches(host, port, topic, partition, start=0, end=None, timeout=10.0):
+    """Fetch v4 from `start` until `end` (default: the high watermark): every batch the broker
+    serves, in order, as Batch objects. Raises on a partition error."""
+    out, offset, cid = [], start, 0x0FE7
+    with RawConn(host, port, timeout) as c:
+        while True:
+            got, parts = parse_fetch_v4_response(c.request(fetch_v4_request(cid, topic, partition, offset), timeout))
+            if got != cid:
+                raise ValueError(f"Fetch: correlation id {got:#x} != {cid:#x}")
+            _, _, err, hw, _, data = parts[0]
+            if err != 0:
+                raise ValueError(f"Fetch {topic}[{partition}] at {offset}: error_code {err}")
+            stop = hw if end is None else end
+            batches = [b for b in parse_batches(data) if b.last_offset >= offset]
+            if not batches:
+                if offset >= stop:
+                    return out
+                raise ValueError(f"Fetch {topic}[{partition}] at {offset}: no batch below {stop}")
+            out.extend(batches)
+            offset = batches[-1].last_offset + 1
+            if offset >= stop:
+                return out
+            cid += 1

@@ -281,6 +281,55 @@ fn parse_listeners(s: &str) -> Result<Vec<Listener>> {
     Ok(out)
 }
 
+/// Kafka's security protocols.
+const SECURITY_PROTOCOLS: [&str; 4] = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
+
+/// `listener.security.protocol.map` (`NAME:PROTOCOL,...`) as Kafka reads it. Unset, a
+/// listener named after a security protocol uses that protocol, and a controller listener
+/// PLAINTEXT; set, it must name every listener.
+fn security_protocol_map(value: &str, controller_names: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    if value.trim().is_empty() {
+        for p in SECURITY_PROTOCOLS {
+            map.insert(p.to_string(), p.to_string());
+        }
+        for name in controller_names {
+            map.entry(name.clone()).or_insert_with(|| "PLAINTEXT".to_string());
+        }
+        return Ok(map);
+    }
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, protocol) = entry
+            .split_once(':')
+            .ok_or_else(|| anyhow!("listener.security.protocol.map entry {entry:?} must look like NAME:PROTOCOL"))?;
+        let protocol = protocol.trim().to_ascii_uppercase();
+        if !SECURITY_PROTOCOLS.contains(&protocol.as_str()) {
+            bail!(
+                "listener.security.protocol.map: unknown security protocol {protocol:?} for listener {name} \
+                 (Kafka's are {})",
+                SECURITY_PROTOCOLS.join(", ")
+            );
+        }
+        map.insert(name.trim().to_string(), protocol);
+    }
+    Ok(map)
+}
+
+/// Fjord serves PLAINTEXT only: a listener that asks for TLS or SASL is refused at startup
+/// rather than served in plaintext, unauthenticated.
+fn check_listener_security(name: &str, protocols: &BTreeMap<String, String>) -> Result<()> {
+    let protocol = protocols.get(name).ok_or_else(|| {
+        anyhow!("no security protocol defined for listener {name}: name it in listener.security.protocol.map")
+    })?;
+    if protocol != "PLAINTEXT" {
+        bail!(
+            "listener {name} uses security protocol {protocol}, which Fjord does not implement yet: \
+             only PLAINTEXT listeners can be served (TLS and SASL are not built)"
+        );
+    }
+    Ok(())
+}
+
 fn num<T: std::str::FromStr>(props: &BTreeMap<String, String>, key: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
@@ -360,6 +409,10 @@ impl BrokerConfig {
             .filter(|s| !s.is_empty())
             .collect();
         let all_listeners = parse_listeners(&settings["listeners"])?;
+        let protocols = security_protocol_map(&settings["listener.security.protocol.map"], &controller_listener_names)?;
+        for l in &all_listeners {
+            check_listener_security(&l.name, &protocols)?;
+        }
         // Client-facing listeners: the controller listener is served by the metadata quorum.
         let listeners: Vec<Listener> =
             all_listeners.iter().filter(|l| !controller_listener_names.contains(&l.name)).cloned().collect();
@@ -637,6 +690,43 @@ mod tests {
         let e = BrokerConfig::from_properties(&pairs(&[("node.id", "1"), ("auto.create.topics.enable", "yes")]))
             .unwrap_err();
         assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
+    }
+
+    /// A listener whose security protocol is not built fails the start, naming it: it is
+    /// never served in plaintext.
+    #[test]
+    fn listeners_must_be_plaintext() {
+        let start = |extra: &[(&str, &str)]| {
+            let mut v = vec![("node.id", "1")];
+            v.extend_from_slice(extra);
+            BrokerConfig::from_properties(&pairs(&v))
+        };
+        let refused = [
+            vec![("listeners", "SASL_SSL://127.0.0.1:9093")],
+            vec![("listeners", "SSL://:9093")],
+            vec![
+                ("listeners", "PLAINTEXT://:9092,EXTERNAL://:9094"),
+                ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"),
+            ],
+            vec![
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL"),
+            ],
+        ];
+        for extra in refused {
+            let e = start(&extra).unwrap_err().to_string();
+            assert!(e.contains("does not implement") && e.contains("listener"), "{extra:?}: {e}");
+        }
+        let e = start(&[("listeners", "INTERNAL://:9092")]).unwrap_err().to_string();
+        assert!(e.contains("no security protocol defined for listener INTERNAL"), "{e}");
+        let e = start(&[("listeners", "A://:9092"), ("listener.security.protocol.map", "A:TLS")]).unwrap_err();
+        assert!(e.to_string().contains("unknown security protocol"), "{e}");
+        let ok = start(&[
+            ("listeners", "INTERNAL://:9092,CONTROLLER://:9093,EXTERNAL://:9094"),
+            ("listener.security.protocol.map", "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:PLAINTEXT"),
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
+        assert!(start(&[("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093")]).is_ok());
     }
 
     #[test]

@@ -29,6 +29,9 @@ def run(*args, timeout=30):
         ("num.partitions=many", "num.partitions"),  # invalid number
         ("auto.create.topics.enable=yes", "auto.create.topics.enable"),
         ("listeners=PLAINTEXT://127.0.0.1", "listener"),  # no port
+        # Not built: refused, never served in plaintext.
+        ("listeners=SASL_SSL://127.0.0.1:0", "listener SASL_SSL uses security protocol SASL_SSL"),
+        ("listener.security.protocol.map=PLAINTEXT:SSL", "listener PLAINTEXT uses security protocol SSL"),
     ],
 )
 def test_bad_settings_are_a_clear_startup_error(tmp_path, override, named):

@@ -156,23 +156,27 @@ impl LogCleaner {
             return Ok(false);
         }
         let cleaned = cleaner::clean(&job, &self.settings, now)?;
-        let (read, written) = (cleaned.bytes_read, cleaned.bytes_written);
-        let (records_removed, clean_up_to) = (cleaned.records_removed, cleaned.clean_up_to);
         let (swapped, removed) = {
             let mut p = part.lock();
-            match p.log.swap_cleaned(&job, cleaned, now_ms()) {
+            match p.log.swap_cleaned(&job, &cleaned, now_ms()) {
                 Ok(v) => v,
                 Err(e) => return Err(e.context("swapping in the cleaned segments")),
             }
         };
         removed.delete()?;
         if swapped {
-            self.metrics.cleaner.read_bytes.inc_by(read);
-            self.metrics.cleaner.written_bytes.inc_by(written);
-            self.metrics.cleaner.records_removed.inc_by(records_removed);
+            self.metrics.cleaner.read_bytes.inc_by(cleaned.bytes_read);
+            self.metrics.cleaner.written_bytes.inc_by(cleaned.bytes_written);
+            self.metrics.cleaner.records_removed.inc_by(cleaned.records_removed);
             let p = part.lock();
             tracing::info!(
-                topic = %p.topic, partition = p.index, read, written, removed = records_removed, clean_up_to, secs = format!("{:.2}", (now_ms() - now) as f64 / 1000.0),
+                topic = %p.topic,
+                partition = p.index,
+                read = cleaned.bytes_read,
+                written = cleaned.bytes_written,
+                removed = cleaned.records_removed,
+                clean_up_to = cleaned.clean_up_to,
+                secs = format!("{:.2}", (now_ms() - now) as f64 / 1000.0),
                 "log cleaned"
             );
         }

@@ -30,6 +30,7 @@ import bench
 from bench import FjordSystem, KafkaSystem, RssSampler, log
 from harness.clients import admin, produce_waiting
 from harness.paths import REPO as ROOT
+from harness.paths import segment_files
 
 VALUE_BYTES = 1024
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -67,18 +68,12 @@ def produce(bootstrap, keys, updates):
 
 
 def segment_bytes(part_dir):
-    total = 0
-    for f in part_dir.glob("*.log"):
-        try:
-            total += f.stat().st_size
-        except FileNotFoundError:
-            pass
-    return total
+    return sum(segment_files(part_dir).values())
 
 
 def active_segment_bytes(part_dir):
-    newest = max(part_dir.glob("*.log"), key=lambda f: int(f.name.split(".")[0]))
-    return newest.stat().st_size
+    files = segment_files(part_dir)
+    return files[max(files, key=lambda f: int(f.name.split(".")[0]))]
 
 
 def run_one(sysobj, keys, updates, buffer_bytes, timeout):

@@ -24,3 +24,15 @@ def operator_bin():
     """The binary the `fjord/operator` image runs: $FJORD_OPERATOR_BIN or target/release/fjord-operator
     (a test module sets KUBE_IMAGES = {"fjord/operator": operator_bin()})."""
     return os.environ.get("FJORD_OPERATOR_BIN") or str(REPO / "target" / "release" / "fjord-operator")
+
+
+def segment_files(directory, pattern="*.log"):
+    """{path: size} of the segment files matching `pattern` under `directory` (`*.log`: not
+    `*.log.deleted`, `*.cleaned` or `*.swap`); a file removed while listing is left out."""
+    out = {}
+    for p in Path(directory).glob(pattern):
+        try:
+            out[p] = p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return out

@@ -40,6 +40,7 @@ from harness.clients import (
     wait_for,
     watermarks,
 )
+from harness.paths import segment_files
 
 # Kafka 4.x rejects segment.bytes below 1 MiB (KIP-1030); Fjord is tested with 100 kB.
 SEGMENT_BYTES = 1048576 if TARGET == "kafka" else 100_000
@@ -240,14 +241,8 @@ def _wait_compacted(bootstrap, topic, want, gone, fillers, timeout=120, tombston
 
 
 def _log_files(data_dir, topic, partition=0):
-    """{name: size} of the partition's segment files (*.log: not *.log.deleted, *.cleaned, *.swap)."""
-    out = {}
-    for p in (Path(data_dir) / f"{topic}-{partition}").glob("*.log"):
-        try:
-            out[p.name] = p.stat().st_size
-        except FileNotFoundError:
-            pass
-    return out
+    """{name: size} of the partition's segment files."""
+    return {p.name: size for p, size in segment_files(Path(data_dir) / f"{topic}-{partition}").items()}
 
 
 def _produce_raw(host, port, topic, batch, retry_s=30):
@@ -548,13 +543,7 @@ def test_idempotent_retry_after_cleaning_is_a_duplicate(cbroker):
 
 
 def _offsets_log_bytes(data_dir):
-    total = 0
-    for p in Path(data_dir).glob("__consumer_offsets-*/*.log"):
-        try:
-            total += p.stat().st_size
-        except FileNotFoundError:
-            pass
-    return total
+    return sum(segment_files(data_dir, "__consumer_offsets-*/*.log").values())
 
 
 def test_consumer_offsets_stays_bounded(cbroker):

@@ -262,8 +262,9 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
             let cleaned = path_of(segs);
             // A segment that cleaning leaves as it is is not copied: it stays in place (a
             // group of several is still written, to merge them).
-            let mut w = LazyWriter { path: &cleaned, file: None, unchanged: 0, merge: segs.len() > 1 };
-            for (i, seg) in segs.iter().enumerate() {
+            let alone = if let [seg] = segs.as_slice() { Some(*seg) } else { None };
+            let mut w = LazyWriter { path: &cleaned, file: None, unchanged: 0, alone };
+            for seg in segs {
                 for_each_batch(seg, &mut |h, bytes| {
                     out.bytes_read += bytes.len() as u64;
                     let kept = clean_batch(h, bytes, &map, map_end, job, now_ms, limit, &mut out)?;
@@ -272,7 +273,7 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
                         Kept::Rewritten(b) => b.as_slice(),
                         Kept::Nothing => &[][..],
                     };
-                    w.write(&segs[..=i], written, matches!(kept, Kept::All))?;
+                    w.write(written, matches!(kept, Kept::All))?;
                     out.bytes_written += written.len() as u64;
                     throttle.account(bytes.len() + written.len());
                     Ok(true)
@@ -303,33 +304,29 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
     Ok(out)
 }
 
-/// The output of one group, created at the first batch that cleaning changes: until then
-/// the group's bytes are only counted, and copied from the sources if a change comes.
+/// The output of one group. For a group of one segment it is created at the first batch
+/// that cleaning changes: until then the bytes are only counted, and copied from the
+/// segment if a change comes.
 struct LazyWriter<'a> {
     path: &'a Path,
     file: Option<BufWriter<File>>,
-    /// Bytes at the start of the group kept as they are and not yet written.
+    /// Bytes at the start of the segment kept as they are and not yet written.
     unchanged: u64,
-    /// Write even an unchanged group (it merges several segments).
-    merge: bool,
+    /// The group's only segment; None for a group that merges several, always written.
+    alone: Option<&'a SourceSegment>,
 }
 
 impl LazyWriter<'_> {
-    /// `bytes` come after everything before them in `segs` (the group's sources so far,
-    /// the last one being read).
-    fn write(&mut self, segs: &[&SourceSegment], bytes: &[u8], unchanged: bool) -> Result<()> {
+    fn write(&mut self, bytes: &[u8], unchanged: bool) -> Result<()> {
         if self.file.is_none() {
-            if unchanged && !self.merge {
+            if unchanged && self.alone.is_some() {
                 self.unchanged += bytes.len() as u64;
                 return Ok(());
             }
             let file = File::create(self.path).with_context(|| format!("creating {}", self.path.display()))?;
             let mut w = BufWriter::with_capacity(1 << 20, file);
-            let mut left = self.unchanged;
-            for seg in segs {
-                let n = left.min(seg.size);
-                copy_from(seg, n, &mut w)?;
-                left -= n;
+            if let Some(seg) = self.alone {
+                copy_prefix(seg, self.unchanged, &mut w)?;
             }
             self.file = Some(w);
         }
@@ -339,14 +336,13 @@ impl LazyWriter<'_> {
 }
 
 /// Copy the first `len` bytes of a source segment.
-fn copy_from(seg: &SourceSegment, len: u64, w: &mut impl Write) -> Result<()> {
+fn copy_prefix(seg: &SourceSegment, len: u64, w: &mut impl Write) -> Result<()> {
     let mut buf = vec![0u8; READ_CHUNK.min(len as usize)];
     let mut pos = 0u64;
     while pos < len {
         let n = buf.len().min((len - pos) as usize);
-        seg.file.read_exact_at(&mut buf[..n], pos)?;
+        pos += read_chunk(seg, pos, &mut buf[..n])? as u64;
         w.write_all(&buf[..n])?;
-        pos += n as u64;
     }
     Ok(())
 }
@@ -510,7 +506,7 @@ mod tests {
     fn clean_now(log: &mut Log, now: i64, producers: HashMap<i64, i64>) -> bool {
         let job = log.cleaning_job(log.log_end_offset(), now, producers).unwrap();
         let cleaned = clean(&job, &settings(), now).unwrap();
-        let (swapped, removed) = log.swap_cleaned(&job, cleaned, now).unwrap();
+        let (swapped, removed) = log.swap_cleaned(&job, &cleaned, now).unwrap();
         removed.delete().unwrap();
         swapped
     }
@@ -640,7 +636,7 @@ mod tests {
         let job = log.cleaning_job(log.log_end_offset(), 5000, HashMap::new()).unwrap();
         let cleaned = clean(&job, &settings(), 5000).unwrap();
         log.truncate_to(log.log_end_offset() - 1).unwrap();
-        let (swapped, _) = log.swap_cleaned(&job, cleaned, 5000).unwrap();
+        let (swapped, _) = log.swap_cleaned(&job, &cleaned, 5000).unwrap();
         assert!(!swapped);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

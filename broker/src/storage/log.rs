@@ -725,14 +725,15 @@ impl Log {
     /// Swap the cleaned groups in for their source segments, in Kafka's order: each
     /// `.cleaned` file is renamed `.swap`, the old files are renamed `.deleted`, then the
     /// `.swap` file becomes the segment, with directory fsyncs between, so a stop at any
-    /// point leaves either the old segments or the swap file that replaces them (`recover_cleaning` finishes it). Returns false,
-    /// swapping nothing, when the log changed under the cleaning (a truncation, a
-    /// retention pass): the cleaned files are then removed. The `.deleted` files are removed
-    /// by the caller after it releases the lock (`RemovedSegments`).
+    /// point leaves either the old segments or the swap file that replaces them
+    /// (`recover_cleaning` finishes it). Returns false, swapping nothing, when the log
+    /// changed under the cleaning (a truncation, a retention pass): the cleaned files are
+    /// then removed. The `.deleted` files are removed by the caller after it releases the
+    /// lock (`RemovedSegments`).
     pub fn swap_cleaned(
         &mut self,
         job: &CleaningJob,
-        cleaned: CleanedLog,
+        cleaned: &CleanedLog,
         now_ms: i64,
     ) -> Result<(bool, RemovedSegments)> {
         let active = self.segments.active().base_offset;

@@ -12,9 +12,11 @@ use crate::log_cleaner::LogCleaner;
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
+use crate::producer_ids::ProducerIds;
 use crate::replica_manager::ReplicaManager;
 use crate::replication::Replication;
 use crate::topic_admin::TopicAdmin;
+use crate::txn::coordinator::TransactionCoordinator;
 
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
@@ -23,6 +25,8 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     pub replicas: Arc<ReplicaManager>,
     pub groups: Arc<GroupCoordinator>,
+    pub txns: Arc<TransactionCoordinator>,
+    pub producer_ids: Arc<ProducerIds>,
     pub controller: Arc<Controller>,
     pub replication: Arc<Replication>,
     pub topics: TopicAdmin,

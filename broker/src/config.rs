@@ -48,6 +48,7 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub log_cleaner: LogCleanerConfig,
+    pub txn: TransactionConfig,
     pub log_retention_ms: i64,
     pub log_retention_bytes: i64,
     pub log_segment_bytes: i64,
@@ -103,6 +104,19 @@ pub struct LogCleanerConfig {
     pub io_max_bytes_per_second: f64,
 }
 
+/// `transaction.*`: the transaction coordinator and its `__transaction_state` topic.
+#[derive(Debug, Clone)]
+pub struct TransactionConfig {
+    pub state_log_num_partitions: i32,
+    pub state_log_replication_factor: i16,
+    pub state_log_min_isr: i16,
+    pub state_log_segment_bytes: i32,
+    pub max_timeout_ms: i32,
+    pub id_expiration_ms: i64,
+    pub abort_timed_out_interval_ms: u64,
+    pub remove_expired_interval_ms: u64,
+}
+
 /// Every key Fjord understands, with its default. Defaults are Kafka's unless noted.
 const DEFAULTS: &[(&str, &str)] = &[
     ("node.id", ""),
@@ -138,6 +152,12 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("transaction.state.log.replication.factor", "3"),
     ("transaction.state.log.min.isr", "2"),
+    ("transaction.state.log.num.partitions", "50"),
+    ("transaction.state.log.segment.bytes", "104857600"),
+    ("transaction.max.timeout.ms", "900000"),
+    ("transactional.id.expiration.ms", "604800000"),
+    ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000"),
+    ("transaction.remove.expired.transaction.cleanup.interval.ms", "3600000"),
     ("log.retention.ms", ""),
     ("log.retention.minutes", ""),
     ("log.retention.hours", "168"),
@@ -507,6 +527,22 @@ impl BrokerConfig {
                 dedupe_buffer_size: num(&settings, "log.cleaner.dedupe.buffer.size")?,
                 io_max_bytes_per_second: num(&settings, "log.cleaner.io.max.bytes.per.second")?,
             },
+            txn: TransactionConfig {
+                state_log_num_partitions: num(&settings, "transaction.state.log.num.partitions")?,
+                state_log_replication_factor: num(&settings, "transaction.state.log.replication.factor")?,
+                state_log_min_isr: num(&settings, "transaction.state.log.min.isr")?,
+                state_log_segment_bytes: num(&settings, "transaction.state.log.segment.bytes")?,
+                max_timeout_ms: num(&settings, "transaction.max.timeout.ms")?,
+                id_expiration_ms: num(&settings, "transactional.id.expiration.ms")?,
+                abort_timed_out_interval_ms: num(
+                    &settings,
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                )?,
+                remove_expired_interval_ms: num(
+                    &settings,
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                )?,
+            },
             log_retention_ms,
             log_retention_bytes: num(&settings, "log.retention.bytes")?,
             log_segment_bytes: num(&settings, "log.segment.bytes")?,
@@ -590,6 +626,18 @@ impl BrokerConfig {
         }
         if self.offsets_retention_ms < 1 || self.offsets_retention_check_interval_ms < 1 {
             bail!("offsets.retention.minutes and offsets.retention.check.interval.ms must be >= 1");
+        }
+        let t = &self.txn;
+        if t.state_log_num_partitions < 1
+            || t.state_log_replication_factor < 1
+            || t.state_log_min_isr < 1
+            || t.state_log_segment_bytes < 14
+            || t.max_timeout_ms < 1
+            || t.id_expiration_ms < 1
+            || t.abort_timed_out_interval_ms < 1
+            || t.remove_expired_interval_ms < 1
+        {
+            bail!("transaction.state.log.num.partitions, .replication.factor and .min.isr must be >= 1, .segment.bytes >= 14, and transaction.max.timeout.ms, transactional.id.expiration.ms and the transaction cleanup intervals >= 1");
         }
         let c = &self.log_cleaner;
         if c.threads < 1 || c.dedupe_buffer_size < 1024 * 1024 || c.io_max_bytes_per_second <= 0.0 {

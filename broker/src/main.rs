@@ -6,6 +6,7 @@
 mod alloc;
 mod api;
 mod broker;
+mod client;
 mod clock;
 mod config;
 mod connection;
@@ -14,11 +15,13 @@ mod dev;
 mod error;
 mod group;
 mod http;
+mod internal_log;
 mod log_cleaner;
 mod metadata;
 mod metrics;
 mod node_state;
 mod partition;
+mod producer_ids;
 mod producer_state;
 mod quorum;
 mod replica_manager;
@@ -29,6 +32,7 @@ mod telemetry;
 mod throttle;
 mod topic_admin;
 mod topic_config;
+mod txn;
 
 use std::path::PathBuf;
 

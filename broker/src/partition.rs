@@ -16,9 +16,27 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::metadata::PartitionMeta;
-use crate::producer_state::{ProducerStateManager, SequenceCheck};
+use crate::producer_state::{AbortedTxn, EndedTxn, ProducerStateManager, SequenceCheck};
 use crate::storage::batch::{split_batches, split_stored_batches, BatchError};
+use crate::storage::control::{self, Marker};
 use crate::storage::log::{Log, LogConfig};
+
+/// Finish rebuilding producer state from the log's batch headers: the headers say which
+/// transactions a marker ended, the markers themselves whether they committed or aborted.
+fn resolve_markers(
+    log: &Log,
+    mut producers: ProducerStateManager,
+    ended: Vec<EndedTxn>,
+) -> Result<ProducerStateManager> {
+    for t in ended {
+        // A marker below the log start (DeleteRecords inside a segment) no longer matters.
+        if let Some(b) = log.batch_at(t.marker_offset)? {
+            producers.complete(t, control::marker_of(&b.bytes, &b.header)?.is_commit());
+        }
+    }
+    producers.prune_aborted(log.log_start_offset());
+    Ok(producers)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -127,7 +145,9 @@ impl Partition {
         checkpoint_hw: Option<i64>,
     ) -> Result<Self> {
         let mut producers = ProducerStateManager::default();
-        let log = Log::open_with(dir, config, &mut |h| producers.update(h))?;
+        let mut ended = Vec::new();
+        let log = Log::open_with(dir, config, &mut |h| ended.extend(producers.update(h)))?;
+        let producers = resolve_markers(&log, producers, ended)?;
         let high_watermark = checkpoint_hw.unwrap_or(0).clamp(log.log_start_offset(), log.log_end_offset());
         Ok(Partition {
             topic: topic.to_string(),
@@ -168,9 +188,39 @@ impl Partition {
         self.high_watermark
     }
 
-    /// Last stable offset: equal to the high watermark until transactions land.
+    /// Last stable offset: the high watermark, or the first offset of the oldest open
+    /// transaction when that is lower. `read_committed` consumers read up to it.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark
+        match self.producers.first_unstable_offset() {
+            Some(first) => first.min(self.high_watermark),
+            None => self.high_watermark,
+        }
+    }
+
+    /// Aborted transactions overlapping `[from, upper)`, for a `read_committed` fetch.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.producers.aborted_in(from, upper)
+    }
+
+    /// Open transactions in this partition.
+    pub fn open_transactions(&self) -> usize {
+        self.producers.open_transactions()
+    }
+
+    /// The first-batch timestamp of the oldest transaction open here.
+    pub fn oldest_open_transaction_ms(&self) -> Option<i64> {
+        self.producers.oldest_open_timestamp()
+    }
+
+    /// The producers with state here (DescribeProducers).
+    pub fn producers(&self) -> Vec<crate::producer_state::ProducerView> {
+        self.producers.producers()
+    }
+
+    /// The log start moved (retention, DeleteRecords): aborted transactions below it go.
+    pub fn log_start_moved(&mut self) {
+        let start = self.log.log_start_offset();
+        self.producers.prune_aborted(start);
     }
 
     pub fn is_leader(&self) -> bool {
@@ -357,7 +407,10 @@ impl Partition {
         if !ranges.is_empty() {
             self.log.append_replica(records, &ranges, now_ms)?;
             for span in &ranges {
-                self.producers.update(&span.header);
+                if let Some(ended) = self.producers.update(&span.header) {
+                    let marker = control::marker_of(&records[span.range.clone()], &span.header)?;
+                    self.producers.complete(ended, marker.is_commit());
+                }
             }
         }
         self.high_watermark =
@@ -374,8 +427,9 @@ impl Partition {
         tracing::info!(topic = %self.topic, partition = self.index, from = self.log.log_end_offset(), to = offset, "truncating divergent log tail");
         self.log.truncate_to(offset)?;
         let mut producers = ProducerStateManager::default();
-        self.log.for_each_header(&mut |h| producers.update(h))?;
-        self.producers = producers;
+        let mut ended = Vec::new();
+        self.log.for_each_header(&mut |h| ended.extend(producers.update(h)))?;
+        self.producers = resolve_markers(&self.log, producers, ended)?;
         self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
         self.publish();
         Ok(())
@@ -458,6 +512,39 @@ impl Partition {
 }
 
 impl Partition {
+    /// Leader: append the marker that ends producer `producer_id`'s transaction here
+    /// (WriteTxnMarkers). A marker of an epoch older than the producer's is refused.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if self.role != Role::Leader {
+            return Err(AppendError::Protocol(ResponseError::NotLeaderOrFollower));
+        }
+        self.producers.check_marker(producer_id, producer_epoch).map_err(AppendError::Protocol)?;
+        let mut batch = control::encode_marker(producer_id, producer_epoch, marker, coordinator_epoch, now_ms);
+        let ranges = split_stored_batches(&batch).map_err(AppendError::Corrupt)?;
+        let written = self.log.append(&mut batch, &ranges, self.leader_epoch, now_ms).map_err(AppendError::Storage)?;
+        let mut h = ranges[0].header;
+        h.base_offset = written.first_offset;
+        if let Some(ended) = self.producers.update(&h) {
+            self.producers.complete(ended, marker.is_commit());
+        }
+        self.maybe_advance_high_watermark();
+        Ok(AppendInfo {
+            base_offset: written.first_offset,
+            last_offset: written.last_offset,
+            records: 1,
+            bytes: batch.len(),
+            duplicate: false,
+            log_append_time: -1,
+        })
+    }
+
     /// A compacted topic keeps the latest record per key, so a record without one has
     /// nowhere to go: Kafka refuses the batch with INVALID_RECORD, and so do we.
     fn check_keys(

@@ -1,12 +1,14 @@
-//! Idempotent producer state per partition: for each producer id, its epoch and the last
-//! five batches it wrote (Kafka keeps five because a producer has at most five requests in
-//! flight). A retried batch is answered with its original offset instead of being written
-//! twice; a gap in sequence numbers is refused.
+//! Idempotent and transactional producer state per partition: for each producer id, its
+//! epoch and the last five batches it wrote (Kafka keeps five because a producer has at
+//! most five requests in flight), and the first offset of its open transaction. A retried
+//! batch is answered with its original offset instead of being written twice; a gap in
+//! sequence numbers is refused. The open transactions give the last stable offset, and the
+//! aborted ones (Kafka's `.txnindex`) the list a `read_committed` fetch is answered with.
 //!
-//! The state is rebuilt from batch headers when the log opens, so it survives a crash
-//! without a separate snapshot file.
+//! The state is rebuilt from batch headers when the log opens (and the markers' types from
+//! the control batches), so it survives a crash without a separate snapshot file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use kafka_protocol::error::ResponseError;
 
@@ -26,6 +28,41 @@ pub struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// First offset of the transaction this producer has open in this partition.
+    txn_first_offset: Option<i64>,
+    /// The max timestamp of its last batch (DescribeProducers; `kafka-transactions.sh
+    /// find-hanging` compares it with the transaction timeout).
+    last_timestamp: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// First offset of its open transaction here, or -1.
+    pub txn_start_offset: i64,
+}
+
+/// A transaction that was aborted: `read_committed` consumers skip this producer's batches
+/// from `first_offset` up to the marker at `last_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// A marker was appended for a producer that had a transaction open here. The header does
+/// not say whether it committed or aborted; the caller, who has the record, does
+/// (`ProducerStateManager::complete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub marker_offset: i64,
 }
 
 /// The outcome of checking a batch before it is appended.
@@ -40,6 +77,12 @@ pub enum SequenceCheck {
 #[derive(Debug, Default)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset -> max timestamp of their first batch. The smallest
+    /// offset bounds the last stable offset; the timestamp says how long it has waited
+    /// (a hanging transaction's alert).
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions in log order (their markers' offsets increase).
+    aborted: Vec<AbortedTxn>,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -88,14 +131,45 @@ impl ProducerStateManager {
         self.producers.iter().filter_map(|(pid, e)| Some((*pid, e.batches.back()?.base_offset))).collect()
     }
 
-    pub fn update(&mut self, h: &BatchHeader) {
-        if !h.has_producer_id() || h.base_sequence < 0 {
-            return;
+    /// A marker for `producer_id` at `epoch` may be written: a marker of an older epoch is a
+    /// zombie coordinator's or a fenced transaction's.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), ResponseError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(ResponseError::InvalidProducerEpoch),
+            _ => Ok(()),
+        }
+    }
+
+    /// Record a batch that was appended (or found in the log on recovery). Returns the
+    /// transaction a control batch ended, for `complete`.
+    pub fn update(&mut self, h: &BatchHeader) -> Option<EndedTxn> {
+        if !h.has_producer_id() {
+            return None;
+        }
+        if h.is_control() {
+            let e = self.producers.entry(h.producer_id).or_default();
+            if h.producer_epoch > e.epoch {
+                // The coordinator bumped the epoch to fence the producer (a timeout or a new
+                // InitProducerId): its next batch starts a new sequence.
+                e.epoch = h.producer_epoch;
+                e.batches.clear();
+            }
+            let first_offset = e.txn_first_offset.take()?;
+            self.ongoing.remove(&first_offset);
+            return Some(EndedTxn { producer_id: h.producer_id, first_offset, marker_offset: h.base_offset });
+        }
+        if h.base_sequence < 0 {
+            return None;
         }
         let e = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
             e.batches.clear();
+        }
+        e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
+        if h.is_transactional() && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, h.max_timestamp);
         }
         e.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -106,6 +180,60 @@ impl ProducerStateManager {
         while e.batches.len() > CACHED_BATCHES {
             e.batches.pop_front();
         }
+        None
+    }
+
+    /// What the marker that ended `t` said: an abort is remembered for `read_committed`.
+    pub fn complete(&mut self, t: EndedTxn, commit: bool) {
+        if !commit {
+            self.aborted.push(AbortedTxn {
+                producer_id: t.producer_id,
+                first_offset: t.first_offset,
+                last_offset: t.marker_offset,
+            });
+        }
+    }
+
+    /// First offset of the oldest open transaction, which the last stable offset may not pass.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Every producer with state here.
+    pub fn producers(&self) -> Vec<ProducerView> {
+        self.producers
+            .iter()
+            .map(|(pid, e)| ProducerView {
+                producer_id: *pid,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect()
+    }
+
+    /// How many transactions are open in this partition.
+    pub fn open_transactions(&self) -> usize {
+        self.ongoing.len()
+    }
+
+    /// The first-batch timestamp of the oldest transaction open here.
+    pub fn oldest_open_timestamp(&self) -> Option<i64> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// The aborted transactions a read of `[from, upper)` overlaps (Kafka's
+    /// `collectAbortedTxns`).
+    pub fn aborted_in(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..].iter().filter(|a| a.first_offset < upper).copied().collect()
+    }
+
+    /// Forget aborted transactions wholly below the log start (retention removed them).
+    pub fn prune_aborted(&mut self, log_start: i64) {
+        let n = self.aborted.partition_point(|a| a.last_offset < log_start);
+        self.aborted.drain(..n);
     }
 }
 
@@ -153,6 +281,48 @@ mod tests {
         assert_eq!(s.check(&hdr(7, 1, 1, 1, 0)), Err(ResponseError::InvalidProducerEpoch));
         assert_eq!(s.check(&hdr(7, 3, 0, 1, 0)), Ok(SequenceCheck::Append));
         assert_eq!(s.check(&hdr(7, 3, 4, 1, 0)), Err(ResponseError::OutOfOrderSequenceNumber));
+    }
+
+    fn txn(pid: i64, epoch: i16, seq: i32, base: i64) -> BatchHeader {
+        BatchHeader { attributes: 0x10, ..hdr(pid, epoch, seq, 1, base) }
+    }
+
+    fn marker(pid: i64, epoch: i16, base: i64) -> BatchHeader {
+        BatchHeader { attributes: 0x30, base_sequence: -1, ..hdr(pid, epoch, 0, 1, base) }
+    }
+
+    #[test]
+    fn transactions_bound_the_stable_offset_and_aborts_are_listed() {
+        let mut s = ProducerStateManager::default();
+        s.update(&txn(1, 0, 0, 10));
+        s.update(&txn(2, 0, 0, 11));
+        s.update(&txn(1, 0, 1, 12));
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        let ended = s.update(&marker(1, 0, 13)).unwrap();
+        assert_eq!(ended, EndedTxn { producer_id: 1, first_offset: 10, marker_offset: 13 });
+        s.complete(ended, false);
+        assert_eq!(s.first_unstable_offset(), Some(11));
+        let ended = s.update(&marker(2, 0, 14)).unwrap();
+        s.complete(ended, true);
+        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(s.aborted_in(0, 100), vec![AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 13 }]);
+        assert!(s.aborted_in(14, 100).is_empty());
+        assert!(s.aborted_in(0, 10).is_empty());
+        // A marker with no transaction open here (a retried marker) ends nothing.
+        assert_eq!(s.update(&marker(2, 0, 15)), None);
+        s.prune_aborted(14);
+        assert!(s.aborted_in(0, 100).is_empty());
+    }
+
+    #[test]
+    fn a_fencing_marker_bumps_the_epoch() {
+        let mut s = ProducerStateManager::default();
+        s.update(&txn(1, 0, 0, 0));
+        assert_eq!(s.check_marker(1, 1), Ok(()));
+        s.update(&marker(1, 1, 1));
+        assert_eq!(s.check(&txn(1, 0, 1, 0)), Err(ResponseError::InvalidProducerEpoch));
+        assert_eq!(s.check_marker(1, 0), Err(ResponseError::InvalidProducerEpoch));
+        assert_eq!(s.check(&txn(1, 1, 0, 0)), Ok(SequenceCheck::Append));
     }
 
     #[test]

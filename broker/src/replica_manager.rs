@@ -256,6 +256,7 @@ impl ReplicaManager {
                     Ok(r) if r.is_empty() => {}
                     Ok(r) => {
                         tracing::info!(topic = %p.topic, partition = p.index, segments = r.len(), start = p.log.log_start_offset(), "retention removed segments");
+                        p.log_start_moved();
                         removed = r;
                     }
                     Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),

@@ -20,10 +20,12 @@ use crate::metadata::MetadataStore;
 use crate::metrics::collector::{BrokerCollector, Sources};
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
+use crate::producer_ids::ProducerIds;
 use crate::quorum::{Handler, Quorum, QuorumConfig};
 use crate::replica_manager::ReplicaManager;
 use crate::replication::{LeadershipListener, Replication, ReplicationDeps};
 use crate::topic_admin::{TopicAdmin, TopicAdminDeps};
+use crate::txn::coordinator::TransactionCoordinator;
 
 pub struct Running {
     pub broker: Arc<Broker>,
@@ -101,6 +103,8 @@ fn build(config: BrokerConfig) -> Result<Broker> {
     let replicas = Arc::new(ReplicaManager::new(&dir, config.node_id));
     let groups = Arc::new(GroupCoordinator::new(&config, replicas.clone()));
     let controller = Arc::new(Controller::new(&config, metadata.clone()));
+    let producer_ids = Arc::new(ProducerIds::new(metadata.clone()));
+    let txns = TransactionCoordinator::new(config.clone(), metadata.clone(), replicas.clone(), producer_ids.clone());
     let cleaner = LogCleaner::new(&config, replicas.clone(), metrics.clone());
     let replication = Replication::new(ReplicationDeps {
         config: config.clone(),
@@ -108,7 +112,7 @@ fn build(config: BrokerConfig) -> Result<Broker> {
         replicas: replicas.clone(),
         metrics: metrics.clone(),
         state: state.clone(),
-        listeners: vec![groups.clone() as Arc<dyn LeadershipListener>],
+        listeners: vec![groups.clone() as Arc<dyn LeadershipListener>, txns.clone() as Arc<dyn LeadershipListener>],
     });
     let topics = TopicAdmin::new(TopicAdminDeps {
         config: config.clone(),
@@ -127,8 +131,22 @@ fn build(config: BrokerConfig) -> Result<Broker> {
         follower_quota: replication.follower_quota.clone(),
         series_dropped: metrics.series_dropped.clone(),
         cleaner: cleaner.clone(),
+        txns: txns.clone(),
     }));
-    Ok(Broker { config, state, metadata, metrics, replicas, groups, controller, replication, topics, cleaner })
+    Ok(Broker {
+        config,
+        state,
+        metadata,
+        metrics,
+        replicas,
+        groups,
+        txns,
+        producer_ids,
+        controller,
+        replication,
+        topics,
+        cleaner,
+    })
 }
 
 /// Bind everything and start serving; returns once the broker is ready.
@@ -159,12 +177,13 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
 
     broker.replication.spawn_tasks();
     broker.cleaner.spawn();
-    let (groups, controller) = (broker.groups.clone(), broker.controller.clone());
+    let (groups, txns, controller) = (broker.groups.clone(), broker.txns.clone(), broker.controller.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
             groups.tick();
+            txns.tick();
             controller.check_sessions().await;
         }
     });

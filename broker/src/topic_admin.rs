@@ -9,7 +9,6 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 
 use crate::error::ApiError;
-use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;
 use crate::group::coordinator::GroupCoordinator;
@@ -18,20 +17,11 @@ use crate::metadata::image::{assign_replicas, UsableBroker};
 use crate::metadata::{MetadataStore, PartitionMeta, TopicMeta};
 use crate::replication::Replication;
 use crate::topic_config;
+use crate::txn::TRANSACTION_TOPIC;
 
 /// Each partition is a directory and open files; a request for millions of them is a
 /// mistake or an attack, and is refused before anything is created.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
-
-/// Producer ids a broker takes from the controller at a time.
-const PRODUCER_ID_BLOCK: i64 = 1000;
-
-/// The ids left in the block this broker took: `next` up to `end` (exclusive).
-#[derive(Default)]
-struct ProducerIdBlock {
-    next: i64,
-    end: i64,
-}
 
 /// What topic administration is built from.
 pub struct TopicAdminDeps {
@@ -46,7 +36,6 @@ pub struct TopicAdmin {
     metadata: Arc<MetadataStore>,
     replication: Arc<Replication>,
     groups: Arc<GroupCoordinator>,
-    producer_ids: Mutex<ProducerIdBlock>,
 }
 
 /// A topic as CreateTopics asks for it (-1: broker default).
@@ -61,13 +50,7 @@ pub struct TopicRequest {
 
 impl TopicAdmin {
     pub fn new(deps: TopicAdminDeps) -> Self {
-        TopicAdmin {
-            config: deps.config,
-            metadata: deps.metadata,
-            replication: deps.replication,
-            groups: deps.groups,
-            producer_ids: Mutex::new(ProducerIdBlock::default()),
-        }
+        TopicAdmin { config: deps.config, metadata: deps.metadata, replication: deps.replication, groups: deps.groups }
     }
 
     /// Live brokers with their racks, for replica placement.
@@ -240,22 +223,53 @@ impl TopicAdmin {
     /// Create `__consumer_offsets` on first use, once enough brokers are up to give it
     /// its replication factor (a single-voter cluster uses what it has).
     pub async fn ensure_offsets_topic(&self) -> Result<TopicMeta, ResponseError> {
-        if let Some(t) = self.metadata.topic(OFFSETS_TOPIC) {
+        let c = &self.config;
+        self.ensure_internal_topic(InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: c.offsets_topic_num_partitions,
+            replication_factor: c.offsets_topic_replication_factor,
+            segment_bytes: c.offsets_topic_segment_bytes,
+            min_isr: None,
+        })
+        .await
+    }
+
+    /// `__transaction_state`, created on the first FindCoordinator for a transactional id.
+    pub async fn ensure_transaction_topic(&self) -> Result<TopicMeta, ResponseError> {
+        let c = &self.config;
+        self.ensure_internal_topic(InternalTopic {
+            name: TRANSACTION_TOPIC,
+            partitions: c.txn.state_log_num_partitions,
+            replication_factor: c.txn.state_log_replication_factor,
+            segment_bytes: c.txn.state_log_segment_bytes,
+            min_isr: Some(c.txn.state_log_min_isr),
+        })
+        .await
+    }
+
+    /// Create an internal, compacted topic unless it exists. Its replication factor is
+    /// capped by the voters and live brokers, so a single-node cluster gets one replica as
+    /// Kafka's dev setups configure by hand.
+    async fn ensure_internal_topic(&self, spec: InternalTopic) -> Result<TopicMeta, ResponseError> {
+        if let Some(t) = self.metadata.topic(spec.name) {
             return Ok(t);
         }
         let live = self.live_brokers();
         let voters = self.config.voters.len().max(1);
-        let want = self.config.offsets_topic_replication_factor.max(1) as usize;
+        let want = spec.replication_factor.max(1) as usize;
         let rf = if voters < want { voters.min(live.len()) } else { want };
         if rf == 0 || live.len() < rf {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         let mut configs = BTreeMap::new();
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        configs.insert("segment.bytes".to_string(), self.config.offsets_topic_segment_bytes.to_string());
-        let n = self.config.offsets_topic_num_partitions;
+        configs.insert("segment.bytes".to_string(), spec.segment_bytes.to_string());
+        if let Some(min_isr) = spec.min_isr {
+            configs.insert("min.insync.replicas".to_string(), (min_isr.max(1) as usize).min(rf).to_string());
+        }
+        let n = spec.partitions;
         let t = TopicMeta {
-            name: OFFSETS_TOPIC.into(),
+            name: spec.name.into(),
             id: uuid::Uuid::new_v4(),
             partitions: n,
             replication_factor: rf as i16,
@@ -271,14 +285,14 @@ impl TopicAdmin {
         match r {
             Ok(t) => Ok(t),
             Err(ResponseError::TopicAlreadyExists) => {
-                self.metadata.topic(OFFSETS_TOPIC).ok_or(ResponseError::CoordinatorNotAvailable)
+                self.metadata.topic(spec.name).ok_or(ResponseError::CoordinatorNotAvailable)
             }
             Err(e) => Err(e),
         }
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<TopicMeta, ResponseError> {
-        if name == OFFSETS_TOPIC {
+        if name == OFFSETS_TOPIC || name == TRANSACTION_TOPIC {
             return Err(ResponseError::TopicAuthorizationFailed);
         }
         if !self.config.delete_topic_enable {
@@ -328,21 +342,15 @@ impl TopicAdmin {
         self.sync_replicas().await;
         r
     }
+}
 
-    /// A producer id never handed out before, from this broker's block.
-    pub async fn next_producer_id(&self) -> Result<i64, ResponseError> {
-        {
-            let mut ids = self.producer_ids.lock();
-            if ids.next < ids.end {
-                ids.next += 1;
-                return Ok(ids.next - 1);
-            }
-        }
-        let first = self.metadata.allocate_producer_ids(PRODUCER_ID_BLOCK).await?;
-        let mut ids = self.producer_ids.lock();
-        *ids = ProducerIdBlock { next: first + 1, end: first + PRODUCER_ID_BLOCK };
-        Ok(first)
-    }
+/// The shape of an internal topic, from the broker's keys for it.
+struct InternalTopic {
+    name: &'static str,
+    partitions: i32,
+    replication_factor: i16,
+    segment_bytes: i32,
+    min_isr: Option<i16>,
 }
 
 fn new_partition(replicas: Vec<i32>) -> PartitionMeta {

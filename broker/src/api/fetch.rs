@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::*;
@@ -124,6 +124,18 @@ fn read_once(
             }
             match p.log.read(fp.fetch_offset, limit.max(1), upper) {
                 Ok(r) => {
+                    if read_committed && replica < 0 {
+                        let aborted = p
+                            .aborted_transactions(fp.fetch_offset, upper)
+                            .into_iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect();
+                        pd = pd.with_aborted_transactions(Some(aborted));
+                    }
                     total += r.bytes.len();
                     remaining = remaining.saturating_sub(r.bytes.len());
                     if !r.bytes.is_empty() {

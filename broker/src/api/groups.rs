@@ -18,11 +18,15 @@ fn opt(s: Option<String>) -> Option<StrBytes> {
     s.map(StrBytes::from_string)
 }
 
-/// The broker leading the `__consumer_offsets` partition of `key`, as (id, host, port).
-async fn coordinator_of(ctx: &Ctx<'_>, key: &str) -> Result<(i32, String, i32), ResponseError> {
+/// The broker leading the partition of `key` in `__consumer_offsets` (key type 0, a
+/// group) or `__transaction_state` (key type 1, a transactional id), as (id, host, port).
+async fn coordinator_of(ctx: &Ctx<'_>, key_type: i8, key: &str) -> Result<(i32, String, i32), ResponseError> {
     let b = ctx.broker;
-    let t = b.topics.ensure_offsets_topic().await?;
-    let p = b.groups.partition_of(key);
+    let (t, p) = match key_type {
+        0 => (b.topics.ensure_offsets_topic().await?, b.groups.partition_of(key)),
+        1 => (b.topics.ensure_transaction_topic().await?, b.txns.partition_of(key)),
+        _ => return Err(ResponseError::InvalidRequest),
+    };
     let leader = t.partition(p).map(|p| p.leader).unwrap_or(-1);
     let broker = b.metadata.broker(leader).filter(|m| !m.fenced).ok_or(ResponseError::CoordinatorNotAvailable)?;
     let e = broker.endpoint(&ctx.listener).ok_or(ResponseError::CoordinatorNotAvailable)?;
@@ -30,16 +34,10 @@ async fn coordinator_of(ctx: &Ctx<'_>, key: &str) -> Result<(i32, String, i32), 
 }
 
 pub async fn find_coordinator(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    // Transactions (key type 1) are not coordinated yet.
     let keys: Vec<StrBytes> = if ctx.version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
     let mut found = Vec::with_capacity(keys.len());
     for k in &keys {
-        let r = if req.key_type == 1 {
-            Err(ResponseError::CoordinatorNotAvailable)
-        } else {
-            coordinator_of(ctx, k.as_str()).await
-        };
-        found.push(r);
+        found.push(coordinator_of(ctx, req.key_type, k.as_str()).await);
     }
     if ctx.version >= 4 {
         let coordinators = keys

@@ -11,6 +11,7 @@ pub mod offsets;
 pub mod partitions;
 pub mod produce;
 pub mod producer_id;
+pub mod txn;
 pub mod versions;
 
 use std::sync::Arc;
@@ -272,6 +273,14 @@ pub async fn handle(
             OffsetCommit => OffsetCommitRequest => offsets::commit,
             OffsetFetch => OffsetFetchRequest => offsets::fetch,
             InitProducerId => InitProducerIdRequest => producer_id::init,
+            AddPartitionsToTxn => AddPartitionsToTxnRequest => txn::add_partitions,
+            AddOffsetsToTxn => AddOffsetsToTxnRequest => txn::add_offsets,
+            EndTxn => EndTxnRequest => txn::end,
+            TxnOffsetCommit => TxnOffsetCommitRequest => txn::offset_commit,
+            WriteTxnMarkers => WriteTxnMarkersRequest => txn::write_markers,
+            ListTransactions => ListTransactionsRequest => txn::list,
+            DescribeTransactions => DescribeTransactionsRequest => txn::describe,
+            DescribeProducers => DescribeProducersRequest => txn::describe_producers,
             DescribeQuorum => DescribeQuorumRequest => metadata::describe_quorum,
             ElectLeaders => ElectLeadersRequest => partitions::elect_leaders,
             AlterPartitionReassignments => AlterPartitionReassignmentsRequest => partitions::alter_reassignments,

@@ -1,6 +1,6 @@
 //! OffsetCommit and OffsetFetch, including the batched multi-group OffsetFetch (v8+).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
@@ -14,6 +14,25 @@ use crate::group::coordinator::OffsetCommit;
 use crate::group::offsets::CommittedOffset;
 use crate::replica_manager::TopicPartition;
 
+/// One partition's commit as a request carries it, stamped now.
+pub fn commit_entry(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&StrBytes>,
+) -> OffsetCommit {
+    OffsetCommit {
+        tp: TopicPartition::new(topic, partition),
+        offset: CommittedOffset {
+            offset,
+            leader_epoch,
+            metadata: metadata.map(|m| m.to_string()).unwrap_or_default(),
+            commit_timestamp: now_ms(),
+        },
+    }
+}
+
 pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let b = ctx.broker;
     let mut entries = Vec::new();
@@ -24,15 +43,13 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
                 unknown.push((t.name.to_string(), p.partition_index));
                 continue;
             }
-            entries.push(OffsetCommit {
-                tp: TopicPartition::new(t.name.as_str(), p.partition_index),
-                offset: CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
-                    commit_timestamp: now_ms(),
-                },
-            });
+            entries.push(commit_entry(
+                t.name.as_str(),
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.committed_metadata.as_ref(),
+            ));
         }
     }
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
@@ -44,14 +61,7 @@ pub async fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
         instance.as_deref(),
         entries,
     ) {
-        Ok(Some(w)) => ctx
-            .remote
-            .wait(crate::partition::wait_replicated(w.progress, w.last_offset, 1, std::time::Duration::from_secs(5)))
-            .await
-            .map_err(|e| match e {
-                ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
-                e => e,
-            }),
+        Ok(Some(w)) => ctx.remote.wait(w.replicated()).await,
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
@@ -106,6 +116,26 @@ fn lookup(ctx: &Ctx<'_>, group: &str, wanted: Option<Vec<(TopicName, Vec<i32>)>>
     }
 }
 
+/// With `require_stable` (KIP-447), the partitions whose offsets a transaction has
+/// committed but not yet completed.
+fn unstable(ctx: &Ctx<'_>, group: &str, require_stable: bool) -> HashSet<TopicPartition> {
+    if require_stable {
+        ctx.broker.groups.unstable_partitions(group)
+    } else {
+        HashSet::new()
+    }
+}
+
+/// UNSTABLE_OFFSET_COMMIT for a partition with a pending transactional commit: the client
+/// retries until the transaction completes.
+fn stable_code(ctx: &Ctx<'_>, unstable: &HashSet<TopicPartition>, topic: &TopicName, p: i32) -> i16 {
+    if unstable.contains(&TopicPartition::new(topic.as_str(), p)) {
+        ctx.err(ResponseError::UnstableOffsetCommit)
+    } else {
+        0
+    }
+}
+
 fn values(c: Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
     match c {
         Some(c) => (c.offset, c.leader_epoch, Some(StrBytes::from_string(c.metadata))),
@@ -123,18 +153,21 @@ pub async fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespons
                     return OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(ctx.err(e));
                 }
                 let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+                let unstable = unstable(ctx, g.group_id.as_str(), req.require_stable);
                 let topics = lookup(ctx, g.group_id.as_str(), wanted)
                     .into_iter()
                     .map(|(t, parts)| {
                         let partitions = parts
                             .into_iter()
                             .map(|(p, c)| {
-                                let (offset, epoch, meta) = values(c);
+                                let code = stable_code(ctx, &unstable, &t, p);
+                                let (offset, epoch, meta) = values(if code == 0 { c } else { None });
                                 OffsetFetchResponsePartitions::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(offset)
                                     .with_committed_leader_epoch(epoch)
                                     .with_metadata(meta)
+                                    .with_error_code(code)
                             })
                             .collect();
                         OffsetFetchResponseTopics::default().with_name(t).with_partitions(partitions)
@@ -149,18 +182,21 @@ pub async fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespons
         return OffsetFetchResponse::default().with_error_code(ctx.err(e));
     }
     let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    let unstable = unstable(ctx, req.group_id.as_str(), ctx.version >= 7 && req.require_stable);
     let topics = lookup(ctx, req.group_id.as_str(), wanted)
         .into_iter()
         .map(|(t, parts)| {
             let partitions = parts
                 .into_iter()
                 .map(|(p, c)| {
-                    let (offset, epoch, meta) = values(c);
+                    let code = stable_code(ctx, &unstable, &t, p);
+                    let (offset, epoch, meta) = values(if code == 0 { c } else { None });
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(offset)
                         .with_committed_leader_epoch(epoch)
                         .with_metadata(meta)
+                        .with_error_code(code)
                 })
                 .collect();
             OffsetFetchResponseTopic::default().with_name(t).with_partitions(partitions)

@@ -249,6 +249,84 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
         ),
         ApiKey::ListPartitionReassignments => frame(key, v, &ListPartitionReassignmentsRequest::default()),
         ApiKey::DescribeLogDirs => frame(key, v, &DescribeLogDirsRequest::default()),
+        ApiKey::AddPartitionsToTxn => {
+            let topics = vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(topic)
+                .with_partitions(vec![0])];
+            frame(
+                key,
+                v,
+                &if v >= 4 {
+                    AddPartitionsToTxnRequest::default().with_transactions(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                            .with_transactional_id(TransactionalId(s("tx")))
+                            .with_producer_id(ProducerId(1))
+                            .with_verify_only(true)
+                            .with_topics(topics),
+                    ])
+                } else {
+                    AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(TransactionalId(s("tx")))
+                        .with_v3_and_below_producer_id(ProducerId(1))
+                        .with_v3_and_below_topics(topics)
+                },
+            )
+        }
+        ApiKey::AddOffsetsToTxn => frame(
+            key,
+            v,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_producer_id(ProducerId(1))
+                .with_group_id(GroupId(s("g"))),
+        ),
+        ApiKey::EndTxn => frame(
+            key,
+            v,
+            &EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_producer_id(ProducerId(1))
+                .with_committed(true),
+        ),
+        ApiKey::TxnOffsetCommit => frame(
+            key,
+            v,
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_group_id(GroupId(s("g")))
+                .with_producer_id(ProducerId(1))
+                .with_generation_id(-1)
+                .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic)
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default().with_committed_offset(1)
+                    ])]),
+        ),
+        ApiKey::WriteTxnMarkers => frame(
+            key,
+            v,
+            &WriteTxnMarkersRequest::default().with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(1))
+                    .with_transaction_result(true)
+                    .with_topics(vec![write_txn_markers_request::WritableTxnMarkerTopic::default()
+                        .with_name(topic)
+                        .with_partition_indexes(vec![0])]),
+            ]),
+        ),
+        ApiKey::ListTransactions => frame(key, v, &ListTransactionsRequest::default().with_duration_filter(-1)),
+        ApiKey::DescribeTransactions => frame(
+            key,
+            v,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s("tx"))]),
+        ),
+        ApiKey::DescribeProducers => frame(
+            key,
+            v,
+            &DescribeProducersRequest::default().with_topics(vec![describe_producers_request::TopicRequest::default()
+                .with_name(topic)
+                .with_partition_indexes(vec![0])]),
+        ),
         _ => return None,
     })
 }
@@ -284,6 +362,14 @@ const ALL: &[ApiKey] = &[
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
     ApiKey::DescribeLogDirs,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::WriteTxnMarkers,
+    ApiKey::ListTransactions,
+    ApiKey::DescribeTransactions,
+    ApiKey::DescribeProducers,
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {

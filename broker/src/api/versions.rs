@@ -39,6 +39,15 @@ const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0, "list_partition_reassignments"),
     (ApiKey::DescribeQuorum, 0, 2, "describe_quorum"),
     (ApiKey::DescribeLogDirs, 1, 4, "describe_log_dirs"),
+    // Transactions v1: versions above these belong to transaction.version 2 (KIP-890).
+    (ApiKey::AddPartitionsToTxn, 0, 5, "add_partitions_to_txn"),
+    (ApiKey::AddOffsetsToTxn, 0, 4, "add_offsets_to_txn"),
+    (ApiKey::EndTxn, 0, 4, "end_txn"),
+    (ApiKey::TxnOffsetCommit, 0, 4, "txn_offset_commit"),
+    (ApiKey::WriteTxnMarkers, 1, 1, "write_txn_markers"),
+    (ApiKey::DescribeProducers, 0, 0, "describe_producers"),
+    (ApiKey::DescribeTransactions, 0, 0, "describe_transactions"),
+    (ApiKey::ListTransactions, 0, 1, "list_transactions"),
 ];
 
 /// The versions of one API this broker implements, both ends included.

@@ -18,8 +18,8 @@ use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::offsets::{self, CommittedOffset, OffsetRecord};
-use super::offsets_store::{CommitWait, OffsetsStore};
+use super::offsets::{self, CommittedOffset, OffsetRecord, TxnProducer};
+use super::offsets_store::{CommitWait, OffsetsStore, PendingOffsets};
 use super::status::{CommitSample, CommitWindow};
 use super::OFFSETS_TOPIC;
 use crate::clock::now_ms;
@@ -136,6 +136,9 @@ pub struct Group {
     sync_deadline: Option<Instant>,
     awaiting_sync: std::collections::HashSet<String>,
     pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// Transactional commits (TxnOffsetCommit) by producer id, visible once the
+    /// transaction's COMMIT marker reaches the group's offsets partition.
+    pub pending_txn: HashMap<i64, PendingOffsets>,
     /// OffsetCommit requests accepted since this node loaded the group.
     pub commits: u64,
     /// The last commit's time (from the log after a load).
@@ -164,6 +167,7 @@ impl Group {
             sync_deadline: None,
             awaiting_sync: Default::default(),
             offsets: BTreeMap::new(),
+            pending_txn: HashMap::new(),
             commits: 0,
             last_commit_ms: None,
             windows: HashMap::new(),
@@ -417,7 +421,7 @@ impl GroupCoordinator {
         };
         for (group, keys) in per_group {
             let tombstones: Vec<OffsetRecord> = keys.iter().map(|tp| OffsetRecord::tombstone(&group, tp)).collect();
-            match self.store.append(&group, &tombstones) {
+            match self.store.append(&group, &tombstones, None) {
                 Ok(_) => {
                     if let Some(g) = self.groups.lock().get_mut(&group) {
                         // A commit that raced the tombstones is kept (it is after them in the log).
@@ -460,6 +464,7 @@ impl GroupCoordinator {
                 groups.extend(loaded.into_iter().map(|(id, l)| {
                     let mut g = Group::new(&id);
                     g.offsets = l.offsets;
+                    g.pending_txn = l.pending;
                     g.last_commit_ms = l.last_commit_ms;
                     (id, g)
                 }));
@@ -530,7 +535,11 @@ impl GroupCoordinator {
         // A group with no members, no pending joins and no committed offsets is gone, as in
         // Kafka (Dead); without this, every group id ever seen would stay in memory.
         groups.retain(|_, g| {
-            !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() && g.offsets.is_empty())
+            !(g.state == GroupState::Empty
+                && g.members.is_empty()
+                && g.pending.is_empty()
+                && g.offsets.is_empty()
+                && g.pending_txn.is_empty())
         });
     }
 
@@ -829,6 +838,17 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// A commit's group id and metadata are valid, and this node coordinates the group.
+    fn check_request(&self, group_id: &str, entries: &[OffsetCommit]) -> Result<(), ResponseError> {
+        if group_id.is_empty() || group_id.len() > MAX_NAME_LEN {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        if entries.iter().any(|e| e.offset.metadata.len() > MAX_OFFSET_METADATA) {
+            return Err(ResponseError::OffsetMetadataTooLarge);
+        }
+        self.check(group_id)
+    }
+
     /// Durably commit offsets: append them to `__consumer_offsets`, then make them visible.
     pub fn commit(
         &self,
@@ -838,20 +858,14 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         entries: Vec<OffsetCommit>,
     ) -> Result<Option<CommitWait>, ResponseError> {
-        if group_id.is_empty() || group_id.len() > MAX_NAME_LEN {
-            return Err(ResponseError::InvalidGroupId);
-        }
-        if entries.iter().any(|e| e.offset.metadata.len() > MAX_OFFSET_METADATA) {
-            return Err(ResponseError::OffsetMetadataTooLarge);
-        }
-        self.check(group_id)?;
+        self.check_request(group_id, &entries)?;
         self.check_commit(group_id, generation, member, instance_id)?;
         if entries.is_empty() {
             return Ok(None);
         }
         let records: Vec<OffsetRecord> =
             entries.iter().map(|e| OffsetRecord::commit(group_id, &e.tp, &e.offset)).collect();
-        let wait = self.store.append(group_id, &records)?;
+        let wait = self.store.append(group_id, &records, None)?;
         // The lag each commit leaves, for the group's status; a partition this node holds
         // no replica of has no lag to record.
         let lags: Vec<Option<i64>> =
@@ -866,6 +880,66 @@ impl GroupCoordinator {
             g.offsets.insert(e.tp, e.offset);
         }
         Ok(Some(wait))
+    }
+
+    /// Commit offsets inside producer `txn`'s transaction (TxnOffsetCommit): written now,
+    /// visible once the COMMIT marker arrives (`complete_txn`). KIP-447: a request naming a
+    /// generation or member is checked against the group like an OffsetCommit, so a zombie
+    /// from an earlier generation is fenced; one naming neither (an old client) is not.
+    #[allow(clippy::too_many_arguments)]
+    pub fn txn_commit(
+        &self,
+        group_id: &str,
+        txn: TxnProducer,
+        generation: i32,
+        member: &str,
+        instance_id: Option<&str>,
+        entries: Vec<OffsetCommit>,
+    ) -> Result<Option<CommitWait>, ResponseError> {
+        self.check_request(group_id, &entries)?;
+        if generation >= 0 || !member.is_empty() {
+            self.check_commit(group_id, generation, member, instance_id)?;
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let records: Vec<OffsetRecord> =
+            entries.iter().map(|e| OffsetRecord::commit(group_id, &e.tp, &e.offset)).collect();
+        let wait = self.store.append(group_id, &records, Some(txn))?;
+        let mut groups = self.groups.lock();
+        let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
+        let pending = g.pending_txn.entry(txn.producer_id).or_default();
+        for e in entries {
+            pending.insert(e.tp, e.offset);
+        }
+        Ok(Some(wait))
+    }
+
+    /// A transaction marker for `producer_id` was written to offsets partition `p`: its
+    /// pending commits there become committed offsets, or are dropped on abort.
+    pub fn complete_txn(&self, p: i32, producer_id: i64, commit: bool) {
+        let mut groups = self.groups.lock();
+        for g in groups.values_mut() {
+            if offsets::partition_for(&g.id, self.offsets_partitions) != p {
+                continue;
+            }
+            let Some(pending) = g.pending_txn.remove(&producer_id) else { continue };
+            if commit {
+                g.commits += 1;
+                g.last_commit_ms = Some(now_ms());
+                g.offsets.extend(pending);
+            }
+        }
+    }
+
+    /// Partitions of `group_id` with a transactional commit not yet committed or aborted
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for them).
+    pub fn unstable_partitions(&self, group_id: &str) -> std::collections::HashSet<TopicPartition> {
+        let groups = self.groups.lock();
+        groups
+            .get(group_id)
+            .map(|g| g.pending_txn.values().flat_map(|p| p.keys().cloned()).collect())
+            .unwrap_or_default()
     }
 
     /// Committed offsets of a group: all of them, or the given partitions.
@@ -885,7 +959,7 @@ impl GroupCoordinator {
         };
         let tombstones: Vec<OffsetRecord> = keys.iter().map(|tp| OffsetRecord::tombstone(group_id, tp)).collect();
         if !tombstones.is_empty() {
-            self.store.append(group_id, &tombstones)?;
+            self.store.append(group_id, &tombstones, None)?;
         }
         self.groups.lock().remove(group_id);
         Ok(())
@@ -908,7 +982,7 @@ impl GroupCoordinator {
         };
         for (group, keys) in per_group {
             let tombstones: Vec<OffsetRecord> = keys.iter().map(|tp| OffsetRecord::tombstone(&group, tp)).collect();
-            if let Err(e) = self.store.append(&group, &tombstones) {
+            if let Err(e) = self.store.append(&group, &tombstones, None) {
                 tracing::warn!(group = %group, topic, error = ?e, "could not write offset tombstones");
             }
         }

@@ -16,29 +16,14 @@ pub struct CommittedOffset {
     pub commit_timestamp: i64,
 }
 
-/// Kafka's partition for a group: abs(javaStringHashCode(group)) % partitions.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    let mut h: i32 = 0;
-    for unit in group.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(unit as i32);
-    }
-    (h & 0x7fff_ffff) % partitions
-}
+pub use crate::internal_log::partition_for;
+use crate::internal_log::{get_str, put_str};
 
-fn put_str(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
-    b.put_slice(s.as_bytes());
-}
-
-fn get_str(b: &mut Bytes) -> Option<String> {
-    if b.remaining() < 2 {
-        return None;
-    }
-    let n = b.get_i16();
-    if n < 0 || b.remaining() < n as usize {
-        return None;
-    }
-    String::from_utf8(b.split_to(n as usize).to_vec()).ok()
+/// The producer a transactional commit is written as (TxnOffsetCommit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
 }
 
 pub fn encode_key(group: &str, topic: &str, partition: i32) -> Bytes {
@@ -116,17 +101,18 @@ pub struct OffsetKey {
     pub tp: TopicPartition,
 }
 
-/// One uncompressed batch holding `records`.
-pub fn encode_batch(records: &[OffsetRecord], now_ms: i64) -> Vec<u8> {
+/// One uncompressed batch holding `records`; a transactional commit's batch carries the
+/// producer's id and epoch (and no sequence, as in Kafka).
+pub fn encode_batch(records: &[OffsetRecord], now_ms: i64, txn: Option<TxnProducer>) -> Vec<u8> {
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| Record {
-            transactional: false,
+            transactional: txn.is_some(),
             control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: txn.map_or(-1, |t| t.producer_id),
+            producer_epoch: txn.map_or(-1, |t| t.producer_epoch),
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch unless offset - sequence stays constant; this

@@ -38,6 +38,7 @@ pub struct Sources {
     pub follower_quota: Arc<Quota>,
     pub series_dropped: prometheus_client::metrics::counter::Counter,
     pub cleaner: Arc<crate::log_cleaner::LogCleaner>,
+    pub txns: Arc<crate::txn::coordinator::TransactionCoordinator>,
 }
 
 pub struct BrokerCollector {
@@ -124,6 +125,11 @@ fn lag(b: &Sources, p: &Hosted, committed: i64, now_ms: i64, cache: &mut Timesta
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -259,6 +265,8 @@ struct Hosted {
     size: u64,
     high_watermark: i64,
     log_start: i64,
+    /// Led partitions: high watermark − last stable offset (0 on followers).
+    lso_lag: i64,
 }
 
 /// Consumer lag of one group on one partition hosted here (names borrowed from the
@@ -269,6 +277,76 @@ struct GroupLag<'a> {
     partition: i32,
     records: i64,
     seconds: f64,
+}
+
+/// Transactions: those this node coordinates, and those open in the partitions it leads
+/// (a hanging transaction holds a partition's last stable offset back).
+fn transaction_gauges(
+    enc: &mut DescriptorEncoder,
+    b: &Sources,
+    partitions: &[crate::replica_manager::PartitionRef],
+    now: i64,
+) -> Result<(), std::fmt::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &b.txns.counts;
+    for (name, help, v) in [
+        (
+            "fjord_transactions_started",
+            "Transactions this node coordinated that started (first AddPartitionsToTxn)",
+            &c.started,
+        ),
+        (
+            "fjord_transactions_timed_out",
+            "Transactions this node aborted because they were open longer than their transaction.timeout.ms",
+            &c.timed_out,
+        ),
+    ] {
+        ConstCounter::new(v.load(Relaxed)).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+    }
+    family(
+        enc,
+        "fjord_transactions_completed",
+        "Transactions this node coordinated that completed, by result (commit or abort; aborts include timeouts)",
+        MetricType::Counter,
+        [("commit", &c.committed), ("abort", &c.aborted)]
+            .map(|(result, n)| (ResultLabel { result }, ConstCounter::new(n.load(Relaxed)))),
+    )?;
+    let open = b.txns.open(now);
+    gauge(
+        enc,
+        "fjord_transactions_open",
+        "Transactions this node coordinates that are open or completing",
+        open.open as f64,
+    )?;
+    gauge(
+        enc,
+        "fjord_transaction_max_open_seconds",
+        "Age of the oldest open transaction this node coordinates",
+        open.oldest_ms as f64 / 1000.0,
+    )?;
+    let (mut in_logs, mut oldest_ms) = (0usize, 0i64);
+    for p in partitions {
+        let p = p.lock();
+        if !p.is_leader() {
+            continue;
+        }
+        in_logs += p.open_transactions();
+        if let Some(ts) = p.oldest_open_transaction_ms() {
+            oldest_ms = oldest_ms.max(now - ts);
+        }
+    }
+    gauge(
+        enc,
+        "fjord_partition_open_transactions",
+        "Transactions open in the logs of the partitions this broker leads",
+        in_logs as f64,
+    )?;
+    gauge(
+        enc,
+        "fjord_partition_max_open_transaction_seconds",
+        "Age of the oldest transaction open in a partition this broker leads, from its first batch's timestamp; a hanging transaction grows it without bound",
+        oldest_ms.max(0) as f64 / 1000.0,
+    )
 }
 
 /// The log cleaner's state: how dirty and how late the compacted logs hosted here are.
@@ -372,6 +450,7 @@ impl Collector for BrokerCollector {
             h.controller_silence_ms as f64 / 1000.0,
         )?;
         cleaner_gauges(enc, b, &partitions, now)?;
+        transaction_gauges(enc, b, &partitions, now)?;
         let gauges: [(&str, &str, i64); 12] = [
             (
                 "fjord_cut_off_leader_partitions",
@@ -467,6 +546,7 @@ impl Collector for BrokerCollector {
                 size: p.log.size_bytes(),
                 high_watermark: p.high_watermark(),
                 log_start: p.log.log_start_offset(),
+                lso_lag: if p.is_leader() { p.high_watermark() - p.last_stable_offset() } else { 0 },
             });
         }
         let by_partition: HashMap<(&str, i32), &Hosted> =
@@ -513,6 +593,18 @@ impl Collector for BrokerCollector {
             "Bytes on disk of the segments this node holds",
             MetricType::Gauge,
             sizes.into_iter().map(|(l, v)| (l, ConstGauge::new(v))),
+        )?;
+        let mut lso_lags: BTreeMap<Labels, i64> = BTreeMap::new();
+        for p in hosted.iter().filter(|p| p.lso_lag > 0) {
+            let partition = fine(&p.topic).then(|| p.index.to_string());
+            *lso_lags.entry(labels(&[("topic", &p.topic)], partition)).or_default() += p.lso_lag;
+        }
+        family(
+            enc,
+            "fjord_last_stable_offset_lag_records",
+            "Records between the high watermark and the last stable offset (held back by open transactions) in partitions this broker leads",
+            MetricType::Gauge,
+            lso_lags.into_iter().map(|(l, v)| (l, ConstGauge::new(v))),
         )?;
         let detailed: Vec<&Hosted> = hosted.iter().filter(|p| fine(&p.topic)).collect();
         let label = |p: &Hosted| labels(&[("topic", &p.topic)], Some(p.index.to_string()));

@@ -8,13 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -181,7 +179,19 @@ async fn run(b: Arc<Shared>, leader: i32) {
         let req = request(&b, &parts);
         let wait = Duration::from_millis(b.config.replica_fetch_wait_max_ms.max(0) as u64) + Duration::from_secs(5);
         let stream = conn.as_mut().expect("connected");
-        let resp = match tokio::time::timeout(wait, round_trip(&b, stream, correlation, &req)).await {
+        let resp = match tokio::time::timeout(
+            wait,
+            crate::client::round_trip::<_, FetchResponse>(
+                stream,
+                ApiKey::Fetch,
+                FETCH_VERSION,
+                correlation,
+                &format!("fjord-replica-{}", b.node_id()),
+                &req,
+            ),
+        )
+        .await
+        {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(leader, error = %e, "replica fetch failed; reconnecting");
@@ -229,39 +239,6 @@ fn request(b: &Shared, parts: &[Followed]) -> FetchRequest {
         .with_max_bytes(b.config.replica_fetch_response_max_bytes)
         .with_session_epoch(-1)
         .with_topics(topics)
-}
-
-async fn round_trip(
-    b: &Shared,
-    s: &mut TcpStream,
-    correlation: i32,
-    req: &FetchRequest,
-) -> anyhow::Result<FetchResponse> {
-    let hv = ApiKey::Fetch.request_header_version(FETCH_VERSION);
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(FETCH_VERSION)
-        .with_correlation_id(correlation)
-        .with_client_id(Some(StrBytes::from_string(format!("fjord-replica-{}", b.node_id()))));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    header.encode(&mut buf, hv)?;
-    req.encode(&mut buf, FETCH_VERSION)?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    s.write_all(&buf).await?;
-    let n = s.read_i32().await?;
-    anyhow::ensure!((0..=256 << 20).contains(&n), "bad response size {n}");
-    let mut body = vec![0u8; n as usize];
-    s.read_exact(&mut body).await?;
-    let mut bytes = bytes::Bytes::from(body);
-    let h = ResponseHeader::decode(&mut bytes, FetchResponse::header_version(FETCH_VERSION))?;
-    anyhow::ensure!(h.correlation_id == correlation, "correlation id mismatch");
-    let resp = FetchResponse::decode(&mut bytes, FETCH_VERSION)?;
-    if bytes.has_remaining() {
-        tracing::debug!(extra = bytes.remaining(), "trailing bytes in fetch response");
-    }
-    Ok(resp)
 }
 
 /// Apply a fetch response. Returns true when the fetcher should back off (errors only).

@@ -107,6 +107,10 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
+    /// Written inside a transaction (data or marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
     }

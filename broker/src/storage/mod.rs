@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod control;
 pub mod disk;
 pub mod index;
 pub mod log;

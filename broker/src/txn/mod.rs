@@ -1,0 +1,12 @@
+//! Transactions: the transaction coordinator's state machine (`coordinator.rs`), its
+//! records in `__transaction_state` (`records.rs`, Kafka's TransactionLog key and value),
+//! and the writer that sends COMMIT and ABORT markers to partition leaders (`markers.rs`).
+//! The partitions' side (markers, the last stable offset, aborted transactions) is in
+//! `partition.rs` and `producer_state.rs`.
+
+pub mod coordinator;
+pub mod markers;
+pub mod records;
+
+/// The internal topic of transaction state.
+pub const TRANSACTION_TOPIC: &str = "__transaction_state";

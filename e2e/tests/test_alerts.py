@@ -32,6 +32,7 @@ EXPECTED = {
     "FjordDiskFillPredicted",
     "FjordLogCleanerUncleanablePartitions",
     "FjordLogCleanerBehind",
+    "FjordTransactionHanging",
     "FjordConsumerLagHigh",
     "FjordConsumerGroupStalled",
     "FjordProduceLatencyHigh",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.clients import Consumer, create_topic, http_get, parse_prometheus, produce, unique
+from harness.clients import Consumer, Producer, create_topic, http_get, parse_prometheus, produce, unique
 
 pytestmark = pytest.mark.fjord_only
 
@@ -38,7 +38,8 @@ def family(name, histograms):
 
 @pytest.fixture(scope="module")
 def exported(module_broker_factory):
-    """Sample names after traffic that touches every metric: produce, consume, commit; at
+    """Sample names after traffic that touches every metric: produce, consume, commit, an
+    open transaction; at
     partition granularity, so the opt-in per-partition series are there too."""
     broker = module_broker_factory.start(
         {"group.initial.rebalance.delay.ms": "0", "fjord.metrics.granularity": "partition"}
@@ -59,6 +60,12 @@ def exported(module_broker_factory):
         n += sum(1 for m in c.consume(100 - n, timeout=0.5) if not m.error())
     c.commit(asynchronous=False)
     c.close()
+    # A transaction left open: the last stable offset lags the high watermark.
+    txn = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique("contract-txn")})
+    txn.init_transactions(30)
+    txn.begin_transaction()
+    txn.produce(topic, b"open", partition=0)
+    assert txn.flush(30) == 0
     status, body = http_get(broker.metrics_url)
     assert status == 200, body[:500]
     hist = set(re.findall(r"^# TYPE (fjord_[a-z0-9_]+) histogram", body, re.M))

@@ -1,0 +1,420 @@
+"""Transactions (KIP-98, KIP-447) as real clients use them: Apache Kafka's Java client commits and
+aborts and is fenced by a newer producer with its transactional.id; a transaction left open by a
+SIGKILLed producer is aborted by the coordinator after transaction.timeout.ms; librdkafka's
+consume-transform-produce loop keeps exactly-once across a SIGKILL of its worker; kafkajs commits,
+aborts and sends offsets. read_committed readers (Java, librdkafka, kafkajs) see only committed
+data, read_uncommitted ones everything, and ListOffsets(read_committed) is the last stable
+offset.
+
+Kafka puts one control record (the commit or abort marker) on every partition a transaction
+wrote, so each ended transaction takes one offset there that no reader is given.
+"""
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, IsolationLevel
+from confluent_kafka.admin import OffsetSpec
+from conftest import require_env, require_path
+
+from harness import kafka
+from harness.clients import (
+    AdminClient,
+    Consumer,
+    KafkaError,
+    TopicPartition,
+    create_topic,
+    produce,
+    run,
+    unique,
+    wait_for,
+)
+
+HERE = Path(__file__).resolve().parent
+JAVA_SRC = HERE / "java" / "Transactions.java"
+WORKER = HERE / "py" / "txn_worker.py"
+KAFKAJS_SCRIPT = HERE / "js" / "transactions.js"
+QUIET = {"log_level": 2}
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _java(tools, *args, timeout=120):
+    """Transactions.java SCENARIO ... run to its end; fails with the program's output."""
+    r = tools.run_class(str(JAVA_SRC), *args, timeout=timeout, check=False)
+    assert r.rc == 0 and "DONE" in r.stdout.splitlines(), f"Transactions.java {args[0]} failed\n{r.describe()}"
+    return r
+
+
+def _latest(bootstrap, topic, partitions, committed):
+    """ListOffsets latest of every partition: the last stable offset with `committed`
+    (read_committed), else the high watermark."""
+    a = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
+    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+    fs = a.list_offsets(
+        {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},
+        isolation_level=level,
+        request_timeout=15,
+    )
+    return {tp.partition: f.result(30).offset for tp, f in fs.items()}
+
+
+def _read(bootstrap, topic, partitions, committed, timeout=60):
+    """librdkafka reads every partition from the beginning to its latest offset at the isolation
+    level: {partition: [(offset, key, value)]}."""
+    end = _latest(bootstrap, topic, partitions, committed)
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("txn-reader"),
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **QUIET,
+        }
+    )
+    out = {p: [] for p in range(partitions)}
+    todo = {p for p in range(partitions) if end[p] > 0}
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                got = {p: len(v) for p, v in out.items()}
+                raise AssertionError(f"read {topic} to {end}: partitions {sorted(todo)} unfinished, got {got}")
+            for m in c.consume(num_messages=10000, timeout=0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if m.offset() >= end[m.partition()]:
+                            todo.discard(m.partition())
+                        continue
+                    raise AssertionError(f"consume {topic}: {err}")
+                key = m.key().decode() if m.key() is not None else None
+                out[m.partition()].append((m.offset(), key, m.value().decode()))
+    finally:
+        c.close()
+    return out
+
+
+def _values(read):
+    """{partition: [(offset, value)]} of a _read."""
+    return {p: [(o, v) for o, _, v in recs] for p, recs in read.items()}
+
+
+def _java_sent(r):
+    """{txn label: [(partition, offset, value)]} in send order, from SENT lines."""
+    sent = defaultdict(list)
+    for label, p, o, v in re.findall(r"^SENT (\S+) (\d+) (\d+) (\S+)$", r.stdout, re.M):
+        sent[label].append((int(p), int(o), v))
+    return sent
+
+
+def _java_reads(r, isolation):
+    """({partition: [(offset, value)]} from READ lines, {partition: end offset} from END lines)."""
+    reads = defaultdict(list)
+    for p, o, v in re.findall(rf"^READ {isolation} (\d+) (\d+) (\S+)$", r.stdout, re.M):
+        reads[int(p)].append((int(o), v))
+    ends = {int(p): int(o) for p, o in re.findall(rf"^END {isolation} (\d+) (\d+)$", r.stdout, re.M)}
+    return dict(reads), ends
+
+
+def _of(sent, labels, partition):
+    return [(o, v) for label in labels for p, o, v in sent[label] if p == partition]
+
+
+# ---------------------------------------------------------------------------
+# Java client
+
+
+PARTITIONS = 3
+PER_PARTITION = 5
+
+
+def test_java_commit_abort_commit(broker, tools):
+    topic = create_topic(broker.bootstrap, unique("txn-java"), PARTITIONS)
+    r = _java(
+        tools, "commit-abort-commit", broker.bootstrap, topic, unique("txid"), str(PARTITIONS), str(PER_PARTITION)
+    )
+    ends = [line for line in r.stdout.splitlines() if line.startswith(("COMMITTED", "ABORTED"))]
+    assert ends == ["COMMITTED t1", "ABORTED t2", "COMMITTED t3"], r.describe()
+    sent = _java_sent(r)
+    assert all(len(sent[t]) == PARTITIONS * PER_PARTITION for t in ("t1", "t2", "t3")), r.describe()
+
+    hw = _latest(broker.bootstrap, topic, PARTITIONS, committed=False)
+    lso = _latest(broker.bootstrap, topic, PARTITIONS, committed=True)
+    # Three transactions, each PER_PARTITION data records and its marker on every partition.
+    assert hw == {p: 3 * (PER_PARTITION + 1) for p in range(PARTITIONS)}, hw
+    assert lso == hw, f"ListOffsets(read_committed) {lso} != high watermark {hw} with no open transaction"
+
+    java_rc, java_rc_end = _java_reads(r, "read_committed")
+    java_ru, java_ru_end = _java_reads(r, "read_uncommitted")
+    assert java_rc_end == hw and java_ru_end == hw, (java_rc_end, java_ru_end, hw)
+    rdk_rc = _values(_read(broker.bootstrap, topic, PARTITIONS, committed=True))
+    rdk_ru = _values(_read(broker.bootstrap, topic, PARTITIONS, committed=False))
+    for p in range(PARTITIONS):
+        committed = _of(sent, ("t1", "t3"), p)
+        everything = _of(sent, ("t1", "t2", "t3"), p)
+        assert len(committed) == 2 * PER_PARTITION
+        assert java_rc.get(p) == committed, f"partition {p}: Java read_committed\n{r.describe()}"
+        assert rdk_rc[p] == committed, f"partition {p}: librdkafka read_committed {rdk_rc[p]} != {committed}"
+        assert java_ru.get(p) == everything, f"partition {p}: Java read_uncommitted\n{r.describe()}"
+        assert rdk_ru[p] == everything, f"partition {p}: librdkafka read_uncommitted {rdk_ru[p]} != {everything}"
+
+
+def test_java_producer_fenced_by_newer_instance(broker, tools):
+    topic = create_topic(broker.bootstrap, unique("txn-fence"), 1)
+    r = _java(tools, "fence", broker.bootstrap, topic, unique("txid"))
+    assert not re.search(r"^NOT-FENCED", r.stdout, re.M), f"producer A was not fenced\n{r.describe()}"
+    assert re.search(r"^FENCED ProducerFencedException ", r.stdout, re.M), r.describe()
+    assert "COMMITTED B" in r.stdout.splitlines(), r.describe()
+    sent = _java_sent(r)
+    a, b = _of(sent, ("A",), 0), _of(sent, ("B",), 0)
+    assert len(a) == 5 and len(b) == 5, r.describe()
+
+    hw = _latest(broker.bootstrap, topic, 1, committed=False)
+    lso = _latest(broker.bootstrap, topic, 1, committed=True)
+    # A's transaction was aborted when B initialized (a marker), then B's committed (another).
+    assert hw == {0: 12}, hw
+    assert lso == hw, f"ListOffsets(read_committed) {lso} != high watermark {hw}"
+    java_rc, _ = _java_reads(r, "read_committed")
+    java_ru, _ = _java_reads(r, "read_uncommitted")
+    assert java_rc.get(0) == b, f"Java read_committed must see B's records only\n{r.describe()}"
+    assert java_ru.get(0) == a + b, r.describe()
+    rdk_rc = _values(_read(broker.bootstrap, topic, 1, committed=True))
+    assert rdk_rc[0] == b, f"librdkafka read_committed {rdk_rc[0]} != B's records {b}"
+
+
+def test_open_transaction_times_out_and_is_aborted(broker, tools, tmp_path):
+    topic = create_topic(broker.bootstrap, unique("txn-timeout"), 1)
+    plain = [f"plain-{i}" for i in range(5)]
+    produce(broker.bootstrap, topic, plain, partition=0)
+    out = tmp_path / "hang.out"
+    require_path("KAFKA_HOME")
+    require_env("KAFKA_CLASSPATH")
+    proc = subprocess.Popen(
+        [kafka.RUN_CLASS, JAVA_SRC, "hang", broker.bootstrap, topic, unique("txid"), "3000", "10"],
+        stdout=open(out, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def opened():
+            if proc.poll() is not None:
+                raise AssertionError(f"Transactions.java hang exited ({proc.returncode}):\n{out.read_text()[-4000:]}")
+            return "OPEN" in out.read_text()
+
+        wait_for(opened, 90, interval=0.05, what="the transaction to be open", fatal=(AssertionError,))
+        t_open = time.monotonic()
+        hw = _latest(broker.bootstrap, topic, 1, committed=False)[0]
+        lso = _latest(broker.bootstrap, topic, 1, committed=True)[0]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    # Well within the 3 s timeout: the producer is gone, its transaction still holds the LSO.
+    lso_killed = _latest(broker.bootstrap, topic, 1, committed=True)[0]
+    checked = time.monotonic() - t_open
+    sent = [line for line in out.read_text().splitlines() if line.startswith("SENT open ")]
+    assert len(sent) == 10, out.read_text()
+    assert hw == 15, f"high watermark {hw} with 5 plain and 10 transactional records"
+    assert (lso, lso_killed) == (5, 5), (
+        f"ListOffsets(read_committed) {lso}, after the SIGKILL {lso_killed} ({checked:.1f} s after OPEN): "
+        "want 5, the first offset of the open transaction"
+    )
+    rc_open = _read(broker.bootstrap, topic, 1, committed=True)[0]
+    assert [v for _, _, v in rc_open] == plain, rc_open
+
+    last = {}
+
+    def stable():
+        last["hw"] = _latest(broker.bootstrap, topic, 1, committed=False)[0]
+        last["lso"] = _latest(broker.bootstrap, topic, 1, committed=True)[0]
+        return last["lso"] == last["hw"]
+
+    # transaction.timeout.ms is 3 s; Kafka looks for timed-out transactions every 10 s
+    # (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    wait_for(stable, 30, interval=0.1, what="the timed-out transaction to be aborted (LSO = HW)")
+    took = time.monotonic() - t_open
+    print(f"LSO 5 while open (checked {checked:.1f} s after OPEN); LSO = HW {took:.1f} s after OPEN")
+    assert last["hw"] == 16, f"high watermark {last['hw']}: want 15 + the abort marker"
+
+    produce(broker.bootstrap, topic, ["after"], partition=0)
+    rc = _read(broker.bootstrap, topic, 1, committed=True)[0]
+    ru = _read(broker.bootstrap, topic, 1, committed=False)[0]
+    assert [v for _, _, v in rc] == [*plain, "after"], f"read_committed after the abort: {rc}"
+    assert [v for _, _, v in ru] == [*plain, *[f"open-{i}" for i in range(10)], "after"], ru
+    assert rc[-1][0] == 16, f"'after' at offset {rc[-1][0]}, want 16 (after the abort marker)"
+
+
+# ---------------------------------------------------------------------------
+# librdkafka: consume-transform-produce, exactly once across a SIGKILL
+
+
+N_INPUT = 2000
+BATCH = 100
+
+
+class _WorkerLog:
+    def __init__(self, path):
+        self.path = path
+
+    def lines(self):
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def commits(self):
+        return [int(line.split()[1]) for line in self.lines() if line.startswith("COMMIT ")]
+
+    def open_records(self):
+        """The records of the transaction open at the end of the log, or 0."""
+        lines = self.lines()
+        return int(lines[-1].split()[1]) if lines and lines[-1].startswith("OPEN ") else 0
+
+    def done(self):
+        return any(line.startswith("DONE ") for line in self.lines())
+
+
+def _spawn_worker(tools, tmp_path, name, args, pause_ms):
+    log = tmp_path / f"{name}.log"
+    out = tmp_path / f"{name}.out"
+    proc = subprocess.Popen(
+        [tools.py, WORKER, *args, out, str(BATCH), str(pause_ms)],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return proc, _WorkerLog(out), log
+
+
+def test_librdkafka_consume_transform_produce_exactly_once(broker, tools, tmp_path):
+    in_topic = create_topic(broker.bootstrap, unique("txn-in"), PARTITIONS)
+    out_topic = create_topic(broker.bootstrap, unique("txn-out"), PARTITIONS)
+    keys = [f"k{i:04d}" for i in range(N_INPUT)]
+    values = [f"value-{i:04d}" for i in range(N_INPUT)]
+    produce(broker.bootstrap, in_topic, values, keys=keys)
+    args = [broker.bootstrap, in_topic, out_topic, unique("txn-group"), unique("txid")]
+
+    # Worker 1 pauses with each transaction open and its records acknowledged; it is killed in
+    # such a pause after 5 commits, so the output holds records of a transaction never ended.
+    proc, w1, log1 = _spawn_worker(tools, tmp_path, "worker1", args, pause_ms=200)
+    killed_open = 0
+    try:
+
+        def open_after_commits():
+            if proc.poll() is not None:
+                raise AssertionError(f"worker 1 exited ({proc.returncode}):\n{log1.read_text()[-4000:]}")
+            return len(w1.commits()) >= 5 and w1.open_records()
+
+        wait_for(open_after_commits, 90, interval=0.02, what="worker 1's 6th transaction", fatal=(AssertionError,))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed_open = w1.open_records()
+    first = sum(w1.commits())
+    assert not w1.done() and first < N_INPUT, f"worker 1 finished before the kill: {w1.lines()[-5:]}"
+    assert killed_open == BATCH, f"worker 1 was not killed with a transaction open: {w1.lines()[-5:]}"
+
+    proc, w2, log2 = _spawn_worker(tools, tmp_path, "worker2", args, pause_ms=0)
+    try:
+        rc = proc.wait(150)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        rc = "TIMEOUT"
+    assert rc == 0 and w2.done(), f"worker 2 exit {rc}:\n{log2.read_text()[-4000:]}\n{w2.lines()[-10:]}"
+    second = sum(w2.commits())
+    # The offsets are committed in the transactions: worker 2 starts where worker 1's last
+    # commit left off, so together they processed every input record once.
+    assert first + second == N_INPUT, f"worker 1 committed {first} records, worker 2 {second}: want {N_INPUT} together"
+
+    rc_read = _read(broker.bootstrap, out_topic, PARTITIONS, committed=True)
+    got = [(k, v) for recs in rc_read.values() for _, k, v in recs]
+    counts = Counter(k for k, _ in got)
+    dups = sorted(k for k, n in counts.items() if n > 1)
+    missing = [k for k in keys if k not in counts]
+    wrong = sorted((k, v) for k, v in got if v != f"VALUE-{k[1:]}")
+    assert not dups, f"{len(dups)} input records in the output more than once, e.g. {dups[:10]}"
+    assert not missing, f"{len(missing)} input records missing from the output, e.g. {missing[:10]}"
+    assert not wrong, f"output values not the uppercased input: {wrong[:10]}"
+    assert len(got) == N_INPUT
+    # The killed worker's open transaction is in the log, aborted when worker 2 initialized.
+    ru_total = sum(len(v) for v in _read(broker.bootstrap, out_topic, PARTITIONS, committed=False).values())
+    assert ru_total == N_INPUT + killed_open, (
+        f"read_uncommitted: {ru_total} output records, want {N_INPUT} + {killed_open}"
+    )
+    print(
+        f"worker 1: {len(w1.commits())} transactions, {first} records, killed with {killed_open} uncommitted; "
+        f"worker 2: {second} records"
+    )
+
+
+# ---------------------------------------------------------------------------
+# kafkajs
+
+
+def test_kafkajs_transactions(broker, tools):
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed", pytrace=False)
+    in_topic = create_topic(broker.bootstrap, unique("txn-js-in"), 1)
+    produce(broker.bootstrap, in_topic, [f"in-{i}" for i in range(20)], partition=0)
+    topic = create_topic(broker.bootstrap, unique("txn-js"), 1)
+    group = unique("txn-js-group")
+    r = run(
+        [node, KAFKAJS_SCRIPT],
+        timeout=120,
+        env={
+            "NODE_PATH": tools.node_path,
+            "FJORD_BOOTSTRAP": broker.bootstrap,
+            "FJORD_TOPIC": topic,
+            "FJORD_INPUT_TOPIC": in_topic,
+            "FJORD_GROUP": group,
+            "FJORD_TXID": unique("txid"),
+            "FJORD_TIMEOUT_MS": "90000",
+            "KAFKAJS_NO_PARTITIONER_WARNING": "1",
+        },
+        check=False,
+    )
+    assert r.rc == 0 and "DONE" in r.stdout.splitlines(), f"kafkajs transactions script failed\n{r.describe()}"
+    ends = [line for line in r.stdout.splitlines() if line.startswith(("COMMITTED", "ABORTED"))]
+    assert ends == ["COMMITTED t1", "ABORTED t2", "COMMITTED t3"], r.describe()
+
+    base = {}
+    for label, meta in re.findall(r"^SENT (\S+) (.*)$", r.stdout, re.M):
+        (m,) = json.loads(meta)
+        assert m["errorCode"] == 0, r.describe()
+        base[label] = int(m["baseOffset"])
+    committed = [(base["t1"] + i, f"committed-{i}") for i in range(5)] + [(base["t3"], "end")]
+    received = [json.loads(m) for m in re.findall(r"^RECEIVED (.*)$", r.stdout, re.M)]
+    assert [(int(m["offset"]), m["value"]) for m in received] == committed, (
+        f"the kafkajs read_committed consumer must see transactions 1 and 3 only\n{r.describe()}"
+    )
+
+    def offset_of(line):
+        (t,) = json.loads(re.search(rf"^{line} (.*)$", r.stdout, re.M).group(1))
+        return int(t["partitions"][0]["offset"])
+
+    assert offset_of("OFFSETS-BEFORE") == -1, r.describe()
+    assert offset_of("OFFSETS") == 5, f"sendOffsets of the committed transaction only\n{r.describe()}"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, **QUIET})
+    try:
+        (tp,) = c.committed([TopicPartition(in_topic, 0)], timeout=15)
+    finally:
+        c.close()
+    assert tp.error is None and tp.offset == 5, f"librdkafka sees {group}'s commit as {tp}"
+
+    rc = _values(_read(broker.bootstrap, topic, 1, committed=True))[0]
+    assert rc == committed, f"librdkafka read_committed {rc}"
+    ru = _values(_read(broker.bootstrap, topic, 1, committed=False))[0]
+    assert [v for _, v in ru] == [f"committed-{i}" for i in range(5)] + [f"aborted-{i}" for i in range(5)] + ["end"]
+    hw = _latest(broker.bootstrap, topic, 1, committed=False)
+    assert _latest(broker.bootstrap, topic, 1, committed=True) == hw == {0: base["t3"] + 2}, hw

@@ -57,7 +57,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from harness import cluster as cluster_mod
-from harness import kproto, netns
+from harness import kproto, netns, txn_workload
 from harness.clients import parse_prometheus, wait_for
 from harness.procs import http_text
 from harness.workload import AckingProducer, GroupConsumer, high_watermarks, read_all
@@ -69,7 +69,7 @@ OVERRIDES = {
     "replica.lag.time.max.ms": "5000",
 }
 PARTITIONS = ("isolate", "cut-leader", "cut-controller", "split", "quorum-cut")
-FAULTS = ("kill9", "pause", "controller", *PARTITIONS)
+FAULTS = ("kill9", "pause", "controller", "kill9-coordinator", "pause-coordinator", *PARTITIONS)
 # controller.quorum.election.timeout.ms (both targets' default).
 ELECTION_TIMEOUT_S = 1.0
 
@@ -89,6 +89,10 @@ def make_schedule(rng, duration, node_ids, faults, count=None):
             node, hold = rng.choice(node_ids), round(rng.uniform(1.0, 6.0), 1)
         elif fault == "pause":
             node, hold = rng.choice(node_ids), round(rng.uniform(1.5, 3.0) * SESSION_MS / 1000, 1)
+        elif fault == "kill9-coordinator":
+            node, hold = None, round(rng.uniform(1.0, 6.0), 1)
+        elif fault == "pause-coordinator":
+            node, hold = None, round(rng.uniform(1.5, 3.0) * SESSION_MS / 1000, 1)
         elif fault in ("isolate", "split"):
             node, hold = rng.choice(node_ids), round(rng.uniform(1.5, 3.0) * SESSION_MS / 1000, 1)
         elif fault in PARTITIONS:
@@ -203,7 +207,7 @@ class Checker:
         }
         self.factory = None
         self.cluster = None
-        self.producers, self.consumers = [], []
+        self.producers, self.consumers, self.writers = [], [], []
         self.net = netns.Network(args.netns, args.nodes) if args.netns else None
         self.monitor = None
 
@@ -235,6 +239,27 @@ class Checker:
         t = time.monotonic()
         if fault in PARTITIONS:
             self.run_cut(op, fault, node_id, hold)
+        elif fault in ("kill9-coordinator", "pause-coordinator"):
+            # The node coordinating the first writer's transactional id.
+            p = txn_workload.coordinator_partition("checker-w0")
+            node_id = wait_for(
+                lambda: (lambda x: x if x in c.ids else None)(c.partition("__transaction_state", p)[0]),
+                30,
+                interval=0.5,
+                what="the transaction coordinator",
+            )
+            op["node"] = node_id
+            nd = c.node(node_id)
+            if fault == "kill9-coordinator":
+                nd.kill9()
+                time.sleep(hold)
+                nd.restart()
+            else:
+                nd.sigstop()
+                try:
+                    time.sleep(hold)
+                finally:
+                    nd.sigcont()
         elif fault == "kill9":
             c.node(node_id).kill9()
             time.sleep(hold)
@@ -346,7 +371,9 @@ class Checker:
         self.root = Path(tempfile.mkdtemp(prefix="fjord-checker-", dir=tmp))
         self.factory = cluster_mod.ClusterFactory(self.root, "checker", a.target)
         t = time.monotonic()
-        self.cluster = c = self.factory.start(n=a.nodes, overrides=OVERRIDES, net=self.net)
+        overrides = {**OVERRIDES, **(txn_workload.TXN_OVERRIDES if a.workload == "txn" else {})}
+        self.report["overrides"] = overrides
+        self.cluster = c = self.factory.start(n=a.nodes, overrides=overrides, net=self.net)
         self.report["cluster_start_s"] = round(time.monotonic() - t, 1)
         log(
             f"{a.nodes}-node {a.target} cluster up in {self.report['cluster_start_s']}s: {c.bootstrap} "
@@ -358,15 +385,29 @@ class Checker:
             self.monitor = PartitionMonitor(c, self.topic, a.partitions)
             self.monitor.start()
         group = f"checker-group-{a.seed}"
+        txn = a.workload == "txn"
+        iso = {"isolation.level": "read_committed"} if txn else {}
         self.consumers = [
-            GroupConsumer(c.bootstrap, self.topic, group, f"c{i}", commit="manual").start() for i in range(a.consumers)
+            GroupConsumer(c.bootstrap, self.topic, group, f"c{i}", commit="manual", conf=iso).start()
+            for i in range(a.consumers)
         ]
-        self.producers = [
-            AckingProducer(c.bootstrap, self.topic, a.partitions, rate=a.rate, prefix=f"p{i}", name=f"p{i}").start()
-            for i in range(a.producers)
-        ]
-        for p in self.producers:
-            p.wait_acks(50, 60, what="warm-up")
+        if txn:
+            self.writers = [
+                txn_workload.TxnWriter(c.bootstrap, self.topic, a.partitions, f"w{i}", a.seed * 100 + i).start()
+                for i in range(a.producers)
+            ]
+            wait_for(
+                lambda: all(any(o == "committed" for _, _, o in w.snapshot()) for w in self.writers),
+                60,
+                what="a committed transaction per writer (warm-up)",
+            )
+        else:
+            self.producers = [
+                AckingProducer(c.bootstrap, self.topic, a.partitions, rate=a.rate, prefix=f"p{i}", name=f"p{i}").start()
+                for i in range(a.producers)
+            ]
+            for p in self.producers:
+                p.wait_acks(50, 60, what="warm-up")
         self.t0 = time.monotonic()
         for i, (fault, node, hold, quiet) in enumerate(schedule):
             if a.ops is None and i > 0 and time.monotonic() - self.t0 >= a.duration:
@@ -380,6 +421,8 @@ class Checker:
             self.report["partition_monitor_samples"] = self.monitor.samples
             self.report["liveness_failures"] += self.monitor.violations
 
+        if txn:
+            return self.finish_txn()
         log("nemesis done; stopping producers")
         time.sleep(2)
         for p in self.producers:
@@ -405,6 +448,28 @@ class Checker:
         final, marks = read_all(c.bootstrap, self.topic, a.partitions, timeout=180)
         self.check_nodes()
         return self.analyse(final, marks)
+
+    def finish_txn(self):
+        """Stop the writers, let the read_committed group catch up, and check a fresh
+        read_committed read against what each writer was told."""
+        a, c = self.args, self.cluster
+        log("nemesis done; stopping writers")
+        for w in self.writers:
+            w.stop()
+        time.sleep(5)
+        for cons in self.consumers:
+            cons.stop()
+        marks = high_watermarks(c.bootstrap, self.topic, a.partitions)
+        log("final read_committed read")
+        final = txn_workload.read_committed_all(c.bootstrap, self.topic, a.partitions, marks, timeout=180)
+        self.check_nodes()
+        polls = [(cons.name, r) for cons in self.consumers for r in cons.snapshot()]
+        anomalies, examples, stats = txn_workload.analyse(self.writers, polls, final)
+        anomalies["nonmonotonic_polls"] = sum(len(cons.regressions) for cons in self.consumers)
+        stats["watermarks"] = {p: list(m) for p, m in marks.items()}
+        stats["consumer_errors"] = dict(Counter(e[1] for cons in self.consumers for e in cons.errors))
+        self.report.update({"anomalies": anomalies, "examples": examples, "stats": stats})
+        return anomalies
 
     # --- analysis -----------------------------------------------------------
     def analyse(self, final, marks):
@@ -486,6 +551,8 @@ class Checker:
         return anomalies
 
     def close(self, keep):
+        for w in self.writers:
+            w.stop(timeout=5)
         for p in self.producers:
             try:
                 if p.undelivered is None:
@@ -517,7 +584,13 @@ def main(argv=None):
     ap.add_argument("--producers", type=int, default=3)
     ap.add_argument("--consumers", type=int, default=3)
     ap.add_argument("--rate", type=float, default=50.0, help="records/s per producer (default 50)")
-    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {', '.join(FAULTS)}")
+    ap.add_argument(
+        "--workload",
+        default="plain",
+        choices=("plain", "txn"),
+        help="plain: idempotent producers; txn: transactional writers and read_committed readers (txn.py)",
+    )
+    ap.add_argument("--faults", default=None, help=f"comma list of {', '.join(FAULTS)}")
     ap.add_argument("--ops", type=int, default=None, help="run exactly this many faults (default: fill --duration)")
     ap.add_argument("--heal-timeout", type=float, default=90.0)
     ap.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # set when re-run inside the client namespace
@@ -525,6 +598,9 @@ def main(argv=None):
     ap.add_argument("--tmp", default=os.environ.get("FJORD_TEST_TMP"), help="where the node dirs go")
     ap.add_argument("--keep", action="store_true", help="keep node dirs (always kept on an anomaly)")
     a = ap.parse_args(argv)
+    if a.faults is None:
+        # The coordinator faults aim at the transaction coordinator of the txn workload.
+        a.faults = ",".join(f for f in FAULTS if a.workload == "txn" or "coordinator" not in f)
     a.faults = [f.strip() for f in a.faults.split(",") if f.strip()]
     bad = set(a.faults) - set(FAULTS)
     if bad or not a.faults:
@@ -567,9 +643,10 @@ def main(argv=None):
     print(
         f"checker {verdict}: target={a.target} seed={a.seed} faults={len(ck.report['ops'])} "
         f"({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}) acked={st.get('acked')} "
-        f"read={st.get('final_read')} polled={st.get('polled')} lost={an.get('lost')} "
-        f"duplicates={an.get('duplicates')} inconsistent_offsets={an.get('inconsistent_offsets')} "
-        f"nonmonotonic_polls={an.get('nonmonotonic_polls')} liveness_failures={len(ck.report['liveness_failures'])} "
+        f"read={st.get('final_read')} polled={st.get('polled')} "
+        + (f"transactions={st.get('transactions')} " if a.workload == "txn" else "")
+        + " ".join(f"{k}={v}" for k, v in an.items())
+        + f" liveness_failures={len(ck.report['liveness_failures'])} "
         f"elapsed={ck.report['elapsed_s']}s report={a.out}",
         flush=True,
     )

@@ -105,7 +105,7 @@ impl LogCleaner {
                 if !p.log.config.compact {
                     continue;
                 }
-                (tp, p.log.cleanable(p.high_watermark(), now))
+                (tp, p.log.cleanable(p.last_stable_offset(), now))
             };
             let Some(c) = c else { continue };
             max_ratio = max_ratio.max(c.dirty_ratio);
@@ -150,7 +150,14 @@ impl LogCleaner {
     fn clean(&self, part: &PartitionRef, now: i64) -> anyhow::Result<bool> {
         let job = {
             let p = part.lock();
-            p.log.cleaning_job(p.high_watermark(), now, p.producer_last_batches())?
+            // Up to the last stable offset, as Kafka's cleaner: an open transaction may still
+            // abort, and its records must not supersede committed ones meanwhile.
+            let upper = p.last_stable_offset();
+            let mut job = p.log.cleaning_job(upper, now, p.producer_last_batches())?;
+            for a in p.aborted_transactions(p.log.log_start_offset(), upper) {
+                job.aborted.entry(a.producer_id).or_default().push((a.first_offset, a.last_offset));
+            }
+            job
         };
         if job.segments.is_empty() {
             return Ok(false);

@@ -363,7 +363,7 @@ fn cleaner_gauges(
             continue;
         }
         // Only a log with something to clean is late; a clean idle log is not.
-        if let Some(c) = p.log.cleanable(p.high_watermark(), now) {
+        if let Some(c) = p.log.cleanable(p.last_stable_offset(), now) {
             since_clean_ms = since_clean_ms.max(now - p.log.last_cleaned_ms);
             delay_ms = delay_ms.max(c.compaction_delay_ms);
         }

@@ -50,8 +50,23 @@ pub struct CleaningJob {
     pub delete_retention_ms: i64,
     /// Base offset of each producer's last batch in the log.
     pub producer_last_batches: HashMap<i64, i64>,
+    /// Aborted transactions by producer id: (first offset, marker offset). Their records
+    /// are removed and never enter the offset map, so an aborted write never supersedes a
+    /// committed one.
+    pub aborted: HashMap<i64, Vec<(i64, i64)>>,
     /// The log's truncation count when the job was taken.
     pub generation: u64,
+}
+
+impl CleaningJob {
+    /// A data batch of an aborted transaction.
+    fn is_aborted(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.aborted.get(&h.producer_id).is_some_and(|ranges| {
+                ranges.iter().any(|(first, last)| *first <= h.base_offset && h.base_offset <= *last)
+            })
+    }
 }
 
 /// Settings of the cleaner threads (`log.cleaner.*`).
@@ -218,7 +233,7 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
             }
             throttle.account(bytes.len());
             out.bytes_read += bytes.len() as u64;
-            if !h.is_control() && h.records_count > 0 {
+            if !h.is_control() && h.records_count > 0 && !job.is_aborted(h) {
                 if !map.has_room_for(h.records_count as usize) {
                     full = true;
                     return Ok(false);
@@ -371,10 +386,15 @@ fn clean_batch(
     limit: usize,
     out: &mut CleanedLog,
 ) -> Result<Kept> {
-    // Records at or past the map's end are newer than anything in it; control batches
-    // wait for the transactions work.
+    // Records at or past the map's end are newer than anything in it. Markers are kept
+    // (Kafka removes them, once their transaction's data is gone, after delete.retention.ms).
     if h.base_offset >= map_end || h.is_control() || h.records_count == 0 {
         return Ok(Kept::All);
+    }
+    let last_of_producer = h.has_producer_id() && job.producer_last_batches.get(&h.producer_id) == Some(&h.base_offset);
+    if job.is_aborted(h) {
+        out.records_removed += h.records_count as u64;
+        return Ok(if last_of_producer { Kept::Rewritten(records::empty_batch(h)) } else { Kept::Nothing });
     }
     let has_horizon = h.attributes & DELETE_HORIZON_FLAG != 0;
     let horizon_passed = has_horizon && h.base_timestamp <= now_ms;
@@ -401,8 +421,6 @@ fn clean_batch(
         return Ok(Kept::All);
     }
     if kept == 0 {
-        let last_of_producer =
-            h.has_producer_id() && job.producer_last_batches.get(&h.producer_id) == Some(&h.base_offset);
         return Ok(if last_of_producer { Kept::Rewritten(records::empty_batch(h)) } else { Kept::Nothing });
     }
     let mut template = *h;
@@ -595,6 +613,50 @@ mod tests {
         let recs = read_all(&log);
         assert!(!recs.iter().any(|r| r.1 == "a"), "{recs:?}");
         assert!(recs.iter().any(|r| r.1 == "b"));
+    }
+
+    /// A batch of producer `pid` inside a transaction.
+    fn transactional(recs: &[(&str, Option<&str>)], pid: i64, seq: i32) -> Vec<u8> {
+        let mut b = keyed(recs, Compression::None, Some((pid, seq)));
+        // Set the transactional attribute and reseal: the CRC covers the attributes.
+        let attrs = i16::from_be_bytes([b[21], b[22]]) | 0x10;
+        b[21..23].copy_from_slice(&attrs.to_be_bytes());
+        let crc = crc32c::crc32c(&b[crate::storage::batch::CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn an_aborted_transaction_is_removed_and_never_supersedes_a_committed_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg()).unwrap().0;
+        append(&mut log, keyed(&[("a", Some("committed")), ("b", Some("b1"))], Compression::None, None));
+        // Offsets 2-3: an aborted transaction of producer 9 overwriting a and b; 4: its marker.
+        append(&mut log, transactional(&[("a", Some("aborted")), ("b", Some("aborted"))], 9, 0));
+        let mut marker = crate::storage::control::encode_marker(9, 0, crate::storage::control::Marker::Abort, 0, 1000);
+        let ranges = crate::storage::batch::split_stored_batches(&marker).unwrap();
+        log.append(&mut marker, &ranges, 0, 1000).unwrap();
+        append(&mut log, keyed(&[("b", Some("b2"))], Compression::None, None));
+        // Filler rolls the segments above closed: the active segment is never cleaned.
+        while log.segment_count() < 3 {
+            append(&mut log, keyed(&[("z", Some("filler"))], Compression::None, None));
+        }
+        let mut job = log.cleaning_job(log.log_end_offset(), 5000, HashMap::new()).unwrap();
+        job.aborted.insert(9, vec![(2, 4)]);
+        let cleaned = clean(&job, &settings(), 5000).unwrap();
+        assert!(log.swap_cleaned(&job, &cleaned, 5000).unwrap().0);
+        let got: Vec<_> = read_all(&log)
+            .into_iter()
+            .filter(|r| r.1 != "z" && !r.1.starts_with('\0'))
+            .map(|(o, k, v)| (o, k, v.unwrap()))
+            .collect();
+        assert_eq!(got, vec![(0, "a".into(), "committed".into()), (5, "b".into(), "b2".into())]);
+        let markers = {
+            let mut n = 0;
+            log.for_each_header(&mut |h| n += h.is_control() as usize).unwrap();
+            n
+        };
+        assert_eq!(markers, 1, "the marker stays");
     }
 
     #[test]

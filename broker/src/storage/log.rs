@@ -718,6 +718,7 @@ impl Log {
             segment_bytes: self.config.segment_bytes,
             delete_retention_ms: self.config.delete_retention_ms,
             producer_last_batches,
+            aborted: Default::default(),
             generation: self.generation,
         })
     }

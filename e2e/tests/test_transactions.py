@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, IsolationLevel
+from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, Producer
 from confluent_kafka.admin import OffsetSpec
 from conftest import require_env, require_path
 
@@ -418,3 +418,47 @@ def test_kafkajs_transactions(broker, tools):
     assert [v for _, v in ru] == [f"committed-{i}" for i in range(5)] + [f"aborted-{i}" for i in range(5)] + ["end"]
     hw = _latest(broker.bootstrap, topic, 1, committed=False)
     assert _latest(broker.bootstrap, topic, 1, committed=True) == hw == {0: base["t3"] + 2}, hw
+
+
+def _table(out):
+    """Rows of a kafka-transactions.sh table (tab-separated, header first) as dicts."""
+    lines = [line for line in out.splitlines() if "\t" in line]
+    assert lines, f"no table in:\n{out}"
+    header = [h.strip() for h in lines[0].split("\t")]
+    return [dict(zip(header, (c.strip() for c in line.split("\t")), strict=False)) for line in lines[1:]]
+
+
+def test_kafka_transactions_tool_lists_describes_and_finds_no_hanging(broker, tools):
+    """kafka-transactions.sh list, describe, describe-producers and find-hanging on an open
+    transaction, and list again once it committed."""
+    topic = create_topic(broker.bootstrap, unique("txtool"), 1)
+    produce(broker.bootstrap, topic, ["plain-0", "plain-1"], partition=0)
+    tid = unique("txtool-id")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tid, **QUIET})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"in-txn", partition=0)
+    assert p.flush(30) == 0
+
+    def tool(*args):
+        r = tools.run_class("org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", broker.bootstrap, *args)
+        return _table(r.stdout)
+
+    listed = {r["TransactionalId"]: r for r in tool("list")}
+    assert listed.get(tid, {}).get("TransactionState") == "Ongoing", listed
+    (desc,) = tool("describe", "--transactional-id", tid)
+    assert desc["TransactionState"] == "Ongoing" and desc["TopicPartitions"] == f"{topic}-0", desc
+    assert desc["ProducerId"] == listed[tid]["ProducerId"], (desc, listed[tid])
+    producers = tool("describe-producers", "--topic", topic, "--partition", "0")
+    open_txn = [r for r in producers if r["ProducerId"] == desc["ProducerId"]]
+    assert open_txn and open_txn[0]["CurrentTransactionStartOffset"] == "2", producers
+    # The open transaction is known to its coordinator: not hanging.
+    assert tool("find-hanging", "--broker-id", "1") == []  # single-node brokers are node 1
+    p.commit_transaction(30)
+    wait_for(
+        lambda: (
+            {r["TransactionalId"]: r for r in tool("list")}.get(tid, {}).get("TransactionState") == "CompleteCommit"
+        ),
+        30,
+        what="CompleteCommit in kafka-transactions.sh list",
+    )

@@ -80,10 +80,14 @@ PROFILES = {
     ),
 }
 PARTITIONS = (1, 6)
-PRODUCE = [  # scenario, record size, acks, count key
-    ("produce-100b-acks1", 100, "1", "n_100b"),
-    ("produce-1k-acks1", 1024, "1", "n_1k"),
-    ("produce-1k-acksall", 1024, "all", "n_1k"),
+# The transactional row: ProducerPerformance commits a transaction every 100 ms (the issue's
+# `produce-1k-txn`); its transactional id is unique per run.
+TXN_ARGS = ("--transactional-id", "bench-txn", "--transaction-duration-ms", "100")
+PRODUCE = [  # scenario, record size, acks, count key, extra ProducerPerformance arguments
+    ("produce-100b-acks1", 100, "1", "n_100b", ()),
+    ("produce-1k-acks1", 1024, "1", "n_1k", ()),
+    ("produce-1k-acksall", 1024, "all", "n_1k", ()),
+    ("produce-1k-txn", 1024, "all", "n_1k", TXN_ARGS),
 ]
 # (scenario, partitions) rows every system must produce
 EXPECTED = (
@@ -425,7 +429,9 @@ PP_RE = re.compile(
 )
 
 
-def producer_perf(tools, bootstrap, topic, n, size, acks, timeout):
+def producer_perf(tools, bootstrap, topic, n, size, acks, timeout, extra=()):
+    if extra:
+        extra = [f"{a}-{topic}-{time.time_ns()}" if a == "bench-txn" else a for a in extra]
     out = tools.java(
         "org.apache.kafka.tools.ProducerPerformance",
         [
@@ -441,6 +447,7 @@ def producer_perf(tools, bootstrap, topic, n, size, acks, timeout):
             "-1",
             "--command-property",
             f"acks={acks}",
+            *extra,
         ],
         timeout,
     )
@@ -606,7 +613,7 @@ def run_system(sysobj, tools, prof, limits):
 
         # produce
         produce_peak, produce_cpu = 0.0, 0.0
-        for scn, size, acks, key in PRODUCE:
+        for scn, size, acks, key, extra in PRODUCE:
             for p in PARTITIONS:
                 n = prof[key]
                 log(f"{name}: {scn} partitions={p} records={n}")
@@ -614,8 +621,8 @@ def run_system(sysobj, tools, prof, limits):
                     scn,
                     p,
                     # called before the next iteration; the defaults bind this one's values anyway
-                    lambda scn=scn, p=p, n=n, size=size, acks=acks: producer_perf(
-                        tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size, acks, tmo
+                    lambda scn=scn, p=p, n=n, size=size, acks=acks, extra=extra: producer_perf(
+                        tools, sysobj.bootstrap, f"bench-{scn}-p{p}", n, size, acks, tmo, extra
                     ),
                     records=n,
                     record_size=size,
@@ -963,9 +970,10 @@ def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapse
         "",
         "## Scenarios",
         "",
-        f"- `produce-100b-acks1`, `produce-1k-acks1`, `produce-1k-acksall`: Kafka's ProducerPerformance, "
+        f"- `produce-100b-acks1`, `produce-1k-acks1`, `produce-1k-acksall`, `produce-1k-txn`: Kafka's ProducerPerformance, "
         f"{prof['n_100b']:,} records of 100 B or {prof['n_1k']:,} records of 1024 B, unthrottled "
-        "(`--throughput -1`), producer defaults otherwise (acks=all turns idempotence on), "
+        "(`--throughput -1`), producer defaults otherwise (acks=all turns idempotence on; "
+        "`produce-1k-txn` adds `--transactional-id` and `--transaction-duration-ms 100`), "
         f"into a topic of {' and '.join(map(str, PARTITIONS))} partitions; latency columns are the "
         "producer's send-to-ack percentiles.",
         "- `consume-1k`: Kafka's ConsumerPerformance reading the `produce-1k-acks1` topic from the start in a "

@@ -548,12 +548,12 @@ def _offsets_log_bytes(data_dir):
 
 def test_consumer_offsets_stays_bounded(cbroker):
     """A group commits offsets (with 100 bytes of metadata) for 100 partitions every 100 ms for
-    three minutes, several times the bound: the __consumer_offsets segment files
+    a minute, over twenty times the bound: the __consumer_offsets segment files
     (offsets.topic.segment.bytes, one partition) never exceed 4 segments, and the coordinator's
     load after a restart does not grow with that history; after kill -9 and a restart the group's committed offsets read back
     exactly as last committed."""
     bs = cbroker.bootstrap
-    parts, period, duration = 100, 0.1, 180
+    parts, period, duration = 100, 0.1, 60
     bound = 4 * SEGMENT_BYTES
     topic = create_topic(bs, unique("offsets-source"), parts)
     group = unique("offsets-group")
@@ -579,6 +579,7 @@ def test_consumer_offsets_stays_bounded(cbroker):
         f"{n} commits of {parts} offsets in {time.monotonic() - t0:.0f}s; >= {written} bytes appended to "
         f"__consumer_offsets, its segment files at most {peak} bytes (bound {bound})"
     )
+    # Against Kafka (1 MiB segments) the bound is 4 MiB: a minute still writes about twice that.
     assert written > bound, f"only {written} bytes written: the bound {bound} would not show a missing cleaner"
     assert peak <= bound, f"__consumer_offsets grew to {peak} bytes > {bound}"
 

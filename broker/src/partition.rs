@@ -212,6 +212,15 @@ impl Partition {
         self.producers.oldest_open_timestamp()
     }
 
+    /// See `ProducerStateManager::needs_verification`.
+    pub fn needs_verification(&self, h: &crate::storage::batch::BatchHeader) -> bool {
+        self.producers.needs_verification(h)
+    }
+
+    pub fn set_verified(&mut self, producer_id: i64, epoch: i16) {
+        self.producers.set_verified(producer_id, epoch);
+    }
+
     /// The producers with state here (DescribeProducers).
     pub fn producers(&self) -> Vec<crate::producer_state::ProducerView> {
         self.producers.producers()

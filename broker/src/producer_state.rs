@@ -83,6 +83,10 @@ pub struct ProducerStateManager {
     ongoing: BTreeMap<i64, i64>,
     /// Aborted transactions in log order (their markers' offsets increase).
     aborted: Vec<AbortedTxn>,
+    /// Producers (with the epoch) whose coordinator confirmed this partition is in their
+    /// open transaction, before its first batch here (KIP-890 verification); a marker or the
+    /// transaction's first batch clears it.
+    verified: HashMap<i64, i16>,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -131,6 +135,21 @@ impl ProducerStateManager {
         self.producers.iter().filter_map(|(pid, e)| Some((*pid, e.batches.back()?.base_offset))).collect()
     }
 
+    /// A transactional batch that would start a transaction here, with no confirmation from
+    /// the coordinator that the partition is in it: written as it is, a batch that arrives
+    /// after its transaction ended would hang the partition's last stable offset.
+    pub fn needs_verification(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && h.base_sequence >= 0
+            && self.producers.get(&h.producer_id).is_none_or(|e| e.txn_first_offset.is_none())
+            && self.verified.get(&h.producer_id) != Some(&h.producer_epoch)
+    }
+
+    pub fn set_verified(&mut self, producer_id: i64, epoch: i16) {
+        self.verified.insert(producer_id, epoch);
+    }
+
     /// A marker for `producer_id` at `epoch` may be written: a marker of an older epoch is a
     /// zombie coordinator's or a fenced transaction's.
     pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), ResponseError> {
@@ -147,6 +166,7 @@ impl ProducerStateManager {
             return None;
         }
         if h.is_control() {
+            self.verified.remove(&h.producer_id);
             let e = self.producers.entry(h.producer_id).or_default();
             if h.producer_epoch > e.epoch {
                 // The coordinator bumped the epoch to fence the producer (a timeout or a new
@@ -168,6 +188,7 @@ impl ProducerStateManager {
         }
         e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
         if h.is_transactional() && e.txn_first_offset.is_none() {
+            self.verified.remove(&h.producer_id);
             e.txn_first_offset = Some(h.base_offset);
             self.ongoing.insert(h.base_offset, h.max_timestamp);
         }
@@ -312,6 +333,23 @@ mod tests {
         assert_eq!(s.update(&marker(2, 0, 15)), None);
         s.prune_aborted(14);
         assert!(s.aborted_in(0, 100).is_empty());
+    }
+
+    #[test]
+    fn the_first_batch_of_a_transaction_needs_verification_until_a_marker() {
+        let mut s = ProducerStateManager::default();
+        assert!(s.needs_verification(&txn(1, 0, 0, 0)));
+        assert!(!s.needs_verification(&hdr(1, 0, 0, 1, 0)), "an idempotent batch");
+        s.set_verified(1, 0);
+        assert!(!s.needs_verification(&txn(1, 0, 0, 0)));
+        assert!(s.needs_verification(&txn(1, 1, 0, 0)), "another epoch");
+        s.update(&txn(1, 0, 0, 0));
+        assert!(!s.needs_verification(&txn(1, 0, 1, 1)), "inside its transaction");
+        s.update(&marker(1, 0, 2));
+        assert!(s.needs_verification(&txn(1, 0, 2, 3)), "the next transaction");
+        s.set_verified(1, 0);
+        s.update(&marker(1, 0, 3));
+        assert!(s.needs_verification(&txn(1, 0, 2, 4)), "a marker clears a confirmation");
     }
 
     #[test]

@@ -119,7 +119,14 @@ def parse_api_versions_v0_response(payload):
 
 
 def record_batch(
-    values, keys=None, timestamp_ms=None, base_offset=0, producer_id=-1, producer_epoch=-1, base_sequence=-1
+    values,
+    keys=None,
+    timestamp_ms=None,
+    base_offset=0,
+    producer_id=-1,
+    producer_epoch=-1,
+    base_sequence=-1,
+    transactional=False,
 ):
     """A magic-2 record batch (uncompressed) with a correct CRC32C. A value None is a null
     value (a tombstone). Without producer_id the batch is not idempotent (-1, -1, -1)."""
@@ -137,7 +144,7 @@ def record_batch(
         records += varint(len(body)) + body
     after_crc = struct.pack(
         ">hiqqqhii",
-        0,  # attributes: no compression, CreateTime, not transactional
+        0x10 if transactional else 0,  # attributes: no compression, CreateTime
         len(values) - 1,  # lastOffsetDelta
         ts,
         ts,  # baseTimestamp, maxTimestamp
@@ -155,8 +162,10 @@ BATCH_CRC_OFFSET = 8 + 4 + 4 + 1  # baseOffset, batchLength, leaderEpoch, magic
 BATCH_RECORDS_OFFSET = BATCH_CRC_OFFSET + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4
 
 
-def produce_v3_request(correlation_id, topic, partition, batch, acks=-1, timeout_ms=30000, client_id="fjord-e2e"):
-    body = kstring(None)  # transactional_id
+def produce_v3_request(
+    correlation_id, topic, partition, batch, acks=-1, timeout_ms=30000, client_id="fjord-e2e", transactional_id=None
+):
+    body = kstring(transactional_id)
     body += struct.pack(">hi", acks, timeout_ms)
     body += struct.pack(">i", 1) + kstring(topic)
     body += struct.pack(">i", 1) + struct.pack(">i", partition)

@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, Producer
 from confluent_kafka.admin import OffsetSpec
 from conftest import require_env, require_path
 
-from harness import kafka
+from harness import kafka, kproto
 from harness.clients import (
     AdminClient,
     Consumer,
@@ -462,3 +462,32 @@ def test_kafka_transactions_tool_lists_describes_and_finds_no_hanging(broker, to
         30,
         what="CompleteCommit in kafka-transactions.sh list",
     )
+
+
+def test_a_transactional_batch_outside_its_transaction_is_refused(broker):
+    """KIP-890 verification: a transactional batch for a partition its producer never added to
+    a transaction (what a produce request delayed past its transaction's end looks like) is
+    refused, nothing is stored, and the partition's last stable offset does not hang."""
+    topic = create_topic(broker.bootstrap, unique("txverify"), 1)
+    produce(broker.bootstrap, topic, ["plain"], partition=0)
+    tid = unique("txverify-id")
+    # The real client finds the coordinator (creating __transaction_state) and initializes.
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tid, **QUIET})
+    p.init_transactions(30)
+    del p
+    host, port = broker.bootstrap.split(",")[0].rsplit(":", 1)
+    with kproto.RawConn(host, int(port)) as c:
+        _, err, pid, epoch = kproto.parse_init_producer_id_v0_response(
+            c.request(kproto.init_producer_id_v0_request(0x51, transactional_id=tid))
+        )
+        assert err == 0, f"InitProducerId: error {err}"
+        batch = kproto.record_batch(
+            ["stray"], producer_id=pid, producer_epoch=epoch, base_sequence=0, transactional=True
+        )
+        _, parts, _ = kproto.parse_produce_v3_response(
+            c.request(kproto.produce_v3_request(0x52, topic, 0, batch, transactional_id=tid))
+        )
+    ((_, _, code, _),) = parts
+    assert code != 0, "a transactional batch outside any transaction was written"
+    print(f"refused with error code {code}")
+    assert _latest(broker.bootstrap, topic, 1, True) == _latest(broker.bootstrap, topic, 1, False) == {0: 1}

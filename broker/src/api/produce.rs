@@ -11,6 +11,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::Ctx;
 use crate::clock::now_ms;
 use crate::partition::{wait_replicated, Progress};
+use crate::replica_manager::TopicPartition;
+use crate::storage::batch::BatchHeader;
 
 fn partition_error(ctx: &Ctx<'_>, index: i32, e: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -70,6 +72,27 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 parts.push(partition_error(ctx, pd.index, ResponseError::CorruptMessage, Some("no records".into())));
                 continue;
             };
+            // KIP-890: the first batch of a transaction here waits for its coordinator to
+            // confirm the partition is in the transaction.
+            let txn_batch = BatchHeader::parse(&records).ok().filter(|h| h.is_transactional() && !h.is_control());
+            if let Some(h) = txn_batch.filter(|h| partition.lock().needs_verification(h)) {
+                let tp = TopicPartition::new(&topic.name, pd.index);
+                let verified = match req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+                    None => Err(ResponseError::InvalidTxnState),
+                    Some(tid) => {
+                        ctx.remote
+                            .wait(b.txns.verify_partition(tid.as_str(), h.producer_id, h.producer_epoch, &tp))
+                            .await
+                    }
+                };
+                match verified {
+                    Ok(()) => partition.lock().set_verified(h.producer_id, h.producer_epoch),
+                    Err(e) => {
+                        parts.push(partition_error(ctx, pd.index, e, None));
+                        continue;
+                    }
+                }
+            }
             // One copy: offsets and the leader epoch are written into the batch header.
             let mut data = records.to_vec();
             let now = now_ms();
@@ -87,6 +110,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                         ResponseError::NotEnoughReplicas,
                         Some(format!("min.insync.replicas={min_isr} but the ISR has {} replica(s)", p.isr.len())),
                     ))
+                } else if txn_batch.is_some_and(|h| p.needs_verification(&h)) {
+                    // Its transaction ended (a marker) after the coordinator confirmed it.
+                    Err((ResponseError::InvalidTxnState, None))
                 } else {
                     let max = p.log.config.max_message_bytes;
                     p.append(&mut data, max, now)

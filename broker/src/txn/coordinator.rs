@@ -21,6 +21,7 @@ use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 
 use super::markers::{MarkerWriter, Markers};
+use super::peers::Peers;
 use super::records::{self, TxnMetadata, TxnState};
 use super::TRANSACTION_TOPIC;
 use crate::clock::now_ms;
@@ -68,6 +69,7 @@ pub struct TransactionCoordinator {
     log: InternalLog,
     config: TransactionConfig,
     producer_ids: Arc<ProducerIds>,
+    peers: Arc<Peers>,
     markers: MarkerWriter,
     state: Mutex<State>,
     last_timeout_check: Mutex<i64>,
@@ -100,12 +102,14 @@ impl TransactionCoordinator {
         replicas: Arc<ReplicaManager>,
         producer_ids: Arc<ProducerIds>,
     ) -> Arc<Self> {
+        let peers = Arc::new(Peers::new(config.clone(), metadata));
         Arc::new_cyclic(|this| TransactionCoordinator {
             this: this.clone(),
             log: InternalLog::new(replicas, TRANSACTION_TOPIC),
             config: config.txn.clone(),
             producer_ids,
-            markers: MarkerWriter::new(config, metadata),
+            markers: MarkerWriter::new(peers.clone()),
+            peers,
             state: Mutex::new(State::default()),
             last_timeout_check: Mutex::new(0),
             last_expiry_check: Mutex::new(0),
@@ -319,6 +323,81 @@ impl TransactionCoordinator {
         let st = self.state.lock();
         let m = Self::check_producer(st.txns.get(transactional_id).map(|e| &e.meta), producer_id, epoch)?;
         Ok(partitions.iter().map(|tp| m.state == TxnState::Ongoing && m.partitions.contains(tp)).collect())
+    }
+
+    /// KIP-890 verification, asked by a partition leader before the first batch of a
+    /// transaction is written there: is the partition in the producer's open transaction?
+    /// The coordinator answers from its state, here or over the network. Errors are the
+    /// produce request's: a coordinator that cannot answer is NOT_ENOUGH_REPLICAS (the
+    /// producer retries), a stale epoch INVALID_PRODUCER_EPOCH, a partition not in the
+    /// transaction INVALID_TXN_STATE.
+    pub async fn verify_partition(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        tp: &TopicPartition,
+    ) -> Result<(), ResponseError> {
+        use kafka_protocol::messages::add_partitions_to_txn_request::{
+            AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+        };
+        use kafka_protocol::messages::{
+            AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProducerId, TopicName, TransactionalId,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let code = |e: ResponseError| match e {
+            ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+            ResponseError::NotCoordinator
+            | ResponseError::CoordinatorNotAvailable
+            | ResponseError::CoordinatorLoadInProgress
+            | ResponseError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
+            _ => ResponseError::InvalidTxnState,
+        };
+        let p = self.partition_of(transactional_id);
+        if self.state.lock().owned.contains_key(&p) {
+            let found = self.verify_partitions(transactional_id, producer_id, epoch, std::slice::from_ref(tp));
+            return match found.map_err(code)?.first() {
+                Some(true) => Ok(()),
+                _ => Err(ResponseError::InvalidTxnState),
+            };
+        }
+        let leader = self
+            .peers
+            .metadata
+            .topic(TRANSACTION_TOPIC)
+            .and_then(|t| t.partition(p).map(|m| m.leader))
+            .filter(|l| *l >= 0 && *l != self.peers.node_id())
+            .ok_or(ResponseError::NotEnoughReplicas)?;
+        let req =
+            AddPartitionsToTxnRequest::default().with_transactions(vec![AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id.to_string())))
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch)
+                .with_verify_only(true)
+                .with_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                    .with_partitions(vec![tp.partition])])]);
+        let resp: AddPartitionsToTxnResponse = self
+            .peers
+            .request(leader, ApiKey::AddPartitionsToTxn, 4, &req)
+            .await
+            .map_err(|_| ResponseError::NotEnoughReplicas)?;
+        if let Some(e) = ResponseError::try_from_code(resp.error_code) {
+            return Err(code(e));
+        }
+        let result = resp
+            .results_by_transaction
+            .iter()
+            .flat_map(|t| t.topic_results.iter())
+            .filter(|t| t.name.as_str() == tp.topic)
+            .flat_map(|t| t.results_by_partition.iter())
+            .find(|r| r.partition_index == tp.partition)
+            .map(|r| r.partition_error_code);
+        match result {
+            Some(0) => Ok(()),
+            Some(c) => Err(ResponseError::try_from_code(c).map_or(ResponseError::InvalidTxnState, code)),
+            None => Err(ResponseError::InvalidTxnState),
+        }
     }
 
     /// EndTxn: write PrepareCommit or PrepareAbort, answer, and finish in the background.

@@ -4,7 +4,6 @@
 //! moves is followed through metadata; a partition whose topic was deleted needs none.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +11,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use tokio::net::TcpStream;
 
-use crate::config::BrokerConfig;
-use crate::metadata::MetadataStore;
+use super::peers::Peers;
 use crate::replica_manager::TopicPartition;
 
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The markers ending one transaction.
 #[derive(Debug, Clone)]
@@ -33,14 +29,12 @@ pub struct Markers {
 }
 
 pub struct MarkerWriter {
-    config: Arc<BrokerConfig>,
-    metadata: Arc<MetadataStore>,
-    correlation: AtomicI32,
+    peers: Arc<Peers>,
 }
 
 impl MarkerWriter {
-    pub fn new(config: Arc<BrokerConfig>, metadata: Arc<MetadataStore>) -> Self {
-        MarkerWriter { config, metadata, correlation: AtomicI32::new(0) }
+    pub fn new(peers: Arc<Peers>) -> Self {
+        MarkerWriter { peers }
     }
 
     /// Write every marker, retrying until each leader has it. Gives up (false) only when
@@ -56,7 +50,7 @@ impl MarkerWriter {
                 return false;
             }
             let mut by_leader: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
-            left.retain(|tp| match self.metadata.topic(&tp.topic) {
+            left.retain(|tp| match self.peers.metadata.topic(&tp.topic) {
                 // Deleted since: nothing to mark.
                 None => false,
                 Some(t) => match t.partition(tp.partition) {
@@ -87,11 +81,6 @@ impl MarkerWriter {
 
     /// One WriteTxnMarkers round trip; returns the partitions whose marker is written.
     async fn send(&self, leader: i32, m: &Markers, tps: &[TopicPartition]) -> anyhow::Result<Vec<TopicPartition>> {
-        let addr = self
-            .metadata
-            .broker(leader)
-            .and_then(|b| b.endpoint(&self.config.inter_broker_listener).map(|e| format!("{}:{}", e.host, e.port)))
-            .ok_or_else(|| anyhow::anyhow!("no address for broker {leader}"))?;
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for tp in tps {
             topics.entry(&tp.topic).or_default().push(tp.partition);
@@ -112,23 +101,8 @@ impl MarkerWriter {
                     .collect(),
             );
         let req = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
-        let correlation = self.correlation.fetch_add(1, Ordering::Relaxed);
-        let client_id = format!("fjord-txn-coordinator-{}", self.config.node_id);
-        let resp: WriteTxnMarkersResponse = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let mut s = TcpStream::connect(&addr).await?;
-            let _ = s.set_nodelay(true);
-            crate::client::round_trip(
-                &mut s,
-                ApiKey::WriteTxnMarkers,
-                WRITE_TXN_MARKERS_VERSION,
-                correlation,
-                &client_id,
-                &req,
-            )
-            .await
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("WriteTxnMarkers to broker {leader} timed out"))??;
+        let resp: WriteTxnMarkersResponse =
+            self.peers.request(leader, ApiKey::WriteTxnMarkers, WRITE_TXN_MARKERS_VERSION, &req).await?;
         let mut done = Vec::new();
         for r in resp.markers {
             for t in r.topics {

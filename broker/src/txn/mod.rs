@@ -6,6 +6,7 @@
 
 pub mod coordinator;
 pub mod markers;
+pub mod peers;
 pub mod records;
 
 /// The internal topic of transaction state.

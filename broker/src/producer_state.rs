@@ -178,19 +178,21 @@ impl ProducerStateManager {
             self.ongoing.remove(&first_offset);
             return Some(EndedTxn { producer_id: h.producer_id, first_offset, marker_offset: h.base_offset });
         }
-        if h.base_sequence < 0 {
-            return None;
-        }
         let e = self.producers.entry(h.producer_id).or_default();
-        if h.producer_epoch != e.epoch {
-            e.epoch = h.producer_epoch;
-            e.batches.clear();
-        }
         e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
         if h.is_transactional() && e.txn_first_offset.is_none() {
             self.verified.remove(&h.producer_id);
             e.txn_first_offset = Some(h.base_offset);
             self.ongoing.insert(h.base_offset, h.max_timestamp);
+        }
+        // A transactional offset commit (TxnOffsetCommit in `__consumer_offsets`) has no
+        // sequence: it opens a transaction there, but there is no sequence to remember.
+        if h.base_sequence < 0 {
+            return None;
+        }
+        if h.producer_epoch != e.epoch {
+            e.epoch = h.producer_epoch;
+            e.batches.clear();
         }
         e.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -350,6 +352,18 @@ mod tests {
         s.set_verified(1, 0);
         s.update(&marker(1, 0, 3));
         assert!(s.needs_verification(&txn(1, 0, 2, 4)), "a marker clears a confirmation");
+    }
+
+    #[test]
+    fn a_transactional_offset_commit_opens_a_transaction_without_a_sequence() {
+        let mut s = ProducerStateManager::default();
+        let commit = BatchHeader { base_sequence: -1, ..txn(5, 0, 0, 7) };
+        assert_eq!(s.update(&commit), None);
+        assert_eq!(s.first_unstable_offset(), Some(7), "the commit is pending until its marker");
+        let ended = s.update(&marker(5, 0, 8)).unwrap();
+        s.complete(ended, false);
+        assert_eq!(s.first_unstable_offset(), None);
+        assert_eq!(s.aborted_in(0, 100), vec![AbortedTxn { producer_id: 5, first_offset: 7, last_offset: 8 }]);
     }
 
     #[test]

@@ -265,8 +265,8 @@ struct Hosted {
     size: u64,
     high_watermark: i64,
     log_start: i64,
-    /// Led partitions: high watermark − last stable offset (0 on followers).
-    lso_lag: i64,
+    /// Led partitions: high watermark − last stable offset; None on followers.
+    lso_lag: Option<i64>,
 }
 
 /// Consumer lag of one group on one partition hosted here (names borrowed from the
@@ -337,13 +337,13 @@ fn transaction_gauges(
     }
     gauge(
         enc,
-        "fjord_partition_open_transactions",
+        "fjord_log_open_transactions",
         "Transactions open in the logs of the partitions this broker leads",
         in_logs as f64,
     )?;
     gauge(
         enc,
-        "fjord_partition_max_open_transaction_seconds",
+        "fjord_log_max_open_transaction_seconds",
         "Age of the oldest transaction open in a partition this broker leads, from its first batch's timestamp; a hanging transaction grows it without bound",
         oldest_ms.max(0) as f64 / 1000.0,
     )
@@ -546,7 +546,7 @@ impl Collector for BrokerCollector {
                 size: p.log.size_bytes(),
                 high_watermark: p.high_watermark(),
                 log_start: p.log.log_start_offset(),
-                lso_lag: if p.is_leader() { p.high_watermark() - p.last_stable_offset() } else { 0 },
+                lso_lag: p.is_leader().then(|| p.high_watermark() - p.last_stable_offset()),
             });
         }
         let by_partition: HashMap<(&str, i32), &Hosted> =
@@ -595,9 +595,10 @@ impl Collector for BrokerCollector {
             sizes.into_iter().map(|(l, v)| (l, ConstGauge::new(v))),
         )?;
         let mut lso_lags: BTreeMap<Labels, i64> = BTreeMap::new();
-        for p in hosted.iter().filter(|p| p.lso_lag > 0) {
+        for p in &hosted {
+            let Some(lag) = p.lso_lag else { continue };
             let partition = fine(&p.topic).then(|| p.index.to_string());
-            *lso_lags.entry(labels(&[("topic", &p.topic)], partition)).or_default() += p.lso_lag;
+            *lso_lags.entry(labels(&[("topic", &p.topic)], partition)).or_default() += lag;
         }
         family(
             enc,

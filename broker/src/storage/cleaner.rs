@@ -11,10 +11,12 @@
 //! Tombstones are kept `delete.retention.ms` after the first cleaning that passed them
 //! (the delete horizon, KIP-534), then removed.
 //!
-//! Control batches (transaction markers) are copied as they are: the transactions work
-//! decides here, per batch, what an aborted batch and an old marker become.
+//! Transactions: the batches of an aborted transaction are removed. A marker goes the way
+//! of a tombstone once no batch of its transaction is left (Kafka's rule): the first
+//! cleaning that finds none sets its delete horizon, a cleaning after the horizon removes
+//! it. Until then a `read_committed` reader still needs it to tell what it ended.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -270,6 +272,9 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
     let path_of = |segs: &[&SourceSegment]| {
         group_file(&job.dir, segs[0].base_offset, segs[segs.len() - 1].next_offset, "cleaned")
     };
+    // Producers with a batch of their current transaction read so far in this pass: the
+    // marker that ends the transaction must stay.
+    let mut txn_batches_seen: HashSet<i64> = HashSet::new();
     let result = (|| -> Result<()> {
         for segs in &groups {
             let base = segs[0].base_offset;
@@ -282,7 +287,8 @@ pub fn clean(job: &CleaningJob, settings: &CleanerSettings, now_ms: i64) -> Resu
             for seg in segs {
                 for_each_batch(seg, &mut |h, bytes| {
                     out.bytes_read += bytes.len() as u64;
-                    let kept = clean_batch(h, bytes, &map, map_end, job, now_ms, limit, &mut out)?;
+                    let kept =
+                        clean_batch(h, bytes, &map, map_end, job, now_ms, limit, &mut txn_batches_seen, &mut out)?;
                     let written = match &kept {
                         Kept::All => bytes,
                         Kept::Rewritten(b) => b.as_slice(),
@@ -384,10 +390,20 @@ fn clean_batch(
     job: &CleaningJob,
     now_ms: i64,
     limit: usize,
+    txn_batches_seen: &mut HashSet<i64>,
     out: &mut CleanedLog,
 ) -> Result<Kept> {
-    // Records at or past the map's end are newer than anything in it. Markers are kept
-    // (Kafka removes them, once their transaction's data is gone, after delete.retention.ms).
+    if h.is_transactional() {
+        if h.is_control() {
+            let data_left = txn_batches_seen.remove(&h.producer_id);
+            if h.base_offset < map_end && !data_left {
+                return clean_marker(h, bytes, job, now_ms, limit, out);
+            }
+        } else {
+            txn_batches_seen.insert(h.producer_id);
+        }
+    }
+    // Records at or past the map's end are newer than anything in it.
     if h.base_offset >= map_end || h.is_control() || h.records_count == 0 {
         return Ok(Kept::All);
     }
@@ -423,23 +439,60 @@ fn clean_batch(
     if kept == 0 {
         return Ok(if last_of_producer { Kept::Rewritten(records::empty_batch(h)) } else { Kept::Nothing });
     }
-    let mut template = *h;
-    let mut section_out = Vec::with_capacity(section.len());
+    let kept_recs: Vec<&records::RecordView> = recs.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r).collect();
     if set_horizon {
-        let horizon = now_ms.saturating_add(job.delete_retention_ms.max(0));
-        template.attributes |= DELETE_HORIZON_FLAG;
-        template.base_timestamp = horizon;
-        out.next_delete_horizon = Some(out.next_delete_horizon.map_or(horizon, |t| t.min(horizon)));
-        for (r, _) in recs.iter().zip(&keep).filter(|(_, k)| **k) {
-            let ts = h.base_timestamp + r.timestamp_delta;
-            r.encode_with_timestamp_delta(&mut section_out, ts - horizon);
-        }
-    } else {
-        for (r, _) in recs.iter().zip(&keep).filter(|(_, k)| **k) {
-            section_out.extend_from_slice(r.raw);
-        }
+        return with_delete_horizon(h, &kept_recs, job, now_ms, out);
     }
-    Ok(Kept::Rewritten(records::build_batch(&template, kept as i32, &section_out)?))
+    let mut section_out = Vec::with_capacity(section.len());
+    for r in &kept_recs {
+        section_out.extend_from_slice(r.raw);
+    }
+    Ok(Kept::Rewritten(records::build_batch(h, kept as i32, &section_out)?))
+}
+
+/// A marker whose transaction has no batch left in the log: kept with a delete horizon,
+/// removed once the horizon has passed.
+fn clean_marker(
+    h: &BatchHeader,
+    bytes: &[u8],
+    job: &CleaningJob,
+    now_ms: i64,
+    limit: usize,
+    out: &mut CleanedLog,
+) -> Result<Kept> {
+    if h.attributes & DELETE_HORIZON_FLAG == 0 {
+        let section = records::records_section(bytes, h, limit)?;
+        let recs = records::parse(&section, h.records_count)?;
+        return with_delete_horizon(h, &recs.iter().collect::<Vec<_>>(), job, now_ms, out);
+    }
+    if h.base_timestamp <= now_ms {
+        out.records_removed += h.records_count as u64;
+        return Ok(Kept::Nothing);
+    }
+    out.next_delete_horizon = Some(out.next_delete_horizon.map_or(h.base_timestamp, |t| t.min(h.base_timestamp)));
+    Ok(Kept::All)
+}
+
+/// `recs` of batch `h` rewritten with the delete horizon `delete.retention.ms` from now
+/// (KIP-534: the batch's base timestamp holds it, the records keep their timestamps).
+fn with_delete_horizon(
+    h: &BatchHeader,
+    recs: &[&records::RecordView],
+    job: &CleaningJob,
+    now_ms: i64,
+    out: &mut CleanedLog,
+) -> Result<Kept> {
+    let horizon = now_ms.saturating_add(job.delete_retention_ms.max(0));
+    let mut template = *h;
+    template.attributes |= DELETE_HORIZON_FLAG;
+    template.base_timestamp = horizon;
+    out.next_delete_horizon = Some(out.next_delete_horizon.map_or(horizon, |t| t.min(horizon)));
+    let mut section_out = Vec::new();
+    for r in recs {
+        let ts = h.base_timestamp + r.timestamp_delta;
+        r.encode_with_timestamp_delta(&mut section_out, ts - horizon);
+    }
+    Ok(Kept::Rewritten(records::build_batch(&template, recs.len() as i32, &section_out)?))
 }
 
 #[cfg(test)]
@@ -629,7 +682,7 @@ mod tests {
     #[test]
     fn an_aborted_transaction_is_removed_and_never_supersedes_a_committed_value() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), cfg()).unwrap().0;
+        let mut log = Log::open(dir.path(), LogConfig { delete_retention_ms: 1000, ..cfg() }).unwrap().0;
         append(&mut log, keyed(&[("a", Some("committed")), ("b", Some("b1"))], Compression::None, None));
         // Offsets 2-3: an aborted transaction of producer 9 overwriting a and b; 4: its marker.
         append(&mut log, transactional(&[("a", Some("aborted")), ("b", Some("aborted"))], 9, 0));
@@ -651,12 +704,40 @@ mod tests {
             .map(|(o, k, v)| (o, k, v.unwrap()))
             .collect();
         assert_eq!(got, vec![(0, "a".into(), "committed".into()), (5, "b".into(), "b2".into())]);
-        let markers = {
-            let mut n = 0;
-            log.for_each_header(&mut |h| n += h.is_control() as usize).unwrap();
-            n
-        };
-        assert_eq!(markers, 1, "the marker stays");
+        assert_eq!(count_markers(&log), 1, "the marker stays while this pass read its transaction's batches");
+        // The next pass finds the marker alone: it sets its delete horizon; a pass after
+        // the horizon removes it.
+        let horizon = 6000 + 1000;
+        for (now, left) in [(6000, 1), (horizon - 1, 1), (horizon, 0)] {
+            let job = log.cleaning_job(log.log_end_offset(), now, HashMap::new()).unwrap();
+            let cleaned = clean(&job, &settings(), now).unwrap();
+            log.swap_cleaned(&job, &cleaned, now).unwrap().1.delete().unwrap();
+            assert_eq!(count_markers(&log), left, "at {now}");
+        }
+    }
+
+    fn count_markers(log: &Log) -> usize {
+        let mut n = 0;
+        log.for_each_header(&mut |h| n += h.is_control() as usize).unwrap();
+        n
+    }
+
+    #[test]
+    fn a_committed_transactions_marker_stays_while_its_records_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { delete_retention_ms: 0, ..cfg() }).unwrap().0;
+        append(&mut log, transactional(&[("t", Some("committed"))], 9, 0));
+        let mut marker = crate::storage::control::encode_marker(9, 0, crate::storage::control::Marker::Commit, 0, 1000);
+        let ranges = crate::storage::batch::split_stored_batches(&marker).unwrap();
+        log.append(&mut marker, &ranges, 0, 1000).unwrap();
+        while log.segment_count() < 3 {
+            append(&mut log, keyed(&[("z", Some("filler"))], Compression::None, None));
+        }
+        for now in [5000, 6000, 7000] {
+            clean_now(&mut log, now, HashMap::new());
+            assert_eq!(count_markers(&log), 1, "at {now}: the committed record is still there");
+        }
+        assert!(read_all(&log).iter().any(|r| r.1 == "t"));
     }
 
     #[test]

@@ -8,8 +8,16 @@ import urllib.error
 import urllib.request
 import uuid
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 
 def unique(prefix):
@@ -228,6 +236,65 @@ def read_partition(bootstrap, topic, partition, start, end, timeout=60, conf=Non
                 if m.error():
                     raise AssertionError(f"consume {topic}[{partition}]: {m.error()}")
                 out.append((m.offset(), m.value()))
+    finally:
+        c.close()
+    return out
+
+
+def latest_offsets(bootstrap, topic, partitions, committed):
+    """ListOffsets latest of partitions 0..partitions-1: {partition: the last stable offset} with
+    `committed` (read_committed), else {partition: the high watermark}."""
+    a = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+    fs = a.list_offsets(
+        {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},
+        isolation_level=level,
+        request_timeout=15,
+    )
+    return {tp.partition: f.result(30).offset for tp, f in fs.items()}
+
+
+def read_to_end(bootstrap, topic, partitions, committed, ends=None, starts=None, timeout=60):
+    """Read partitions 0..partitions-1 with a fresh consumer at the isolation level, each from
+    `starts` (default: the beginning) up to `ends` (default: `latest_offsets` at that level):
+    {partition: [(offset, key bytes, value bytes)]}. The last offsets of a transactional partition
+    are often markers, which a consumer never sees: a partition is done when the consumer reports
+    its end at or past `ends`, not when it has a record at `ends - 1`."""
+    if ends is None:
+        ends = latest_offsets(bootstrap, topic, partitions, committed)
+    starts = starts or {}
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("read-to-end"),
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "log_level": 2,
+        }
+    )
+    out = {p: [] for p in range(partitions)}
+    todo = {p for p in range(partitions) if ends[p] > starts.get(p, 0)}
+    try:
+        c.assign([TopicPartition(topic, p, starts.get(p, OFFSET_BEGINNING)) for p in range(partitions)])
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                pos = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in todo])}
+                raise AssertionError(
+                    f"read {topic} to {ends} ({'read_committed' if committed else 'read_uncommitted'}): "
+                    f"partitions {sorted(todo)} stuck at {pos}, got { ({p: len(v) for p, v in out.items()}) }"
+                )
+            for m in c.consume(num_messages=10000, timeout=0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if m.offset() >= ends[m.partition()]:
+                            todo.discard(m.partition())
+                        continue
+                    raise AssertionError(f"consume {topic}: {err}")
+                if m.offset() < ends[m.partition()]:
+                    out[m.partition()].append((m.offset(), m.key(), m.value()))
     finally:
         c.close()
     return out

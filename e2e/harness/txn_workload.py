@@ -21,6 +21,8 @@ from collections import defaultdict
 
 from confluent_kafka import KafkaException, Producer
 
+from harness.clients import read_to_end
+
 TXN_OVERRIDES = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000"}
 
 
@@ -195,46 +197,18 @@ def analyse(writers, polls, final):
 
 def read_committed_all(bootstrap, topic, partitions, marks, timeout=120):
     """{partition: [(offset, value)]}: every partition read from its start by a fresh
-    read_committed consumer up to `marks`' high watermarks. The last offsets of a partition are
-    often markers, which a consumer never sees: a partition is done when the consumer reaches
-    its end and its position has passed the high watermark's last record."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"txn-readback-{random.randrange(10**9)}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "log_level": 2,
-        }
+    read_committed consumer up to `marks`' high watermarks ({partition: (start, high)}); a
+    partition stuck below its high watermark is a last stable offset that does not move on."""
+    read = read_to_end(
+        bootstrap,
+        topic,
+        partitions,
+        committed=True,
+        ends={p: hi for p, (lo, hi) in marks.items()},
+        starts={p: lo for p, (lo, hi) in marks.items()},
+        timeout=timeout,
     )
-    out = {p: [] for p in range(partitions)}
-    try:
-        c.assign([TopicPartition(topic, p, lo) for p, (lo, hi) in marks.items()])
-        pending = {p for p, (lo, hi) in marks.items() if hi > lo}
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                pos = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in pending])}
-                raise AssertionError(
-                    f"read_committed read-back of {topic}: partitions {sorted(pending)} stuck at {pos} "
-                    f"(high watermarks {marks}): a last stable offset that does not reach the high watermark"
-                )
-            for m in c.consume(num_messages=5000, timeout=0.5):
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        p = m.partition()
-                        if m.offset() >= marks[p][1]:
-                            pending.discard(p)
-                        continue
-                    raise AssertionError(f"read-back {topic}[{m.partition()}]: {m.error()}")
-                out[m.partition()].append((m.offset(), m.value().decode()))
-    finally:
-        c.close()
-    return out
+    return {p: [(o, v.decode()) for o, _, v in recs] for p, recs in read.items()}
 
 
 def coordinator_partition(transactional_id, partitions=50):

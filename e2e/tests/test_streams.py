@@ -30,12 +30,20 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, IsolationLevel
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka import OFFSET_BEGINNING
 from conftest import require_env, require_path
 
 from harness import kafka
-from harness.clients import AdminClient, Consumer, KafkaError, Producer, TopicPartition, run, unique, wait_for
+from harness.clients import (
+    Consumer,
+    Producer,
+    TopicPartition,
+    latest_offsets,
+    read_to_end,
+    run,
+    unique,
+    wait_for,
+)
 from harness.procs import Process
 from harness.workload import CommitReader
 
@@ -256,55 +264,13 @@ class LinePublisher:
         assert self.acked == len(self.lines), f"{self.acked} acknowledged of {len(self.lines)}"
 
 
-def latest_offsets(bootstrap, topic, partitions, committed):
-    """ListOffsets latest: {partition: last stable offset} with committed, else high watermarks."""
-    a = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
-    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
-    fs = a.list_offsets(
-        {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},
-        isolation_level=level,
-        request_timeout=15,
-    )
-    return {tp.partition: f.result(30).offset for tp, f in fs.items()}
-
-
 def read_counts(bootstrap, topic, partitions, timeout=120):
     """The output topic read from the beginning with read_committed up to its last stable offsets:
     {word: [count, ...]} in log order (a word is always in the same partition)."""
-    end = latest_offsets(bootstrap, topic, partitions, committed=True)
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique("wc-reader"),
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            **QUIET,
-        }
-    )
     updates = defaultdict(list)
-    todo = {p for p in range(partitions) if end[p] > 0}
-    try:
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        deadline = time.monotonic() + timeout
-        while todo:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"read {topic} to {end}: partitions {sorted(todo)} unfinished")
-            for m in c.consume(num_messages=10000, timeout=0.5):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if m.offset() >= end[m.partition()]:
-                            todo.discard(m.partition())
-                        continue
-                    raise AssertionError(f"consume {topic}: {err}")
-                if m.offset() >= end[m.partition()]:
-                    continue
-                updates[m.key().decode()].append(struct.unpack(">q", m.value())[0])
-                if m.offset() >= end[m.partition()] - 1:
-                    todo.discard(m.partition())
-    finally:
-        c.close()
+    for recs in read_to_end(bootstrap, topic, partitions, committed=True, timeout=timeout).values():
+        for _, key, value in recs:
+            updates[key.decode()].append(struct.unpack(">q", value)[0])
     return dict(updates)
 
 

@@ -3,10 +3,9 @@
 //! value v3 (offset, leader epoch, metadata, commit timestamp); a null value deletes.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 use crate::replica_manager::TopicPartition;
+use crate::storage::records::{encode_internal_batch, BatchWriter, KeyValue};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffset {
@@ -104,31 +103,13 @@ pub struct OffsetKey {
 /// One uncompressed batch holding `records`; a transactional commit's batch carries the
 /// producer's id and epoch (and no sequence, as in Kafka).
 pub fn encode_batch(records: &[OffsetRecord], now_ms: i64, txn: Option<TxnProducer>) -> Vec<u8> {
-    let recs: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: txn.is_some(),
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: txn.map_or(-1, |t| t.producer_id),
-            producer_epoch: txn.map_or(-1, |t| t.producer_epoch),
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch unless offset - sequence stays constant; this
-            // yields one batch whose base sequence is -1 (no producer id).
-            sequence: i as i32 - 1,
-            timestamp: now_ms,
-            key: Some(r.key.clone()),
-            value: r.value.clone(),
-            headers: IndexMap::new(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encoding an uncompressed batch cannot fail");
-    buf.to_vec()
+    let recs: Vec<KeyValue> = records.iter().map(|r| KeyValue { key: r.key.clone(), value: r.value.clone() }).collect();
+    let writer = txn.map_or(BatchWriter::Broker, |t| BatchWriter::Transaction {
+        producer_id: t.producer_id,
+        producer_epoch: t.producer_epoch,
+        control: false,
+    });
+    encode_internal_batch(&recs, writer, now_ms)
 }
 
 #[cfg(test)]

@@ -5,8 +5,6 @@
 //! whose value is `version i16 | coordinator epoch i32`.
 
 use anyhow::{anyhow, Result};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 use super::batch::BatchHeader;
 use super::records;
@@ -47,25 +45,8 @@ pub fn encode_marker(
     let mut value = Vec::with_capacity(6);
     value.extend_from_slice(&0i16.to_be_bytes());
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
-    let rec = Record {
-        transactional: true,
-        control: true,
-        partition_leader_epoch: 0,
-        producer_id,
-        producer_epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms,
-        key: Some(Bytes::from(key)),
-        value: Some(Bytes::from(value)),
-        headers: Default::default(),
-        delete_horizon: false,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encoding an uncompressed batch cannot fail");
-    buf.to_vec()
+    let writer = records::BatchWriter::Transaction { producer_id, producer_epoch, control: true };
+    records::encode_internal_batch(&[records::KeyValue { key: key.into(), value: Some(value.into()) }], writer, now_ms)
 }
 
 /// Which marker a stored control batch holds (`batch` is the whole batch as stored).

@@ -11,8 +11,9 @@ use std::borrow::Cow;
 use std::io::Read;
 
 use anyhow::{anyhow, bail, Result};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 use super::batch::{BatchHeader, CRC_START, HEADER_LEN, LOG_OVERHEAD};
 
@@ -257,6 +258,59 @@ pub fn empty_batch(template: &BatchHeader) -> Vec<u8> {
     out
 }
 
+/// One record of a batch the broker writes itself.
+#[derive(Debug, Clone)]
+pub struct KeyValue {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+}
+
+/// Who a batch the broker writes itself is written for.
+#[derive(Debug, Clone, Copy)]
+pub enum BatchWriter {
+    /// A coordinator's own state (`__consumer_offsets`, `__transaction_state`).
+    Broker,
+    /// A transactional producer: its offset commits, or (`control`) the marker ending its
+    /// transaction. Neither has a sequence, as in Kafka.
+    Transaction { producer_id: i64, producer_epoch: i16, control: bool },
+}
+
+/// One uncompressed batch holding `records`, ready to append (the log assigns its offsets
+/// and leader epoch).
+pub fn encode_internal_batch(records: &[KeyValue], writer: BatchWriter, now_ms: i64) -> Vec<u8> {
+    let (transactional, control, producer_id, producer_epoch) = match writer {
+        BatchWriter::Broker => (false, false, -1, -1),
+        BatchWriter::Transaction { producer_id, producer_epoch, control } => {
+            (true, control, producer_id, producer_epoch)
+        }
+    };
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional,
+            control,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch unless offset - sequence stays constant; this
+            // yields one batch whose base sequence is -1.
+            sequence: i as i32 - 1,
+            timestamp: now_ms,
+            key: Some(r.key.clone()),
+            value: r.value.clone(),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encoding an uncompressed batch cannot fail");
+    buf.to_vec()
+}
+
 /// Set the CRC of a complete batch.
 pub fn seal(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[CRC_START..]);
@@ -267,7 +321,7 @@ pub fn seal(batch: &mut [u8]) {
 mod tests {
     use super::*;
     use crate::storage::batch::validate;
-    use kafka_protocol::records::{Compression, RecordBatchDecoder};
+    use kafka_protocol::records::RecordBatchDecoder;
 
     #[test]
     fn every_codec_round_trips_and_rebuilds() {

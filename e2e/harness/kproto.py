@@ -95,6 +95,7 @@ API_FETCH = 1
 API_METADATA = 3
 API_API_VERSIONS = 18
 API_INIT_PRODUCER_ID = 22
+API_END_TXN = 26
 
 
 def api_versions_v0_request(correlation_id, client_id="fjord-e2e"):
@@ -173,6 +174,23 @@ def produce_v3_request(
     return header_v1(API_PRODUCE, 3, correlation_id, client_id) + body
 
 
+def produce_v12_request(
+    correlation_id, topic, partition, batch, acks=-1, timeout_ms=30000, client_id="fjord-e2e", transactional_id=None
+):
+    """Produce v12, the first version of transaction version 2 (KIP-890): the broker adds a
+    transactional batch's partition to its transaction."""
+    body = compact_string(transactional_id) + struct.pack(">hi", acks, timeout_ms)
+    body += uvarint(2) + compact_string(topic)
+    body += uvarint(2) + struct.pack(">i", partition) + uvarint(len(batch) + 1) + batch + uvarint(0)
+    body += uvarint(0) + uvarint(0)
+    return header_v2(API_PRODUCE, 12, correlation_id, client_id) + body
+
+
+def end_txn_v5_request(correlation_id, transactional_id, producer_id, producer_epoch, commit, client_id="fjord-e2e"):
+    body = compact_string(transactional_id) + struct.pack(">qh?", producer_id, producer_epoch, commit) + uvarint(0)
+    return header_v2(API_END_TXN, 5, correlation_id, client_id) + body
+
+
 def init_producer_id_v0_request(
     correlation_id, transactional_id=None, transaction_timeout_ms=60000, client_id="fjord-e2e"
 ):
@@ -248,6 +266,27 @@ def parse_produce_v3_response(payload):
             p, err, base, _append_time = r.take(">ihqq")
             out.append((name, p, err, base))
     return cid, out, r.int()
+
+
+def parse_produce_v12_response(payload):
+    """The error code of the first partition of a Produce v12 response."""
+    r = Reader(payload)
+    r.int()  # correlation id
+    r.uvarint()  # response header tagged fields
+    r.uvarint()  # topics + 1
+    r.skip(r.uvarint() - 1)  # topic name
+    r.uvarint()  # partitions + 1
+    _partition, err = r.take(">ih")
+    return err
+
+
+def parse_end_txn_v5_response(payload):
+    """Returns (error_code, producer_id, producer_epoch)."""
+    r = Reader(payload)
+    r.int()  # correlation id
+    r.uvarint()  # response header tagged fields
+    _throttle, err, pid, epoch = r.take(">ihqh")
+    return err, pid, epoch
 
 
 def parse_init_producer_id_v0_response(payload):

@@ -20,18 +20,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, Producer
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka import Producer
 from conftest import require_env, require_path
 
 from harness import kafka, kproto
 from harness.clients import (
-    AdminClient,
     Consumer,
-    KafkaError,
     TopicPartition,
     create_topic,
+    latest_offsets,
     produce,
+    read_to_end,
     run,
     unique,
     wait_for,
@@ -55,55 +54,11 @@ def _java(tools, *args, timeout=120):
     return r
 
 
-def _latest(bootstrap, topic, partitions, committed):
-    """ListOffsets latest of every partition: the last stable offset with `committed`
-    (read_committed), else the high watermark."""
-    a = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
-    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
-    fs = a.list_offsets(
-        {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},
-        isolation_level=level,
-        request_timeout=15,
-    )
-    return {tp.partition: f.result(30).offset for tp, f in fs.items()}
-
-
 def _read(bootstrap, topic, partitions, committed, timeout=60):
-    """librdkafka reads every partition from the beginning to its latest offset at the isolation
-    level: {partition: [(offset, key, value)]}."""
-    end = _latest(bootstrap, topic, partitions, committed)
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique("txn-reader"),
-            "isolation.level": "read_committed" if committed else "read_uncommitted",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            **QUIET,
-        }
-    )
-    out = {p: [] for p in range(partitions)}
-    todo = {p for p in range(partitions) if end[p] > 0}
-    try:
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        deadline = time.monotonic() + timeout
-        while todo:
-            if time.monotonic() > deadline:
-                got = {p: len(v) for p, v in out.items()}
-                raise AssertionError(f"read {topic} to {end}: partitions {sorted(todo)} unfinished, got {got}")
-            for m in c.consume(num_messages=10000, timeout=0.5):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if m.offset() >= end[m.partition()]:
-                            todo.discard(m.partition())
-                        continue
-                    raise AssertionError(f"consume {topic}: {err}")
-                key = m.key().decode() if m.key() is not None else None
-                out[m.partition()].append((m.offset(), key, m.value().decode()))
-    finally:
-        c.close()
-    return out
+    """Every partition from the beginning to its latest offset at the isolation level:
+    {partition: [(offset, key, value)]}, decoded."""
+    read = read_to_end(bootstrap, topic, partitions, committed, timeout=timeout)
+    return {p: [(o, k.decode() if k is not None else None, v.decode()) for o, k, v in recs] for p, recs in read.items()}
 
 
 def _values(read):
@@ -140,18 +95,29 @@ PARTITIONS = 3
 PER_PARTITION = 5
 
 
+def _requests(broker, api):
+    """fjord_requests_total of one API on a Fjord broker (None against Kafka)."""
+    if not hasattr(broker, "metrics"):
+        return None
+    return sum(v for n, labels, v in broker.metrics() if n == "fjord_requests_total" and labels.get("api") == api)
+
+
 def test_java_commit_abort_commit(broker, tools):
     topic = create_topic(broker.bootstrap, unique("txn-java"), PARTITIONS)
+    adds_before = _requests(broker, "add_partitions_to_txn")
     r = _java(
         tools, "commit-abort-commit", broker.bootstrap, topic, unique("txid"), str(PARTITIONS), str(PER_PARTITION)
     )
+    # The Java client of the tools' version speaks transaction version 2 to a broker that
+    # advertises it: its partitions join the transaction through Produce, not AddPartitionsToTxn.
+    assert _requests(broker, "add_partitions_to_txn") == adds_before, "the Java client used transaction version 1"
     ends = [line for line in r.stdout.splitlines() if line.startswith(("COMMITTED", "ABORTED"))]
     assert ends == ["COMMITTED t1", "ABORTED t2", "COMMITTED t3"], r.describe()
     sent = _java_sent(r)
     assert all(len(sent[t]) == PARTITIONS * PER_PARTITION for t in ("t1", "t2", "t3")), r.describe()
 
-    hw = _latest(broker.bootstrap, topic, PARTITIONS, committed=False)
-    lso = _latest(broker.bootstrap, topic, PARTITIONS, committed=True)
+    hw = latest_offsets(broker.bootstrap, topic, PARTITIONS, committed=False)
+    lso = latest_offsets(broker.bootstrap, topic, PARTITIONS, committed=True)
     # Three transactions, each PER_PARTITION data records and its marker on every partition.
     assert hw == {p: 3 * (PER_PARTITION + 1) for p in range(PARTITIONS)}, hw
     assert lso == hw, f"ListOffsets(read_committed) {lso} != high watermark {hw} with no open transaction"
@@ -181,8 +147,8 @@ def test_java_producer_fenced_by_newer_instance(broker, tools):
     a, b = _of(sent, ("A",), 0), _of(sent, ("B",), 0)
     assert len(a) == 5 and len(b) == 5, r.describe()
 
-    hw = _latest(broker.bootstrap, topic, 1, committed=False)
-    lso = _latest(broker.bootstrap, topic, 1, committed=True)
+    hw = latest_offsets(broker.bootstrap, topic, 1, committed=False)
+    lso = latest_offsets(broker.bootstrap, topic, 1, committed=True)
     # A's transaction was aborted when B initialized (a marker), then B's committed (another).
     assert hw == {0: 12}, hw
     assert lso == hw, f"ListOffsets(read_committed) {lso} != high watermark {hw}"
@@ -216,13 +182,13 @@ def test_open_transaction_times_out_and_is_aborted(broker, tools, tmp_path):
 
         wait_for(opened, 90, interval=0.05, what="the transaction to be open", fatal=(AssertionError,))
         t_open = time.monotonic()
-        hw = _latest(broker.bootstrap, topic, 1, committed=False)[0]
-        lso = _latest(broker.bootstrap, topic, 1, committed=True)[0]
+        hw = latest_offsets(broker.bootstrap, topic, 1, committed=False)[0]
+        lso = latest_offsets(broker.bootstrap, topic, 1, committed=True)[0]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     # Well within the 3 s timeout: the producer is gone, its transaction still holds the LSO.
-    lso_killed = _latest(broker.bootstrap, topic, 1, committed=True)[0]
+    lso_killed = latest_offsets(broker.bootstrap, topic, 1, committed=True)[0]
     checked = time.monotonic() - t_open
     sent = [line for line in out.read_text().splitlines() if line.startswith("SENT open ")]
     assert len(sent) == 10, out.read_text()
@@ -237,8 +203,8 @@ def test_open_transaction_times_out_and_is_aborted(broker, tools, tmp_path):
     last = {}
 
     def stable():
-        last["hw"] = _latest(broker.bootstrap, topic, 1, committed=False)[0]
-        last["lso"] = _latest(broker.bootstrap, topic, 1, committed=True)[0]
+        last["hw"] = latest_offsets(broker.bootstrap, topic, 1, committed=False)[0]
+        last["lso"] = latest_offsets(broker.bootstrap, topic, 1, committed=True)[0]
         return last["lso"] == last["hw"]
 
     # transaction.timeout.ms is 3 s; Kafka looks for timed-out transactions every 10 s
@@ -416,8 +382,8 @@ def test_kafkajs_transactions(broker, tools):
     assert rc == committed, f"librdkafka read_committed {rc}"
     ru = _values(_read(broker.bootstrap, topic, 1, committed=False))[0]
     assert [v for _, v in ru] == [f"committed-{i}" for i in range(5)] + [f"aborted-{i}" for i in range(5)] + ["end"]
-    hw = _latest(broker.bootstrap, topic, 1, committed=False)
-    assert _latest(broker.bootstrap, topic, 1, committed=True) == hw == {0: base["t3"] + 2}, hw
+    hw = latest_offsets(broker.bootstrap, topic, 1, committed=False)
+    assert latest_offsets(broker.bootstrap, topic, 1, committed=True) == hw == {0: base["t3"] + 2}, hw
 
 
 def _table(out):
@@ -490,4 +456,64 @@ def test_a_transactional_batch_outside_its_transaction_is_refused(broker):
     ((_, _, code, _),) = parts
     assert code != 0, "a transactional batch outside any transaction was written"
     print(f"refused with error code {code}")
-    assert _latest(broker.bootstrap, topic, 1, True) == _latest(broker.bootstrap, topic, 1, False) == {0: 1}
+    assert (
+        latest_offsets(broker.bootstrap, topic, 1, True) == latest_offsets(broker.bootstrap, topic, 1, False) == {0: 1}
+    )
+
+
+def test_version_2_fences_the_delayed_requests_of_an_earlier_transaction(broker):
+    """Transaction version 2 (KIP-890): a transactional Produce v12 adds its partition itself,
+    every EndTxn v5 bumps the epoch, so the EndTxn and the Produce of an earlier transaction,
+    delayed until the next one is open (Jepsen's finding against version 1, 2024), are fenced
+    instead of ending or joining it; a retried EndTxn is answered as it was."""
+    topic = create_topic(broker.bootstrap, unique("txv2"), 1)
+    tid = unique("txv2-id")
+    # The real client finds the coordinator (creating __transaction_state) and initializes.
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tid, **QUIET})
+    p.init_transactions(30)
+    del p
+    host, port = broker.bootstrap.split(",")[0].rsplit(":", 1)
+    cid = iter(range(0x60, 0x100))
+
+    def produce(c, value, epoch, seq):
+        batch = kproto.record_batch(
+            [value], producer_id=pid, producer_epoch=epoch, base_sequence=seq, transactional=True
+        )
+        return kproto.parse_produce_v12_response(
+            c.request(kproto.produce_v12_request(next(cid), topic, 0, batch, transactional_id=tid))
+        )
+
+    def end(c, epoch, commit):
+        return kproto.parse_end_txn_v5_response(
+            c.request(kproto.end_txn_v5_request(next(cid), tid, pid, epoch, commit))
+        )
+
+    def retried(call):
+        """The answer once it is no longer CONCURRENT_TRANSACTIONS or NOT_ENOUGH_REPLICAS (the
+        previous transaction's markers are still being written)."""
+        deadline = time.monotonic() + 30
+        while True:
+            r = call()
+            if (r[0] if isinstance(r, tuple) else r) not in (51, 19) or time.monotonic() > deadline:
+                return r
+            time.sleep(0.1)
+
+    with kproto.RawConn(host, int(port)) as c:
+        _, err, pid, e0 = kproto.parse_init_producer_id_v0_response(
+            c.request(kproto.init_producer_id_v0_request(next(cid), transactional_id=tid))
+        )
+        assert err == 0, f"InitProducerId: error {err}"
+        assert retried(lambda: produce(c, "txn1", e0, 0)) == 0, "Produce v12 must add the partition"
+        err, pid1, e1 = retried(lambda: end(c, e0, True))
+        assert (err, pid1, e1) == (0, pid, e0 + 1), f"EndTxn v5 must bump the epoch: {(err, pid1, e1)}"
+        assert retried(lambda: end(c, e0, True)) == (0, pid, e1), "a retried EndTxn is answered with the bumped epoch"
+        assert retried(lambda: produce(c, "txn2", e1, 0)) == 0
+        late_end = end(c, e0, True)[0]
+        late_produce = produce(c, "txn1-late", e0, 1)
+        assert late_end == 90, f"a delayed EndTxn of transaction 1 must be PRODUCER_FENCED, got {late_end}"
+        assert late_produce in (47, 90), f"a delayed Produce of transaction 1 must be fenced, got {late_produce}"
+        assert retried(lambda: end(c, e1, False))[0] == 0
+    print(f"delayed EndTxn: {late_end}, delayed Produce: {late_produce}")
+    values = lambda committed: [v for _, _, v in _read(broker.bootstrap, topic, 1, committed)[0]]  # noqa: E731
+    assert values(True) == ["txn1"], "transaction 2 is aborted, the delayed writes are nowhere"
+    assert values(False) == ["txn1", "txn2"]

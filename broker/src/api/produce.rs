@@ -13,6 +13,7 @@ use crate::clock::now_ms;
 use crate::partition::{wait_replicated, Progress};
 use crate::replica_manager::TopicPartition;
 use crate::storage::batch::BatchHeader;
+use crate::txn::TxnVersion;
 
 fn partition_error(ctx: &Ctx<'_>, index: i32, e: ResponseError, msg: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -30,6 +31,8 @@ type Waiting = (usize, usize, tokio::sync::watch::Receiver<Progress>, i64, usize
 
 pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
     let b = ctx.broker;
+    // Produce v12 and up belong to transaction version 2 (KIP-890).
+    let txn_version = if ctx.version >= 12 { TxnVersion::V2 } else { TxnVersion::V1 };
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut appended = false;
@@ -73,7 +76,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                 continue;
             };
             // KIP-890: the first batch of a transaction here waits for its coordinator to
-            // confirm the partition is in the transaction.
+            // confirm the partition is in the transaction (version 1) or to add it (2).
             let txn_batch = BatchHeader::parse(&records).ok().filter(|h| h.is_transactional() && !h.is_control());
             if let Some(h) = txn_batch.filter(|h| partition.lock().needs_verification(h)) {
                 let tp = TopicPartition::new(&topic.name, pd.index);
@@ -81,7 +84,13 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
                     None => Err(ResponseError::InvalidTxnState),
                     Some(tid) => {
                         ctx.remote
-                            .wait(b.txns.verify_partition(tid.as_str(), h.producer_id, h.producer_epoch, &tp))
+                            .wait(b.txns.verify_partition(
+                                tid.as_str(),
+                                h.producer_id,
+                                h.producer_epoch,
+                                &tp,
+                                txn_version,
+                            ))
                             .await
                     }
                 };

@@ -28,6 +28,7 @@ use crate::partition::wait_replicated;
 use crate::replica_manager::TopicPartition;
 use crate::storage::control::Marker;
 use crate::txn::records::TxnState;
+use crate::txn::TxnVersion;
 
 /// How long a marker waits for its partition's ISR before the coordinator retries it.
 const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,13 +134,19 @@ pub async fn add_offsets(ctx: &Ctx<'_>, req: AddOffsetsToTxnRequest) -> AddOffse
     AddOffsetsToTxnResponse::default().with_error_code(ctx.code(r))
 }
 
+/// EndTxn v5 and up belong to transaction version 2: the answer carries the bumped epoch.
 pub async fn end(ctx: &Ctx<'_>, req: EndTxnRequest) -> EndTxnResponse {
+    let version = if ctx.version >= 5 { TxnVersion::V2 } else { TxnVersion::V1 };
     let r = ctx
         .broker
         .txns
-        .end_txn(req.transactional_id.as_str(), req.producer_id.0, req.producer_epoch, req.committed)
+        .end_txn(req.transactional_id.as_str(), req.producer_id.0, req.producer_epoch, req.committed, version)
         .await;
-    EndTxnResponse::default().with_error_code(ctx.code(r)).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)
+    let (id, epoch) = r.as_ref().map_or((-1, -1), |p| (p.producer_id, p.producer_epoch));
+    EndTxnResponse::default()
+        .with_error_code(ctx.code(r.map(|_| ())))
+        .with_producer_id(ProducerId(id))
+        .with_producer_epoch(epoch)
 }
 
 pub async fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
@@ -161,6 +168,24 @@ pub async fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOff
         .collect();
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let txn = TxnProducer { producer_id: req.producer_id.0, producer_epoch: req.producer_epoch };
+    // A version 2 client sends no AddOffsetsToTxn: the group's offsets partition joins the
+    // transaction here, before the commit is written.
+    if ctx.version >= 5 {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, b.groups.partition_of(req.group_id.as_str()));
+        let added = ctx
+            .remote
+            .wait(b.txns.verify_partition(
+                req.transactional_id.as_str(),
+                txn.producer_id,
+                txn.producer_epoch,
+                &tp,
+                TxnVersion::V2,
+            ))
+            .await;
+        if let Err(e) = added {
+            return txn_offset_commit_answer(req.topics, ctx.err(e));
+        }
+    }
     let result = match b.groups.txn_commit(
         req.group_id.as_str(),
         txn,
@@ -173,9 +198,15 @@ pub async fn offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOff
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
-    let code = ctx.code(result);
-    let topics = req
-        .topics
+    txn_offset_commit_answer(req.topics, ctx.code(result))
+}
+
+/// The same error code for every partition of a TxnOffsetCommit.
+fn txn_offset_commit_answer(
+    topics: Vec<txn_offset_commit_request::TxnOffsetCommitRequestTopic>,
+    code: i16,
+) -> TxnOffsetCommitResponse {
+    let topics = topics
         .into_iter()
         .map(|t| {
             let parts = t

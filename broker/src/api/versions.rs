@@ -3,13 +3,15 @@
 //! maximums stop before versions whose semantics Fjord does not implement yet (topic-id
 //! fetches, the KIP-848 consumer protocol, share groups).
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::Ctx;
 
 const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
-    (ApiKey::Produce, 3, 11, "produce"),
+    // v13 names topics by id (KIP-516), which Fetch and Metadata do not serve yet.
+    (ApiKey::Produce, 3, 12, "produce"),
     (ApiKey::Fetch, 4, 12, "fetch"),
     (ApiKey::ListOffsets, 1, 8, "list_offsets"),
     (ApiKey::Metadata, 0, 12, "metadata"),
@@ -39,11 +41,12 @@ const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0, "list_partition_reassignments"),
     (ApiKey::DescribeQuorum, 0, 2, "describe_quorum"),
     (ApiKey::DescribeLogDirs, 1, 4, "describe_log_dirs"),
-    // Transactions v1: versions above these belong to transaction.version 2 (KIP-890).
+    // EndTxn v5, TxnOffsetCommit v5 and Produce v12 belong to transaction.version 2
+    // (KIP-890), which the finalized features advertise.
     (ApiKey::AddPartitionsToTxn, 0, 5, "add_partitions_to_txn"),
     (ApiKey::AddOffsetsToTxn, 0, 4, "add_offsets_to_txn"),
-    (ApiKey::EndTxn, 0, 4, "end_txn"),
-    (ApiKey::TxnOffsetCommit, 0, 4, "txn_offset_commit"),
+    (ApiKey::EndTxn, 0, 5, "end_txn"),
+    (ApiKey::TxnOffsetCommit, 0, 5, "txn_offset_commit"),
     (ApiKey::WriteTxnMarkers, 1, 1, "write_txn_markers"),
     (ApiKey::DescribeProducers, 0, 0, "describe_producers"),
     (ApiKey::DescribeTransactions, 0, 0, "describe_transactions"),
@@ -80,8 +83,27 @@ pub fn advertised() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// The feature clients read from ApiVersions: `transaction.version` 2 (KIP-890), which
+/// makes Kafka's 4.x clients use the version 2 transaction protocol.
+pub const TRANSACTION_VERSION: i16 = 2;
+
+/// Features never change on a running Fjord cluster: one epoch for their whole life (a
+/// client only takes finalized features whose epoch is newer than what it has).
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
+
 pub async fn handle(_ctx: &Ctx<'_>, _req: ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(advertised())
+    let name = StrBytes::from_static_str("transaction.version");
+    ApiVersionsResponse::default()
+        .with_api_keys(advertised())
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(name.clone())
+            .with_min_version(0)
+            .with_max_version(TRANSACTION_VERSION)])
+        .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(name)
+            .with_min_version_level(TRANSACTION_VERSION)
+            .with_max_version_level(TRANSACTION_VERSION)])
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use super::markers::{MarkerWriter, Markers};
 use super::peers::Peers;
 use super::records::{self, TxnMetadata, TxnState};
-use super::TRANSACTION_TOPIC;
+use super::{TxnVersion, TRANSACTION_TOPIC};
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, TransactionConfig};
 use crate::internal_log::{partition_for, InternalLog};
@@ -224,6 +224,8 @@ impl TransactionCoordinator {
                         partitions: BTreeSet::new(),
                         last_update_ms: now,
                         start_ms: -1,
+                        next_producer_id: -1,
+                        previous_producer_id: -1,
                     }));
                 };
                 if let Some(e) = expected {
@@ -327,6 +329,7 @@ impl TransactionCoordinator {
 
     /// KIP-890 verification, asked by a partition leader before the first batch of a
     /// transaction is written there: is the partition in the producer's open transaction?
+    /// A version 2 client does not add partitions itself: its partition is added instead.
     /// The coordinator answers from its state, here or over the network. Errors are the
     /// produce request's: a coordinator that cannot answer is NOT_ENOUGH_REPLICAS (the
     /// producer retries), a stale epoch INVALID_PRODUCER_EPOCH, a partition not in the
@@ -337,6 +340,7 @@ impl TransactionCoordinator {
         producer_id: i64,
         epoch: i16,
         tp: &TopicPartition,
+        version: TxnVersion,
     ) -> Result<(), ResponseError> {
         use kafka_protocol::messages::add_partitions_to_txn_request::{
             AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
@@ -354,6 +358,11 @@ impl TransactionCoordinator {
             _ => ResponseError::InvalidTxnState,
         };
         let p = self.partition_of(transactional_id);
+        let add = version == TxnVersion::V2;
+        if add && self.state.lock().owned.contains_key(&p) {
+            let added = self.add_partitions(transactional_id, producer_id, epoch, std::slice::from_ref(tp)).await;
+            return added.map_err(code);
+        }
         if self.state.lock().owned.contains_key(&p) {
             let found = self.verify_partitions(transactional_id, producer_id, epoch, std::slice::from_ref(tp));
             return match found.map_err(code)?.first() {
@@ -373,7 +382,7 @@ impl TransactionCoordinator {
                 .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id.to_string())))
                 .with_producer_id(ProducerId(producer_id))
                 .with_producer_epoch(epoch)
-                .with_verify_only(true)
+                .with_verify_only(!add)
                 .with_topics(vec![AddPartitionsToTxnTopic::default()
                     .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
                     .with_partitions(vec![tp.partition])])]);
@@ -400,38 +409,43 @@ impl TransactionCoordinator {
         }
     }
 
-    /// EndTxn: write PrepareCommit or PrepareAbort, answer, and finish in the background.
+    /// EndTxn: write PrepareCommit or PrepareAbort, answer with the producer id and epoch
+    /// the client goes on with, and finish in the background.
     pub async fn end_txn(
         &self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), ResponseError> {
-        let mut started = false;
-        self.update(transactional_id, |current, now| {
-            let m = Self::check_producer(current, producer_id, epoch)?;
-            match (m.state, commit) {
-                (TxnState::Ongoing, _) => {
-                    started = true;
-                    let mut next = m.clone();
-                    next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
-                    next.last_update_ms = now;
-                    Ok(Step::Write(next))
-                }
-                // A retry of an EndTxn that was done.
-                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(Step::Keep(m.clone())),
-                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                    Err(ResponseError::ConcurrentTransactions)
-                }
-                _ => Err(ResponseError::InvalidTxnState),
-            }
-        })
-        .await?;
-        if started {
+        version: TxnVersion,
+    ) -> Result<ProducerIdAndEpoch, ResponseError> {
+        self.check(transactional_id)?;
+        // Version 2 bumps the epoch: one that is used up needs a new producer id, which can
+        // only be had asynchronously.
+        let exhausted = version == TxnVersion::V2 && {
+            let st = self.state.lock();
+            st.txns.get(transactional_id).is_some_and(|e| e.meta.producer_epoch >= MAX_EPOCH)
+        };
+        let fresh = if exhausted { Some(self.producer_ids.next().await?) } else { None };
+        let mut prepared = false;
+        let m = self
+            .update(transactional_id, |current, now| {
+                let step = match version {
+                    TxnVersion::V1 => end_v1(Self::check_producer(current, producer_id, epoch)?, commit, now)?,
+                    TxnVersion::V2 => end_v2(current, producer_id, epoch, commit, fresh, now)?,
+                };
+                prepared = matches!(&step, Step::Write(_));
+                Ok(step)
+            })
+            .await?;
+        if prepared {
             self.spawn_complete(transactional_id.to_string());
         }
-        Ok(())
+        Ok(if m.next_producer_id >= 0 {
+            ProducerIdAndEpoch { producer_id: m.next_producer_id, producer_epoch: 0 }
+        } else {
+            ProducerIdAndEpoch { producer_id: m.producer_id, producer_epoch: m.producer_epoch }
+        })
     }
 
     /// Abort the id's open transaction with its epoch bumped (its producer is fenced).
@@ -505,6 +519,12 @@ impl TransactionCoordinator {
                         next.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
                         next.partitions.clear();
                         next.last_update_ms = now;
+                        if c.next_producer_id >= 0 {
+                            next.previous_producer_id = c.producer_id;
+                            next.producer_id = c.next_producer_id;
+                            next.producer_epoch = 0;
+                            next.next_producer_id = -1;
+                        }
                         Ok(Step::Write(next))
                     }
                     Some(c) => Ok(Step::Keep(c.clone())),
@@ -681,6 +701,75 @@ impl TransactionCoordinator {
 }
 
 /// Whether `interval_ms` passed since the last time this returned true.
+/// EndTxn of transaction version 1: the epoch stays, a retry carries the same epoch.
+fn end_v1(m: &TxnMetadata, commit: bool, now: i64) -> Result<Step, ResponseError> {
+    match (m.state, commit) {
+        (TxnState::Ongoing, _) => {
+            let mut next = m.clone();
+            next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+            next.last_update_ms = now;
+            Ok(Step::Write(next))
+        }
+        // A retry of an EndTxn that was done.
+        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(Step::Keep(m.clone())),
+        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => Err(ResponseError::ConcurrentTransactions),
+        _ => Err(ResponseError::InvalidTxnState),
+    }
+}
+
+/// EndTxn of transaction version 2 (KIP-890, Kafka's rules): every EndTxn bumps the epoch,
+/// so each transaction has its own and a delayed EndTxn or Produce of an earlier one is
+/// fenced instead of landing in a later one. A retry is recognised by its epoch being the
+/// one before the bump (or, after an overflow, by the previous producer id); an abort with
+/// no partitions added is allowed (the client cannot know whether a Produce added one).
+fn end_v2(
+    current: Option<&TxnMetadata>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    fresh_producer_id: Option<i64>,
+    now: i64,
+) -> Result<Step, ResponseError> {
+    use TxnState::*;
+    let m = current.ok_or(ResponseError::InvalidProducerIdMapping)?;
+    let retry_on_bump = m.producer_epoch as i32 == epoch as i32 + 1;
+    let retry_on_overflow = m.previous_producer_id == producer_id && epoch == MAX_EPOCH && m.producer_epoch == 0;
+    if m.producer_id != producer_id && !retry_on_overflow {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    let retry = retry_on_bump || retry_on_overflow;
+    let valid_epoch = match m.state {
+        PrepareCommit | PrepareAbort => retry_on_bump,
+        CompleteCommit | CompleteAbort => retry || epoch == m.producer_epoch,
+        _ => epoch == m.producer_epoch,
+    };
+    if !valid_epoch {
+        return Err(ResponseError::ProducerFenced);
+    }
+    let prepare = |state: TxnState, no_partitions: bool| -> Result<Step, ResponseError> {
+        let mut next = m.clone();
+        if m.producer_epoch >= MAX_EPOCH {
+            next.next_producer_id = fresh_producer_id.ok_or(ResponseError::ConcurrentTransactions)?;
+        }
+        next.producer_epoch = m.producer_epoch.saturating_add(1);
+        next.state = state;
+        if no_partitions {
+            next.partitions.clear();
+            next.start_ms = now;
+        }
+        next.last_update_ms = now;
+        Ok(Step::Write(next))
+    };
+    match (m.state, commit) {
+        (Ongoing, true) => prepare(PrepareCommit, false),
+        (Ongoing, false) => prepare(PrepareAbort, false),
+        (CompleteCommit, true) | (CompleteAbort, false) if retry => Ok(Step::Keep(m.clone())),
+        (CompleteCommit | CompleteAbort | Empty, false) if !retry => prepare(PrepareAbort, true),
+        (PrepareCommit, true) | (PrepareAbort, false) => Err(ResponseError::ConcurrentTransactions),
+        _ => Err(ResponseError::InvalidTxnState),
+    }
+}
+
 fn due(last: &Mutex<i64>, now: i64, interval_ms: u64) -> bool {
     let mut last = last.lock();
     if now - *last >= interval_ms as i64 {
@@ -714,5 +803,85 @@ impl LeadershipListener for TransactionCoordinator {
 
     fn resigned(&self, partition: i32) {
         self.unload_partition(partition);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(state: TxnState, producer_id: i64, epoch: i16) -> TxnMetadata {
+        TxnMetadata {
+            transactional_id: "t".into(),
+            producer_id,
+            producer_epoch: epoch,
+            timeout_ms: 60_000,
+            state,
+            partitions: [TopicPartition::new("a", 0)].into_iter().collect(),
+            last_update_ms: 0,
+            start_ms: 0,
+            next_producer_id: -1,
+            previous_producer_id: -1,
+        }
+    }
+
+    fn written(step: Result<Step, ResponseError>) -> TxnMetadata {
+        match step {
+            Ok(Step::Write(m)) => m,
+            Ok(Step::Keep(m)) => panic!("kept {m:?}"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn version_2_bumps_the_epoch_and_fences_a_delayed_end_txn() {
+        let m = meta(TxnState::Ongoing, 7, 3);
+        let prepared = written(end_v2(Some(&m), 7, 3, true, None, 10));
+        assert_eq!((prepared.state, prepared.producer_epoch), (TxnState::PrepareCommit, 4));
+        // The client retries while the markers are written, then after completion.
+        assert!(matches!(end_v2(Some(&prepared), 7, 3, true, None, 11), Err(ResponseError::ConcurrentTransactions)));
+        let done = TxnMetadata { state: TxnState::CompleteCommit, ..prepared.clone() };
+        assert!(matches!(end_v2(Some(&done), 7, 3, true, None, 12), Ok(Step::Keep(_))));
+        assert!(matches!(end_v2(Some(&done), 7, 3, false, None, 12), Err(ResponseError::InvalidTxnState)));
+        // The next transaction runs with epoch 4: the first transaction's EndTxn, delayed,
+        // is fenced instead of ending it (Jepsen's finding against version 1).
+        let next = meta(TxnState::Ongoing, 7, 4);
+        assert!(matches!(end_v2(Some(&next), 7, 3, true, None, 13), Err(ResponseError::ProducerFenced)));
+        assert!(matches!(end_v1(&next, true, 13), Ok(Step::Write(_))), "version 1 cannot tell them apart");
+    }
+
+    #[test]
+    fn version_2_aborts_with_no_partition_added() {
+        for state in [TxnState::Empty, TxnState::CompleteCommit, TxnState::CompleteAbort] {
+            let m = written(end_v2(Some(&meta(state, 7, 3)), 7, 3, false, None, 10));
+            assert_eq!((m.state, m.producer_epoch), (TxnState::PrepareAbort, 4), "from {state:?}");
+            assert!(m.partitions.is_empty());
+        }
+        assert!(matches!(
+            end_v2(Some(&meta(TxnState::Empty, 7, 3)), 7, 3, true, None, 10),
+            Err(ResponseError::InvalidTxnState)
+        ));
+    }
+
+    #[test]
+    fn version_2_takes_a_new_producer_id_when_the_epochs_are_used_up() {
+        let m = meta(TxnState::Ongoing, 7, MAX_EPOCH);
+        assert!(matches!(end_v2(Some(&m), 7, MAX_EPOCH, true, None, 10), Err(ResponseError::ConcurrentTransactions)));
+        let prepared = written(end_v2(Some(&m), 7, MAX_EPOCH, true, Some(9), 10));
+        assert_eq!((prepared.producer_id, prepared.producer_epoch, prepared.next_producer_id), (7, i16::MAX, 9));
+        // Completed, the id is 9 with epoch 0; a retry still carries 7 and MAX_EPOCH.
+        let done = TxnMetadata {
+            state: TxnState::CompleteCommit,
+            producer_id: 9,
+            producer_epoch: 0,
+            previous_producer_id: 7,
+            next_producer_id: -1,
+            ..prepared
+        };
+        assert!(matches!(end_v2(Some(&done), 7, MAX_EPOCH, true, None, 11), Ok(Step::Keep(_))));
+        assert!(matches!(
+            end_v2(Some(&done), 8, MAX_EPOCH, true, None, 11),
+            Err(ResponseError::InvalidProducerIdMapping)
+        ));
     }
 }

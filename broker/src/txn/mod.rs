@@ -11,3 +11,13 @@ pub mod records;
 
 /// The internal topic of transaction state.
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
+
+/// The transaction protocol a request belongs to (KIP-890). Version 2 (EndTxn v5,
+/// Produce v12, TxnOffsetCommit v5) bumps the epoch at every EndTxn and adds partitions
+/// when a transactional Produce or TxnOffsetCommit first reaches them; version 1 clients
+/// add them with AddPartitionsToTxn and AddOffsetsToTxn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnVersion {
+    V1,
+    V2,
+}

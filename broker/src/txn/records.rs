@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use indexmap::IndexMap;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 use crate::internal_log::{get_str, put_str};
 use crate::replica_manager::TopicPartition;
+use crate::storage::records::{encode_internal_batch, BatchWriter, KeyValue};
 
 /// Kafka's TransactionState, with its ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,14 @@ pub struct TxnMetadata {
     pub last_update_ms: i64,
     /// When the open transaction started (its first AddPartitionsToTxn), or -1.
     pub start_ms: i64,
+    /// A transaction-version-2 EndTxn that used up the epochs takes a new producer id,
+    /// which the id adopts when the transaction completes (Kafka's NextProducerId); -1 if
+    /// none. In memory only, like `previous_producer_id`: value version 0 has no field for
+    /// them, so a failover in that window leaves the producer to initialize again.
+    pub next_producer_id: i64,
+    /// The producer id before the last such change (Kafka's PreviousProducerId): a retried
+    /// EndTxn still carries it.
+    pub previous_producer_id: i64,
 }
 
 pub fn encode_key(transactional_id: &str) -> Bytes {
@@ -136,30 +144,15 @@ pub fn decode_value(transactional_id: &str, mut b: Bytes) -> Option<TxnMetadata>
         partitions,
         last_update_ms: b.try_get_i64().ok()?,
         start_ms: b.try_get_i64().ok()?,
+        next_producer_id: -1,
+        previous_producer_id: -1,
     })
 }
 
 /// One uncompressed batch holding a transactional id's new state (or its tombstone).
 pub fn encode_batch(transactional_id: &str, value: Option<&TxnMetadata>, now_ms: i64) -> Vec<u8> {
-    let rec = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms,
-        key: Some(encode_key(transactional_id)),
-        value: value.map(encode_value),
-        headers: IndexMap::new(),
-        delete_horizon: false,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encoding an uncompressed batch cannot fail");
-    buf.to_vec()
+    let rec = KeyValue { key: encode_key(transactional_id), value: value.map(encode_value) };
+    encode_internal_batch(&[rec], BatchWriter::Broker, now_ms)
 }
 
 #[cfg(test)]
@@ -180,6 +173,8 @@ mod tests {
                 .collect(),
             last_update_ms: 123,
             start_ms: 100,
+            next_producer_id: -1,
+            previous_producer_id: -1,
         };
         assert_eq!(decode_value("tx-1", encode_value(&m)), Some(m));
         assert!(decode_value("x", Bytes::from_static(&[0, 9])).is_none());

@@ -31,7 +31,8 @@ fn resolve_markers(
     for t in ended {
         // A marker below the log start (DeleteRecords inside a segment) no longer matters.
         if let Some(b) = log.batch_at(t.marker_offset)? {
-            producers.complete(t, control::marker_of(&b.bytes, &b.header)?.is_commit());
+            let m = control::parse_marker(&b.bytes, &b.header)?;
+            producers.complete(t, m.marker.is_commit(), m.coordinator_epoch);
         }
     }
     producers.prune_aborted(log.log_start_offset());
@@ -417,8 +418,8 @@ impl Partition {
             self.log.append_replica(records, &ranges, now_ms)?;
             for span in &ranges {
                 if let Some(ended) = self.producers.update(&span.header) {
-                    let marker = control::marker_of(&records[span.range.clone()], &span.header)?;
-                    self.producers.complete(ended, marker.is_commit());
+                    let m = control::parse_marker(&records[span.range.clone()], &span.header)?;
+                    self.producers.complete(ended, m.marker.is_commit(), m.coordinator_epoch);
                 }
             }
         }
@@ -534,14 +535,14 @@ impl Partition {
         if self.role != Role::Leader {
             return Err(AppendError::Protocol(ResponseError::NotLeaderOrFollower));
         }
-        self.producers.check_marker(producer_id, producer_epoch).map_err(AppendError::Protocol)?;
+        self.producers.check_marker(producer_id, producer_epoch, coordinator_epoch).map_err(AppendError::Protocol)?;
         let mut batch = control::encode_marker(producer_id, producer_epoch, marker, coordinator_epoch, now_ms);
         let ranges = split_stored_batches(&batch).map_err(AppendError::Corrupt)?;
         let written = self.log.append(&mut batch, &ranges, self.leader_epoch, now_ms).map_err(AppendError::Storage)?;
         let mut h = ranges[0].header;
         h.base_offset = written.first_offset;
         if let Some(ended) = self.producers.update(&h) {
-            self.producers.complete(ended, marker.is_commit());
+            self.producers.complete(ended, marker.is_commit(), coordinator_epoch);
         }
         self.maybe_advance_high_watermark();
         Ok(AppendInfo {

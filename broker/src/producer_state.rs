@@ -33,6 +33,9 @@ struct ProducerEntry {
     /// The max timestamp of its last batch (DescribeProducers; `kafka-transactions.sh
     /// find-hanging` compares it with the transaction timeout).
     last_timestamp: i64,
+    /// Epoch of the transaction coordinator that wrote the last marker ending one of its
+    /// transactions here: a marker from an older coordinator (a zombie) is refused.
+    coordinator_epoch: Option<i32>,
 }
 
 /// One producer as DescribeProducers reports it.
@@ -44,6 +47,8 @@ pub struct ProducerView {
     pub last_timestamp: i64,
     /// First offset of its open transaction here, or -1.
     pub txn_start_offset: i64,
+    /// Epoch of the coordinator of its last marker here, or -1.
+    pub coordinator_epoch: i32,
 }
 
 /// A transaction that was aborted: `read_committed` consumers skip this producer's batches
@@ -150,11 +155,15 @@ impl ProducerStateManager {
         self.verified.insert(producer_id, epoch);
     }
 
-    /// A marker for `producer_id` at `epoch` may be written: a marker of an older epoch is a
-    /// zombie coordinator's or a fenced transaction's.
-    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), ResponseError> {
+    /// A marker for `producer_id` at `epoch` from a coordinator of `coordinator_epoch` may be
+    /// written: a marker of an older epoch is a fenced transaction's, one of an older
+    /// coordinator epoch a zombie coordinator's (Kafka's checks).
+    pub fn check_marker(&self, producer_id: i64, epoch: i16, coordinator_epoch: i32) -> Result<(), ResponseError> {
         match self.producers.get(&producer_id) {
             Some(e) if epoch < e.epoch => Err(ResponseError::InvalidProducerEpoch),
+            Some(e) if e.coordinator_epoch.is_some_and(|c| coordinator_epoch < c) => {
+                Err(ResponseError::TransactionCoordinatorFenced)
+            }
             _ => Ok(()),
         }
     }
@@ -207,7 +216,10 @@ impl ProducerStateManager {
     }
 
     /// What the marker that ended `t` said: an abort is remembered for `read_committed`.
-    pub fn complete(&mut self, t: EndedTxn, commit: bool) {
+    pub fn complete(&mut self, t: EndedTxn, commit: bool, coordinator_epoch: i32) {
+        if let Some(e) = self.producers.get_mut(&t.producer_id) {
+            e.coordinator_epoch = Some(e.coordinator_epoch.map_or(coordinator_epoch, |c| c.max(coordinator_epoch)));
+        }
         if !commit {
             self.aborted.push(AbortedTxn {
                 producer_id: t.producer_id,
@@ -232,6 +244,7 @@ impl ProducerStateManager {
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
                 last_timestamp: e.last_timestamp,
                 txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+                coordinator_epoch: e.coordinator_epoch.unwrap_or(-1),
             })
             .collect()
     }
@@ -323,10 +336,10 @@ mod tests {
         assert_eq!(s.first_unstable_offset(), Some(10));
         let ended = s.update(&marker(1, 0, 13)).unwrap();
         assert_eq!(ended, EndedTxn { producer_id: 1, first_offset: 10, marker_offset: 13 });
-        s.complete(ended, false);
+        s.complete(ended, false, 0);
         assert_eq!(s.first_unstable_offset(), Some(11));
         let ended = s.update(&marker(2, 0, 14)).unwrap();
-        s.complete(ended, true);
+        s.complete(ended, true, 0);
         assert_eq!(s.first_unstable_offset(), None);
         assert_eq!(s.aborted_in(0, 100), vec![AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 13 }]);
         assert!(s.aborted_in(14, 100).is_empty());
@@ -361,7 +374,7 @@ mod tests {
         assert_eq!(s.update(&commit), None);
         assert_eq!(s.first_unstable_offset(), Some(7), "the commit is pending until its marker");
         let ended = s.update(&marker(5, 0, 8)).unwrap();
-        s.complete(ended, false);
+        s.complete(ended, false, 0);
         assert_eq!(s.first_unstable_offset(), None);
         assert_eq!(s.aborted_in(0, 100), vec![AbortedTxn { producer_id: 5, first_offset: 7, last_offset: 8 }]);
     }
@@ -370,11 +383,23 @@ mod tests {
     fn a_fencing_marker_bumps_the_epoch() {
         let mut s = ProducerStateManager::default();
         s.update(&txn(1, 0, 0, 0));
-        assert_eq!(s.check_marker(1, 1), Ok(()));
+        assert_eq!(s.check_marker(1, 1, 0), Ok(()));
         s.update(&marker(1, 1, 1));
         assert_eq!(s.check(&txn(1, 0, 1, 0)), Err(ResponseError::InvalidProducerEpoch));
-        assert_eq!(s.check_marker(1, 0), Err(ResponseError::InvalidProducerEpoch));
+        assert_eq!(s.check_marker(1, 0, 0), Err(ResponseError::InvalidProducerEpoch));
         assert_eq!(s.check(&txn(1, 1, 0, 0)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn a_marker_from_an_older_coordinator_is_fenced() {
+        let mut s = ProducerStateManager::default();
+        s.update(&txn(1, 0, 0, 0));
+        let ended = s.update(&marker(1, 0, 1)).unwrap();
+        s.complete(ended, true, 5);
+        assert_eq!(s.producers()[0].coordinator_epoch, 5);
+        assert_eq!(s.check_marker(1, 0, 4), Err(ResponseError::TransactionCoordinatorFenced));
+        assert_eq!(s.check_marker(1, 0, 5), Ok(()));
+        assert_eq!(s.check_marker(1, 1, 6), Ok(()));
     }
 
     #[test]

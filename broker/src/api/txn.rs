@@ -383,7 +383,7 @@ pub async fn describe_producers(ctx: &Ctx<'_>, req: DescribeProducersRequest) ->
                                 .with_producer_epoch(v.epoch as i32)
                                 .with_last_sequence(v.last_sequence)
                                 .with_last_timestamp(v.last_timestamp)
-                                .with_coordinator_epoch(-1)
+                                .with_coordinator_epoch(v.coordinator_epoch)
                                 .with_current_txn_start_offset(v.txn_start_offset)
                         })
                         .collect();

@@ -49,12 +49,27 @@ pub fn encode_marker(
     records::encode_internal_batch(&[records::KeyValue { key: key.into(), value: Some(value.into()) }], writer, now_ms)
 }
 
-/// Which marker a stored control batch holds (`batch` is the whole batch as stored).
-pub fn marker_of(batch: &[u8], h: &BatchHeader) -> Result<Marker> {
+/// What a stored marker says: COMMIT or ABORT, and the epoch of the coordinator that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerRecord {
+    pub marker: Marker,
+    pub coordinator_epoch: i32,
+}
+
+/// The marker a stored control batch holds (`batch` is the whole batch as stored).
+pub fn parse_marker(batch: &[u8], h: &BatchHeader) -> Result<MarkerRecord> {
     let section = records::records_section(batch, h, 1 << 16)?;
     let recs = records::parse(&section, h.records_count.min(1))?;
-    let key = recs.first().and_then(|r| r.key).ok_or_else(|| anyhow!("control batch without a key"))?;
-    marker_from_key(key).ok_or_else(|| anyhow!("unknown control record key {key:?}"))
+    let rec = recs.first().ok_or_else(|| anyhow!("control batch without a record"))?;
+    let key = rec.key.ok_or_else(|| anyhow!("control batch without a key"))?;
+    let marker = marker_from_key(key).ok_or_else(|| anyhow!("unknown control record key {key:?}"))?;
+    // The value is `version i16 | coordinator epoch i32`; a marker without one is refused
+    // nowhere, so it reads as written by no coordinator in particular.
+    let coordinator_epoch = match rec.value {
+        Some([_, _, a, b, c, d, ..]) => i32::from_be_bytes([*a, *b, *c, *d]),
+        _ => -1,
+    };
+    Ok(MarkerRecord { marker, coordinator_epoch })
 }
 
 /// The marker a control record's key names (`version i16 | type i16`).
@@ -79,7 +94,7 @@ mod tests {
             assert!(h.is_control());
             assert!(h.is_transactional());
             assert_eq!((h.producer_id, h.producer_epoch, h.records_count), (42, 3, 1));
-            assert_eq!(marker_of(&b, &h).unwrap(), m);
+            assert_eq!(parse_marker(&b, &h).unwrap(), MarkerRecord { marker: m, coordinator_epoch: 7 });
         }
     }
 }

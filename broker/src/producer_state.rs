@@ -116,6 +116,11 @@ impl ProducerStateManager {
             return Err(ResponseError::InvalidProducerEpoch);
         }
         if h.producer_epoch > entry.epoch {
+            // The next transaction (version 2 bumps the epoch) before the marker ending
+            // this one: it must not join it. The producer retries until the marker is here.
+            if h.is_transactional() && entry.txn_first_offset.is_some() {
+                return Err(ResponseError::NotEnoughReplicas);
+            }
             return if h.base_sequence == 0 {
                 Ok(SequenceCheck::Append)
             } else {
@@ -142,12 +147,18 @@ impl ProducerStateManager {
 
     /// A transactional batch that would start a transaction here, with no confirmation from
     /// the coordinator that the partition is in it: written as it is, a batch that arrives
-    /// after its transaction ended would hang the partition's last stable offset.
+    /// after its transaction ended would hang the partition's last stable offset. A batch of
+    /// another epoch than the open transaction's starts a new one too: with transaction
+    /// version 2 the next transaction (the epoch bumped) can send before the marker of the
+    /// previous one is here, and must wait for it rather than join that transaction.
     pub fn needs_verification(&self, h: &BatchHeader) -> bool {
         h.is_transactional()
             && !h.is_control()
             && h.base_sequence >= 0
-            && self.producers.get(&h.producer_id).is_none_or(|e| e.txn_first_offset.is_none())
+            && self
+                .producers
+                .get(&h.producer_id)
+                .is_none_or(|e| e.txn_first_offset.is_none() || e.epoch != h.producer_epoch)
             && self.verified.get(&h.producer_id) != Some(&h.producer_epoch)
     }
 
@@ -365,6 +376,13 @@ mod tests {
         s.set_verified(1, 0);
         s.update(&marker(1, 0, 3));
         assert!(s.needs_verification(&txn(1, 0, 2, 4)), "a marker clears a confirmation");
+        s.set_verified(1, 0);
+        s.update(&txn(1, 0, 2, 4));
+        assert!(
+            s.needs_verification(&txn(1, 1, 0, 5)),
+            "the next transaction of version 2 (epoch bumped) before the marker of this one"
+        );
+        assert_eq!(s.check(&txn(1, 1, 0, 5)), Err(ResponseError::NotEnoughReplicas), "even once verified");
     }
 
     #[test]

@@ -349,8 +349,13 @@ impl TransactionCoordinator {
             AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProducerId, TopicName, TransactionalId,
         };
         use kafka_protocol::protocol::StrBytes;
+        let add = version == TxnVersion::V2;
+        // Kafka's answers: a version 2 producer retries CONCURRENT_TRANSACTIONS (the
+        // previous transaction's markers are still being written), an older one only
+        // NOT_ENOUGH_REPLICAS.
         let code = |e: ResponseError| match e {
             ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+            ResponseError::ConcurrentTransactions if add => ResponseError::ConcurrentTransactions,
             ResponseError::NotCoordinator
             | ResponseError::CoordinatorNotAvailable
             | ResponseError::CoordinatorLoadInProgress
@@ -358,7 +363,6 @@ impl TransactionCoordinator {
             _ => ResponseError::InvalidTxnState,
         };
         let p = self.partition_of(transactional_id);
-        let add = version == TxnVersion::V2;
         if add && self.state.lock().owned.contains_key(&p) {
             let added = self.add_partitions(transactional_id, producer_id, epoch, std::slice::from_ref(tp)).await;
             return added.map_err(code);

@@ -18,16 +18,23 @@ import platform
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from bisect import bisect_left
+from collections import Counter, defaultdict
 from pathlib import Path
 
+from confluent_kafka import OFFSET_BEGINNING
+
 from harness import kafka, probe
+from harness.clients import Consumer, Producer, TopicPartition, create_topic, produce, produce_waiting, wait_for
 from harness.paths import REPO as ROOT
 from harness.ports import port_in_use
 from harness.procs import Process, proc_cpu_s, proc_status_kb
+from harness.streams import WORDCOUNT_SRC, StreamsInstance, make_lines, split_words
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,6 +70,8 @@ PROFILES = {
         dd_mib=1024,
         iperf_s=5,
         tool_timeout=300,
+        wc_lines=300_000,
+        wc_lat_rate=1000,
     ),
     # ~2 minutes: smoke check for CI
     "quick": dict(
@@ -77,6 +86,8 @@ PROFILES = {
         dd_mib=128,
         iperf_s=1,
         tool_timeout=120,
+        wc_lines=20_000,
+        wc_lat_rate=500,
     ),
 }
 PARTITIONS = (1, 6)
@@ -89,14 +100,21 @@ PRODUCE = [  # scenario, record size, acks, count key, extra ProducerPerformance
     ("produce-1k-acksall", 1024, "all", "n_1k", ()),
     ("produce-1k-txn", 1024, "all", "n_1k", TXN_ARGS),
 ]
+# The Kafka Streams row: e2e/tests/java/WordCount.java with exactly_once_v2 over input, repartition
+# and output topics of this many partitions, committing as often as in test_streams.py.
+WC_PARTS = 3
+WC_COMMIT_MS = 100
 # (scenario, partitions) rows every system must produce
 EXPECTED = (
     [("startup-ready", None), ("idle-rss", None)]
     + [(s, p) for s, *_ in PRODUCE for p in PARTITIONS]
     + [("loaded-rss", None)]
     + [("consume-1k", p) for p in PARTITIONS]
-    + [("e2e-latency-1k", 1), ("topics-create-1000", None)]
+    + [("e2e-latency-1k", 1), ("streams-wordcount-eos", WC_PARTS), ("topics-create-1000", None)]
 )
+SCENARIOS = list(dict.fromkeys(s for s, _ in EXPECTED))
+# What --scenarios adds to a scenario: it reads what these wrote or measures across them.
+NEEDS = {"consume-1k": ["produce-1k-acks1"], "loaded-rss": [s for s, *_ in PRODUCE]}
 
 # Broker settings shared by every system (Kafka's property names; Fjord reads the same).
 # Neither system fsyncs per message: Kafka's log.flush.interval.* stay unset (its
@@ -389,19 +407,20 @@ class TansuSystem(ChildSystem):
 
 class Tools:
     def __init__(self, out_dir):
+        self.out_dir = out_dir
         self.classes = out_dir / "classes"
         self.cp = (KAFKA_HOME / "classpath").read_text().strip()
 
     def compile(self):
-        src = HERE / "BenchTools.java"
-        cls = self.classes / "BenchTools.class"
-        if cls.exists() and cls.stat().st_mtime >= src.stat().st_mtime:
-            return
-        self.classes.mkdir(parents=True, exist_ok=True)
-        log("compiling e2e/bench/BenchTools.java")
-        subprocess.run(
-            ["javac", "-nowarn", "--release", "17", "-d", str(self.classes), "-cp", self.cp, str(src)], check=True
-        )
+        for src in (HERE / "BenchTools.java", WORDCOUNT_SRC):
+            cls = self.classes / f"{src.stem}.class"
+            if cls.exists() and cls.stat().st_mtime >= src.stat().st_mtime:
+                continue
+            self.classes.mkdir(parents=True, exist_ok=True)
+            log(f"compiling {src.relative_to(ROOT)}")
+            subprocess.run(
+                ["javac", "-nowarn", "--release", "17", "-d", str(self.classes), "-cp", self.cp, str(src)], check=True
+            )
 
     def java(self, cls, args, timeout, heap="-Xmx512M"):
         env = dict(os.environ, KAFKA_CLASSPATH=f"{self.classes}:{self.cp}", KAFKA_HEAP_OPTS=heap)
@@ -490,6 +509,251 @@ def consumer_perf(tools, bootstrap, topic, n, group, timeout):
     )
 
 
+def pct(values, q):
+    v = sorted(values)
+    if not v:
+        return None
+    if q == 50:
+        return statistics.median(v)
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+# ---------------------------------------------------------------------------
+# Kafka Streams: streams-wordcount-eos
+
+
+class CountWatcher:
+    """Reads the word count's output with read_committed in a thread and keeps every count of every
+    word with the wall time it was read, so the time a line's counts became visible can be looked
+    up. One record per poll: a batch read would hold a record until the batch is full."""
+
+    def __init__(self, bootstrap, topic, partitions):
+        self.c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-wc-watch-{time.time_ns()}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "log_level": 2,
+            }
+        )
+        # from the beginning without asking a group coordinator for committed offsets
+        self.c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self.lock = threading.Lock()
+        self.seen = defaultdict(lambda: ([], []))  # word -> ([count, ...], [wall time, ...]) in log order
+        self.records = 0
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{topic}", daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            m = self.c.poll(0.1)
+            now = time.time()
+            if m is None:
+                continue
+            if m.error() is not None:
+                self.errors.append(str(m.error()))
+                continue
+            with self.lock:
+                counts, times = self.seen[m.key().decode()]
+                counts.append(int.from_bytes(m.value(), "big", signed=True))
+                times.append(now)
+                self.records += 1
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def visible_at(self, word, n):
+        """When the count of `word` was first read at n or more; None if not yet."""
+        with self.lock:
+            counts, times = self.seen.get(word, ((), ()))
+            # exactly-once output only goes up (check() says whether it did), so it is sorted
+            i = bisect_left(counts, n)
+            return times[i] if i < len(counts) else None
+
+    def reached(self, want):
+        """When every word of `want` had reached its count; None if one has not yet."""
+        t = 0.0
+        for w, n in want.items():
+            at = self.visible_at(w, n)
+            if at is None:
+                return None
+            t = max(t, at)
+        return t
+
+    def latest(self):
+        with self.lock:
+            return {w: c[-1] for w, (c, _) in self.seen.items() if c}
+
+    def check(self, want):
+        """Exactly once: the last count of every word is the exact one and no count went down."""
+        with self.lock:
+            bad = {w: c[-1] for w, (c, _) in self.seen.items() if w not in want or c[-1] != want[w]}
+            down = sorted(w for w, (c, _) in self.seen.items() if any(b < a for a, b in zip(c, c[1:], strict=False)))
+        missing = sorted(set(want) - set(self.latest()))
+        if bad or down or missing:
+            raise RuntimeError(
+                f"word counts read with read_committed are wrong: (word: got) {bad}, want "
+                f"{ {w: want.get(w) for w in bad} }, went down: {down}, missing: {missing}"
+            )
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(10)
+        self.c.close()
+
+
+class WordCount:
+    """The streams-wordcount-eos row: e2e/tests/java/WordCount.java (the acceptance test's Kafka
+    Streams application) with processing.guarantee=exactly_once_v2 and commit.interval.ms 100 over
+    WC_PARTS-partition topics. setup() pre-produces the lines and is not measured; run() starts one
+    instance and measures:
+    - throughput: from its RUNNING line (joined, tasks assigned) until a read_committed consumer of
+      the output has read every word's final count: lines/s;
+    - latency: then lines at a fixed rate for lat_s seconds; a line is visible when every one of
+      its words has been read with a count that includes it; p50/p99/p99.9 of visible - intended
+      send time (the first lat_warmup_s seconds are not counted).
+    The output must hold the exact counts (a wrong count is an error row, not a figure)."""
+
+    INPUT, OUTPUT, APP = "bench-wc-lines", "bench-wc-output", "bench-wc"
+
+    def __init__(self, tools, sysobj, prof):
+        self.tools, self.bootstrap, self.prof = tools, sysobj.bootstrap, prof
+        self.tmo = prof["tool_timeout"]
+        self.root = sysobj.dir / "streams"
+        # the data directory goes after the run; the log stays for reading
+        self.log_copy = tools.out_dir / f"streams-{sysobj.name}.log"
+        self.watcher = self.streams = None
+
+    def setup(self):
+        for t in (self.INPUT, self.OUTPUT):
+            create_topic(self.bootstrap, t, WC_PARTS, timeout=60)
+        n = self.prof["wc_lines"]
+        self.lines, self.expected = make_lines(n)
+        produce(
+            self.bootstrap,
+            self.INPUT,
+            self.lines,
+            keys=[str(i) for i in range(n)],
+            conf={"log_level": 2},  # quiet: it retries while the broker creates its internal topics
+            timeout=self.tmo,
+        )
+        self.watcher = CountWatcher(self.bootstrap, self.OUTPUT, WC_PARTS).start()
+        self.streams = StreamsInstance(
+            "wc",
+            self.root,
+            self.tools.classes,
+            self.bootstrap,
+            self.APP,
+            "exactly_once_v2",
+            self.INPUT,
+            self.OUTPUT,
+            WC_COMMIT_MS,
+            replication_factor=1,
+            classpath=self.tools.cp,
+            heap="-Xmx512M",
+        )
+
+    def wait_counts(self, want, what):
+        def done():
+            self.streams.check_alive()
+            return self.watcher.reached(want)
+
+        def details():
+            latest = self.watcher.latest()
+            behind = {w: (latest.get(w), n) for w, n in want.items() if latest.get(w) != n}
+            return (
+                f"(word: got, want) {dict(list(behind.items())[:8])}; consumer errors: {self.watcher.errors[-3:]}\n"
+                f"{self.streams.log_tail(30)}"
+            )
+
+        return wait_for(done, self.tmo, interval=0.05, what=what, fatal=(AssertionError,), details=details)
+
+    def run(self):
+        n = len(self.lines)
+        s = self.streams.start()
+        s.wait_running(min(self.tmo, 120))
+        running = s.running_ms() / 1000
+        done = self.wait_counts(self.expected, f"the counts of {n} lines")
+        lat, total = self.latency()
+        self.watcher.check(total)
+        return dict(
+            records=n,
+            records_per_sec=n / (done - running),
+            duration_ms=(done - s.spawned_wall_ns / 1e9) * 1000,
+            start_to_running_ms=round((running - s.spawned_wall_ns / 1e9) * 1000, 1),
+            p50_ms=pct(lat, 50),
+            p99_ms=pct(lat, 99),
+            p999_ms=pct(lat, 99.9),
+            max_ms=max(lat),
+            latency_lines=len(lat),
+            latency_rate=self.prof["wc_lat_rate"],
+            output_records=self.watcher.records,
+            streams_warn_lines=len(self.warnings()),
+        )
+
+    def latency(self):
+        """Lines at wc_lat_rate/s for lat_s s into the caught-up application: ([latency ms of each
+        line after the warm-up], the expected final counts)."""
+        rate, secs = self.prof["wc_lat_rate"], self.prof["lat_s"]
+        lines, _ = make_lines(int(rate * secs), seed=2424)
+        total = Counter(self.expected)
+        p = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 0,
+                "log_level": 2,
+            }
+        )
+        base = len(self.lines)
+        sent = []  # (intended send time, {word: the count that includes this line})
+        t0 = time.time() + 0.1
+        for i, line in enumerate(lines):
+            due = t0 + i / rate
+            while (wait := due - time.time()) > 0:
+                p.poll(wait)
+            produce_waiting(p, self.INPUT, key=str(base + i).encode(), value=line.encode(), partition=i % WC_PARTS)
+            p.poll(0)
+            words = split_words(line)
+            total.update(words)
+            sent.append((due, {w: total[w] for w in words}))
+        left = p.flush(self.tmo)
+        if left:
+            raise RuntimeError(f"{left} latency lines not acknowledged")
+        self.wait_counts(total, f"the counts of {len(lines)} more lines at {rate}/s")
+        lat = [
+            (max(self.watcher.visible_at(w, c) for w, c in need.items()) - due) * 1000
+            for due, need in sent
+            if due >= t0 + self.prof["lat_warmup_s"]
+        ]
+        return lat, total
+
+    def warnings(self):
+        """The WARN and ERROR lines of the Streams log, without their timestamps."""
+        log_path = self.streams.log_path if self.streams else None
+        if not log_path or not log_path.exists():
+            return []
+        text = log_path.read_text(errors="replace")
+        return re.findall(r"^\[[^\]]*\] ((?:WARN|ERROR) .*)$", text, re.M)
+
+    def close(self):
+        if self.streams is not None and self.streams.terminate(30, quiet=True) is None:
+            log("the Streams instance did not exit 30 s after SIGTERM; SIGKILL")
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.streams is not None and self.streams.log_path.exists():
+            shutil.copyfile(self.streams.log_path, self.log_copy)
+            warn = self.warnings()
+            shown = self.log_copy.relative_to(ROOT) if self.log_copy.is_relative_to(ROOT) else self.log_copy
+            log(f"Streams log: {len(warn)} WARN/ERROR lines, in {shown}")
+            for line in list(dict.fromkeys(warn))[:5]:
+                log(f"  {line[:300]}")
+
+
 # ---------------------------------------------------------------------------
 # Machine limits
 
@@ -535,8 +799,9 @@ def loopback_mib_s(port, seconds):
 # One system, all scenarios
 
 
-def run_system(sysobj, tools, prof, limits):
+def run_system(sysobj, tools, prof, limits, scenarios=SCENARIOS):
     rows = []
+    want = set(scenarios).__contains__
     name = sysobj.name
     tmo = prof["tool_timeout"]
 
@@ -557,36 +822,40 @@ def run_system(sysobj, tools, prof, limits):
     pid = sysobj.pid
     sampler = RssSampler(pid)
     try:
-        add(
-            row(
-                "startup-ready",
-                name,
-                duration_ms=round(startup_ms, 1),
-                cpu_s=proc_cpu_s(pid),
-                peak_rss_mb=(proc_status_kb(pid, "VmHWM") or 0) / 1024,
-                rss_mb=sampler.rss_mb(),
+        if want("startup-ready"):
+            add(
+                row(
+                    "startup-ready",
+                    name,
+                    duration_ms=round(startup_ms, 1),
+                    cpu_s=proc_cpu_s(pid),
+                    peak_rss_mb=(proc_status_kb(pid, "VmHWM") or 0) / 1024,
+                    rss_mb=sampler.rss_mb(),
+                )
             )
-        )
 
-        # idle
-        sampler.reset()
-        c0 = proc_cpu_s(pid)
-        time.sleep(prof["idle_s"])
-        add(
-            row(
-                "idle-rss",
-                name,
-                rss_mb=sampler.rss_mb(),
-                peak_rss_mb=sampler.window_peak_mb(),
-                cpu_s=proc_cpu_s(pid) - c0,
-                duration_ms=prof["idle_s"] * 1000,
-            )
-        )
-
-        def scenario(scn, parts, fn, **fixed):
+        if want("idle-rss"):
             sampler.reset()
             c0 = proc_cpu_s(pid)
+            time.sleep(prof["idle_s"])
+            add(
+                row(
+                    "idle-rss",
+                    name,
+                    rss_mb=sampler.rss_mb(),
+                    peak_rss_mb=sampler.window_peak_mb(),
+                    cpu_s=proc_cpu_s(pid) - c0,
+                    duration_ms=prof["idle_s"] * 1000,
+                )
+            )
+
+        def scenario(scn, parts, fn, setup=None, keep=(), **fixed):
+            """fn()'s figures as the row (FIELDS and the `keep` keys); setup() runs first, unmeasured."""
             try:
+                if setup:
+                    setup()
+                sampler.reset()
+                c0 = proc_cpu_s(pid)
                 res = fn()
                 add(
                     row(
@@ -594,7 +863,7 @@ def run_system(sysobj, tools, prof, limits):
                         name,
                         parts,
                         **fixed,
-                        **{k: v for k, v in res.items() if k in FIELDS},
+                        **{k: v for k, v in res.items() if k in FIELDS or k in keep},
                         peak_rss_mb=sampler.window_peak_mb(),
                         cpu_s=proc_cpu_s(pid) - c0,
                     )
@@ -604,17 +873,19 @@ def run_system(sysobj, tools, prof, limits):
                 if not probe.alive(pid):
                     raise RuntimeError(f"{name} died during {scn}") from e
 
-        topics = {f"bench-{scn}-p{p}": p for scn, *_ in PRODUCE for p in PARTITIONS}
-        topics["bench-e2e-latency"] = 1
+        topics = {f"bench-{scn}-p{p}": p for scn, *_ in PRODUCE if want(scn) for p in PARTITIONS}
+        if want("e2e-latency-1k"):
+            topics["bench-e2e-latency"] = 1
         try:
-            tools.bench_json(["ensure-topics", sysobj.bootstrap, *[f"{t}:{p}" for t, p in topics.items()]], tmo)
+            if topics:
+                tools.bench_json(["ensure-topics", sysobj.bootstrap, *[f"{t}:{p}" for t, p in topics.items()]], tmo)
         except Exception as e:  # noqa: BLE001 - the producers would auto-create; note and go on
             log(f"{name}: creating the benchmark topics failed ({e}); relying on auto-create")
 
         # produce
         produce_peak, produce_cpu = 0.0, 0.0
         for scn, size, acks, key, extra in PRODUCE:
-            for p in PARTITIONS:
+            for p in PARTITIONS if want(scn) else ():
                 n = prof[key]
                 log(f"{name}: {scn} partitions={p} records={n}")
                 scenario(
@@ -630,10 +901,11 @@ def run_system(sysobj, tools, prof, limits):
                 r = rows[-1]
                 produce_peak = max(produce_peak, r["peak_rss_mb"] or 0)
                 produce_cpu += r["cpu_s"] or 0
-        add(row("loaded-rss", name, rss_mb=sampler.rss_mb(), peak_rss_mb=produce_peak, cpu_s=round(produce_cpu, 2)))
+        if want("loaded-rss"):
+            add(row("loaded-rss", name, rss_mb=sampler.rss_mb(), peak_rss_mb=produce_peak, cpu_s=round(produce_cpu, 2)))
 
         # consume what produce-1k-acks1 wrote, from the start
-        for p in PARTITIONS:
+        for p in PARTITIONS if want("consume-1k") else ():
             n = prof["n_1k"]
             log(f"{name}: consume-1k partitions={p} records={n}")
             scenario(
@@ -651,8 +923,6 @@ def run_system(sysobj, tools, prof, limits):
             )
 
         # end-to-end latency at a fixed rate
-        log(f"{name}: e2e-latency-1k rate={prof['lat_rate']}/s for {prof['lat_s']}s")
-
         def latency():
             r = tools.bench_json(
                 [
@@ -671,18 +941,45 @@ def run_system(sysobj, tools, prof, limits):
             r["records"] = r["received"]
             return r
 
-        scenario("e2e-latency-1k", 1, latency, record_size=1024)
+        if want("e2e-latency-1k"):
+            log(f"{name}: e2e-latency-1k rate={prof['lat_rate']}/s for {prof['lat_s']}s")
+            scenario("e2e-latency-1k", 1, latency, record_size=1024)
+
+        # Kafka Streams, exactly once; before the 1000 topics, which are not part of it
+        if want("streams-wordcount-eos"):
+            log(
+                f"{name}: streams-wordcount-eos lines={prof['wc_lines']}, then {prof['wc_lat_rate']} lines/s "
+                f"for {prof['lat_s']}s"
+            )
+            wc = WordCount(tools, sysobj, prof)
+            try:
+                scenario(
+                    "streams-wordcount-eos",
+                    WC_PARTS,
+                    wc.run,
+                    setup=wc.setup,
+                    keep=(
+                        "start_to_running_ms",
+                        "latency_lines",
+                        "latency_rate",
+                        "output_records",
+                        "streams_warn_lines",
+                    ),
+                )
+            finally:
+                wc.close()
 
         # topic creation through the admin API
-        log(f"{name}: topics-create-1000 ({prof['topics']} topics, {prof['topic_batch']} per request)")
-        scenario(
-            "topics-create-1000",
-            None,
-            lambda: tools.bench_json(
-                ["create-topics", sysobj.bootstrap, "bench-many-", prof["topics"], prof["topic_batch"]], tmo
-            ),
-            records=prof["topics"],
-        )
+        if want("topics-create-1000"):
+            log(f"{name}: topics-create-1000 ({prof['topics']} topics, {prof['topic_batch']} per request)")
+            scenario(
+                "topics-create-1000",
+                None,
+                lambda: tools.bench_json(
+                    ["create-topics", sysobj.bootstrap, "bench-many-", prof["topics"], prof["topic_batch"]], tmo
+                ),
+                records=prof["topics"],
+            )
     finally:
         sampler.close()
         log(f"{name}: stopping")
@@ -981,6 +1278,17 @@ def write_docs(path, rows, systems, prof_name, prof, limits, minfo, argv, elapse
         f"- `e2e-latency-1k`: one producer (linger.ms=0, acks=1) sending {prof['lat_rate']} records/s of 1024 B "
         f"for {prof['lat_s']} s, a consumer in the same JVM; latency = receive time - intended send time "
         f"(first {prof['lat_warmup_s']} s not counted).",
+        f"- `streams-wordcount-eos`: the Kafka Streams word count of the acceptance tests "
+        "(`e2e/tests/java/WordCount.java`: lines -> words -> repartition by word -> count -> output), one "
+        f"instance, `processing.guarantee=exactly_once_v2`, `commit.interval.ms={WC_COMMIT_MS}`, input, "
+        f"repartition and output topics of {WC_PARTS} partitions. {prof['wc_lines']:,} lines (1-10 known "
+        "words each) are produced first; records/s is lines/s from the instance's RUNNING state (joined, "
+        "tasks assigned) until a read_committed consumer of the output has read every word's exact final "
+        "count, `time ms` is from the JVM's start to the same point. Then "
+        f"{prof['wc_lat_rate']} lines/s for {prof['lat_s']} s (acks=all, linger.ms=0): the latency columns are "
+        "from a line's intended send time until the read_committed consumer has read, for each of its words, "
+        f"a count that includes it (first {prof['lat_warmup_s']} s not counted). Peak RSS and CPU s leave the "
+        "pre-produce out. A wrong count fails the row.",
         f"- `topics-create-1000`: {prof['topics']} one-partition topics through the Admin API, "
         f"{prof['topic_batch']} per CreateTopics request; `time ms` is the total.",
         "- `startup-ready`: process start to the first answered ApiVersions request (Kafka: after its "
@@ -1039,7 +1347,24 @@ def main():
     ap.add_argument("--keep-data", action="store_true", help="keep the brokers' data directories")
     ap.add_argument("--skip-machine", action="store_true", help="don't measure disk and loopback bandwidth")
     ap.add_argument("--note", default="", help="a sentence to put in docs/benchmarks.md (e.g. what else ran)")
+    ap.add_argument(
+        "--scenarios",
+        default=None,
+        help="comma-separated: run only these scenarios (consume-1k brings produce-1k-acks1, loaded-rss the "
+        f"produce scenarios); default: all of {','.join(SCENARIOS)}",
+    )
     a = ap.parse_args()
+    scenarios = SCENARIOS
+    if a.scenarios is not None:
+        asked = {x.strip() for x in a.scenarios.split(",") if x.strip()}
+        unknown = sorted(asked - set(SCENARIOS))
+        if unknown or not asked:
+            ap.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+        if a.write_docs:
+            ap.error("--write-docs needs every scenario: leave --scenarios out")
+        asked |= {n for x in asked for n in NEEDS.get(x, ())}
+        scenarios = [x for x in SCENARIOS if x in asked]
+    expected = [(scn, p) for scn, p in EXPECTED if scn in scenarios]
 
     prof_name = "quick" if a.quick else "default"
     prof = PROFILES[prof_name]
@@ -1088,11 +1413,11 @@ def main():
 
     for s in systems:
         try:
-            rows += run_system(s, tools, prof, limits)
+            rows += run_system(s, tools, prof, limits, scenarios)
         except Exception as e:  # noqa: BLE001 - report, fill the missing rows with the error, go on
             log(f"{s.name}: FAILED: {e}")
             have = {(r["scenario"], r["partitions"]) for r in rows if r["system"] == s.name}
-            for scn, p in EXPECTED:
+            for scn, p in expected:
                 if (scn, p) not in have:
                     rows.append(row(scn, s.name, p, error=f"{type(e).__name__}: {e}"[:2000]))
         finally:
@@ -1139,7 +1464,7 @@ def main():
     # Tansu is a reference point: scenarios it cannot run are reported, not fatal.
     for s in [s for s in systems if s.name != "tansu"]:
         have = {(r["scenario"], r["partitions"]): r for r in rows if r["system"] == s.name}
-        for scn, p in EXPECTED:
+        for scn, p in expected:
             r = have.get((scn, p))
             if r is None:
                 bad.append(f"{s.name} {scn} p={p}: missing")
@@ -1150,7 +1475,7 @@ def main():
         for b in bad:
             print("  " + b, file=sys.stderr)
         return 1
-    print(f"all {len(EXPECTED)} scenario rows present for {', '.join(s.name for s in systems)}")
+    print(f"all {len(expected)} scenario rows present for {', '.join(s.name for s in systems)}")
     return 0
 
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import bench  # e2e/bench/bench.py (this script's folder): tools, ProducerPerformance parsing, tables
-from bench import log
+from bench import log, pct
 from harness import kafka, probe
 from harness.cluster import new_cluster_id
 from harness.paths import REPO as ROOT
@@ -146,15 +146,6 @@ def now_ns():
 
 def ms_since(t0_ns):
     return (time.monotonic_ns() - t0_ns) / 1e6
-
-
-def pct(values, q):
-    v = sorted(values)
-    if not v:
-        return None
-    if q == 50:
-        return statistics.median(v)
-    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
 
 
 class ForeignCpu:

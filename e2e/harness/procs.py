@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from harness import kproto
 
@@ -121,6 +122,8 @@ class Process:
         Its own session: a signal for the test run's process group does not reach it, and
         the watchdog (below) is what cleans up after a dead test run."""
         self.starts += 1
+        self.spawn_log = Path(log_path)
+        self.spawn_log_offset = self.spawn_log.stat().st_size if self.spawn_log.exists() else 0
         with open(log_path, "ab") as log:
             if header:
                 log.write(f"\n===== {header}\n".encode())
@@ -139,6 +142,12 @@ class Process:
         self.expect_running = True
         self.paused = False
         return self.proc
+
+    def output(self):
+        """What the process has written to its log since its last spawn."""
+        with open(self.spawn_log, "rb") as f:
+            f.seek(self.spawn_log_offset)
+            return f.read().decode(errors="replace")
 
     # --- signals -------------------------------------------------------
     def kill9(self, missing_ok=False):

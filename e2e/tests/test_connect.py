@@ -126,7 +126,6 @@ class ConnectWorker(Process):
             "plugin.discovery": "service_load",
         }
         self.props.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-        self.log_offset = 0
 
     def start(self):
         require_path("KAFKA_HOME")
@@ -136,7 +135,6 @@ class ConnectWorker(Process):
                 pytest.fail(
                     f"KAFKA_CLASSPATH has no {prefix}*.jar; provision with: bash e2e/provision/all kafka", pytrace=False
                 )
-        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = dict(
             os.environ,
             KAFKA_HEAP_OPTS="-Xmx512M",
@@ -153,12 +151,6 @@ class ConnectWorker(Process):
 
     def log_files(self):
         return [self.log_path]
-
-    def output(self):
-        """The log of this start of the worker."""
-        with open(self.log_path, "rb") as f:
-            f.seek(self.log_offset)
-            return f.read().decode(errors="replace")
 
     def check_alive(self):
         if self.expect_running and not self.alive():

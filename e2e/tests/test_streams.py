@@ -20,20 +20,17 @@ Timings are printed: run with -s (or -rP) to see them.
 """
 
 import os
-import random
-import re
 import shutil
 import struct
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
 from conftest import require_env, require_path
 
-from harness import kafka
 from harness.clients import (
     Consumer,
     Producer,
@@ -44,11 +41,9 @@ from harness.clients import (
     unique,
     wait_for,
 )
-from harness.procs import Process
+from harness.streams import WORDCOUNT_SRC, StreamsInstance, make_lines
 from harness.workload import CommitReader
 
-HERE = Path(__file__).resolve().parent
-JAVA_SRC = HERE / "java" / "WordCount.java"
 QUIET = {"log_level": 2}  # librdkafka: no stderr noise about nodes that are down on purpose
 
 N_LINES = 3000
@@ -62,27 +57,6 @@ FAST = {
     "broker.heartbeat.interval.ms": "500",
     "replica.lag.time.max.ms": "5000",
 }
-VOCABULARY = (
-    "the quick brown fox jumps over lazy dog kafka stream table record offset partition leader "
-    "replica broker topic commit abort marker fjord river mountain valley north south east west "
-    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda"
-).split()
-
-
-def make_lines(n, seed=4242):
-    """n lines of 1-10 words from VOCABULARY (Zipf-like frequencies), some capitalised, with
-    punctuation; and the exact count of every word (lower-cased, split on non-word characters,
-    as WordCount.java does)."""
-    rng = random.Random(seed)
-    weights = [1.0 / (i + 1) for i in range(len(VOCABULARY))]
-    lines = []
-    for _ in range(n):
-        words = rng.choices(VOCABULARY, weights, k=rng.randint(1, 10))
-        words = [w.capitalize() if rng.random() < 0.1 else w for w in words]
-        line = " ".join(w + ("," if rng.random() < 0.1 else "") for w in words)
-        lines.append(line[0].upper() + line[1:] + rng.choice([".", "!", "", "?"]))
-    expected = Counter(w for line in lines for w in re.split(r"\W+", line.lower(), flags=re.ASCII) if w)
-    return lines, expected
 
 
 # ---------------------------------------------------------------------------
@@ -105,57 +79,8 @@ def wordcount_classes(tmp_path_factory):
     if not javac:
         pytest.fail("javac (a JDK) is not installed", pytrace=False)
     out = tmp_path_factory.mktemp("wordcount-classes")
-    run([javac, "-cp", cp, "-d", out, JAVA_SRC], timeout=300)
+    run([javac, "-cp", cp, "-d", out, WORDCOUNT_SRC], timeout=300)
     return out
-
-
-class StreamsInstance(Process):
-    """One WordCount.java process (a Kafka Streams client), output in root/streams-NAME.log, state
-    in root/state-NAME (kept across restarts). A file root/NAME/pid lets the cluster factory's
-    watchdog kill it if the test process dies."""
-
-    def __init__(self, name, root, classes, bootstrap, app, guarantee, inp, out):
-        super().__init__()
-        self.name = name
-        self.label = f"streams instance {name}"
-        self.root = Path(root)
-        self.log_path = self.root / f"streams-{name}.log"
-        self.state_dir = self.root / f"state-{name}"
-        self.pid_dir = self.root / name
-        self.pid_dir.mkdir(parents=True, exist_ok=True)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.classes = classes
-        self.args = [bootstrap, app, guarantee, self.state_dir, inp, out, COMMIT_MS]
-        self.log_offset = 0
-
-    def start(self):
-        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        env = dict(os.environ, KAFKA_CLASSPATH=f"{self.classes}:{os.environ['KAFKA_CLASSPATH']}")
-        proc = self.spawn(
-            [kafka.RUN_CLASS, "WordCount", *self.args], self.log_path, header=f"start {self.starts + 1}", env=env
-        )
-        (self.pid_dir / "pid").write_text(str(proc.pid))
-        return self
-
-    def log_files(self):
-        return [self.log_path]
-
-    def output(self):
-        """What this start of the process has written so far."""
-        with open(self.log_path, "rb") as f:
-            f.seek(self.log_offset)
-            return f.read().decode(errors="replace")
-
-    def check_alive(self):
-        if self.expect_running and not self.alive():
-            raise AssertionError(f"{self.label} exited ({self.proc.returncode}):\n{self.log_tail(60)}")
-
-    def wait_running(self, timeout):
-        def running():
-            self.check_alive()
-            return re.search(r"^RUNNING \d+$", self.output(), re.M) is not None
-
-        wait_for(running, timeout, interval=0.1, what=f"{self.label} to be RUNNING", fatal=(AssertionError,))
 
 
 class LinePublisher:
@@ -342,7 +267,10 @@ def test_word_count_survives_kill9(cluster_factory, wordcount_classes, guarantee
     repartition = f"{app}-words-repartition"
     lines, expected = make_lines(N_LINES)
     root = c.root / "streams"
-    inst = {n: StreamsInstance(n, root, wordcount_classes, c.bootstrap, app, guarantee, inp, out) for n in ("a", "b")}
+    inst = {
+        n: StreamsInstance(n, root, wordcount_classes, c.bootstrap, app, guarantee, inp, out, COMMIT_MS)
+        for n in ("a", "b")
+    }
     watcher = None
     publisher = None
 

@@ -1,14 +1,15 @@
-// A Kafka Streams word count (kafka-streams from Maven Central), for test_streams.py. One file,
+// A Kafka Streams word count (kafka-streams from Maven Central), for test_streams.py and the
+// benchmark row streams-wordcount-eos (e2e/bench/bench.py). One file,
 // launched from source (Java 11+):
 //   java -cp "$KAFKA_CLASSPATH" e2e/tests/java/WordCount.java \
-//       BOOTSTRAP APPLICATION_ID GUARANTEE STATE_DIR INPUT_TOPIC OUTPUT_TOPIC [COMMIT_INTERVAL_MS]
+//       BOOTSTRAP APPLICATION_ID GUARANTEE STATE_DIR INPUT_TOPIC OUTPUT_TOPIC [COMMIT_INTERVAL_MS [REPLICATION]]
 // GUARANTEE: exactly_once_v2 | at_least_once (processing.guarantee).
 // Topology: lines (String values) -> lower-case words split on non-word characters ->
 // groupBy word (repartition topic APPLICATION_ID-words-repartition) -> count (RocksDB store
 // "counts", changelog APPLICATION_ID-counts-changelog) -> OUTPUT_TOPIC (key word: String,
 // value count: Long, 8 bytes big-endian).
-// Internal topics get replication.factor 3; the consumer's session timeout is 6 s, so a member
-// killed with SIGKILL leaves the group quickly.
+// Internal topics get replication.factor REPLICATION (default 3; the benchmark's single node: 1);
+// the consumer's session timeout is 6 s, so a member killed with SIGKILL leaves the group quickly.
 // Output lines (the test waits for and asserts on them):
 //   STATE <old> <new> <epoch ms>    every KafkaStreams state change
 //   RUNNING <epoch ms>              the instance reached RUNNING (after each rebalance)
@@ -35,12 +36,14 @@ public class WordCount {
     public static void main(String[] args) throws Exception {
         if (args.length < 6) {
             System.err.println(
-                    "usage: WordCount BOOTSTRAP APPLICATION_ID GUARANTEE STATE_DIR INPUT OUTPUT [COMMIT_INTERVAL_MS]");
+                    "usage: WordCount BOOTSTRAP APPLICATION_ID GUARANTEE STATE_DIR INPUT OUTPUT"
+                            + " [COMMIT_INTERVAL_MS [REPLICATION]]");
             System.exit(2);
         }
         String bootstrap = args[0], appId = args[1], guarantee = args[2], stateDir = args[3];
         String input = args[4], output = args[5];
         String commitMs = args.length > 6 ? args[6] : "100";
+        String replication = args.length > 7 ? args[7] : "3";
 
         Properties p = new Properties();
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -48,7 +51,7 @@ public class WordCount {
         p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, commitMs);
-        p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, "3");
+        p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, replication);
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, "1");
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), "6000");
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), "1000");

@@ -20,7 +20,7 @@ from harness.ports import can_bind
 from harness.procs import Watchdog
 
 
-def _base_ports():
+def base_ports():
     """A Kafka port base P (P..P+2 and controllers P+100..P+102) and an HTTP base, all free."""
     for _ in range(200):
         p, h = random.randrange(20000, 40000), random.randrange(40000, 60000)
@@ -34,7 +34,7 @@ class DevCluster:
 
     def __init__(self, binary, root):
         self.root = Path(root)
-        self.port, self.http_port = _base_ports()
+        self.port, self.http_port = base_ports()
         self.log = open(self.root / "fjord-dev.out", "w")
         self.proc = subprocess.Popen(
             [

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.clients import http_get, produce, read_partition, unique
+from harness.devcluster import base_ports
 from harness.ports import free_port
 
 pytestmark = pytest.mark.fjord_only
@@ -87,18 +88,22 @@ def test_dev_starts_a_three_node_cluster(tmp_path):
     """`fjord dev` is three nodes, each broker and controller: RF 3 and min ISR 2 by default."""
     from harness.clients import admin
 
-    port, http = free_port(), free_port()
-    proc = subprocess.Popen(
-        [FJORD, "dev", "--port", str(port), "--http-port", str(http)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    # Every port dev uses (its nodes' Kafka, controller and HTTP ports) must be free, not
+    # only the bases: a random base's neighbours were sometimes taken.
+    port, http = base_ports()
+    log = tmp_path / "dev.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [FJORD, "dev", "--port", str(port), "--http-port", str(http)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
         text = "".join(lines)
-        assert "3 nodes" in text, text
+        assert "3 nodes" in text, f"{text}\n--- stderr ---\n{log.read_text()[-4000:]}"
         bootstrap = f"127.0.0.1:{port},127.0.0.1:{port + 1},127.0.0.1:{port + 2}"
         assert bootstrap in text, text
         urls = re.findall(r"http://\S+/metrics", text)

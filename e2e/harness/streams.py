@@ -10,11 +10,16 @@ the acceptance test (tests/test_streams.py) and the benchmark row streams-wordco
 import os
 import random
 import re
-from collections import Counter
+import threading
+import time
+from bisect import bisect_left
+from collections import Counter, defaultdict
 from pathlib import Path
 
+from confluent_kafka import OFFSET_BEGINNING
+
 from harness import kafka
-from harness.clients import wait_for
+from harness.clients import Consumer, TopicPartition, wait_for
 from harness.paths import E2E
 from harness.procs import Process
 
@@ -113,3 +118,97 @@ class StreamsInstance(Process):
             return self.running_ms() is not None
 
         wait_for(running, timeout, interval=0.1, what=f"{self.label} to be RUNNING", fatal=(AssertionError,))
+
+
+class CountWatcher:
+    """Reads the word count's output with read_committed in a thread (the benchmark's latency and
+    the acceptance test's "output quiet" check) and keeps every count of every
+    word with the wall time it was read, so the time a line's counts became visible can be looked
+    up. One record per poll: a batch read would hold a record until the batch is full."""
+
+    def __init__(self, bootstrap, topic, partitions):
+        self.c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-wc-watch-{time.time_ns()}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                # the acceptance test kills brokers: reconnect within a second once they are back
+                "reconnect.backoff.max.ms": 1000,
+                "log_level": 2,
+            }
+        )
+        # from the beginning without asking a group coordinator for committed offsets
+        self.c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self.lock = threading.Lock()
+        self.seen = defaultdict(lambda: ([], []))  # word -> ([count, ...], [wall time, ...]) in log order
+        self.records = 0
+        self.errors = []
+        self.changed = time.monotonic()  # when some word's count last changed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{topic}", daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            m = self.c.poll(0.1)
+            now = time.time()
+            if m is None:
+                continue
+            if m.error() is not None:
+                self.errors.append(str(m.error()))
+                continue
+            with self.lock:
+                counts, times = self.seen[m.key().decode()]
+                n = int.from_bytes(m.value(), "big", signed=True)
+                if not counts or counts[-1] != n:
+                    self.changed = time.monotonic()
+                counts.append(n)
+                times.append(now)
+                self.records += 1
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def visible_at(self, word, n):
+        """When the count of `word` was first read at n or more; None if not yet."""
+        with self.lock:
+            counts, times = self.seen.get(word, ((), ()))
+            # exactly-once output only goes up (check() says whether it did), so it is sorted
+            i = bisect_left(counts, n)
+            return times[i] if i < len(counts) else None
+
+    def reached(self, want):
+        """When every word of `want` had reached its count; None if one has not yet."""
+        t = 0.0
+        for w, n in want.items():
+            at = self.visible_at(w, n)
+            if at is None:
+                return None
+            t = max(t, at)
+        return t
+
+    def quiet_for(self):
+        """Seconds since some word's count last changed."""
+        return time.monotonic() - self.changed
+
+    def latest(self):
+        with self.lock:
+            return {w: c[-1] for w, (c, _) in self.seen.items() if c}
+
+    def check(self, want):
+        """Exactly once: the last count of every word is the exact one and no count went down."""
+        with self.lock:
+            bad = {w: c[-1] for w, (c, _) in self.seen.items() if w not in want or c[-1] != want[w]}
+            down = sorted(w for w, (c, _) in self.seen.items() if any(b < a for a, b in zip(c, c[1:], strict=False)))
+        missing = sorted(set(want) - set(self.latest()))
+        if bad or down or missing:
+            raise RuntimeError(
+                f"word counts read with read_committed are wrong: (word: got) {bad}, want "
+                f"{ {w: want.get(w) for w in bad} }, went down: {down}, missing: {missing}"
+            )
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(10)
+        self.c.close()

@@ -28,20 +28,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING
 from conftest import require_env, require_path
 
 from harness.clients import (
-    Consumer,
     Producer,
-    TopicPartition,
     latest_offsets,
     read_to_end,
     run,
     unique,
     wait_for,
 )
-from harness.streams import WORDCOUNT_SRC, StreamsInstance, make_lines
+from harness.streams import WORDCOUNT_SRC, CountWatcher, StreamsInstance, make_lines
 from harness.workload import CommitReader
 
 QUIET = {"log_level": 2}  # librdkafka: no stderr noise about nodes that are down on purpose
@@ -199,52 +196,6 @@ def read_counts(bootstrap, topic, partitions, timeout=120):
     return dict(updates)
 
 
-class OutputWatcher:
-    """Reads the output topic (read_committed) in a thread; `changed` is when the latest count of
-    some word last changed."""
-
-    def __init__(self, bootstrap, topic, partitions):
-        self.c = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": unique("wc-watch"),
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "reconnect.backoff.max.ms": 1000,
-                **QUIET,
-            }
-        )
-        self.c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        self.latest = {}
-        self.records = 0
-        self.changed = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch-{topic}", daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            for m in self.c.consume(num_messages=10000, timeout=0.2):
-                if m.error() is not None:
-                    continue  # transient (a broker is down); the final read is the check
-                word, n = m.key().decode(), struct.unpack(">q", m.value())[0]
-                self.records += 1
-                if self.latest.get(word) != n:
-                    self.latest[word] = n
-                    self.changed = time.monotonic()
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def quiet_for(self):
-        return time.monotonic() - self.changed
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(10)
-        self.c.close()
-
-
 # ---------------------------------------------------------------------------
 # the test
 
@@ -283,7 +234,7 @@ def test_word_count_survives_kill9(cluster_factory, wordcount_classes, guarantee
         for s in inst.values():
             s.wait_running(180)
         mark("both Streams instances RUNNING")
-        watcher = OutputWatcher(c.bootstrap, out, PARTS).start()
+        watcher = CountWatcher(c.bootstrap, out, PARTS).start()
         publisher = LinePublisher(c.bootstrap, inp, lines, RATE, gate=N_LINES // 2).start()
 
         # 1. SIGKILL a Streams instance while lines flow (its EOS transaction is open), restart it

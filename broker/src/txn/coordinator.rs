@@ -203,13 +203,9 @@ impl TransactionCoordinator {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
         self.check(transactional_id)?;
-        // A new producer id can only be had asynchronously: take one first when this id
-        // has none or has used up its epochs.
-        let needs_id = {
-            let st = self.state.lock();
-            st.txns.get(transactional_id).is_none_or(|e| e.meta.producer_epoch >= MAX_EPOCH)
-        };
-        let fresh = if needs_id { Some(self.producer_ids.next().await?) } else { None };
+        // A new id when this transactional id has none or has used up its epochs.
+        let fresh =
+            self.fresh_producer_id_if(transactional_id, |m| m.is_none_or(|m| m.producer_epoch >= MAX_EPOCH)).await?;
         let mut abort_first = false;
         let result = self
             .update(transactional_id, |current, now| {
@@ -261,6 +257,18 @@ impl TransactionCoordinator {
             self.spawn_abort(transactional_id, "a new producer initialized the transactional id");
         }
         result.map(|m| ProducerIdAndEpoch { producer_id: m.producer_id, producer_epoch: m.producer_epoch })
+    }
+
+    /// A new producer id if `needed` says so of the id's current state. Taken before the
+    /// state change that uses it: a producer id can only be had asynchronously, and
+    /// `update` decides under the state's lock.
+    async fn fresh_producer_id_if(
+        &self,
+        transactional_id: &str,
+        needed: impl FnOnce(Option<&TxnMetadata>) -> bool,
+    ) -> Result<Option<i64>, ResponseError> {
+        let needed = needed(self.state.lock().txns.get(transactional_id).map(|e| &e.meta));
+        Ok(if needed { Some(self.producer_ids.next().await?) } else { None })
     }
 
     /// The producer's id and epoch are the current ones of the transactional id.
@@ -424,13 +432,12 @@ impl TransactionCoordinator {
         version: TxnVersion,
     ) -> Result<ProducerIdAndEpoch, ResponseError> {
         self.check(transactional_id)?;
-        // Version 2 bumps the epoch: one that is used up needs a new producer id, which can
-        // only be had asynchronously.
-        let exhausted = version == TxnVersion::V2 && {
-            let st = self.state.lock();
-            st.txns.get(transactional_id).is_some_and(|e| e.meta.producer_epoch >= MAX_EPOCH)
-        };
-        let fresh = if exhausted { Some(self.producer_ids.next().await?) } else { None };
+        // Version 2 bumps the epoch: one that is used up needs a new producer id.
+        let fresh = self
+            .fresh_producer_id_if(transactional_id, |m| {
+                version == TxnVersion::V2 && m.is_some_and(|m| m.producer_epoch >= MAX_EPOCH)
+            })
+            .await?;
         let mut prepared = false;
         let m = self
             .update(transactional_id, |current, now| {

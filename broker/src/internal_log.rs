@@ -118,7 +118,7 @@ impl InternalLog {
     pub fn append(&self, p: i32, mut batch: Vec<u8>) -> Result<CommitWait, ResponseError> {
         let part = self.replicas.get(self.topic, p).ok_or(ResponseError::NotCoordinator)?;
         let now = now_ms();
-        let may_block = part.lock().log.append_may_block(batch.len(), now);
+        let may_block = part.lock().append_may_block(batch.len(), now);
         let mut append = || {
             let mut part = part.lock();
             let info = part.append(&mut batch, usize::MAX, now).map_err(|e| {

@@ -16,27 +16,42 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::metadata::PartitionMeta;
-use crate::producer_state::{AbortedTxn, EndedTxn, ProducerStateManager, SequenceCheck};
+use crate::producer_state::{AbortedTxn, ProducerStateManager, SequenceCheck};
 use crate::storage::batch::{split_batches, split_stored_batches, BatchError};
 use crate::storage::control::{self, Marker};
 use crate::storage::log::{Log, LogConfig};
 
-/// Finish rebuilding producer state from the log's batch headers: the headers say which
-/// transactions a marker ended, the markers themselves whether they committed or aborted.
-fn resolve_markers(
-    log: &Log,
-    mut producers: ProducerStateManager,
-    ended: Vec<EndedTxn>,
-) -> Result<ProducerStateManager> {
+/// How producer state was rebuilt (the open's log line, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Offset of the snapshot it started from; 0 with none.
+    pub snapshot_offset: i64,
+    /// Batch headers read after it.
+    pub replayed_batches: u64,
+}
+
+/// Rebuild producer state from the newest snapshot the log has and the batch headers after
+/// it: the headers say which transactions a marker ended, the markers themselves whether
+/// they committed or aborted. The aborts found on the way are indexed again.
+fn rebuild_producers(log: &mut Log) -> Result<(ProducerStateManager, Rebuilt)> {
+    let (from, mut producers) = log.latest_snapshot(ProducerStateManager::decode)?.unwrap_or_default();
+    let mut ended = Vec::new();
+    let mut replayed_batches = 0;
+    log.for_each_header_from(from, &mut |h| {
+        replayed_batches += 1;
+        ended.extend(producers.update(h));
+    })?;
+    log.forget_aborted_from(from)?;
     for t in ended {
         // A marker below the log start (DeleteRecords inside a segment) no longer matters.
         if let Some(b) = log.batch_at(t.marker_offset)? {
             let m = control::parse_marker(&b.bytes, &b.header)?;
-            producers.complete(t, m.marker.is_commit(), m.coordinator_epoch);
+            if let Some(aborted) = producers.complete(t, m.marker.is_commit(), m.coordinator_epoch) {
+                log.note_aborted(aborted);
+            }
         }
     }
-    producers.prune_aborted(log.log_start_offset());
-    Ok(producers)
+    Ok((producers, Rebuilt { snapshot_offset: from, replayed_batches }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +111,8 @@ pub struct Partition {
     leader_since_ms: i64,
     /// `cut_off` as replication maintenance last found it (published in `Progress`).
     marked_cut_off: bool,
+    /// How producer state was last rebuilt (at open, or after a truncation).
+    pub rebuilt: Rebuilt,
 }
 
 /// What an append did.
@@ -145,10 +162,23 @@ impl Partition {
         node_id: i32,
         checkpoint_hw: Option<i64>,
     ) -> Result<Self> {
-        let mut producers = ProducerStateManager::default();
-        let mut ended = Vec::new();
-        let log = Log::open_with(dir, config, &mut |h| ended.extend(producers.update(h)))?;
-        let producers = resolve_markers(&log, producers, ended)?;
+        let mut log = Log::load(dir, config)?;
+        let (producers, rebuilt) = rebuild_producers(&mut log)?;
+        if log.log_end_offset() > 0 {
+            tracing::info!(
+                topic,
+                partition = index,
+                log_end_offset = log.log_end_offset(),
+                lazy_segments = log.opened.lazy_segments,
+                scanned_segments = log.opened.scanned_segments,
+                snapshot_offset = rebuilt.snapshot_offset,
+                replayed_batches = rebuilt.replayed_batches,
+                "loaded log and producer state"
+            );
+            if log.snapshot_due() {
+                log.write_snapshot(&producers.encode())?;
+            }
+        }
         let high_watermark = checkpoint_hw.unwrap_or(0).clamp(log.log_start_offset(), log.log_end_offset());
         Ok(Partition {
             topic: topic.to_string(),
@@ -167,6 +197,7 @@ impl Partition {
             pending_isr: None,
             leader_since_ms: 0,
             marked_cut_off: false,
+            rebuilt,
             leader_throttled: false,
             follower_throttled: false,
             progress: watch::channel(Progress {
@@ -200,7 +231,7 @@ impl Partition {
 
     /// Aborted transactions overlapping `[from, upper)`, for a `read_committed` fetch.
     pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
-        self.producers.aborted_in(from, upper)
+        self.log.aborted_in(from, upper)
     }
 
     /// Open transactions in this partition.
@@ -227,10 +258,30 @@ impl Partition {
         self.producers.producers()
     }
 
-    /// The log start moved (retention, DeleteRecords): aborted transactions below it go.
-    pub fn log_start_moved(&mut self) {
-        let start = self.log.log_start_offset();
-        self.producers.prune_aborted(start);
+    /// Whether a leader's append now can wait on the disk (`Log::append_may_block`), or
+    /// starts this replica's leader epoch in the log, which rewrites the epoch checkpoint.
+    pub fn append_may_block(&self, incoming: usize, now_ms: i64) -> bool {
+        self.log.append_may_block(incoming, now_ms)
+            || self.log.latest_epoch().is_none_or(|e| e.epoch < self.leader_epoch)
+    }
+
+    /// Clean shutdown: a producer state snapshot at the log end (the next start replays
+    /// nothing), then everything flushed.
+    pub fn close(&mut self) -> Result<()> {
+        if self.log.log_end_offset() > 0 {
+            self.log.write_snapshot(&self.producers.encode())?;
+        }
+        self.log.flush()
+    }
+
+    /// Take a producer state snapshot if the log rolled since the last one. A failure
+    /// costs only time at the next start (it replays from an older one).
+    fn maybe_snapshot(&mut self) {
+        if self.log.snapshot_due() {
+            if let Err(e) = self.log.write_snapshot(&self.producers.encode()) {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "producer state snapshot failed");
+            }
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -419,9 +470,12 @@ impl Partition {
             for span in &ranges {
                 if let Some(ended) = self.producers.update(&span.header) {
                     let m = control::parse_marker(&records[span.range.clone()], &span.header)?;
-                    self.producers.complete(ended, m.marker.is_commit(), m.coordinator_epoch);
+                    if let Some(aborted) = self.producers.complete(ended, m.marker.is_commit(), m.coordinator_epoch) {
+                        self.log.note_aborted(aborted);
+                    }
                 }
             }
+            self.maybe_snapshot();
         }
         self.high_watermark =
             leader_hw.min(self.log.log_end_offset()).max(self.high_watermark.min(self.log.log_end_offset()));
@@ -429,17 +483,15 @@ impl Partition {
         Ok(ranges.len())
     }
 
-    /// Follower: drop a divergent tail; producer state is rebuilt from what remains.
+    /// Follower: drop a divergent tail; producer state is rebuilt from the newest snapshot
+    /// that remains and the batches after it.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
         if offset >= self.log.log_end_offset() {
             return Ok(());
         }
         tracing::info!(topic = %self.topic, partition = self.index, from = self.log.log_end_offset(), to = offset, "truncating divergent log tail");
         self.log.truncate_to(offset)?;
-        let mut producers = ProducerStateManager::default();
-        let mut ended = Vec::new();
-        self.log.for_each_header(&mut |h| ended.extend(producers.update(h)))?;
-        self.producers = resolve_markers(&self.log, producers, ended)?;
+        (self.producers, self.rebuilt) = rebuild_producers(&mut self.log)?;
         self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
         self.publish();
         Ok(())
@@ -508,6 +560,7 @@ impl Partition {
             count += h.records_count as i64;
             self.producers.update(&h);
         }
+        self.maybe_snapshot();
         self.maybe_advance_high_watermark();
         let log_append_time = if self.log.config.log_append_time { now_ms } else { -1 };
         Ok(AppendInfo {
@@ -542,8 +595,11 @@ impl Partition {
         let mut h = ranges[0].header;
         h.base_offset = written.first_offset;
         if let Some(ended) = self.producers.update(&h) {
-            self.producers.complete(ended, marker.is_commit(), coordinator_epoch);
+            if let Some(aborted) = self.producers.complete(ended, marker.is_commit(), coordinator_epoch) {
+                self.log.note_aborted(aborted);
+            }
         }
+        self.maybe_snapshot();
         self.maybe_advance_high_watermark();
         Ok(AppendInfo {
             base_offset: written.first_offset,
@@ -616,7 +672,12 @@ mod tests {
 
     fn leader_of(replicas: Vec<i32>, now_ms: i64) -> (tempfile::TempDir, Partition) {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = Partition::open(dir.path(), "t", 0, Uuid::nil(), LogConfig::default(), 1, None).unwrap();
+        let p = open_leader(dir.path(), LogConfig::default(), replicas, now_ms);
+        (dir, p)
+    }
+
+    fn open_leader(dir: &Path, config: LogConfig, replicas: Vec<i32>, now_ms: i64) -> Partition {
+        let mut p = Partition::open(dir, "t", 0, Uuid::nil(), config, 1, None).unwrap();
         let meta = PartitionMeta {
             isr: replicas.clone(),
             replicas,
@@ -627,7 +688,7 @@ mod tests {
             removing: vec![],
         };
         p.apply_metadata(&meta, now_ms);
-        (dir, p)
+        p
     }
 
     #[test]
@@ -663,5 +724,91 @@ mod tests {
         };
         p.apply_metadata(&meta, t0);
         assert!(!p.cut_off(t0 + SESSION * 10, SESSION * 10, SESSION), "a follower");
+    }
+
+    /// A batch of `n` records of producer `pid` at `epoch` from sequence `seq`.
+    fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize, transactional: bool) -> Vec<u8> {
+        use crate::storage::records::{encode_internal_batch, BatchWriter, KeyValue};
+        let recs: Vec<KeyValue> = (0..n)
+            .map(|i| KeyValue { key: format!("k{i}").into_bytes().into(), value: Some(vec![b'v'; 40].into()) })
+            .collect();
+        let writer = BatchWriter::Transaction { producer_id: pid, producer_epoch: epoch, control: false };
+        let mut b = encode_internal_batch(&recs, writer, 1000);
+        let attrs = i16::from_be_bytes([b[21], b[22]]);
+        let attrs = if transactional { attrs | 0x10 } else { attrs & !0x10 };
+        b[21..23].copy_from_slice(&attrs.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[crate::storage::batch::CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    type Observed = (Vec<AbortedTxn>, Vec<crate::producer_state::ProducerView>, Option<i64>);
+
+    fn observed(p: &Partition) -> Observed {
+        let mut producers = p.producers();
+        producers.sort_by_key(|v| v.producer_id);
+        (p.log.aborted_in(0, i64::MAX), producers, p.producers.first_unstable_offset())
+    }
+
+    fn reopen_without_snapshots(dir: &Path, config: LogConfig) -> Partition {
+        crate::storage::snapshot::delete_unless(dir, |_| false).unwrap();
+        let p = open_leader(dir, config, vec![1], 0);
+        assert_eq!(p.rebuilt.snapshot_offset, 0);
+        p
+    }
+
+    #[test]
+    fn producer_state_and_aborts_come_back_from_a_snapshot_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || LogConfig { segment_bytes: 1500, ..Default::default() };
+        let mut p = open_leader(dir.path(), cfg(), vec![1], 0);
+        let mut next_seq = HashMap::new();
+        for round in 0..40 {
+            let pid = 1 + round % 3;
+            let seq = next_seq.entry(pid).or_insert(0);
+            p.append(&mut producer_batch(pid, 0, *seq, 3, true), 1 << 20, 1000).unwrap();
+            *seq += 3;
+            let marker = if round % 2 == 0 { Marker::Abort } else { Marker::Commit };
+            p.append_marker(pid, 0, marker, 0, 1000).unwrap();
+        }
+        for i in 0..4 {
+            p.append(&mut producer_batch(50, 0, i * 2, 2, false), 1 << 20, 1000).unwrap();
+        }
+        p.append(&mut producer_batch(77, 0, 0, 2, true), 1 << 20, 1000).unwrap();
+        let before = observed(&p);
+        assert_eq!(before.0.len(), 20);
+        assert!(before.2.is_some(), "producer 77's transaction is open");
+        let segments = p.log.segment_count();
+        assert!(segments > 4, "{segments}");
+        // No `close`: as after a kill -9.
+        drop(p);
+
+        let p = open_leader(dir.path(), cfg(), vec![1], 0);
+        assert_eq!((p.log.opened.lazy_segments, p.log.opened.scanned_segments), (segments - 1, 1));
+        assert!(p.rebuilt.snapshot_offset >= p.log.segments_active_base(), "{:?}", p.rebuilt);
+        assert!(p.rebuilt.replayed_batches < 10, "{:?}", p.rebuilt);
+        assert_eq!(observed(&p), before);
+        let retry = crate::storage::batch::BatchHeader::parse(&producer_batch(50, 0, 6, 2, false)).unwrap();
+        assert!(matches!(p.producers.check(&retry), Ok(SequenceCheck::Duplicate(_))), "a retry is still a duplicate");
+        drop(p);
+        let copy = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
+        }
+
+        // Replaying the whole log gives the same state.
+        assert_eq!(observed(&reopen_without_snapshots(copy.path(), cfg())), before);
+
+        // After a truncation, from the newest snapshot below the cut: as a full replay.
+        let mut p = open_leader(dir.path(), cfg(), vec![1], 0);
+        let cut = p.log.log_end_offset() / 2;
+        p.truncate_to(cut).unwrap();
+        assert!(p.rebuilt.snapshot_offset > 0 && p.rebuilt.snapshot_offset <= cut, "{:?}", p.rebuilt);
+        let truncated = observed(&p);
+        assert!(truncated.0.len() < 20 && truncated.0.iter().all(|a| a.last_offset < cut));
+        drop(p);
+        assert_eq!(observed(&reopen_without_snapshots(dir.path(), cfg())), truncated);
     }
 }

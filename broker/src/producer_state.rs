@@ -2,17 +2,19 @@
 //! epoch and the last five batches it wrote (Kafka keeps five because a producer has at
 //! most five requests in flight), and the first offset of its open transaction. A retried
 //! batch is answered with its original offset instead of being written twice; a gap in
-//! sequence numbers is refused. The open transactions give the last stable offset, and the
-//! aborted ones (Kafka's `.txnindex`) the list a `read_committed` fetch is answered with.
+//! sequence numbers is refused. The open transactions give the last stable offset; the
+//! aborted ones go to the log's `.txnindex` files (`complete` says which).
 //!
-//! The state is rebuilt from batch headers when the log opens (and the markers' types from
-//! the control batches), so it survives a crash without a separate snapshot file.
+//! The state is saved in a snapshot at every segment roll (Kafka's `<offset>.snapshot`,
+//! `encode`/`decode`) and rebuilt at open from the newest snapshot plus the batch headers
+//! after it (and the markers' types from the control batches).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use kafka_protocol::error::ResponseError;
 
 use crate::storage::batch::BatchHeader;
+pub use crate::storage::txn_index::AbortedTxn;
 
 const CACHED_BATCHES: usize = 5;
 
@@ -51,15 +53,6 @@ pub struct ProducerView {
     pub coordinator_epoch: i32,
 }
 
-/// A transaction that was aborted: `read_committed` consumers skip this producer's batches
-/// from `first_offset` up to the marker at `last_offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    pub last_offset: i64,
-}
-
 /// A marker was appended for a producer that had a transaction open here. The header does
 /// not say whether it committed or aborted; the caller, who has the record, does
 /// (`ProducerStateManager::complete`).
@@ -68,6 +61,9 @@ pub struct EndedTxn {
     pub producer_id: i64,
     pub first_offset: i64,
     pub marker_offset: i64,
+    /// The first offset of the oldest transaction still open once this one ended, or the
+    /// offset after the marker.
+    pub last_stable_offset: i64,
 }
 
 /// The outcome of checking a batch before it is appended.
@@ -86,8 +82,6 @@ pub struct ProducerStateManager {
     /// offset bounds the last stable offset; the timestamp says how long it has waited
     /// (a hanging transaction's alert).
     ongoing: BTreeMap<i64, i64>,
-    /// Aborted transactions in log order (their markers' offsets increase).
-    aborted: Vec<AbortedTxn>,
     /// Producers (with the epoch) whose coordinator confirmed this partition is in their
     /// open transaction, before its first batch here (KIP-890 verification); a marker or the
     /// transaction's first batch clears it.
@@ -196,7 +190,12 @@ impl ProducerStateManager {
             }
             let first_offset = e.txn_first_offset.take()?;
             self.ongoing.remove(&first_offset);
-            return Some(EndedTxn { producer_id: h.producer_id, first_offset, marker_offset: h.base_offset });
+            return Some(EndedTxn {
+                producer_id: h.producer_id,
+                first_offset,
+                marker_offset: h.base_offset,
+                last_stable_offset: self.first_unstable_offset().unwrap_or(h.base_offset + 1),
+            });
         }
         let e = self.producers.entry(h.producer_id).or_default();
         e.last_timestamp = e.last_timestamp.max(h.max_timestamp);
@@ -226,18 +225,18 @@ impl ProducerStateManager {
         None
     }
 
-    /// What the marker that ended `t` said: an abort is remembered for `read_committed`.
-    pub fn complete(&mut self, t: EndedTxn, commit: bool, coordinator_epoch: i32) {
+    /// What the marker that ended `t` said. An abort is returned, for the log's aborted
+    /// transaction index.
+    pub fn complete(&mut self, t: EndedTxn, commit: bool, coordinator_epoch: i32) -> Option<AbortedTxn> {
         if let Some(e) = self.producers.get_mut(&t.producer_id) {
             e.coordinator_epoch = Some(e.coordinator_epoch.map_or(coordinator_epoch, |c| c.max(coordinator_epoch)));
         }
-        if !commit {
-            self.aborted.push(AbortedTxn {
-                producer_id: t.producer_id,
-                first_offset: t.first_offset,
-                last_offset: t.marker_offset,
-            });
-        }
+        (!commit).then_some(AbortedTxn {
+            producer_id: t.producer_id,
+            first_offset: t.first_offset,
+            last_offset: t.marker_offset,
+            last_stable_offset: t.last_stable_offset,
+        })
     }
 
     /// First offset of the oldest open transaction, which the last stable offset may not pass.
@@ -270,17 +269,79 @@ impl ProducerStateManager {
         self.ongoing.values().min().copied()
     }
 
-    /// The aborted transactions a read of `[from, upper)` overlaps (Kafka's
-    /// `collectAbortedTxns`).
-    pub fn aborted_in(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
-        let start = self.aborted.partition_point(|a| a.last_offset < from);
-        self.aborted[start..].iter().filter(|a| a.first_offset < upper).copied().collect()
+    /// The state as a snapshot body: every producer's epoch, last batches, open
+    /// transaction and coordinator epoch. Confirmations from the coordinator (`verified`)
+    /// are not kept: a producer whose confirmation is lost asks again.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.producers.len() * 64);
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        let mut pids: Vec<&i64> = self.producers.keys().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let e = &self.producers[pid];
+            out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            out.extend_from_slice(&e.coordinator_epoch.unwrap_or(-1).to_be_bytes());
+            let txn_first = e.txn_first_offset.unwrap_or(-1);
+            out.extend_from_slice(&txn_first.to_be_bytes());
+            out.extend_from_slice(&self.ongoing.get(&txn_first).copied().unwrap_or(-1).to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        out
     }
 
-    /// Forget aborted transactions wholly below the log start (retention removed them).
-    pub fn prune_aborted(&mut self, log_start: i64) {
-        let n = self.aborted.partition_point(|a| a.last_offset < log_start);
-        self.aborted.drain(..n);
+    /// The state from a snapshot body; `None` if it is not one this version wrote.
+    pub fn decode(body: &[u8]) -> Option<Self> {
+        let mut r = Reader(body);
+        if r.take::<1>()?[0] != SNAPSHOT_VERSION {
+            return None;
+        }
+        let mut state = ProducerStateManager::default();
+        for _ in 0..u32::from_be_bytes(r.take()?) {
+            let pid = i64::from_be_bytes(r.take()?);
+            let epoch = i16::from_be_bytes(r.take()?);
+            let last_timestamp = i64::from_be_bytes(r.take()?);
+            let coordinator_epoch = Some(i32::from_be_bytes(r.take()?)).filter(|c| *c >= 0);
+            let txn_first_offset = Some(i64::from_be_bytes(r.take()?)).filter(|o| *o >= 0);
+            let txn_first_ts = i64::from_be_bytes(r.take()?);
+            let mut batches = VecDeque::new();
+            for _ in 0..r.take::<1>()?[0] {
+                batches.push_back(BatchMeta {
+                    first_seq: i32::from_be_bytes(r.take()?),
+                    last_seq: i32::from_be_bytes(r.take()?),
+                    base_offset: i64::from_be_bytes(r.take()?),
+                    last_offset: i64::from_be_bytes(r.take()?),
+                });
+            }
+            if let Some(first) = txn_first_offset {
+                state.ongoing.insert(first, txn_first_ts);
+            }
+            state
+                .producers
+                .insert(pid, ProducerEntry { epoch, batches, txn_first_offset, last_timestamp, coordinator_epoch });
+        }
+        r.0.is_empty().then_some(state)
+    }
+}
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Fixed-size fields off the front of a snapshot body.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
     }
 }
 
@@ -346,19 +407,40 @@ mod tests {
         s.update(&txn(1, 0, 1, 12));
         assert_eq!(s.first_unstable_offset(), Some(10));
         let ended = s.update(&marker(1, 0, 13)).unwrap();
-        assert_eq!(ended, EndedTxn { producer_id: 1, first_offset: 10, marker_offset: 13 });
-        s.complete(ended, false, 0);
+        assert_eq!(ended, EndedTxn { producer_id: 1, first_offset: 10, marker_offset: 13, last_stable_offset: 11 });
+        assert_eq!(
+            s.complete(ended, false, 0),
+            Some(AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 13, last_stable_offset: 11 })
+        );
         assert_eq!(s.first_unstable_offset(), Some(11));
         let ended = s.update(&marker(2, 0, 14)).unwrap();
-        s.complete(ended, true, 0);
+        assert_eq!(s.complete(ended, true, 0), None, "a commit is not indexed");
         assert_eq!(s.first_unstable_offset(), None);
-        assert_eq!(s.aborted_in(0, 100), vec![AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 13 }]);
-        assert!(s.aborted_in(14, 100).is_empty());
-        assert!(s.aborted_in(0, 10).is_empty());
         // A marker with no transaction open here (a retried marker) ends nothing.
         assert_eq!(s.update(&marker(2, 0, 15)), None);
-        s.prune_aborted(14);
-        assert!(s.aborted_in(0, 100).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_restores_sequences_epochs_and_open_transactions() {
+        let mut s = ProducerStateManager::default();
+        for i in 0..7 {
+            s.update(&hdr(1, 3, i, 1, i as i64));
+        }
+        s.update(&BatchHeader { max_timestamp: 555, ..txn(2, 0, 0, 7) });
+        s.update(&txn(4, 1, 0, 8));
+        let ended = s.update(&marker(4, 1, 9)).unwrap();
+        s.complete(ended, true, 6);
+        let body = s.encode();
+        let r = ProducerStateManager::decode(&body).expect("decodes");
+        assert_eq!(r.encode(), body);
+        assert!(matches!(r.check(&hdr(1, 3, 5, 1, 0)), Ok(SequenceCheck::Duplicate(m)) if m.base_offset == 5));
+        assert_eq!(r.check(&hdr(1, 3, 7, 1, 0)), Ok(SequenceCheck::Append));
+        assert_eq!(r.check(&hdr(1, 2, 7, 1, 0)), Err(ResponseError::InvalidProducerEpoch));
+        assert_eq!(r.first_unstable_offset(), Some(7));
+        assert_eq!(r.oldest_open_timestamp(), Some(555));
+        assert_eq!(r.check_marker(4, 1, 5), Err(ResponseError::TransactionCoordinatorFenced));
+        assert!(ProducerStateManager::decode(&body[..body.len() - 1]).is_none(), "a short body");
+        assert!(ProducerStateManager::decode(&[9]).is_none(), "another version");
     }
 
     #[test]
@@ -392,9 +474,11 @@ mod tests {
         assert_eq!(s.update(&commit), None);
         assert_eq!(s.first_unstable_offset(), Some(7), "the commit is pending until its marker");
         let ended = s.update(&marker(5, 0, 8)).unwrap();
-        s.complete(ended, false, 0);
+        assert_eq!(
+            s.complete(ended, false, 0),
+            Some(AbortedTxn { producer_id: 5, first_offset: 7, last_offset: 8, last_stable_offset: 9 })
+        );
         assert_eq!(s.first_unstable_offset(), None);
-        assert_eq!(s.aborted_in(0, 100), vec![AbortedTxn { producer_id: 5, first_offset: 7, last_offset: 8 }]);
     }
 
     #[test]

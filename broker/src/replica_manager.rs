@@ -256,7 +256,6 @@ impl ReplicaManager {
                     Ok(r) if r.is_empty() => {}
                     Ok(r) => {
                         tracing::info!(topic = %p.topic, partition = p.index, segments = r.len(), start = p.log.log_start_offset(), "retention removed segments");
-                        p.log_start_moved();
                         removed = r;
                     }
                     Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
@@ -278,7 +277,10 @@ impl ReplicaManager {
     /// Flush everything (clean shutdown).
     pub fn flush_all(&self) {
         for p in self.all() {
-            let _ = p.lock().log.flush();
+            let mut p = p.lock();
+            if let Err(e) = p.close() {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "flushing at shutdown failed");
+            }
         }
     }
 }

@@ -105,7 +105,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceResponse {
             // One copy: offsets and the leader epoch are written into the batch header.
             let mut data = records.to_vec();
             let now = now_ms();
-            let may_block = partition.lock().log.append_may_block(data.len(), now);
+            let may_block = partition.lock().append_may_block(data.len(), now);
             let mut append = || {
                 let mut p = partition.lock();
                 let min_isr = p.log.config.min_insync_replicas.max(1) as usize;

@@ -238,7 +238,8 @@ async fn write_marker(
         Err(code) => return code,
     };
     let now = now_ms();
-    let may_block = part.lock().log.append_may_block(256, now);
+    // An abort is indexed in the segment's `.txnindex`, whose first entry creates the file.
+    let may_block = !marker.is_commit() || part.lock().append_may_block(256, now);
     let append = || {
         let mut p = part.lock();
         let min_isr = p.log.config.min_insync_replicas.max(1) as usize;

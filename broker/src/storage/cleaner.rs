@@ -718,7 +718,7 @@ mod tests {
 
     fn count_markers(log: &Log) -> usize {
         let mut n = 0;
-        log.for_each_header(&mut |h| n += h.is_control() as usize).unwrap();
+        log.for_each_header_from(0, &mut |h| n += h.is_control() as usize).unwrap();
         n
     }
 
@@ -749,7 +749,7 @@ mod tests {
         fill(&mut log, Compression::None);
         assert!(clean_now(&mut log, 5000, HashMap::from([(7, 1)])));
         let mut kept = Vec::new();
-        log.for_each_header(&mut |h| {
+        log.for_each_header_from(0, &mut |h| {
             if h.producer_id == 7 {
                 kept.push((h.base_offset, h.base_sequence, h.records_count))
             }
@@ -762,7 +762,7 @@ mod tests {
         fill(&mut log, Compression::None);
         assert!(clean_now(&mut log, 6000, HashMap::from([(7, 1)])));
         kept.clear();
-        log.for_each_header(&mut |h| {
+        log.for_each_header_from(0, &mut |h| {
             if h.producer_id == 7 {
                 kept.push((h.base_offset, h.base_sequence, h.records_count))
             }

@@ -153,6 +153,11 @@ impl OffsetIndex {
         }
     }
 
+    /// Position of the last indexed batch (0 when the index is empty).
+    pub fn last_position(&self) -> u32 {
+        self.0.entries.last().map_or(0, |e| e.1)
+    }
+
     /// Drop entries at or past `position` (log truncation).
     pub fn truncate_to_position(&mut self, position: u32) -> Result<()> {
         let keep = self.0.entries.partition_point(|e| e.1 < position);
@@ -186,6 +191,12 @@ impl TimeIndex {
             return Ok(());
         }
         self.0.append((timestamp, rel_offset))
+    }
+
+    /// The largest timestamp indexed: the segment's max timestamp, as an entry is written
+    /// whenever it grows.
+    pub fn last_timestamp(&self) -> Option<i64> {
+        self.0.entries.last().map(|e| e.0)
     }
 
     /// Relative offset from which to scan for the first batch with max timestamp >= `ts`.

@@ -13,6 +13,8 @@ use super::cleaner::{self, CleanedLog, CleaningJob};
 use super::records::DELETE_HORIZON_FLAG;
 use super::segment::{delete_segment_files, file_name, list_segments, Segment};
 use super::segments::Segments;
+use super::snapshot;
+use super::txn_index::AbortedTxn;
 
 /// Per-topic log settings (Kafka topic config names in comments).
 #[derive(Debug, Clone)]
@@ -121,15 +123,17 @@ pub struct RemovedSegments {
     segments: Vec<Segment>,
     /// Replaced by a cleaning: their `.log` file was renamed `<name>.deleted`.
     renamed: bool,
+    /// Producer state snapshots below the new first segment.
+    snapshots: Vec<PathBuf>,
 }
 
 impl RemovedSegments {
-    fn new(segments: Vec<Segment>) -> Self {
-        RemovedSegments { segments, renamed: false }
+    fn new(segments: Vec<Segment>, snapshots: Vec<PathBuf>) -> Self {
+        RemovedSegments { segments, renamed: false, snapshots }
     }
 
     fn deleted(segments: Vec<Segment>) -> Self {
-        RemovedSegments { segments, renamed: true }
+        RemovedSegments { segments, renamed: true, snapshots: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -142,6 +146,12 @@ impl RemovedSegments {
 
     /// Delete the files. Blocking: call from `spawn_blocking` or `block_in_place`.
     pub fn delete(self) -> Result<()> {
+        for p in &self.snapshots {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
         for seg in self.segments {
             if self.renamed {
                 let dir = seg.dir().to_path_buf();
@@ -181,6 +191,24 @@ pub struct Log {
     next_delete_horizon: Option<i64>,
     /// Wall-clock ms of the last cleaning swapped in (or of the open, before any).
     pub last_cleaned_ms: i64,
+    /// Aborted transactions in marker order, from the segments' `.txnindex` files.
+    aborted: Vec<AbortedTxn>,
+    /// Base offset of the active segment when the last producer state snapshot was taken:
+    /// a roll since then makes the next one due.
+    snapshot_base: Option<i64>,
+    /// A `.txnindex` write failed: no snapshot may be taken (see `note_aborted`).
+    txn_index_damaged: bool,
+    /// How the last open went (for its log line and tests).
+    pub opened: OpenReport,
+}
+
+/// What opening a log read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Segments opened from their indexes, without reading their batches.
+    pub lazy_segments: usize,
+    /// Segments whose every batch header was read.
+    pub scanned_segments: usize,
 }
 
 /// How dirty a compacted log is, for the cleaner's choice (Kafka's LogToClean).
@@ -212,6 +240,43 @@ impl PendingSync {
 
 const LOG_START_FILE: &str = "log-start-offset";
 const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+/// Kafka's name and format: a version line (0), a count line, then `epoch start_offset`.
+const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+
+fn read_epochs(dir: &Path) -> Option<Vec<EpochEntry>> {
+    let text = std::fs::read_to_string(dir.join(EPOCH_CHECKPOINT_FILE)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "0" {
+        return None;
+    }
+    let n: usize = lines.next()?.trim().parse().ok()?;
+    let entries: Vec<EpochEntry> = lines
+        .map(|l| {
+            let (e, o) = l.trim().split_once(' ')?;
+            Some(EpochEntry { epoch: e.parse().ok()?, start_offset: o.parse().ok()? })
+        })
+        .collect::<Option<_>>()?;
+    (entries.len() == n
+        && entries.windows(2).all(|w| w[0].epoch < w[1].epoch && w[0].start_offset <= w[1].start_offset))
+    .then_some(entries)
+}
+
+fn write_epochs(dir: &Path, epochs: &[EpochEntry]) -> Result<()> {
+    let mut text = format!("0\n{}\n", epochs.len());
+    for e in epochs {
+        text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
+    }
+    write_atomically(&dir.join(EPOCH_CHECKPOINT_FILE), &text)
+}
+
+/// The cleaner checkpoint file: the clean offset, then the earliest delete horizon of a
+/// kept tombstone or marker if there is one (the log needs cleaning then; it is written
+/// here because a lazily opened segment is not read for its batches' horizons).
+fn read_cleaner_checkpoint(dir: &Path) -> (i64, Option<i64>) {
+    let text = std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or_default();
+    let mut words = text.split_whitespace().map(|w| w.parse::<i64>().ok());
+    (words.next().flatten().unwrap_or(0), words.next().flatten())
+}
 
 /// Finish or roll back what a cleaning left in `dir` when the process stopped. A
 /// `.cleaned` file is incomplete: removed, the old segments stand. A `.swap` file is a
@@ -254,15 +319,23 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
 }
 
 impl Log {
-    /// Open (or create) the log in `dir`, recovering the active segment, and call
-    /// `on_batch` with the header of every batch (to rebuild producer state).
-    pub fn open_with(dir: &Path, config: LogConfig, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<Self> {
+    /// Open (or create) the log in `dir`. The active segment is recovered (every batch's
+    /// CRC checked, a torn tail cut); the closed ones are opened from their indexes
+    /// (`Segment::open_lazy`) when the leader epoch checkpoint is there to say what their
+    /// batches' epochs were, and read through otherwise (a log written before it existed,
+    /// or a damaged index). Producer state is not rebuilt here: see `for_each_header_from`
+    /// and the snapshot methods.
+    pub fn load(dir: &Path, config: LogConfig) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         recover_cleaning(dir)?;
         let bases = list_segments(dir)?;
-        let mut next_delete_horizon: Option<i64> = None;
+        let (stored_clean, stored_horizon) = read_cleaner_checkpoint(dir);
+        let mut next_delete_horizon: Option<i64> = stored_horizon;
         let mut segments = BTreeMap::new();
-        let mut epochs: Vec<EpochEntry> = Vec::new();
+        let stored_epochs = read_epochs(dir);
+        let lazy_allowed = stored_epochs.is_some();
+        let mut epochs: Vec<EpochEntry> = stored_epochs.unwrap_or_default();
+        let mut report = OpenReport::default();
         let stored_start = std::fs::read_to_string(dir.join(LOG_START_FILE))
             .ok()
             .and_then(|s| s.trim().parse::<i64>().ok())
@@ -275,13 +348,20 @@ impl Log {
                 delete_segment_files(dir, *base)?;
                 continue;
             }
+            if !active && lazy_allowed {
+                if let Some(seg) = Segment::open_lazy(dir, *base, config.index_interval)? {
+                    report.lazy_segments += 1;
+                    segments.insert(*base, seg);
+                    continue;
+                }
+            }
+            report.scanned_segments += 1;
             let seg = Segment::open(dir, *base, config.index_interval, active, &mut |h: &BatchHeader| {
-                note_epoch(&mut epochs, h.partition_leader_epoch, h.base_offset);
+                push_epoch(&mut epochs, h.partition_leader_epoch, h.base_offset);
                 if h.attributes & DELETE_HORIZON_FLAG != 0 {
                     next_delete_horizon =
                         Some(next_delete_horizon.map_or(h.base_timestamp, |t| t.min(h.base_timestamp)));
                 }
-                on_batch(h);
             })?;
             segments.insert(*base, seg);
         }
@@ -292,12 +372,22 @@ impl Log {
         let log_end_offset = segments.active().next_offset;
         let first_base = segments.oldest().base_offset;
         let log_start_offset = stored_start.max(first_base).min(log_end_offset);
-        let cleaner_checkpoint = std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .unwrap_or(0)
-            .clamp(log_start_offset, log_end_offset);
-        Ok(Log {
+        let cleaner_checkpoint = stored_clean.clamp(log_start_offset, log_end_offset);
+        // What a torn tail took away is not in the log any more.
+        epochs.retain(|e| e.start_offset < log_end_offset);
+        if read_epochs(dir).as_deref() != Some(&epochs[..]) {
+            write_epochs(dir, &epochs)?;
+        }
+        let mut aborted = Vec::new();
+        for seg in segments.iter() {
+            aborted.extend(seg.txn_index.load()?);
+        }
+        aborted.retain(|a: &AbortedTxn| a.last_offset >= log_start_offset);
+        // Snapshots of a longer log (a tail cut since) or of removed segments are stale.
+        snapshot::delete_unless(dir, |o| o >= first_base && o <= log_end_offset)?;
+        let active_base = segments.active().base_offset;
+        let snapshot_base = snapshot::list(dir)?.last().is_some_and(|o| *o >= active_base).then_some(active_base);
+        let mut log = Log {
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -311,14 +401,22 @@ impl Log {
             generation: 0,
             next_delete_horizon,
             last_cleaned_ms: wall_clock_ms(),
-        })
+            aborted,
+            snapshot_base,
+            txn_index_damaged: false,
+            opened: report,
+        };
+        // An abort marker cut off with a torn tail takes its index entry with it.
+        log.forget_aborted_from(log_end_offset)?;
+        Ok(log)
     }
 
-    /// `open_with`, collecting the headers (tests and small logs).
+    /// `load`, collecting the headers (tests).
     #[cfg(test)]
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Self, Vec<BatchHeader>)> {
+        let log = Self::load(dir, config)?;
         let mut headers = Vec::new();
-        let log = Self::open_with(dir, config, &mut |h| headers.push(*h))?;
+        log.for_each_header_from(0, &mut |h| headers.push(*h))?;
         Ok((log, headers))
     }
 
@@ -334,6 +432,11 @@ impl Log {
     #[cfg(test)]
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+    #[cfg(test)]
+    #[cfg(test)]
+    pub fn segments_active_base(&self) -> i64 {
+        self.segments.active().base_offset
     }
     #[cfg(test)]
     pub fn oldest_base_offset(&self) -> i64 {
@@ -356,10 +459,10 @@ impl Log {
     }
 
     /// Whether appending `incoming` bytes now can wait on the disk: it rolls a segment
-    /// (creating files) or fsyncs (`flush.messages`). Callers on a runtime worker then run
+    /// (creating files), fsyncs (`flush.messages`) or takes a producer state snapshot. Callers on a runtime worker then run
     /// the append in `block_in_place`; a plain append is a page-cache write.
     pub fn append_may_block(&self, incoming: usize, now_ms: i64) -> bool {
-        self.config.flush_messages.is_some() || self.roll_due(incoming, now_ms)
+        self.config.flush_messages.is_some() || self.roll_due(incoming, now_ms) || self.snapshot_due()
     }
 
     fn maybe_roll(&mut self, incoming: usize, now_ms: i64) -> Result<()> {
@@ -392,7 +495,7 @@ impl Log {
             h.partition_leader_epoch = leader_epoch;
             self.maybe_roll(b.len(), now_ms)?;
             self.active().append(b, &h, now_ms)?;
-            note_epoch(&mut self.epochs, leader_epoch, h.base_offset);
+            self.note_epoch(leader_epoch, h.base_offset);
             self.log_end_offset = h.next_offset();
             self.unflushed_messages += h.records_count as i64;
         }
@@ -416,7 +519,7 @@ impl Log {
             let b = &batches[range.clone()];
             self.maybe_roll(b.len(), now_ms)?;
             self.active().append(b, h, now_ms)?;
-            note_epoch(&mut self.epochs, h.partition_leader_epoch, h.base_offset);
+            self.note_epoch(h.partition_leader_epoch, h.base_offset);
             self.log_end_offset = h.next_offset();
             self.unflushed_messages += h.records_count as i64;
         }
@@ -459,7 +562,12 @@ impl Log {
         };
         let leo = self.log_end_offset;
         self.epochs.retain(|e| e.start_offset < leo);
+        write_epochs(&self.dir, &self.epochs)?;
         self.cleaner_checkpoint = self.cleaner_checkpoint.min(leo);
+        self.forget_aborted_from(leo)?;
+        // A snapshot past the cut describes a history this log no longer has.
+        snapshot::delete_unless(&self.dir, |o| o <= leo)?;
+        self.snapshot_base = None;
         Ok(())
     }
 
@@ -473,16 +581,139 @@ impl Log {
         self.log_start_offset = offset;
         self.log_end_offset = offset;
         self.epochs.clear();
+        write_epochs(&self.dir, &self.epochs)?;
+        self.aborted.clear();
+        snapshot::delete_unless(&self.dir, |_| false)?;
+        self.snapshot_base = None;
         std::fs::write(self.dir.join(LOG_START_FILE), offset.to_string())?;
         Ok(())
     }
 
-    /// Every batch header from the log start, in order (rebuilding producer state).
-    pub fn for_each_header(&self, f: &mut dyn FnMut(&BatchHeader)) -> Result<()> {
-        for seg in self.segments.iter() {
-            seg.for_each_header(f)?;
+    /// Every batch header from the batch starting at or after `offset`, in order
+    /// (rebuilding producer state from a snapshot at `offset`).
+    pub fn for_each_header_from(&self, offset: i64, f: &mut dyn FnMut(&BatchHeader)) -> Result<()> {
+        for seg in self.segments.starting_at(offset) {
+            seg.for_each_header(&mut |h| {
+                if h.base_offset >= offset {
+                    f(h)
+                }
+            })?;
         }
         Ok(())
+    }
+
+    /// Record that `epoch` starts at `offset` if it is newer than the last one known, in
+    /// memory and in the leader epoch checkpoint (closed segments are not read at open).
+    /// The batch is already written: a failed checkpoint write must not fail the append, and
+    /// the file is removed instead, so the next open reads every segment for the epochs.
+    fn note_epoch(&mut self, epoch: i32, offset: i64) {
+        if push_epoch(&mut self.epochs, epoch, offset) {
+            if let Err(e) = write_epochs(&self.dir, &self.epochs) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "leader epoch checkpoint write failed; the next start reads the whole log");
+                let _ = std::fs::remove_file(self.dir.join(EPOCH_CHECKPOINT_FILE));
+            }
+        }
+    }
+
+    /// The aborted transactions a read of `[from, upper)` overlaps (Kafka's
+    /// `collectAbortedTxns`).
+    pub fn aborted_in(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..].iter().filter(|a| a.first_offset < upper).copied().collect()
+    }
+
+    /// An abort marker was written at `t.last_offset`: index it in its segment. The marker
+    /// is already in the log, so a failed index write does not fail it: snapshots stop
+    /// instead, and the next open replays the whole log and writes the index again.
+    pub fn note_aborted(&mut self, t: AbortedTxn) {
+        let at = self.aborted.partition_point(|a| a.last_offset < t.last_offset);
+        if self.aborted.get(at).is_some_and(|a| a.last_offset == t.last_offset) {
+            return;
+        }
+        self.aborted.insert(at, t);
+        let written = if at + 1 == self.aborted.len() {
+            self.segments.holding_mut(t.last_offset).txn_index.append(&t)
+        } else {
+            self.rewrite_txn_indexes_from(t.last_offset)
+        };
+        if let Err(e) = written {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "transaction index write failed; the next start replays the whole log");
+            self.txn_index_damaged = true;
+            let _ = snapshot::delete_unless(&self.dir, |_| false);
+        }
+    }
+
+    /// Forget the aborted transactions whose marker is at or after `offset` (a truncation,
+    /// or a replay from a snapshot at `offset` that finds them again).
+    pub fn forget_aborted_from(&mut self, offset: i64) -> Result<()> {
+        let keep = self.aborted.partition_point(|a| a.last_offset < offset);
+        if keep == self.aborted.len() {
+            return Ok(());
+        }
+        self.aborted.truncate(keep);
+        self.rewrite_txn_indexes_from(offset)
+    }
+
+    /// Rewrite the `.txnindex` files of the segment holding `offset` and every later one
+    /// from the entries in memory.
+    fn rewrite_txn_indexes_from(&mut self, offset: i64) -> Result<()> {
+        let bases: Vec<i64> = self.segments.starting_at(offset).map(|s| s.base_offset).collect();
+        for (i, base) in bases.iter().enumerate() {
+            let end = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            let lo = self.aborted.partition_point(|a| a.last_offset < *base);
+            let hi = self.aborted.partition_point(|a| a.last_offset < end);
+            let seg = self.segments.holding_mut(*base);
+            seg.txn_index.rewrite(&self.aborted[lo..hi])?;
+            seg.txn_index.reopen();
+        }
+        Ok(())
+    }
+
+    /// Whether a producer state snapshot is due: the log rolled since the last one (Kafka
+    /// takes one at every roll), or there is none for the active segment.
+    pub fn snapshot_due(&self) -> bool {
+        self.snapshot_base != Some(self.segments.active().base_offset)
+    }
+
+    /// Store a producer state snapshot as of the log end offset; its fsync runs with the
+    /// rolled segment's, after the caller's lock is released.
+    pub fn write_snapshot(&mut self, body: &[u8]) -> Result<()> {
+        if self.txn_index_damaged {
+            return Ok(());
+        }
+        let f = snapshot::write(&self.dir, self.log_end_offset, body)?;
+        self.pending_sync.push(f);
+        self.snapshot_base = Some(self.segments.active().base_offset);
+        Ok(())
+    }
+
+    /// The newest snapshot `decode` accepts, with its offset (at most the log end offset:
+    /// older ones than a cut tail were deleted).
+    pub fn latest_snapshot<T>(&self, decode: impl Fn(&[u8]) -> Option<T>) -> Result<Option<(i64, T)>> {
+        for o in snapshot::list(&self.dir)?.into_iter().rev() {
+            if o > self.log_end_offset || o < self.segments.oldest().base_offset {
+                continue;
+            }
+            match snapshot::read(&self.dir, o).as_deref().and_then(&decode) {
+                Some(state) => return Ok(Some((o, state))),
+                None => {
+                    tracing::warn!(dir = %self.dir.display(), offset = o, "skipping an unreadable producer state snapshot")
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Snapshots below the first segment, once the segments before it are removed.
+    fn stale_snapshots(&self) -> Result<Vec<PathBuf>> {
+        let first = self.segments.oldest().base_offset;
+        snapshot::select(&self.dir, |o| o >= first)
+    }
+
+    /// Forget aborted transactions wholly below the log start.
+    fn prune_aborted(&mut self) {
+        let n = self.aborted.partition_point(|a| a.last_offset < self.log_start_offset);
+        self.aborted.drain(..n);
     }
 
     /// The latest leader epoch written, and the offset it started at.
@@ -595,7 +826,9 @@ impl Log {
         while let Some(seg) = self.segments.pop_oldest_if(|s| s.next_offset <= offset) {
             removed.push(seg);
         }
-        Ok(RemovedSegments::new(removed))
+        self.prune_aborted();
+        let snapshots = if removed.is_empty() { Vec::new() } else { self.stale_snapshots()? };
+        Ok(RemovedSegments::new(removed, snapshots))
     }
 
     /// Apply `retention.ms` and `retention.bytes`: take whole inactive segments from the
@@ -632,10 +865,12 @@ impl Log {
             removed.push(seg);
         }
         // Written before any file goes, so a crash in between finds them below the start.
-        if !removed.is_empty() {
-            std::fs::write(self.dir.join(LOG_START_FILE), self.log_start_offset.to_string())?;
+        if removed.is_empty() {
+            return Ok(RemovedSegments::default());
         }
-        Ok(RemovedSegments::new(removed))
+        std::fs::write(self.dir.join(LOG_START_FILE), self.log_start_offset.to_string())?;
+        self.prune_aborted();
+        Ok(RemovedSegments::new(removed, self.stale_snapshots()?))
     }
 
     /// The first offset the cleaner may not touch: the active segment, records not yet
@@ -762,7 +997,7 @@ impl Log {
             for (base, _) in &g.sources {
                 let log = self.dir.join(file_name(*base, "log"));
                 std::fs::rename(&log, log.with_extension("log.deleted"))?;
-                for ext in ["index", "timeindex"] {
+                for ext in ["index", "timeindex", "txnindex"] {
                     let _ = std::fs::remove_file(self.dir.join(file_name(*base, ext)));
                 }
             }
@@ -771,9 +1006,17 @@ impl Log {
             dir_sync()?;
             let seg = Segment::open(&self.dir, g.base_offset, self.config.index_interval, false, &mut |_| {})?;
             removed.extend(self.segments.replace(seg, g.end_offset));
+            // The markers' entries stay: a transaction may have batches in later segments.
+            let lo = self.aborted.partition_point(|a| a.last_offset < g.base_offset);
+            let hi = self.aborted.partition_point(|a| a.last_offset < g.end_offset);
+            self.segments.holding_mut(g.base_offset).txn_index.rewrite(&self.aborted[lo..hi])?;
         }
         self.cleaner_checkpoint = cleaned.clean_up_to.max(self.cleaner_checkpoint);
-        write_atomically(&self.dir.join(CLEANER_CHECKPOINT_FILE), &self.cleaner_checkpoint.to_string())?;
+        let checkpoint = match cleaned.next_delete_horizon {
+            Some(h) => format!("{} {h}", self.cleaner_checkpoint),
+            None => self.cleaner_checkpoint.to_string(),
+        };
+        write_atomically(&self.dir.join(CLEANER_CHECKPOINT_FILE), &checkpoint)?;
         self.next_delete_horizon = cleaned.next_delete_horizon;
         self.last_cleaned_ms = now_ms;
         Ok((true, RemovedSegments::deleted(removed)))
@@ -790,11 +1033,14 @@ impl Log {
     }
 }
 
-/// Record that `epoch` starts at `offset` if it is newer than the last one known.
-fn note_epoch(epochs: &mut Vec<EpochEntry>, epoch: i32, offset: i64) {
-    if epochs.last().is_none_or(|e| epoch > e.epoch) {
+/// Record that `epoch` starts at `offset` if it is newer than the last one known; true
+/// when it was.
+fn push_epoch(epochs: &mut Vec<EpochEntry>, epoch: i32, offset: i64) -> bool {
+    let newer = epochs.last().is_none_or(|e| epoch > e.epoch);
+    if newer {
         epochs.push(EpochEntry { epoch, start_offset: offset });
     }
+    newer
 }
 
 #[cfg(test)]
@@ -942,7 +1188,7 @@ mod tests {
         assert_eq!(follower.log_end_offset(), 15);
         assert_eq!(follower.latest_epoch(), Some(EpochEntry { epoch: 0, start_offset: 0 }));
         let mut n = 0;
-        follower.for_each_header(&mut |_| n += 1).unwrap();
+        follower.for_each_header_from(0, &mut |_| n += 1).unwrap();
         assert_eq!(n, 5);
         drop(follower);
         let follower = Log::open(&dir.path().join("f"), cfg(300)).unwrap().0;
@@ -963,5 +1209,123 @@ mod tests {
         assert_eq!(log.end_offset_for_epoch(2), end(0, 2));
         assert_eq!(log.end_offset_for_epoch(5), end(3, 4));
         assert_eq!(log.end_offset_for_epoch(-2), end(-1, -1));
+    }
+
+    type Observed = (i64, i64, Vec<(i64, i64, i64)>, Vec<EpochEntry>, Option<TimestampOffset>);
+
+    /// What a reader sees of a log, to compare a lazy open with a full one.
+    fn observed(log: &Log) -> Observed {
+        let segs = log.segments.iter().map(|s| (s.base_offset, s.next_offset, s.max_timestamp)).collect();
+        (log.log_start_offset(), log.log_end_offset(), segs, log.epochs.clone(), log.max_timestamp())
+    }
+
+    #[test]
+    fn closed_segments_open_from_their_indexes_as_a_full_read_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(400)).unwrap().0;
+        for i in 0..30 {
+            let mut b = encode(3, Compression::None, 1000 + (i * 7) % 11);
+            let r = split_batches(&b, 1 << 20).unwrap();
+            log.append(&mut b, &r, (i / 10) as i32, 1000).unwrap();
+        }
+        let segments = log.segment_count();
+        assert!(segments > 4, "{segments}");
+        let before = observed(&log);
+        drop(log);
+        let (lazy, headers) = Log::open(dir.path(), cfg(400)).unwrap();
+        assert_eq!(lazy.opened, OpenReport { lazy_segments: segments - 1, scanned_segments: 1 });
+        assert_eq!(observed(&lazy), before);
+        assert_eq!(headers.len(), 30);
+        assert_eq!(lazy.end_offset_for_epoch(1), EpochEnd { epoch: 1, end_offset: 60 });
+        assert_eq!(lazy.read(31, 1, 90).map(|r| BatchHeader::parse(&r.bytes).unwrap().base_offset).unwrap(), 30);
+        drop(lazy);
+        // Without the epoch checkpoint every segment is read, with the same result.
+        std::fs::remove_file(dir.path().join(EPOCH_CHECKPOINT_FILE)).unwrap();
+        let full = Log::open(dir.path(), cfg(400)).unwrap().0;
+        assert_eq!(full.opened, OpenReport { lazy_segments: 0, scanned_segments: segments });
+        assert_eq!(observed(&full), before);
+        assert!(dir.path().join(EPOCH_CHECKPOINT_FILE).exists(), "written again");
+    }
+
+    #[test]
+    fn a_closed_segment_with_a_torn_tail_or_no_index_is_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(400)).unwrap().0;
+        for i in 0..12 {
+            append(&mut log, 3, 1000 + i);
+        }
+        let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+        let before = observed(&log);
+        drop(log);
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join(file_name(bases[0], "log"))).unwrap();
+        f.write_all(&[0u8; 30]).unwrap();
+        std::fs::remove_file(dir.path().join(file_name(bases[1], "index"))).unwrap();
+        let log = Log::open(dir.path(), cfg(400)).unwrap().0;
+        assert_eq!(log.opened.scanned_segments, 3, "the torn one, the unindexed one and the active one");
+        assert_eq!(observed(&log), before, "the torn bytes are cut");
+    }
+
+    fn aborted(pid: i64, first: i64, last: i64) -> AbortedTxn {
+        AbortedTxn { producer_id: pid, first_offset: first, last_offset: last, last_stable_offset: last + 1 }
+    }
+
+    #[test]
+    fn aborted_transactions_are_indexed_per_segment_and_follow_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { retention_ms: 500, ..cfg(400) }).unwrap().0;
+        let mut marks = Vec::new();
+        for i in 0..16 {
+            let at = append(&mut log, 3, 1000 + i);
+            let a = aborted(i, at.first_offset, at.last_offset);
+            log.note_aborted(a);
+            marks.push(a);
+        }
+        let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+        assert!(dir.path().join(file_name(bases[1], "txnindex")).exists());
+        assert_eq!(log.aborted_in(0, i64::MAX), marks);
+        assert_eq!(log.aborted_in(10, 13), vec![marks[3], marks[4]]);
+        drop(log);
+        let mut log = Log::open(dir.path(), LogConfig { retention_ms: 500, ..cfg(400) }).unwrap().0;
+        assert_eq!(log.aborted_in(0, i64::MAX), marks, "loaded from the .txnindex files");
+        // A truncation forgets what it cut; a reopen agrees.
+        log.truncate_to(30).unwrap();
+        assert_eq!(log.aborted_in(0, i64::MAX), marks[..10]);
+        drop(log);
+        let mut log = Log::open(dir.path(), LogConfig { retention_ms: 500, ..cfg(400) }).unwrap().0;
+        assert_eq!(log.aborted_in(0, i64::MAX), marks[..10]);
+        // Retention forgets what it removed.
+        let removed = log.apply_retention(2000).unwrap();
+        assert!(!removed.is_empty());
+        removed.delete().unwrap();
+        let start = log.log_start_offset();
+        assert_eq!(
+            log.aborted_in(0, i64::MAX),
+            marks[..10].iter().filter(|a| a.last_offset >= start).copied().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn snapshots_past_a_truncation_or_below_the_log_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig { retention_bytes: 600, ..cfg(400) }).unwrap().0;
+        let mut taken = Vec::new();
+        for i in 0..16 {
+            append(&mut log, 3, 1000 + i);
+            if log.snapshot_due() {
+                log.write_snapshot(&log.log_end_offset().to_be_bytes()).unwrap();
+                taken.push(log.log_end_offset());
+            }
+        }
+        assert!(taken.len() > 3, "{taken:?}");
+        let decode = |b: &[u8]| Some(i64::from_be_bytes(b.try_into().ok()?));
+        assert_eq!(log.latest_snapshot(decode).unwrap(), Some((taken[taken.len() - 1], taken[taken.len() - 1])));
+        let cut = taken[2];
+        log.truncate_to(cut - 1).unwrap();
+        assert_eq!(snapshot::list(dir.path()).unwrap(), taken[..2]);
+        assert!(log.snapshot_due(), "the next append takes one");
+        log.apply_retention(2000).unwrap().delete().unwrap();
+        let first = log.oldest_base_offset();
+        assert!(snapshot::list(dir.path()).unwrap().iter().all(|o| *o >= first));
     }
 }

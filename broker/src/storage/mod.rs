@@ -10,3 +10,5 @@ pub mod offset_map;
 pub mod records;
 pub mod segment;
 pub mod segments;
+pub mod snapshot;
+pub mod txn_index;

@@ -1,5 +1,6 @@
-//! One log segment: `<base offset>.log` plus its `.index` and `.timeindex`, named with the
-//! 20-digit zero-padded base offset exactly as Kafka names them.
+//! One log segment: `<base offset>.log` plus its `.index`, `.timeindex` and (once it has
+//! an abort marker) `.txnindex`, named with the 20-digit zero-padded base offset exactly as
+//! Kafka names them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -10,6 +11,7 @@ use anyhow::{Context, Result};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use super::index::{OffsetIndex, TimeIndex};
+use super::txn_index::TxnIndex;
 
 pub fn file_name(base_offset: i64, ext: &str) -> String {
     format!("{:020}.{}", base_offset, ext)
@@ -49,6 +51,7 @@ pub struct Segment {
     pub first_timestamp: i64,
     bytes_since_index: u32,
     index_interval: u32,
+    pub txn_index: TxnIndex,
 }
 
 impl Segment {
@@ -63,8 +66,10 @@ impl Segment {
             .with_context(|| format!("creating {}", log_path.display()))?;
         let idx_path = dir.join(file_name(base_offset, "index"));
         let tidx_path = dir.join(file_name(base_offset, "timeindex"));
+        let txn_path = dir.join(file_name(base_offset, "txnindex"));
         let _ = std::fs::remove_file(&idx_path);
         let _ = std::fs::remove_file(&tidx_path);
+        let _ = std::fs::remove_file(&txn_path);
         Ok(Segment {
             base_offset,
             log_path,
@@ -78,7 +83,60 @@ impl Segment {
             first_timestamp: -1,
             bytes_since_index: 0,
             index_interval,
+            txn_index: TxnIndex::new(&txn_path),
         })
+    }
+
+    /// Open a closed segment without reading it through: its indexes are loaded, and only
+    /// the batches after the last offset-index entry are walked to find its end (a log of
+    /// many segments opens in time that does not grow with its size, as Kafka's does below
+    /// its recovery point). `None` when an index is missing or damaged, or the walk does
+    /// not end exactly at the file's end (a torn tail): the caller then opens it with
+    /// `open`, which reads every batch header and rebuilds.
+    pub fn open_lazy(dir: &Path, base_offset: i64, index_interval: u32) -> Result<Option<Self>> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let size = file.metadata()?.len();
+        let Some(index) = OffsetIndex::load(&dir.join(file_name(base_offset, "index")), size) else {
+            return Ok(None);
+        };
+        let Some(time_index) = TimeIndex::load(&dir.join(file_name(base_offset, "timeindex"))) else {
+            return Ok(None);
+        };
+        let mtime_ms = modified_ms(&file);
+        let mut seg = Segment {
+            base_offset,
+            log_path,
+            file,
+            size,
+            max_timestamp: time_index.last_timestamp().unwrap_or(-1),
+            index,
+            time_index,
+            next_offset: base_offset,
+            first_append_ms: None,
+            first_timestamp: -1,
+            bytes_since_index: 0,
+            index_interval,
+            txn_index: TxnIndex::new(&dir.join(file_name(base_offset, "txnindex"))),
+        };
+        if size == 0 {
+            return Ok(Some(seg));
+        }
+        let mut pos = seg.index.last_position() as u64;
+        while pos + HEADER_LEN as u64 <= size {
+            let Ok(h) = seg.header_at(pos) else { return Ok(None) };
+            if h.magic != 2 || h.batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+                return Ok(None);
+            }
+            pos += h.total_len() as u64;
+            seg.next_offset = h.next_offset();
+        }
+        if pos != size || seg.next_offset == base_offset {
+            return Ok(None);
+        }
+        seg.first_timestamp = seg.header_at(0)?.max_timestamp;
+        seg.first_append_ms = mtime_ms;
+        Ok(Some(seg))
     }
 
     /// Open an existing segment, calling `on_batch` with the header of every batch in it
@@ -110,12 +168,7 @@ impl Segment {
                 (OffsetIndex::new(&idx_path), TimeIndex::new(&tidx_path))
             }
         };
-        let mtime_ms = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64);
+        let mtime_ms = modified_ms(&file);
         let mut reader = BufReader::with_capacity(1 << 16, file.try_clone()?);
         let mut seg = Segment {
             base_offset,
@@ -130,6 +183,7 @@ impl Segment {
             first_timestamp: -1,
             bytes_since_index: 0,
             index_interval,
+            txn_index: TxnIndex::new(&dir.join(file_name(base_offset, "txnindex"))),
         };
         let mut pos: u64 = 0;
         let mut hdr = [0u8; HEADER_LEN];
@@ -303,13 +357,15 @@ impl Segment {
     pub fn sync_handles(&self, out: &mut Vec<File>) -> Result<()> {
         out.push(self.file.try_clone()?);
         self.index.sync_handle(out)?;
-        self.time_index.sync_handle(out)
+        self.time_index.sync_handle(out)?;
+        self.txn_index.sync_handle(out)
     }
 
     pub fn sync(&mut self) -> Result<()> {
         self.file.sync_data()?;
         self.index.sync()?;
-        self.time_index.sync()
+        self.time_index.sync()?;
+        self.txn_index.sync()
     }
 
     /// The partition directory this segment is in.
@@ -323,9 +379,16 @@ impl Segment {
     }
 }
 
+/// When the file was last written, in wall-clock ms: a reopened segment's first append
+/// time for `segment.ms` (the file does not say when its first batch came).
+fn modified_ms(file: &File) -> Option<i64> {
+    let modified = file.metadata().and_then(|m| m.modified()).ok()?;
+    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
 /// Remove the files of the segment at `base_offset`; missing files are not an error.
 pub fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<()> {
-    for ext in ["log", "index", "timeindex"] {
+    for ext in ["log", "index", "timeindex", "txnindex"] {
         match std::fs::remove_file(dir.join(file_name(base_offset, ext))) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}

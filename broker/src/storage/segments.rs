@@ -49,6 +49,12 @@ impl Segments {
         self.map.range(..=offset).next_back().into_iter().chain(self.map.range(offset + 1..)).map(|(_, s)| s)
     }
 
+    /// The segment that may hold `offset` (the oldest when `offset` is below it).
+    pub fn holding_mut(&mut self, offset: i64) -> &mut Segment {
+        let base = self.map.range(..=offset).next_back().map_or(self.oldest().base_offset, |(b, _)| *b);
+        self.map.get_mut(&base).expect("a base offset of the map")
+    }
+
     /// Start a new active segment (its base is the log end offset).
     pub fn roll(&mut self, next: Segment) {
         debug_assert!(next.base_offset >= self.active().base_offset);

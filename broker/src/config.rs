@@ -37,6 +37,8 @@ pub struct BrokerConfig {
     pub controller_listener_names: Vec<String>,
     pub listeners: Vec<Listener>,
     pub advertised_listeners: Vec<Listener>,
+    /// The TLS settings of each client listener whose security protocol is SSL.
+    pub listener_ssl: BTreeMap<String, crate::tls::config::SslConfig>,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -335,19 +337,28 @@ fn security_protocol_map(value: &str, controller_names: &[String]) -> Result<BTr
     Ok(map)
 }
 
-/// Fjord serves PLAINTEXT only: a listener that asks for TLS or SASL is refused at startup
-/// rather than served in plaintext, unauthenticated.
-fn check_listener_security(name: &str, protocols: &BTreeMap<String, String>) -> Result<()> {
+/// The security protocol of listener `name`, if Fjord serves it: PLAINTEXT, or SSL on a
+/// client listener. SASL is refused at startup rather than served unauthenticated, and so is
+/// TLS on the controller listener (the quorum's transport has none yet).
+fn check_listener_security<'a>(
+    name: &str,
+    protocols: &'a BTreeMap<String, String>,
+    controller: bool,
+) -> Result<&'a str> {
     let protocol = protocols.get(name).ok_or_else(|| {
         anyhow!("no security protocol defined for listener {name}: name it in listener.security.protocol.map")
     })?;
-    if protocol != "PLAINTEXT" {
-        bail!(
+    match (protocol.as_str(), controller) {
+        ("PLAINTEXT", _) | ("SSL", false) => Ok(protocol),
+        ("SSL", true) => bail!(
+            "controller listener {name} uses SSL: TLS on the metadata quorum's listener is not built yet \
+             (client listeners can use SSL)"
+        ),
+        _ => bail!(
             "listener {name} uses security protocol {protocol}, which Fjord does not implement yet: \
-             only PLAINTEXT listeners can be served (TLS and SASL are not built)"
-        );
+             PLAINTEXT and SSL listeners can be served (SASL is not built)"
+        ),
     }
-    Ok(())
 }
 
 fn num<T: std::str::FromStr>(props: &BTreeMap<String, String>, key: &str) -> Result<T>
@@ -397,8 +408,11 @@ impl BrokerConfig {
         let mut settings: BTreeMap<String, String> =
             DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut unknown = Vec::new();
+        for (k, v) in crate::tls::config::KEYS {
+            settings.insert(k.to_string(), v.to_string());
+        }
         for p in props {
-            if settings.contains_key(p.key.as_str()) {
+            if settings.contains_key(p.key.as_str()) || crate::tls::config::ssl_key(&p.key).is_some() {
                 settings.insert(p.key.clone(), p.value.clone());
             } else {
                 unknown.push(p.key.clone());
@@ -430,8 +444,14 @@ impl BrokerConfig {
             .collect();
         let all_listeners = parse_listeners(&settings["listeners"])?;
         let protocols = security_protocol_map(&settings["listener.security.protocol.map"], &controller_listener_names)?;
+        let mut listener_ssl = BTreeMap::new();
         for l in &all_listeners {
-            check_listener_security(&l.name, &protocols)?;
+            let controller = controller_listener_names.contains(&l.name);
+            if check_listener_security(&l.name, &protocols, controller)? == "SSL" {
+                let prefix = format!("listener.name.{}.", l.name.to_ascii_lowercase());
+                let get = |k: &str| settings.get(&format!("{prefix}{k}")).unwrap_or(&settings[k]).clone();
+                listener_ssl.insert(l.name.clone(), crate::tls::config::SslConfig::from_settings(&l.name, get)?);
+            }
         }
         // Client-facing listeners: the controller listener is served by the metadata quorum.
         let listeners: Vec<Listener> =
@@ -490,6 +510,11 @@ impl BrokerConfig {
                 name.to_string()
             }
         };
+        if listener_ssl.contains_key(&inter_broker_listener) {
+            bail!(
+                "inter.broker.listener.name={inter_broker_listener} uses SSL: TLS between brokers is not built yet;                  name a PLAINTEXT listener for inter-broker traffic"
+            );
+        }
         let cfg = BrokerConfig {
             voters,
             controller_listener,
@@ -510,6 +535,7 @@ impl BrokerConfig {
             controller_listener_names,
             listeners,
             advertised_listeners,
+            listener_ssl,
             log_dirs,
             num_partitions: num(&settings, "num.partitions")?,
             default_replication_factor: num(&settings, "default.replication.factor")?,
@@ -741,29 +767,42 @@ mod tests {
     }
 
     /// A listener whose security protocol is not built fails the start, naming it: it is
-    /// never served in plaintext.
+    /// never served in plaintext. SSL client listeners are served.
     #[test]
-    fn listeners_must_be_plaintext() {
+    fn listeners_must_be_built() {
         let start = |extra: &[(&str, &str)]| {
             let mut v = vec![("node.id", "1")];
             v.extend_from_slice(extra);
             BrokerConfig::from_properties(&pairs(&v))
         };
         let refused = [
-            vec![("listeners", "SASL_SSL://127.0.0.1:9093")],
-            vec![("listeners", "SSL://:9093")],
-            vec![
-                ("listeners", "PLAINTEXT://:9092,EXTERNAL://:9094"),
-                ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"),
-            ],
-            vec![
-                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
-                ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL"),
-            ],
+            (vec![("listeners", "SASL_SSL://127.0.0.1:9093")], "does not implement"),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092,EXTERNAL://:9094"),
+                    (
+                        "listener.security.protocol.map",
+                        "PLAINTEXT:PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    ),
+                ],
+                "does not implement",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                    ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL"),
+                ],
+                "controller listener CONTROLLER uses SSL",
+            ),
+            (vec![("listeners", "PLAINTEXT://:9092,SSL://:9093")], "ssl.keystore.type (listener SSL)=JKS"),
+            (
+                vec![("listeners", "SSL://:9093"), ("ssl.keystore.type", "PEM"), ("ssl.keystore.location", "/k.pem")],
+                "TLS between brokers is not built",
+            ),
         ];
-        for extra in refused {
+        for (extra, named) in refused {
             let e = start(&extra).unwrap_err().to_string();
-            assert!(e.contains("does not implement") && e.contains("listener"), "{extra:?}: {e}");
+            assert!(e.contains(named), "{extra:?}: {e}");
         }
         let e = start(&[("listeners", "INTERNAL://:9092")]).unwrap_err().to_string();
         assert!(e.contains("no security protocol defined for listener INTERNAL"), "{e}");
@@ -771,9 +810,19 @@ mod tests {
         assert!(e.to_string().contains("unknown security protocol"), "{e}");
         let ok = start(&[
             ("listeners", "INTERNAL://:9092,CONTROLLER://:9093,EXTERNAL://:9094"),
-            ("listener.security.protocol.map", "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:PLAINTEXT"),
-        ]);
-        assert!(ok.is_ok(), "{ok:?}");
+            ("listener.security.protocol.map", "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:SSL"),
+            ("inter.broker.listener.name", "INTERNAL"),
+            ("listener.name.external.ssl.keystore.type", "PEM"),
+            ("listener.name.external.ssl.keystore.location", "/k.pem"),
+            ("ssl.client.auth", "requested"),
+            ("ssl.truststore.type", "PEM"),
+            ("ssl.truststore.location", "/ca.pem"),
+        ])
+        .unwrap();
+        let ssl = &ok.listener_ssl["EXTERNAL"];
+        assert_eq!(ssl.certificate_chain, crate::tls::config::Pem::File("/k.pem".into()), "the listener's override");
+        assert_eq!(ssl.client_auth, crate::tls::config::ClientAuth::Requested, "the broker-wide key");
+        assert_eq!(ok.listener_ssl.len(), 1);
         assert!(start(&[("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093")]).is_ok());
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -35,9 +35,50 @@ impl Drop for InFlight {
     }
 }
 
+/// Serve a plaintext connection.
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, listener: Arc<str>) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
+    // Owned halves: the reader and the writer task share no lock.
+    let (rd, wr) = stream.into_split();
+    serve_halves(broker, rd, wr, peer, listener).await
+}
+
+/// Serve a connection of an SSL listener once its handshake is done. A handshake that
+/// fails or stalls closes the connection before any Kafka request is read.
+pub async fn serve_tls(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake = broker.config.idle_timeout().min(TLS_HANDSHAKE_TIMEOUT);
+    let stream = match timeout(handshake, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, %listener, error = %e, "TLS handshake failed");
+            broker.metrics.connection_closed(&listener, "tls_handshake");
+            return;
+        }
+        Err(_) => {
+            broker.metrics.connection_closed(&listener, "tls_handshake");
+            return;
+        }
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    serve_halves(broker, rd, wr, peer, listener).await
+}
+
+/// How long a client has to finish its TLS handshake (Kafka has no separate bound; a
+/// connection that never completes one would otherwise hold a slot until it idles out).
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_halves<R, W>(broker: Arc<Broker>, mut rd: R, wr: W, peer: SocketAddr, listener: Arc<str>)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<(Reply, InFlight)>(broker.config.max_inflight_requests);
     let idle = broker.config.idle_timeout();
     // A client that stops reading must not pin the connection forever: writes time out

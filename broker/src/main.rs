@@ -30,6 +30,7 @@ mod server;
 mod storage;
 mod telemetry;
 mod throttle;
+mod tls;
 mod topic_admin;
 mod topic_config;
 mod txn;

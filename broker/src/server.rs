@@ -233,16 +233,50 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
 
     let mut kafka_addrs = Vec::new();
     for l in &broker.config.listeners {
+        // Built before binding: a key store that cannot be read stops the start.
+        let tls = match broker.config.listener_ssl.get(&l.name) {
+            Some(ssl) => Some(Arc::new(crate::tls::TlsListener::new(ssl.clone())?)),
+            None => None,
+        };
         let listener =
             TcpListener::bind(l.bind_addr()).await.with_context(|| format!("binding listener {}", l.bind_addr()))?;
         kafka_addrs.push(listener.local_addr()?);
-        tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str())));
+        if let Some(tls) = &tls {
+            tokio::spawn(reload_certificates(tls.clone()));
+        }
+        tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str()), tls));
     }
     tracing::info!(node_id = broker.node_id(), listeners = ?kafka_addrs, http = ?http_addr, startup_ms = broker.state.started.elapsed().as_millis() as u64, "broker ready");
     Ok(Running { broker, kafka_addrs, http_addr })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, name: Arc<str>) {
+/// Watch an SSL listener's files and rebuild its TLS configuration when they change
+/// (certificate rotation without a restart).
+async fn reload_certificates(tls: Arc<crate::tls::TlsListener>) {
+    let mut tick = tokio::time::interval(CERTIFICATE_CHECK_INTERVAL);
+    loop {
+        tick.tick().await;
+        let t = tls.clone();
+        match tokio::task::spawn_blocking(move || t.reload_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!(listener = tls.listener(), "TLS key store or trust store changed: reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(listener = tls.listener(), error = %e, "TLS reload failed; serving the previous certificates")
+            }
+            Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
+        }
+    }
+}
+
+/// How often SSL listeners look at their files.
+const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    name: Arc<str>,
+    tls: Option<Arc<crate::tls::TlsListener>>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -259,7 +293,14 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, name: Arc<str>)
             continue;
         }
         broker.metrics.connection_opened(&name);
-        tokio::spawn(connection::serve(broker.clone(), stream, peer, name.clone()));
+        match &tls {
+            Some(tls) => {
+                tokio::spawn(connection::serve_tls(broker.clone(), stream, peer, name.clone(), tls.acceptor()));
+            }
+            None => {
+                tokio::spawn(connection::serve(broker.clone(), stream, peer, name.clone()));
+            }
+        }
     }
 }
 

@@ -4,6 +4,12 @@
     b.start(); b.bootstrap                         # "127.0.0.1:PORT", once Metadata lists it
     b.kill9(); b.restart(); b.stop(); b.alive(); b.log_tail()
 
+More client listeners: overrides={EXTRA_LISTENERS: "SSL"} (a comma list of NAME or
+NAME:PROTOCOL; PROTOCOL defaults to NAME) gives each a free port of its own next to PLAINTEXT,
+which stays the first listener, the inter-broker one and `bootstrap`. The key is the harness's,
+never passed to the broker; `b.listeners` maps every client listener name to "127.0.0.1:PORT".
+Settings of those listeners (ssl.*, listener.name.<name>.*) are ordinary overrides.
+
 The subclasses (fjord.FjordBroker, kafka.KafkaBroker) say how the process starts; conftest.py
 wraps this in the `broker` and `broker_factory` fixtures.
 """
@@ -15,6 +21,8 @@ from harness.ports import free_port
 from harness.procs import Process, StartError
 
 NODE_ID = 1
+# An overrides key read by the harness, not the broker: the extra client listeners (see above).
+EXTRA_LISTENERS = "e2e.extra.listeners"
 
 
 class Broker(Process):
@@ -30,9 +38,35 @@ class Broker(Process):
         self.host = "127.0.0.1"
         self.port = free_port()
         self.bootstrap = f"{self.host}:{self.port}"
+        self.listeners = {"PLAINTEXT": self.bootstrap}
+        self.listener_protocols = {"PLAINTEXT": "PLAINTEXT"}
+        for spec in str(self.overrides.pop(EXTRA_LISTENERS, "")).split(","):
+            name, _, protocol = spec.strip().partition(":")
+            if name:
+                self.listeners[name] = f"{self.host}:{free_port()}"
+                self.listener_protocols[name] = protocol or name
         self.data_dir = self.root / "data"
         self.metrics_url = None
         self.http_base = None
+
+    def listener_settings(self, controller=None):
+        """listeners, advertised.listeners, listener.security.protocol.map and
+        inter.broker.listener.name naming every client listener (and `controller`, a
+        "NAME://host:port" listener the broker binds but does not advertise); {} when there is no
+        extra listener, so a plain broker starts exactly as before."""
+        if len(self.listeners) == 1:
+            return {}
+        client = ",".join(f"{n}://{a}" for n, a in self.listeners.items())
+        settings = {
+            "listeners": client,
+            "advertised.listeners": client,
+            "listener.security.protocol.map": ",".join(f"{n}:{p}" for n, p in self.listener_protocols.items()),
+            "inter.broker.listener.name": "PLAINTEXT",
+        }
+        if controller:
+            settings["listeners"] += f",{controller}"
+            settings["listener.security.protocol.map"] += f",{controller.split('://')[0]}:PLAINTEXT"
+        return settings
 
     # subclass API: _start(timeout), stop(), log_files()
     def start(self, timeout=None):

@@ -53,6 +53,7 @@ class FjordBroker(Broker):
             "log.dirs": self.data_dir,
             "fjord.http.listen": f"127.0.0.1:{self.http_port}",
         }
+        cfg.update(self.listener_settings())
         cmd = command(self.binary, cfg)
         for k, v in self.overrides.items():  # the test's own, after the harness's
             cmd += ["--override", f"{k}={v}"]

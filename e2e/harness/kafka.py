@@ -74,7 +74,10 @@ class KafkaBroker(Broker):
 
     def _start(self, timeout=None):
         self.starts += 1
-        cmd = start_command(self.root, self.port, self.controller_port, self.overrides)
+        # e2e/kafka/start appends these after its own lines, which they override.
+        settings = self.listener_settings(controller=f"CONTROLLER://{self.host}:{self.controller_port}")
+        settings.update(self.overrides)
+        cmd = start_command(self.root, self.port, self.controller_port, settings)
         env = dict(os.environ)
         env["KAFKA_START_TIMEOUT"] = str(timeout or 120)
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=(timeout or 120) + 60)

@@ -384,6 +384,15 @@ def test_transactions_survive_a_broker_kill_and_restart(broker_factory, tools, t
     dump = kafka.run_class(DUMP_LOG_SEGMENTS, "--files", str(txnindex)).stdout
     t2_entry = rf"^version: 0 producerId: \d+ firstOffset: {span('t2')[0]} lastOffset: {span('t2')[1] + 1} "
     assert re.search(t2_entry, dump, re.M), f"kafka-dump-log of {txnindex.name}:\n{dump}"
+    # And it decodes every record of the transaction log, the open transaction's among them.
+    state_logs = [p for p in broker.data_dir.glob("__transaction_state-*/*.log") if p.stat().st_size > 0]
+    files = ",".join(map(str, state_logs))
+    dump = kafka.run_class(DUMP_LOG_SEGMENTS, "--transaction-log-decoder", "--files", files).stdout
+    records = dump.count("| offset:")
+    decoded = len(re.findall(r'\| offset: .* key: \{"type":"0".* payload: \{"version":"[01]"', dump))
+    assert records and decoded == records, f"{decoded} of {records} transaction log records decoded:\n{dump[-3000:]}"
+    open_state = rf'"transactionStatus":1,"transactionPartitions":\[\{{"topic":"{topic}"'
+    assert re.search(open_state, dump), f"no Ongoing transaction on {topic} in the transaction log:\n{dump[-3000:]}"
     broker.restart()
     if TARGET != "kafka":
         # Closed segments opened from their indexes, and producer state from the snapshot taken

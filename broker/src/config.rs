@@ -37,8 +37,10 @@ pub struct BrokerConfig {
     pub controller_listener_names: Vec<String>,
     pub listeners: Vec<Listener>,
     pub advertised_listeners: Vec<Listener>,
-    /// The TLS settings of each client listener whose security protocol is SSL.
+    /// The TLS settings of each client listener whose security protocol is SSL or SASL_SSL.
     pub listener_ssl: BTreeMap<String, crate::tls::config::SslConfig>,
+    /// The SASL settings of each client listener whose protocol is SASL_PLAINTEXT or SASL_SSL.
+    pub listener_sasl: BTreeMap<String, crate::sasl::config::SaslConfig>,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -337,9 +339,10 @@ fn security_protocol_map(value: &str, controller_names: &[String]) -> Result<BTr
     Ok(map)
 }
 
-/// The security protocol of listener `name`, if Fjord serves it: PLAINTEXT, or SSL on a
-/// client listener. SASL is refused at startup rather than served unauthenticated, and so is
-/// TLS on the controller listener (the quorum's transport has none yet).
+/// The security protocol of listener `name`, if Fjord serves it: PLAINTEXT, or SSL,
+/// SASL_PLAINTEXT or SASL_SSL on a client listener. A secured controller listener is
+/// refused at startup rather than served unsecured (the quorum's transport has no TLS or
+/// SASL yet).
 fn check_listener_security<'a>(
     name: &str,
     protocols: &'a BTreeMap<String, String>,
@@ -349,14 +352,10 @@ fn check_listener_security<'a>(
         anyhow!("no security protocol defined for listener {name}: name it in listener.security.protocol.map")
     })?;
     match (protocol.as_str(), controller) {
-        ("PLAINTEXT", _) | ("SSL", false) => Ok(protocol),
-        ("SSL", true) => bail!(
-            "controller listener {name} uses SSL: TLS on the metadata quorum's listener is not built yet \
-             (client listeners can use SSL)"
-        ),
-        _ => bail!(
-            "listener {name} uses security protocol {protocol}, which Fjord does not implement yet: \
-             PLAINTEXT and SSL listeners can be served (SASL is not built)"
+        ("PLAINTEXT", _) | (_, false) => Ok(protocol),
+        (_, true) => bail!(
+            "controller listener {name} uses {protocol}: security on the metadata quorum's listener is not built \
+             yet (client listeners can use it)"
         ),
     }
 }
@@ -408,11 +407,14 @@ impl BrokerConfig {
         let mut settings: BTreeMap<String, String> =
             DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut unknown = Vec::new();
-        for (k, v) in crate::tls::config::KEYS {
+        for (k, v) in crate::tls::config::KEYS.iter().chain(crate::sasl::config::KEYS) {
             settings.insert(k.to_string(), v.to_string());
         }
         for p in props {
-            if settings.contains_key(p.key.as_str()) || crate::tls::config::ssl_key(&p.key).is_some() {
+            if settings.contains_key(p.key.as_str())
+                || crate::tls::config::ssl_key(&p.key).is_some()
+                || crate::sasl::config::listener_key(&p.key)
+            {
                 settings.insert(p.key.clone(), p.value.clone());
             } else {
                 unknown.push(p.key.clone());
@@ -444,13 +446,20 @@ impl BrokerConfig {
             .collect();
         let all_listeners = parse_listeners(&settings["listeners"])?;
         let protocols = security_protocol_map(&settings["listener.security.protocol.map"], &controller_listener_names)?;
-        let mut listener_ssl = BTreeMap::new();
+        let (mut listener_ssl, mut listener_sasl) = (BTreeMap::new(), BTreeMap::new());
         for l in &all_listeners {
             let controller = controller_listener_names.contains(&l.name);
-            if check_listener_security(&l.name, &protocols, controller)? == "SSL" {
-                let prefix = format!("listener.name.{}.", l.name.to_ascii_lowercase());
-                let get = |k: &str| settings.get(&format!("{prefix}{k}")).unwrap_or(&settings[k]).clone();
+            let protocol = check_listener_security(&l.name, &protocols, controller)?;
+            let prefix = format!("listener.name.{}.", l.name.to_ascii_lowercase());
+            // The listener's own key, else the broker-wide one, else "" (a per-mechanism key).
+            let get = |k: &str| {
+                settings.get(&format!("{prefix}{k}")).or_else(|| settings.get(k)).cloned().unwrap_or_default()
+            };
+            if protocol.ends_with("SSL") {
                 listener_ssl.insert(l.name.clone(), crate::tls::config::SslConfig::from_settings(&l.name, get)?);
+            }
+            if protocol.starts_with("SASL_") {
+                listener_sasl.insert(l.name.clone(), crate::sasl::config::SaslConfig::from_settings(&l.name, get)?);
             }
         }
         // Client-facing listeners: the controller listener is served by the metadata quorum.
@@ -510,9 +519,10 @@ impl BrokerConfig {
                 name.to_string()
             }
         };
-        if listener_ssl.contains_key(&inter_broker_listener) {
+        if listener_ssl.contains_key(&inter_broker_listener) || listener_sasl.contains_key(&inter_broker_listener) {
             bail!(
-                "inter.broker.listener.name={inter_broker_listener} uses SSL: TLS between brokers is not built yet;                  name a PLAINTEXT listener for inter-broker traffic"
+                "inter.broker.listener.name={inter_broker_listener} is secured: TLS and SASL between brokers are not \
+                 built yet; name a PLAINTEXT listener for inter-broker traffic"
             );
         }
         let cfg = BrokerConfig {
@@ -536,6 +546,7 @@ impl BrokerConfig {
             listeners,
             advertised_listeners,
             listener_ssl,
+            listener_sasl,
             log_dirs,
             num_partitions: num(&settings, "num.partitions")?,
             default_replication_factor: num(&settings, "default.replication.factor")?,
@@ -776,7 +787,10 @@ mod tests {
             BrokerConfig::from_properties(&pairs(&v))
         };
         let refused = [
-            (vec![("listeners", "SASL_SSL://127.0.0.1:9093")], "does not implement"),
+            (
+                vec![("listeners", "PLAINTEXT://:9092,SASL_SSL://127.0.0.1:9093")],
+                "ssl.keystore.type (listener SASL_SSL)",
+            ),
             (
                 vec![
                     ("listeners", "PLAINTEXT://:9092,EXTERNAL://:9094"),
@@ -785,7 +799,7 @@ mod tests {
                         "PLAINTEXT:PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
                     ),
                 ],
-                "does not implement",
+                "GSSAPI is not built",
             ),
             (
                 vec![
@@ -797,7 +811,7 @@ mod tests {
             (vec![("listeners", "PLAINTEXT://:9092,SSL://:9093")], "ssl.keystore.type (listener SSL)=JKS"),
             (
                 vec![("listeners", "SSL://:9093"), ("ssl.keystore.type", "PEM"), ("ssl.keystore.location", "/k.pem")],
-                "TLS between brokers is not built",
+                "TLS and SASL between brokers are not built",
             ),
         ];
         for (extra, named) in refused {
@@ -823,6 +837,17 @@ mod tests {
         assert_eq!(ssl.certificate_chain, crate::tls::config::Pem::File("/k.pem".into()), "the listener's override");
         assert_eq!(ssl.client_auth, crate::tls::config::ClientAuth::Requested, "the broker-wide key");
         assert_eq!(ok.listener_ssl.len(), 1);
+        let sasl = start(&[
+            ("listeners", "PLAINTEXT://:9092,SASL_PLAINTEXT://:9094"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required user_alice=\"a\";",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(sasl.listener_sasl["SASL_PLAINTEXT"].plain_users["alice"], "a");
+        assert!(sasl.listener_ssl.is_empty());
         assert!(start(&[("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093")]).is_ok());
     }
 

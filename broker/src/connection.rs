@@ -35,12 +35,15 @@ impl Drop for InFlight {
     }
 }
 
-/// Serve a plaintext connection.
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, listener: Arc<str>) {
+/// How a listener's connections authenticate: SASL settings on a SASL listener.
+pub type Sasl = Option<Arc<crate::sasl::config::SaslConfig>>;
+
+/// Serve a connection that is not encrypted.
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, listener: Arc<str>, sasl: Sasl) {
     let _ = stream.set_nodelay(true);
     // Owned halves: the reader and the writer task share no lock.
     let (rd, wr) = stream.into_split();
-    serve_halves(broker, rd, wr, peer, listener).await
+    serve_halves(broker, rd, wr, peer, listener, sasl).await
 }
 
 /// Serve a connection of an SSL listener once its handshake is done. A handshake that
@@ -51,6 +54,7 @@ pub async fn serve_tls(
     peer: SocketAddr,
     listener: Arc<str>,
     acceptor: tokio_rustls::TlsAcceptor,
+    sasl: Sasl,
 ) {
     let _ = stream.set_nodelay(true);
     let handshake = broker.config.idle_timeout().min(TLS_HANDSHAKE_TIMEOUT);
@@ -67,14 +71,14 @@ pub async fn serve_tls(
         }
     };
     let (rd, wr) = tokio::io::split(stream);
-    serve_halves(broker, rd, wr, peer, listener).await
+    serve_halves(broker, rd, wr, peer, listener, sasl).await
 }
 
 /// How long a client has to finish its TLS handshake (Kafka has no separate bound; a
 /// connection that never completes one would otherwise hold a slot until it idles out).
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn serve_halves<R, W>(broker: Arc<Broker>, mut rd: R, wr: W, peer: SocketAddr, listener: Arc<str>)
+async fn serve_halves<R, W>(broker: Arc<Broker>, mut rd: R, wr: W, peer: SocketAddr, listener: Arc<str>, sasl: Sasl)
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -98,6 +102,8 @@ where
         let _ = timeout(idle, wr.shutdown()).await;
     });
 
+    // On a SASL listener, nothing but ApiVersions and the SASL requests until authenticated.
+    let mut session = sasl.map(|c| crate::sasl::Session::new(c, Arc::new(QuorumCredentials(broker.clone()))));
     let max = broker.config.socket_request_max_bytes;
     let host = peer.ip().to_string();
     let reason = loop {
@@ -132,6 +138,31 @@ where
             Ok(Ok(())) => {}
         }
         let received = Instant::now();
+        if let Some(s) = session.as_mut().filter(|s| s.principal().is_none()) {
+            match api::sasl::gate(&buf, s, received) {
+                Ok(api::sasl::Gate::Serve) => {}
+                Ok(api::sasl::Gate::Answer { reply, close }) => {
+                    if close {
+                        // KIP-306: a failed login is answered late, which slows a guesser.
+                        tokio::time::sleep(std::time::Duration::from_millis(s.failed_delay_ms())).await;
+                    }
+                    match timeout(idle, tx.send((reply, InFlight::new(&broker)))).await {
+                        Ok(Ok(())) if close => break "authentication",
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) => break "client",
+                        Err(_) => break "idle",
+                    }
+                }
+                Ok(api::sasl::Gate::Refuse(api)) => {
+                    tracing::info!(%peer, %listener, ?api, "closing connection: a request before SASL authentication");
+                    break "unauthenticated";
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                    break "bad_request";
+                }
+            }
+        }
         let in_flight = InFlight::new(&broker);
         match api::handle(&broker, buf.freeze(), &host, &listener, received).await {
             Ok(Some(reply)) => {
@@ -153,4 +184,21 @@ where
     drop(tx);
     let _ = writer.await;
     broker.metrics.connection_closed(&listener, reason);
+}
+
+/// SCRAM credentials as the metadata quorum has them now (a user added or changed takes
+/// effect at the next login).
+struct QuorumCredentials(Arc<Broker>);
+
+impl crate::sasl::Credentials for QuorumCredentials {
+    fn scram(&self, user: &str, hash: crate::sasl::scram::ScramHash) -> Option<crate::sasl::scram::ScramCredential> {
+        self.0.metadata.read(|img| {
+            img.scram.get(user).and_then(|m| m.get(&hash.id())).map(|c| crate::sasl::scram::ScramCredential {
+                salt: c.salt.clone(),
+                iterations: c.iterations,
+                stored_key: c.stored_key.clone(),
+                server_key: c.server_key.clone(),
+            })
+        })
+    }
 }

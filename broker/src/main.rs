@@ -26,6 +26,7 @@ mod producer_state;
 mod quorum;
 mod replica_manager;
 mod replication;
+mod sasl;
 mod server;
 mod storage;
 mod telemetry;

@@ -244,7 +244,8 @@ pub async fn start(config: BrokerConfig) -> Result<Running> {
         if let Some(tls) = &tls {
             tokio::spawn(reload_certificates(tls.clone()));
         }
-        tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str()), tls));
+        let sasl = broker.config.listener_sasl.get(&l.name).cloned().map(Arc::new);
+        tokio::spawn(accept_loop(broker.clone(), listener, Arc::from(l.name.as_str()), tls, sasl));
     }
     tracing::info!(node_id = broker.node_id(), listeners = ?kafka_addrs, http = ?http_addr, startup_ms = broker.state.started.elapsed().as_millis() as u64, "broker ready");
     Ok(Running { broker, kafka_addrs, http_addr })
@@ -276,6 +277,7 @@ async fn accept_loop(
     listener: TcpListener,
     name: Arc<str>,
     tls: Option<Arc<crate::tls::TlsListener>>,
+    sasl: connection::Sasl,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -295,10 +297,11 @@ async fn accept_loop(
         broker.metrics.connection_opened(&name);
         match &tls {
             Some(tls) => {
-                tokio::spawn(connection::serve_tls(broker.clone(), stream, peer, name.clone(), tls.acceptor()));
+                let acceptor = tls.acceptor();
+                tokio::spawn(connection::serve_tls(broker.clone(), stream, peer, name.clone(), acceptor, sasl.clone()));
             }
             None => {
-                tokio::spawn(connection::serve(broker.clone(), stream, peer, name.clone()));
+                tokio::spawn(connection::serve(broker.clone(), stream, peer, name.clone(), sasl.clone()));
             }
         }
     }

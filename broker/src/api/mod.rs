@@ -11,7 +11,9 @@ pub mod offsets;
 pub mod partitions;
 pub mod produce;
 pub mod producer_id;
+pub mod sasl;
 pub mod txn;
+pub mod users;
 pub mod versions;
 
 use std::sync::Arc;
@@ -286,6 +288,11 @@ pub async fn handle(
             AlterPartitionReassignments => AlterPartitionReassignmentsRequest => partitions::alter_reassignments,
             ListPartitionReassignments => ListPartitionReassignmentsRequest => partitions::list_reassignments,
             DescribeLogDirs => DescribeLogDirsRequest => partitions::describe_log_dirs,
+            SaslHandshake => SaslHandshakeRequest => sasl::handshake_refused,
+            AlterUserScramCredentials => AlterUserScramCredentialsRequest => users::alter,
+            DescribeUserScramCredentials => DescribeUserScramCredentialsRequest => users::describe,
+            DescribeClientQuotas => DescribeClientQuotasRequest => users::describe_client_quotas,
+            SaslAuthenticate => SaslAuthenticateRequest => sasl::authenticate_refused,
         })
     };
     let (out, trace_id) = match span {

@@ -327,6 +327,13 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
                 .with_name(topic)
                 .with_partition_indexes(vec![0])]),
         ),
+        ApiKey::DescribeUserScramCredentials => frame(key, v, &DescribeUserScramCredentialsRequest::default()),
+        ApiKey::AlterUserScramCredentials => frame(key, v, &AlterUserScramCredentialsRequest::default()),
+        ApiKey::DescribeClientQuotas => frame(key, v, &DescribeClientQuotasRequest::default()),
+        ApiKey::SaslHandshake => frame(key, v, &SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))),
+        ApiKey::SaslAuthenticate => {
+            frame(key, v, &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")))
+        }
         _ => return None,
     })
 }
@@ -370,6 +377,11 @@ const ALL: &[ApiKey] = &[
     ApiKey::ListTransactions,
     ApiKey::DescribeTransactions,
     ApiKey::DescribeProducers,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
+    ApiKey::DescribeClientQuotas,
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {

@@ -51,6 +51,13 @@ const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::DescribeProducers, 0, 0, "describe_producers"),
     (ApiKey::DescribeTransactions, 0, 0, "describe_transactions"),
     (ApiKey::ListTransactions, 0, 1, "list_transactions"),
+    // SaslHandshake v0 is followed by bare SASL tokens instead of SaslAuthenticate requests;
+    // librdkafka requires v0 in the range before it authenticates at all.
+    (ApiKey::SaslHandshake, 0, 1, "sasl_handshake"),
+    (ApiKey::SaslAuthenticate, 0, 2, "sasl_authenticate"),
+    (ApiKey::DescribeUserScramCredentials, 0, 0, "describe_user_scram_credentials"),
+    (ApiKey::AlterUserScramCredentials, 0, 0, "alter_user_scram_credentials"),
+    (ApiKey::DescribeClientQuotas, 0, 1, "describe_client_quotas"),
 ];
 
 /// The versions of one API this broker implements, both ends included.

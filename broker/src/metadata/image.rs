@@ -89,6 +89,10 @@ pub struct ClusterImage {
     /// broker id as a string, "" for the cluster-wide default.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// SCRAM credentials by user, then by mechanism id (1: SHA-256, 2: SHA-512), as Kafka's
+    /// UserScramCredentialRecords keep them: never a password.
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<i8, ScramCredentialMeta>>,
     /// Elections decided by this image since it started (for metrics; not compared).
     #[serde(skip)]
     pub elections: Elections,
@@ -177,6 +181,20 @@ pub enum Command {
         resource: String,
         configs: BTreeMap<String, String>,
     },
+    /// AlterUserScramCredentials: deletions then upsertions, one code each (in that order).
+    AlterScramCredentials {
+        deletions: Vec<(String, i8)>,
+        upsertions: Vec<(String, i8, ScramCredentialMeta)>,
+    },
+}
+
+/// One user's credential for one SCRAM mechanism (Kafka's UserScramCredentialRecord).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScramCredentialMeta {
+    pub salt: Vec<u8>,
+    pub iterations: i32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -322,6 +340,21 @@ impl ClusterImage {
             Command::AlterPartitions { changes } => Outcome::Codes(
                 changes.into_iter().map(|c| self.alter_partition(c).err().map_or(0, |e| e.code())).collect(),
             ),
+            Command::AlterScramCredentials { deletions, upsertions } => {
+                let mut codes = Vec::with_capacity(deletions.len() + upsertions.len());
+                for (user, mechanism) in deletions {
+                    let removed = self.scram.get_mut(&user).and_then(|m| m.remove(&mechanism));
+                    if self.scram.get(&user).is_some_and(|m| m.is_empty()) {
+                        self.scram.remove(&user);
+                    }
+                    codes.push(if removed.is_some() { 0 } else { ResponseError::ResourceNotFound.code() });
+                }
+                for (user, mechanism, credential) in upsertions {
+                    self.scram.entry(user).or_default().insert(mechanism, credential);
+                    codes.push(0);
+                }
+                Outcome::Codes(codes)
+            }
             Command::SetBrokerConfigs { resource, configs } => {
                 if configs.is_empty() {
                     self.broker_configs.remove(&resource);

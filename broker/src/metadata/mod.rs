@@ -247,6 +247,19 @@ impl MetadataStore {
         }
     }
 
+    /// AlterUserScramCredentials, applied in one quorum entry: a code per deletion, then per
+    /// upsertion.
+    pub async fn alter_scram_credentials(
+        &self,
+        deletions: Vec<(String, i8)>,
+        upsertions: Vec<(String, i8, image::ScramCredentialMeta)>,
+    ) -> Result<Vec<i16>, ResponseError> {
+        match self.write(&Command::AlterScramCredentials { deletions, upsertions }).await? {
+            Outcome::Codes(c) => Ok(c),
+            _ => Err(ResponseError::UnknownServerError),
+        }
+    }
+
     pub async fn set_broker_configs(
         &self,
         resource: &str,

@@ -1,7 +1,8 @@
 """Hand-written Kafka wire protocol pieces for raw-socket tests.
 
 Only what the acceptance tests need: request headers v1/v2, ApiVersions v0
-(request and response, also the KIP-511 fallback response), Produce v3
+(request and response, also the KIP-511 fallback response), SaslHandshake v0-v1 and
+SaslAuthenticate v0-v2 with a SASL/PLAIN token, Metadata v1, Produce v3
 (non-flexible) with a v2 record batch (optionally idempotent: producer id, epoch, base
 sequence), InitProducerId v0, Fetch v4 with a parser of the v2 batches it returns, and a
 pure-Python, table-driven CRC32C.
@@ -240,6 +241,26 @@ class Reader:
     def int32s(self):
         n = self.int()
         return list(self.take(f">{n}i")) if n > 0 else []
+
+    def bytes(self):
+        """An int32-length BYTES (None when null)."""
+        n = self.int()
+        if n < 0:
+            return None
+        self.pos += n
+        return bytes(self.buf[self.pos - n : self.pos])
+
+    def compact_bytes(self):
+        """A COMPACT_BYTES / COMPACT_NULLABLE_BYTES: uvarint length + 1 (0 is null)."""
+        n = self.uvarint() - 1
+        if n < 0:
+            return None
+        self.pos += n
+        return bytes(self.buf[self.pos - n : self.pos])
+
+    def compact_string(self):
+        b = self.compact_bytes()
+        return None if b is None else b.decode()
 
     def uvarint(self):
         shift = n = 0
@@ -560,3 +581,70 @@ def fetch_batches(host, port, topic, partition, start=0, end=None, timeout=10.0)
             if offset >= stop:
                 return out
             cid += 1
+
+
+# ---------------------------------------------------------------------------
+# SASL (KIP-43, KIP-152): SaslHandshake then SaslAuthenticate, before any other request but
+# ApiVersions on a SASL_PLAINTEXT or SASL_SSL listener.
+
+API_SASL_HANDSHAKE = 17
+API_SASL_AUTHENTICATE = 36
+
+
+def sasl_handshake_request(correlation_id, mechanism, version=1, client_id="fjord-e2e"):
+    """SaslHandshake v0/v1 (never flexible): mechanism STRING. With v1 the tokens that follow go
+    in SaslAuthenticate requests; with v0 they would be raw size-prefixed SASL bytes."""
+    return header_v1(API_SASL_HANDSHAKE, version, correlation_id, client_id) + kstring(mechanism)
+
+
+def parse_sasl_handshake_response(payload):
+    """Returns (correlation_id, error_code, [enabled mechanisms])."""
+    r = Reader(payload)
+    cid, err = r.int(), r.int(">h")
+    return cid, err, [r.string() for _ in range(r.int())]
+
+
+def plain_token(username, password, authzid=""):
+    """RFC 4616 SASL/PLAIN: authzid NUL authcid NUL passwd."""
+    return b"\0".join(x.encode() if isinstance(x, str) else x for x in (authzid, username, password))
+
+
+def sasl_authenticate_request(correlation_id, auth_bytes, version=2, client_id="fjord-e2e"):
+    """SaslAuthenticate v0-v2: auth_bytes BYTES; v2 is flexible (header v2, COMPACT_BYTES, tags)."""
+    if version >= 2:
+        body = uvarint(len(auth_bytes) + 1) + auth_bytes + uvarint(0)
+        return header_v2(API_SASL_AUTHENTICATE, version, correlation_id, client_id) + body
+    body = struct.pack(">i", len(auth_bytes)) + auth_bytes
+    return header_v1(API_SASL_AUTHENTICATE, version, correlation_id, client_id) + body
+
+
+def parse_sasl_authenticate_response(payload, version):
+    """Returns (correlation_id, error_code, error_message, auth_bytes, session_lifetime_ms), the
+    lifetime None below v1. v2 has response header v1 (tagged fields after the correlation id)."""
+    r = Reader(payload)
+    cid = r.int()
+    if version >= 2:
+        r.uvarint()  # response header tagged fields
+        err, message, auth = r.int(">h"), r.compact_string(), r.compact_bytes()
+    else:
+        err, message, auth = r.int(">h"), r.string(), r.bytes()
+    lifetime = r.int(">q") if version >= 1 else None
+    return cid, err, message, auth, lifetime
+
+
+def metadata_v1_request(correlation_id, topics=(), client_id="fjord-e2e"):
+    """Metadata v1 of `topics` (an empty list: brokers and controller only; None: every topic)."""
+    body = struct.pack(">i", -1) if topics is None else struct.pack(">i", len(topics))
+    body += b"".join(kstring(t) for t in topics or ())
+    return header_v1(API_METADATA, 1, correlation_id, client_id) + body
+
+
+def parse_metadata_v1_brokers(payload):
+    """Returns (correlation_id, [(node_id, host, port)]) of a Metadata v1 response."""
+    r = Reader(payload)
+    cid, brokers = r.int(), []
+    for _ in range(r.int()):
+        node, host, port = r.int(), r.string(), r.int()
+        r.string()  # rack
+        brokers.append((node, host, port))
+    return cid, brokers

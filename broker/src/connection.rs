@@ -143,6 +143,11 @@ where
                 Ok(api::sasl::Gate::Serve) => {}
                 Ok(api::sasl::Gate::Answer { reply, close }) => {
                     if close {
+                        broker.metrics.sasl_authentication(&listener, s.mechanism().unwrap_or("unknown"), false);
+                    } else if s.principal().is_some() {
+                        broker.metrics.sasl_authentication(&listener, s.mechanism().unwrap_or("unknown"), true);
+                    }
+                    if close {
                         // KIP-306: a failed login is answered late, which slows a guesser.
                         tokio::time::sleep(std::time::Duration::from_millis(s.failed_delay_ms())).await;
                     }
@@ -154,6 +159,10 @@ where
                     }
                 }
                 Ok(api::sasl::Gate::Refuse(api)) => {
+                    if s.handshake_done() {
+                        // A refused bare token (SaslHandshake v0) is a failed login too.
+                        broker.metrics.sasl_authentication(&listener, s.mechanism().unwrap_or("unknown"), false);
+                    }
                     tracing::info!(%peer, %listener, ?api, "closing connection: a request before SASL authentication");
                     break "unauthenticated";
                 }

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import kproto
+from harness.broker import EXTRA_LISTENERS
 from harness.clients import Consumer, Producer, create_topic, http_get, parse_prometheus, produce, unique
 
 pytestmark = pytest.mark.fjord_only
@@ -39,11 +41,27 @@ def family(name, histograms):
 @pytest.fixture(scope="module")
 def exported(module_broker_factory):
     """Sample names after traffic that touches every metric: produce, consume, commit, an
-    open transaction; at
-    partition granularity, so the opt-in per-partition series are there too."""
+    open transaction, a SASL login; at partition granularity, so the opt-in per-partition
+    series are there too."""
     broker = module_broker_factory.start(
-        {"group.initial.rebalance.delay.ms": "0", "fjord.metrics.granularity": "partition"}
+        {
+            "group.initial.rebalance.delay.ms": "0",
+            "fjord.metrics.granularity": "partition",
+            EXTRA_LISTENERS: "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-secret";'
+            ),
+        }
     )
+    host, port = broker.listeners["SASL_PLAINTEXT"].rsplit(":", 1)
+    with kproto.RawConn(host, int(port)) as sasl:
+        _, err, _ = kproto.parse_sasl_handshake_response(sasl.request(kproto.sasl_handshake_request(1, "PLAIN")))
+        token = kproto.plain_token("alice", "alice-secret")
+        _, auth_err, *_ = kproto.parse_sasl_authenticate_response(
+            sasl.request(kproto.sasl_authenticate_request(2, token)), 2
+        )
+        assert (err, auth_err) == (0, 0), (err, auth_err)
     topic = create_topic(broker.bootstrap, unique("contract"), 2)
     produce(broker.bootstrap, topic, [f"v{i}" for i in range(200)], keys=[f"k{i}" for i in range(200)])
     c = Consumer(

@@ -56,6 +56,14 @@ pub struct ListenerLabel {
     pub listener: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SaslLabel {
+    pub listener: String,
+    pub mechanism: String,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
 /// The exemplar attached to a latency bucket: the trace of one request that landed there.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TraceLabel {
@@ -96,6 +104,7 @@ pub struct Metrics {
     open_connections: AtomicU64,
     connections_accepted: Family<ListenerLabel, Counter>,
     connections_closed: Family<ReasonLabel, Counter>,
+    sasl_authentications: Family<SaslLabel, Counter>,
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
     pub replication_bytes_in: Counter,
@@ -133,6 +142,7 @@ impl Metrics {
             open_connections: AtomicU64::new(0),
             connections_accepted: Family::default(),
             connections_closed: Family::default(),
+            sasl_authentications: Family::default(),
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             replication_bytes_in: Counter::default(),
@@ -181,6 +191,11 @@ impl Metrics {
             m.connections_accepted.clone(),
         );
         r.register("fjord_connections_closed", "Client connections closed, per reason", m.connections_closed.clone());
+        r.register(
+            "fjord_sasl_authentications",
+            "SASL logins on SASL listeners, per listener, mechanism and result",
+            m.sasl_authentications.clone(),
+        );
         r.register(
             "fjord_isr_shrinks",
             "ISR shrinks of partitions this broker leads (its own, or the controller fencing a follower)",
@@ -311,6 +326,17 @@ impl Metrics {
         self.connections.get_or_create(&ListenerLabel { listener: listener.to_string() }).dec();
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
         self.closed(reason);
+    }
+
+    /// A SASL login ended: `ok` it succeeded. The mechanism is the one the handshake asked
+    /// for (`unknown` when it named none this listener offers).
+    pub fn sasl_authentication(&self, listener: &str, mechanism: &str, ok: bool) {
+        let label = SaslLabel {
+            listener: listener.to_string(),
+            mechanism: mechanism.to_string(),
+            result: if ok { "success" } else { "failure" },
+        };
+        self.sasl_authentications.get_or_create(&label).inc();
     }
 
     pub fn closed(&self, reason: &str) {

@@ -60,6 +60,8 @@ pub struct Session {
     /// SaslHandshake v0 was used: the tokens come as bare size-prefixed frames, not
     /// SaslAuthenticate requests (librdkafka's fallback, Kafka before 1.0).
     raw_tokens: bool,
+    /// The mechanism the handshake chose (kept once the exchange is over, for metrics).
+    chosen: Option<&'static str>,
 }
 
 impl std::fmt::Debug for dyn Credentials {
@@ -70,7 +72,16 @@ impl std::fmt::Debug for dyn Credentials {
 
 impl Session {
     pub fn new(config: Arc<SaslConfig>, credentials: Arc<dyn Credentials>) -> Self {
-        Session { config, credentials, state: State::Handshake, raw_tokens: false }
+        Session { config, credentials, state: State::Handshake, raw_tokens: false, chosen: None }
+    }
+
+    /// The mechanism the handshake chose, if any.
+    pub fn mechanism(&self) -> Option<&'static str> {
+        match &self.state {
+            State::Authenticate(m) => Some(m.name()),
+            State::Scram(ScramServer::Challenged { hash, .. }) => Some(hash.name()),
+            _ => self.chosen,
+        }
     }
 
     /// Whether a SaslHandshake has chosen a mechanism (a SaslAuthenticate before one is
@@ -107,6 +118,7 @@ impl Session {
         }
         let m = self.config.mechanism(mechanism).ok_or(ResponseError::UnsupportedSaslMechanism)?;
         self.state = State::Authenticate(m);
+        self.chosen = Some(m.name());
         self.raw_tokens = version == 0;
         Ok(())
     }

@@ -38,6 +38,7 @@ EXPECTED = {
     "FjordProduceLatencyHigh",
     "FjordOperatorReconcileErrors",
     "FjordClusterNotReady",
+    "FjordAuthenticationFailures",
 }
 RUNBOOK_PARTS = (
     "**Meaning.**",

@@ -20,6 +20,7 @@ from harness.clients import (
 )
 
 TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
+ACL_COMMAND = "org.apache.kafka.tools.AclCommand"  # kafka-acls.sh
 CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
 CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
@@ -91,6 +92,19 @@ def test_topic_command_create_describe_alter(broker, tools):
 
     r = tools.run_class(TOPIC_COMMAND, "--bootstrap-server", broker.bootstrap, "--list", timeout=90)
     assert topic in r.stdout.split(), r.describe()
+
+
+def test_acl_command_says_security_is_disabled_without_an_authorizer(broker, tools):
+    """Without an authorizer, Kafka answers the ACL APIs SECURITY_DISABLED; so does Fjord, which
+    has none yet, rather than storing rules nothing would enforce."""
+    for args in (
+        ["--list"],
+        ["--add", "--allow-principal", "User:alice", "--operation", "Read", "--topic", "orders"],
+        ["--remove", "--force", "--allow-principal", "User:alice", "--operation", "Read", "--topic", "orders"],
+    ):
+        r = tools.run_class(ACL_COMMAND, "--bootstrap-server", broker.bootstrap, *args, check=False, timeout=60)
+        out = r.stdout + r.stderr
+        assert "SecurityDisabledException" in out, f"kafka-acls {' '.join(args)}\n{r.describe()}"
 
 
 def test_console_producer_consumer_round_trip(broker, tools):

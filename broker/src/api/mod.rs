@@ -2,6 +2,7 @@
 //! implements, decode the body with `kafka-protocol`, call the handler, encode the reply.
 //! One module per API family; each handler is a plain async function of the request.
 
+pub mod acls;
 pub mod admin;
 pub mod configs;
 pub mod fetch;
@@ -292,6 +293,9 @@ pub async fn handle(
             AlterUserScramCredentials => AlterUserScramCredentialsRequest => users::alter,
             DescribeUserScramCredentials => DescribeUserScramCredentialsRequest => users::describe,
             DescribeClientQuotas => DescribeClientQuotasRequest => users::describe_client_quotas,
+            DescribeAcls => DescribeAclsRequest => acls::describe,
+            CreateAcls => CreateAclsRequest => acls::create,
+            DeleteAcls => DeleteAclsRequest => acls::delete,
             SaslAuthenticate => SaslAuthenticateRequest => sasl::authenticate_refused,
         })
     };

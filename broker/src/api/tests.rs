@@ -330,6 +330,17 @@ fn sample(key: ApiKey, v: i16) -> Option<Bytes> {
         ApiKey::DescribeUserScramCredentials => frame(key, v, &DescribeUserScramCredentialsRequest::default()),
         ApiKey::AlterUserScramCredentials => frame(key, v, &AlterUserScramCredentialsRequest::default()),
         ApiKey::DescribeClientQuotas => frame(key, v, &DescribeClientQuotasRequest::default()),
+        ApiKey::DescribeAcls => frame(key, v, &DescribeAclsRequest::default()),
+        ApiKey::CreateAcls => frame(
+            key,
+            v,
+            &CreateAclsRequest::default().with_creations(vec![create_acls_request::AclCreation::default()]),
+        ),
+        ApiKey::DeleteAcls => frame(
+            key,
+            v,
+            &DeleteAclsRequest::default().with_filters(vec![delete_acls_request::DeleteAclsFilter::default()]),
+        ),
         ApiKey::SaslHandshake => frame(key, v, &SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))),
         ApiKey::SaslAuthenticate => {
             frame(key, v, &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")))
@@ -382,6 +393,9 @@ const ALL: &[ApiKey] = &[
     ApiKey::DescribeUserScramCredentials,
     ApiKey::AlterUserScramCredentials,
     ApiKey::DescribeClientQuotas,
+    ApiKey::DescribeAcls,
+    ApiKey::CreateAcls,
+    ApiKey::DeleteAcls,
 ];
 
 async fn call(b: &Arc<Broker>, f: Bytes) -> Option<Result<Option<Bytes>, ProtocolError>> {

@@ -58,6 +58,10 @@ const SUPPORTED: &[(ApiKey, i16, i16, &str)] = &[
     (ApiKey::DescribeUserScramCredentials, 0, 0, "describe_user_scram_credentials"),
     (ApiKey::AlterUserScramCredentials, 0, 0, "alter_user_scram_credentials"),
     (ApiKey::DescribeClientQuotas, 0, 1, "describe_client_quotas"),
+    // Answered SECURITY_DISABLED: there is no authorizer (api/acls.rs).
+    (ApiKey::DescribeAcls, 1, 3, "describe_acls"),
+    (ApiKey::CreateAcls, 1, 3, "create_acls"),
+    (ApiKey::DeleteAcls, 1, 3, "delete_acls"),
 ];
 
 /// The versions of one API this broker implements, both ends included.

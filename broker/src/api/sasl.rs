@@ -122,3 +122,115 @@ pub async fn authenticate_refused(ctx: &Ctx<'_>, _req: SaslAuthenticateRequest) 
         Some(StrBytes::from_static_str("Unexpected SASL request: the connection needs no authentication")),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::Encodable;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::sasl::config::{Mechanism, SaslConfig};
+    use crate::sasl::scram::{ScramCredential, ScramHash};
+    use crate::sasl::Credentials;
+
+    struct OneUser;
+
+    impl Credentials for OneUser {
+        fn scram(&self, user: &str, hash: ScramHash) -> Option<ScramCredential> {
+            (user == "alice").then(|| ScramCredential::from_salted_password(hash, b"salt".to_vec(), 4096, b"salted"))
+        }
+    }
+
+    fn frame<R: Encodable>(api: ApiKey, v: i16, r: &R) -> Vec<u8> {
+        let mut b = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(v)
+            .with_correlation_id(1)
+            .encode(&mut b, api.request_header_version(v))
+            .unwrap();
+        r.encode(&mut b, v).unwrap();
+        b.to_vec()
+    }
+
+    /// Random and mutated SASL conversations with wrong credentials: the gate never panics
+    /// and never lets a connection in.
+    #[test]
+    fn mutated_sasl_conversations_never_panic_or_authenticate() {
+        let config = Arc::new(SaslConfig {
+            listener: "SASL".into(),
+            mechanisms: vec![
+                Mechanism::Plain,
+                Mechanism::Scram(ScramHash::Sha256),
+                Mechanism::Scram(ScramHash::Sha512),
+            ],
+            plain_users: BTreeMap::from([("alice".to_string(), "alice-secret".to_string())]),
+            failed_delay_ms: 0,
+        });
+        let mut seeds: Vec<Vec<u8>> = Vec::new();
+        for m in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", ""] {
+            for v in 0..=1 {
+                seeds.push(frame(
+                    ApiKey::SaslHandshake,
+                    v,
+                    &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(m)),
+                ));
+            }
+        }
+        let tokens: [&[u8]; 6] = [
+            b"\0alice\0wrong",
+            b"n,,n=alice,r=abc",
+            b"c=biws,r=abcxyz,p=AAAA",
+            b"n,,n=alice,r=",
+            b"\0\0\0",
+            b"p=x,,n=alice,r=abc",
+        ];
+        for t in tokens {
+            for v in 0..=2 {
+                seeds.push(frame(
+                    ApiKey::SaslAuthenticate,
+                    v,
+                    &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(t)),
+                ));
+            }
+            seeds.push(t.to_vec());
+        }
+        let mut rng = StdRng::seed_from_u64(0x5a51);
+        let mut answered = 0;
+        for _ in 0..2000 {
+            let mut s = Session::new(config.clone(), Arc::new(OneUser));
+            for _ in 0..rng.random_range(1..6) {
+                let mut f = seeds[rng.random_range(0..seeds.len())].clone();
+                match rng.random_range(0..3) {
+                    0 if !f.is_empty() => f.truncate(rng.random_range(0..f.len())),
+                    1 => f.extend((0..rng.random_range(1..32)).map(|_| rng.random::<u8>())),
+                    _ => {
+                        for _ in 0..rng.random_range(0..4) {
+                            if f.len() > 4 {
+                                let at = rng.random_range(4..f.len());
+                                f[at] = rng.random();
+                            }
+                        }
+                    }
+                }
+                match gate(&f, &mut s, Instant::now()) {
+                    Ok(Gate::Answer { close, .. }) => {
+                        answered += 1;
+                        if close {
+                            break;
+                        }
+                    }
+                    Ok(Gate::Serve) => {}
+                    Ok(Gate::Refuse(_)) | Err(_) => break,
+                }
+                assert!(s.principal().is_none(), "logged in with wrong credentials: {f:?}");
+            }
+        }
+        assert!(answered > 100, "{answered}");
+    }
+}

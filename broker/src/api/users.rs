@@ -3,7 +3,7 @@
 //! 'SCRAM-SHA-512=[password=...]'` works and every broker sees the same users. The client
 //! sends a salted password; the broker keeps Kafka's StoredKey and ServerKey, never it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
@@ -32,10 +32,10 @@ fn check(user: &str, mechanism: i8, upsert: Option<(i32, &[u8], &[u8])>) -> Resu
         .ok_or((ResponseError::UnsupportedSaslMechanism, "Unknown SCRAM mechanism".to_string()))?;
     if let Some((iterations, salt, salted)) = upsert {
         if iterations < MIN_ITERATIONS {
-            return Err((ResponseError::UnacceptableCredential, format!("Too few iterations: {iterations}")));
+            return Err((ResponseError::UnacceptableCredential, "Too few iterations".into()));
         }
         if iterations > MAX_ITERATIONS {
-            return Err((ResponseError::UnacceptableCredential, format!("Too many iterations: {iterations}")));
+            return Err((ResponseError::UnacceptableCredential, "Too many iterations".into()));
         }
         if salt.is_empty() || salted.is_empty() {
             return Err((ResponseError::UnacceptableCredential, "Salt and salted password must not be empty".into()));
@@ -45,17 +45,17 @@ fn check(user: &str, mechanism: i8, upsert: Option<(i32, &[u8], &[u8])>) -> Resu
 }
 
 pub async fn alter(ctx: &Ctx<'_>, req: AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse {
-    // One answer per user; a user named twice (by mechanism) is refused whole, as Kafka does.
-    let mut seen: BTreeMap<(String, i8), usize> = BTreeMap::new();
-    let del = req.deletions.iter().map(|d| (d.name.to_string(), d.mechanism));
-    for k in del.chain(req.upsertions.iter().map(|u| (u.name.to_string(), u.mechanism))) {
-        *seen.entry(k).or_default() += 1;
+    // One answer per user; a user named twice (by any mechanism) is refused whole, as Kafka
+    // does.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let del = req.deletions.iter().map(|d| d.name.to_string());
+    for user in del.chain(req.upsertions.iter().map(|u| u.name.to_string())) {
+        *seen.entry(user).or_default() += 1;
     }
-    let duplicated: BTreeSet<String> = seen.iter().filter(|(_, n)| **n > 1).map(|((u, _), _)| u.clone()).collect();
     let mut errors: BTreeMap<String, (ResponseError, String)> = BTreeMap::new();
-    for u in &duplicated {
+    for (user, _) in seen.iter().filter(|(_, n)| **n > 1) {
         errors.insert(
-            u.clone(),
+            user.clone(),
             (ResponseError::DuplicateResource, "A user credential cannot be altered twice in the same request".into()),
         );
     }
@@ -119,9 +119,8 @@ pub async fn alter(ctx: &Ctx<'_>, req: AlterUserScramCredentialsRequest) -> Alte
             }
         }
     }
-    let users: BTreeSet<String> = seen.keys().map(|(u, _)| u.clone()).collect();
-    let results = users
-        .into_iter()
+    let results = seen
+        .into_keys()
         .map(|user| {
             let r = AlterUserScramCredentialsResult::default().with_user(str(&user));
             match errors.get(&user) {
@@ -146,7 +145,8 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeUserScramCredentialsRequest) -
             })
             .unwrap_or_default()
     };
-    let results = match req.users {
+    // Kafka reads an empty list as a null one: every user (kafka-configs sends `[]`).
+    let results = match req.users.filter(|u| !u.is_empty()) {
         None => all
             .keys()
             .map(|u| DescribeUserScramCredentialsResult::default().with_user(str(u)).with_credential_infos(info(u)))
@@ -165,8 +165,9 @@ pub async fn describe(ctx: &Ctx<'_>, req: DescribeUserScramCredentialsRequest) -
                             "Cannot describe SCRAM credentials for the same user twice in a single request",
                         )))
                     } else if !all.contains_key(&user) {
-                        r.with_error_code(ctx.err(ResponseError::ResourceNotFound))
-                            .with_error_message(Some(str("Attempt to describe a user credential that does not exist")))
+                        r.with_error_code(ctx.err(ResponseError::ResourceNotFound)).with_error_message(Some(str(
+                            &format!("Attempt to describe a user credential that does not exist: {user}"),
+                        )))
                     } else {
                         r.with_credential_infos(info(&user))
                     }

@@ -86,6 +86,15 @@ impl ScramCredential {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScramError(pub String);
 
+/// Kafka's one answer to a wrong password, an unknown user or a deleted credential alike, so
+/// that a failed login does not tell whether the user exists.
+fn invalid_credentials(h: ScramHash) -> ScramError {
+    ScramError(format!(
+        "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
+        h.name()
+    ))
+}
+
 fn fail<T>(why: &str) -> Result<T, ScramError> {
     Err(ScramError(why.to_string()))
 }
@@ -173,7 +182,7 @@ impl ScramServer {
                     return fail("Invalid SCRAM client first message: empty nonce");
                 }
                 let Some(credential) = lookup(&user) else {
-                    return fail("Authentication failed: Invalid user credentials");
+                    return Err(invalid_credentials(hash));
                 };
                 let nonce = format!("{client_nonce}{server_nonce}");
                 let server_first = format!("r={nonce},s={},i={}", B64.encode(&credential.salt), credential.iterations);
@@ -196,24 +205,24 @@ impl ScramServer {
                 let (Some(('c', _)), Some(('r', got_nonce))) = (attrs.first().copied(), attrs.get(1).copied()) else {
                     return fail("Invalid SCRAM client final message: expected c= and r=");
                 };
-                // Kafka checks only that the client's nonce ends with the server's: librdkafka
-                // sends its own nonce in front of the server's (which already starts with it).
-                if !got_nonce.ends_with(&nonce) {
-                    return fail("Invalid SCRAM client final message: nonces do not match");
+                // Exactly, as Kafka 4 checks it (librdkafka before 2.6.1 repeats its own nonce
+                // in front of the server's, and is refused by both).
+                if got_nonce != nonce {
+                    return Err(invalid_credentials(hash));
                 }
                 let proof =
                     B64.decode(proof).map_err(|_| ScramError("Invalid SCRAM client final message: proof".into()))?;
                 let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
                 let client_signature = hmac(hash, &credential.stored_key, auth_message.as_bytes());
                 if proof.len() != client_signature.len() {
-                    return fail("Authentication failed: Invalid client credentials");
+                    return Err(invalid_credentials(hash));
                 }
                 let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
                 let computed = digest::digest(hash.digest(), &client_key);
                 // Compared in time that does not depend on where they differ.
                 let diff = computed.as_ref().iter().zip(&credential.stored_key).fold(0u8, |acc, (a, b)| acc | (a ^ b));
                 if diff != 0 || computed.as_ref().len() != credential.stored_key.len() {
-                    return fail("Authentication failed: Invalid client credentials");
+                    return Err(invalid_credentials(hash));
                 }
                 let server_signature = hmac(hash, &credential.server_key, auth_message.as_bytes());
                 Ok((format!("v={}", B64.encode(server_signature)).into_bytes(), Some(user)))
@@ -262,14 +271,18 @@ mod tests {
     fn a_wrong_proof_an_unknown_user_or_a_changed_nonce_fails() {
         let lookup = |u: &str| (u == "user").then(rfc_credential);
         let mut s = ScramServer::new(ScramHash::Sha256);
-        assert!(s.step(b"n,,n=nobody,r=abc", lookup, "xyz").unwrap_err().0.contains("Invalid user credentials"));
+        let unknown = s.step(b"n,,n=nobody,r=abc", lookup, "xyz").unwrap_err();
         let mut s = ScramServer::new(ScramHash::Sha256);
         s.step(b"n,,n=user,r=abc", lookup, "xyz").unwrap();
         let e = s.step(b"c=biws,r=abcxyz,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", lookup, "").unwrap_err();
-        assert!(e.0.contains("Invalid client credentials"), "{e:?}");
+        assert_eq!(e, unknown, "a wrong password and an unknown user get the same answer");
+        assert!(e.0.contains("invalid credentials with SASL mechanism SCRAM-SHA-256"), "{e:?}");
         let mut s = ScramServer::new(ScramHash::Sha256);
         s.step(b"n,,n=user,r=abc", lookup, "xyz").unwrap();
-        assert!(s.step(b"c=biws,r=abcXXX,p=AAAA", lookup, "").unwrap_err().0.contains("nonces"));
+        assert_eq!(s.step(b"c=biws,r=abcXXX,p=AAAA", lookup, "").unwrap_err(), unknown, "a changed nonce");
+        let mut s = ScramServer::new(ScramHash::Sha256);
+        s.step(b"n,,n=user,r=abc", lookup, "xyz").unwrap();
+        assert_eq!(s.step(b"c=biws,r=abcabcxyz,p=AAAA", lookup, "").unwrap_err(), unknown, "a repeated nonce");
         let mut s = ScramServer::new(ScramHash::Sha256);
         assert!(s.step(b"p=tls-unique,,n=user,r=abc", lookup, "xyz").is_err(), "channel binding");
         let mut s = ScramServer::new(ScramHash::Sha256);

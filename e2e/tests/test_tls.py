@@ -32,21 +32,18 @@ from harness import kproto
 from harness.broker import EXTRA_LISTENERS
 from harness.clients import (
     AdminClient,
-    KafkaException,
     NewTopic,
     Producer,
     create_topic,
     produce,
-    read_partition,
     run,
     unique,
     wait_for,
     wait_topic,
 )
+from harness.secured import console_consume, console_produce, host_port, refused, values
 from harness.tls import OPENSSL, der_of, make_pki, plaintext_exchange, server_certificate, tls_api_versions, tls_conn
 
-CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
-CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 # ConsoleProducer exits 0 even when no record could be sent: its log is the verdict.
 JAVA_TROUBLE = re.compile(r"\bERROR\b|Exception")
 API_VERSIONS = 18
@@ -77,11 +74,6 @@ def tls_broker(module_broker_factory, pki):
     return module_broker_factory.start(tls_overrides(pki))
 
 
-def host_port(addr):
-    host, port = addr.rsplit(":", 1)
-    return host, int(port)
-
-
 def rdkafka_tls(ca, cert=None, key=None):
     """librdkafka over TLS; it verifies the broker's name (here its IP) by default."""
     conf = {"security.protocol": "SSL", "ssl.ca.location": str(ca)}
@@ -99,59 +91,9 @@ def java_properties(path, pki, keystore=None):
 
 
 def java_produce(tools, bootstrap, topic, lines, props):
-    r = tools.run_class(
-        CONSOLE_PRODUCER,
-        "--bootstrap-server",
-        bootstrap,
-        "--topic",
-        topic,
-        "--command-config",
-        props,
-        input="\n".join(lines) + "\n",
-        timeout=90,
-    )
+    r = console_produce(tools, bootstrap, topic, lines, props)
     assert not JAVA_TROUBLE.search(r.stdout + r.stderr), f"console producer over TLS\n{r.describe()}"
     return r
-
-
-def java_consume(tools, bootstrap, topic, n, props):
-    r = tools.run_class(
-        CONSOLE_CONSUMER,
-        "--bootstrap-server",
-        bootstrap,
-        "--topic",
-        topic,
-        "--command-config",
-        props,
-        "--from-beginning",
-        "--max-messages",
-        str(n),
-        "--timeout-ms",
-        "30000",
-        timeout=90,
-    )
-    assert f"Processed a total of {n} messages" in r.stderr, f"console consumer over TLS\n{r.describe()}"
-    return r.stdout.splitlines()
-
-
-def values(bootstrap, topic, n, conf=None):
-    return [v.decode() for _, v in read_partition(bootstrap, topic, 0, 0, n, timeout=30, conf=conf)]
-
-
-def refused(bootstrap, conf, what, match=lambda e: True, timeout=10):
-    """A librdkafka client that must get no Metadata, after reporting an error `match` accepts
-    (through error_cb; its log is off, it retries every few ms): the errors it reported."""
-    errors = []
-    p = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "error_cb": lambda e: errors.append(str(e)), **conf})
-    deadline = time.monotonic() + timeout
-    while not any(map(match, errors)) and time.monotonic() < deadline:
-        p.poll(0.2)
-    assert any(map(match, errors)), f"{what}: no matching error within {timeout}s: {sorted(set(errors))}"
-    try:
-        md = p.list_topics(timeout=2)
-    except KafkaException:
-        return sorted(set(errors))
-    pytest.fail(f"{what}: Metadata over {bootstrap} succeeded and lists brokers {md.brokers}")
 
 
 def s_client(addr, pki, *args):
@@ -187,7 +129,7 @@ def test_java_client_produces_and_consumes_over_tls(tls_broker, pki, tools, tmp_
     lines = [f"java over tls {i}" for i in range(200)]
 
     java_produce(tools, tls, topic, lines, props)
-    assert java_consume(tools, tls, topic, len(lines), props) == lines
+    assert console_consume(tools, tls, topic, len(lines), props) == lines
     # One log behind both listeners.
     assert values(tls_broker.bootstrap, topic, len(lines)) == lines
 
@@ -274,7 +216,7 @@ def test_mutual_tls(broker_factory, pki, tools, tmp_path):
     alice = java_properties(tmp_path / "alice.properties", pki, keystore=pki.client_pem)
     java_lines = [f"alice via java {i}" for i in range(100)]
     java_produce(tools, tls, topic, java_lines, alice)
-    assert java_consume(tools, tls, topic, len(java_lines), alice) == java_lines
+    assert console_consume(tools, tls, topic, len(java_lines), alice) == java_lines
 
     alice_rd = rdkafka_tls(pki.ca, pki.client_crt, pki.client_key)
     rd_lines = [f"alice via librdkafka {i}" for i in range(100)]
@@ -307,19 +249,7 @@ def test_mutual_tls(broker_factory, pki, tools, tmp_path):
         print(f"librdkafka with {who}: {errors}")
 
     nobody = java_properties(tmp_path / "nobody.properties", pki)
-    r = tools.run_class(
-        CONSOLE_PRODUCER,
-        "--bootstrap-server",
-        tls,
-        "--topic",
-        topic,
-        "--command-config",
-        nobody,
-        "--command-property",
-        "max.block.ms=20000",
-        input="not allowed\n",
-        timeout=90,
-    )
+    r = console_produce(tools, tls, topic, ["not allowed"], nobody, "--command-property", "max.block.ms=20000")
     assert "SslAuthenticationException" in r.stdout + r.stderr, r.describe()
 
     # PLAINTEXT needs no certificate and serves the same log.

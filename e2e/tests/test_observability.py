@@ -36,6 +36,10 @@ REPO = Path(__file__).resolve().parents[2]
 LABELS = {"namespace": "fjord-e2e", "cluster": "dev"}
 LAGGING, KEEPING_UP = "audit-archiver", "billing"
 OPERATOR_GROUP = "fjord-operator"
+# Alerts on series a broker exports only once it has SASL listeners, which the dev cluster has
+# not: test_metrics_contract.py checks their names are exported after a SASL login, and
+# dashboards/tests/alerts.test.yaml that they fire; here their expressions must parse.
+SASL_ONLY = {"FjordAuthenticationFailures"}
 
 
 class Load:
@@ -180,6 +184,11 @@ def test_every_alert_expression_parses_and_reads_existing_series(observed):
     _, _, prom, _ = observed
     # operator series: test_operator_monitoring.py
     groups = [g for g in load_alert_groups() if g["name"] != OPERATOR_GROUP]
+    sasl_only = [r for g in groups for r in g["rules"] if r["alert"] in SASL_ONLY]
+    assert {r["alert"] for r in sasl_only} == SASL_ONLY, sasl_only
+    for rule in sasl_only:
+        prom.query(rule["expr"])  # PromQueryError if it does not parse
+    groups = [{**g, "rules": [r for r in g["rules"] if r["alert"] not in SASL_ONLY]} for g in groups]
     # parse: each expression is queried too (PromQueryError if it does not parse)
     missing, checked = selectors_without_series(prom, groups, parse=True)
     assert checked >= 15, checked

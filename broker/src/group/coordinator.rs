@@ -808,13 +808,17 @@ impl GroupCoordinator {
         Ok(out)
     }
 
-    /// Check a commit's generation and member against the group, as Kafka does.
+    /// Check a commit's generation and member against the group, as Kafka does. A
+    /// transactional commit is not refused for a rebalance in progress: its member and
+    /// generation are valid, and the producer has no way to handle REBALANCE_IN_PROGRESS
+    /// (Kafka's `validateOffsetCommit` skips the check for it too).
     fn check_commit(
         &self,
         group_id: &str,
         generation: i32,
         member: &str,
         instance_id: Option<&str>,
+        transactional: bool,
     ) -> Result<(), ResponseError> {
         let mut groups = self.groups.lock();
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id));
@@ -827,7 +831,7 @@ impl GroupCoordinator {
                 return Err(ResponseError::FencedInstanceId);
             }
         }
-        if g.state == GroupState::CompletingRebalance {
+        if g.state == GroupState::CompletingRebalance && !transactional {
             return Err(ResponseError::RebalanceInProgress);
         }
         let Some(m) = g.members.get_mut(member) else { return Err(ResponseError::UnknownMemberId) };
@@ -859,7 +863,7 @@ impl GroupCoordinator {
         entries: Vec<OffsetCommit>,
     ) -> Result<Option<CommitWait>, ResponseError> {
         self.check_request(group_id, &entries)?;
-        self.check_commit(group_id, generation, member, instance_id)?;
+        self.check_commit(group_id, generation, member, instance_id, false)?;
         if entries.is_empty() {
             return Ok(None);
         }
@@ -898,7 +902,7 @@ impl GroupCoordinator {
     ) -> Result<Option<CommitWait>, ResponseError> {
         self.check_request(group_id, &entries)?;
         if generation >= 0 || !member.is_empty() {
-            self.check_commit(group_id, generation, member, instance_id)?;
+            self.check_commit(group_id, generation, member, instance_id, true)?;
         }
         if entries.is_empty() {
             return Ok(None);

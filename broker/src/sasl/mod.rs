@@ -77,11 +77,7 @@ impl Session {
 
     /// The mechanism the handshake chose, if any.
     pub fn mechanism(&self) -> Option<&'static str> {
-        match &self.state {
-            State::Authenticate(m) => Some(m.name()),
-            State::Scram(ScramServer::Challenged { hash, .. }) => Some(hash.name()),
-            _ => self.chosen,
-        }
+        self.chosen
     }
 
     /// Whether a SaslHandshake has chosen a mechanism (a SaslAuthenticate before one is
